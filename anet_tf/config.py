@@ -1,0 +1,684 @@
+"""Typed configuration: nested dataclasses loaded from YAML.
+
+A config file is YAML read with ``yaml.safe_load``. It may extend another file with
+``_base_: other.yaml`` (a path relative to the extending file; a list of bases is
+merged left to right), and command-line overrides (``--set train.stage1.epochs=3``)
+are applied last. Every key is checked against the dataclasses below: an unknown key,
+a value of the wrong type or an impossible value raises :class:`ConfigError` naming
+the dotted key and the file (or ``--set``) it came from.
+
+The dataclasses hold plain values only; ``build_*`` functions elsewhere turn them into
+the keyword arguments of model and data classes, which never see a config object.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass
+from dataclasses import field
+from typing import Any
+from typing import Literal
+from typing import Optional
+
+import yaml
+
+DATASET_NAMES = ("synthetic", "folder", "veri776", "veriwild", "vehicleid")
+BACKBONES = ("resnet50_ibn_a", "resnet50", "resnet18_ibn_a", "resnet18")
+VARIANTS = ("baseline", "van", "anet")
+FEATURES = ("f", "fa", "j")
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with the dotted key and the file it came from."""
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass
+class SynthConfig:
+    """The generated synthetic vehicle dataset (`anet-tf synth`).
+
+    Args:
+        ids: number of vehicle identities in total (train + test).
+        test_ids: how many of them form the test split (query + gallery).
+        cameras: number of cameras; each has its own viewpoint, light and background.
+        images_per_id: images rendered per identity, spread over the cameras.
+        image_size: side of the square rendered images, in pixels.
+        unlabelled_fraction: fraction of identities whose attributes are left
+            unknown (as in VehicleID), to exercise the masking of attribute losses.
+        seed: everything is deterministic from this seed.
+    """
+
+    ids: int = 120
+    test_ids: int = 40
+    cameras: int = 6
+    images_per_id: int = 12
+    image_size: int = 128
+    unlabelled_fraction: float = 0.1
+    seed: int = 0
+
+
+@dataclass
+class AugmentConfig:
+    """Training-time augmentation (section 4.2: flip, zoom, random erasing)."""
+
+    flip_prob: float = 0.5
+    zoom_prob: float = 0.5
+    zoom_min_area: float = 0.64
+    erasing_prob: float = 0.5
+    erasing_area: tuple[float, float] = (0.02, 0.4)
+    erasing_aspect: float = 0.3
+
+
+@dataclass
+class DataConfig:
+    """Which dataset, where it lives, and how batches are formed.
+
+    Args:
+        name: dataset reader: synthetic | folder | veri776 | veriwild | vehicleid.
+        root: dataset folder. Relative paths are relative to the working directory.
+        attributes: the attributes that form the n attribute branches, in order.
+        image_size: network input (height, width).
+        batch_size: training batch; P identities x K images, so a multiple of K.
+        num_instances: K, images per identity in a batch (>= 2 for triplet mining).
+        test_batch_size: batch size of the evaluation pipeline.
+        veriwild_test_size: VeRi-Wild test list (small=3000, medium=5000, large=10000).
+        vehicleid_test_list: VehicleID test list: small | medium | large or a size.
+        num_parallel_calls: tf.data parallelism; -1 = AUTOTUNE.
+        seed: sampler and augmentation seed.
+    """
+
+    name: Literal["synthetic", "folder", "veri776", "veriwild", "vehicleid"] = (
+        "synthetic"
+    )
+    root: str = "datasets/synthetic"
+    attributes: list[str] = field(default_factory=lambda: ["color", "type"])
+    image_size: tuple[int, int] = (256, 256)
+    batch_size: int = 64
+    num_instances: int = 4
+    test_batch_size: int = 128
+    veriwild_test_size: Literal["small", "medium", "large"] = "small"
+    vehicleid_test_list: str = "small"
+    num_parallel_calls: int = -1
+    seed: int = 0
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    synth: SynthConfig = field(default_factory=SynthConfig)
+
+    @property
+    def num_ids_per_batch(self) -> int:
+        """P, the identities in one batch."""
+        return self.batch_size // self.num_instances
+
+
+# -------------------------------------------------------------------------- model
+
+
+@dataclass
+class JointModuleConfig:
+    """Joint Module (section 3.2). ``width`` is the inner width of the two 3x3
+    convolutions of G_reid; ``None`` keeps the paper's c (the backbone channels)."""
+
+    width: Optional[int] = None
+
+
+@dataclass
+class ModelConfig:
+    """The ANet network (section 3) and its ablation variants (Table 1, Table 2).
+
+    Args:
+        variant: baseline (f only) | van (f + attribute branches) | anet (full).
+        backbone: resnet50_ibn_a | resnet50 | resnet18_ibn_a | resnet18.
+        base_width: channels of the first residual stage (64 for the real ResNets;
+            smaller values give a width-reduced network for CPUs and tests).
+        last_stride: stride of the last residual stage (1 as in the paper).
+        pretrained: local weights file for the backbone, or null.
+        attribute_branch: se (SE channel attention, the paper) | fc (Table 2).
+        se_reduction: SE reduction ratio (16).
+        s_f: dimension of f; s_a: dimension of each a_i; s_j: dimension of j.
+    """
+
+    variant: Literal["baseline", "van", "anet"] = "anet"
+    backbone: Literal["resnet50_ibn_a", "resnet50", "resnet18_ibn_a", "resnet18"] = (
+        "resnet50_ibn_a"
+    )
+    base_width: int = 64
+    last_stride: int = 1
+    pretrained: Optional[str] = None
+    attribute_branch: Literal["se", "fc"] = "se"
+    se_reduction: int = 16
+    s_f: int = 512
+    s_a: int = 128
+    s_j: int = 512
+    joint_module: JointModuleConfig = field(default_factory=JointModuleConfig)
+
+
+# ------------------------------------------------------------------------- losses
+
+
+@dataclass
+class LossConfig:
+    """Loss terms and weights (eq. 4, 9, 10, 13; section 4.2).
+
+    Args:
+        label_smoothing: epsilon of the label-smoothed identity cross entropy.
+        triplet_margin: margin of the batch-hard triplet losses (ignored when
+            soft_margin is true).
+        soft_margin: use softplus(d_ap - d_an) instead of a hinge with margin.
+        pattern_margin: margin of the attribute-pattern triplet on g.
+        lambda_van: lambda of eq. (10); lambda_a: lambda_A of eq. (4);
+            lambda_g: lambda_G of eq. (9).
+        use_ac: enable the Amelioration Constraint in stage 2 (false = the
+            "ANet w/o AC" ablation).
+    """
+
+    label_smoothing: float = 0.1
+    triplet_margin: float = 0.3
+    soft_margin: bool = False
+    pattern_margin: float = 0.3
+    lambda_van: float = 1.0
+    lambda_a: float = 1.0
+    lambda_g: float = 1.0
+    use_ac: bool = True
+
+
+# ----------------------------------------------------------------------- training
+
+
+@dataclass
+class StageConfig:
+    """One training stage. ``steps_per_epoch: null`` = one pass over the images."""
+
+    epochs: int = 1
+    steps_per_epoch: Optional[int] = None
+
+
+@dataclass
+class TrainConfig:
+    """Two-stage training (section 3.2, 4.2).
+
+    The learning-rate schedule counts epochs over both stages: lr is multiplied by
+    ``lr_gamma`` at each epoch of ``lr_milestones``.
+    """
+
+    stage1: StageConfig = field(default_factory=lambda: StageConfig(epochs=150))
+    stage2: StageConfig = field(default_factory=lambda: StageConfig(epochs=60))
+    optimizer: Literal["amsgrad", "adam", "sgd"] = "amsgrad"
+    lr: float = 6e-4
+    lr_milestones: list[int] = field(default_factory=lambda: [60, 120, 150])
+    lr_gamma: float = 0.1
+    weight_decay: float = 5e-4
+    strategy: Literal["auto", "one_device", "mirrored", "multi_worker"] = "auto"
+    mixed_precision: bool = False
+    jit_compile: bool = False
+    seed: int = 0
+    eval_every: int = 0
+
+
+# --------------------------------------------------------------------- evaluation
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation (section 4.1 protocols; metrics as FastReID).
+
+    Args:
+        feature: test-time feature: f | fa (f concatenated with the a_i) | j.
+        metric: cosine | euclidean, on L2-normalised features.
+        flip: average the features of the image and its mirror.
+        rerank: k-reciprocal re-ranking (galleries that fit in memory).
+        max_rank: length of the CMC curve.
+        chunk_size: queries per chunk in the scalable evaluator.
+        vehicleid_trials: random gallery draws of the VehicleID protocol.
+        trapezoid_ap: also report the MATLAB-style trapezoid mAP.
+    """
+
+    feature: Literal["f", "fa", "j"] = "j"
+    metric: Literal["cosine", "euclidean"] = "cosine"
+    flip: bool = False
+    rerank: bool = False
+    max_rank: int = 50
+    chunk_size: int = 256
+    vehicleid_trials: int = 10
+    trapezoid_ap: bool = False
+    seed: int = 0
+
+
+# ------------------------------------------------------------------------- export
+
+
+@dataclass
+class ExportConfig:
+    """Export to serving formats (TF Serving SavedModel, TFLite, ONNX, TensorRT)."""
+
+    formats: list[str] = field(default_factory=lambda: ["saved_model"])
+    model_name: str = "anet"
+    version: int = 1
+    quantize: Optional[Literal["fp16", "int8"]] = None
+
+
+@dataclass
+class Config:
+    """The whole configuration of a run."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    # Where the config came from (file path), for error messages; not a YAML key.
+    source: str = field(default="<defaults>", metadata={"internal": True})
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (YAML-safe) of every setting, without ``source``."""
+        out = _to_plain(self)
+        out.pop("source", None)
+        return out
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# ------------------------------------------------------------------------ loading
+
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs")
+DEFAULT_CONFIG = "synthetic.yaml"
+
+
+def resolve_config_path(path: Optional[str]) -> str:
+    """Find a config file: an existing path, or a name inside the shipped configs/.
+
+    ``None`` gives the default (``configs/synthetic.yaml``).
+    """
+    if path is None:
+        path = DEFAULT_CONFIG
+    if os.path.exists(path):
+        return path
+    for candidate in (
+        os.path.join(CONFIG_DIR, path),
+        os.path.join(CONFIG_DIR, path + ".yaml"),
+    ):
+        if os.path.exists(candidate):
+            return candidate
+    raise ConfigError(
+        f"config file not found: {path!r} (looked in the working directory and in "
+        f"{CONFIG_DIR})"
+    )
+
+
+def load_config(
+    path: Optional[str] = None, overrides: Optional[list[str]] = None
+) -> Config:
+    """Load a YAML config (with ``_base_`` inheritance) and apply ``--set`` overrides.
+
+    Args:
+        path: YAML file, or a name of a shipped config; None = the default config.
+        overrides: ``["train.stage1.epochs=3", ...]``; values are parsed as YAML.
+
+    Raises:
+        ConfigError: unknown key, wrong type or impossible value, naming key and file.
+    """
+    path = resolve_config_path(path)
+    raw, origins = _load_yaml_tree(path, chain=())
+    for item in overrides or []:
+        key, value = _parse_override(item)
+        _set_dotted(raw, key, value, origins, "--set")
+    cfg = _build(Config, raw, "", origins, path)
+    cfg.source = path
+    validate(cfg, origins, path)
+    return cfg
+
+
+def config_from_dict(
+    raw: dict[str, Any], source: str = "<dict>"
+) -> Config:
+    """Build and validate a :class:`Config` from a nested dict (e.g. a run's YAML)."""
+    origins: dict[str, str] = {}
+    _record_origins(raw, "", source, origins)
+    cfg = _build(Config, copy.deepcopy(raw), "", origins, source)
+    cfg.source = source
+    validate(cfg, origins, source)
+    return cfg
+
+
+def _load_yaml_tree(path: str, chain: tuple[str, ...]) -> tuple[dict, dict[str, str]]:
+    apath = os.path.abspath(path)
+    if apath in chain:
+        raise ConfigError(
+            f"{path}: _base_ cycle: {' -> '.join(chain + (apath,))}"
+        )
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{path}: the top level must be a mapping of sections, got "
+            f"{type(data).__name__}"
+        )
+    bases = data.pop("_base_", [])
+    if isinstance(bases, str):
+        bases = [bases]
+    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+        raise ConfigError(f"{path}: _base_ must be a file name or a list of them")
+    merged: dict = {}
+    origins: dict[str, str] = {}
+    for base in bases:
+        base_path = os.path.join(os.path.dirname(path), base)
+        base_raw, base_origins = _load_yaml_tree(base_path, chain + (apath,))
+        _deep_merge(merged, base_raw)
+        origins.update(base_origins)
+    _record_origins(data, "", path, origins)
+    _deep_merge(merged, data)
+    return merged, origins
+
+
+def _record_origins(node: Any, prefix: str, source: str, origins: dict) -> None:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            dotted = f"{prefix}{key}"
+            origins[dotted] = source
+            _record_origins(value, dotted + ".", source, origins)
+
+
+def _deep_merge(dst: dict, src: dict) -> None:
+    for key, value in src.items():
+        if isinstance(value, dict) and isinstance(dst.get(key), dict):
+            _deep_merge(dst[key], value)
+        else:
+            dst[key] = copy.deepcopy(value)
+
+
+def _parse_override(item: str) -> tuple[str, Any]:
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected key=value, e.g. train.lr=0.001")
+    key, text = item.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"--set {item!r}: empty key")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {item!r}: value is not valid YAML: {exc}") from None
+    return key, value
+
+
+def _set_dotted(raw: dict, key: str, value: Any, origins: dict, source: str) -> None:
+    parts = key.split(".")
+    node = raw
+    for i, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(
+                f"{source}: {'.'.join(parts[: i + 1])} is not a section, cannot set "
+                f"{key}"
+            )
+        node = child
+    node[parts[-1]] = value
+    origins[key] = source
+    _record_origins(value, key + ".", source, origins)
+
+
+def _where(key: str, origins: dict[str, str], default: str) -> str:
+    probe = key
+    while probe:
+        if probe in origins:
+            return origins[probe]
+        probe = probe.rpartition(".")[0]
+    return default
+
+
+def _build(cls: type, raw: Any, prefix: str, origins: dict, path: str) -> Any:
+    where = _where(prefix.rstrip("."), origins, path)
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"{where}: {prefix.rstrip('.') or 'config'} must be a mapping, got "
+            f"{raw!r}"
+        )
+    hints = typing.get_type_hints(cls)
+    fields = {
+        f.name: f
+        for f in dataclasses.fields(cls)
+        if not f.metadata.get("internal")
+    }
+    kwargs = {}
+    for key, value in raw.items():
+        dotted = f"{prefix}{key}"
+        if key not in fields:
+            raise ConfigError(
+                f"{_where(dotted, origins, path)}: unknown key '{dotted}'; valid keys "
+                f"in '{prefix.rstrip('.') or 'top level'}': {', '.join(sorted(fields))}"
+            )
+        kwargs[key] = _coerce(hints[key], value, dotted, origins, path)
+    return cls(**kwargs)
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin in (list, tuple):
+        return f"{origin.__name__} of {_type_name(typing.get_args(tp)[0])}"
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(tp: Any, value: Any, key: str, origins: dict, path: str) -> Any:
+    where = _where(key, origins, path)
+
+    def fail() -> ConfigError:
+        return ConfigError(
+            f"{where}: {key} must be {_type_name(tp)}, got {value!r} "
+            f"({type(value).__name__})"
+        )
+
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key + ".", origins, path)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(arg, value, key, origins, path)
+            except ConfigError:
+                continue
+        raise fail()
+    if origin is Literal:
+        if value in typing.get_args(tp) and not isinstance(value, bool):
+            return value
+        raise ConfigError(
+            f"{where}: {key} must be one of {', '.join(map(repr, typing.get_args(tp)))}"
+            f", got {value!r}"
+        )
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise fail()
+        args = typing.get_args(tp)
+        if origin is tuple and len(args) >= 1 and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise ConfigError(
+                    f"{where}: {key} must have {len(args)} items, got {value!r}"
+                )
+            return tuple(
+                _coerce(a, v, f"{key}[{i}]", origins, path)
+                for i, (a, v) in enumerate(zip(args, value))
+            )
+        item = args[0]
+        return origin(
+            _coerce(item, v, f"{key}[{i}]", origins, path) for i, v in enumerate(value)
+        )
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise fail()
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise fail()
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise fail()
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise fail()
+    raise ConfigError(f"{where}: {key}: unsupported config type {tp!r}")
+
+
+# --------------------------------------------------------------------- validation
+
+
+def validate(cfg: Config, origins: Optional[dict] = None, path: str = "") -> None:
+    """Check values that are well-typed but impossible; raise :class:`ConfigError`."""
+    origins = origins or {}
+    path = path or cfg.source
+
+    def err(key: str, message: str) -> ConfigError:
+        return ConfigError(f"{_where(key, origins, path)}: {key}: {message}")
+
+    d = cfg.data
+    if d.num_instances < 2:
+        raise err(
+            "data.num_instances",
+            f"K must be >= 2 so every anchor has a positive for triplet mining, got "
+            f"{d.num_instances}",
+        )
+    if d.batch_size <= 0 or d.batch_size % d.num_instances:
+        raise err(
+            "data.batch_size",
+            f"must be a positive multiple of data.num_instances (K={d.num_instances}),"
+            f" got {d.batch_size}",
+        )
+    if d.batch_size // d.num_instances < 2:
+        raise err(
+            "data.batch_size",
+            f"needs at least 2 identities per batch (P = batch_size / K), got "
+            f"P={d.batch_size // d.num_instances}",
+        )
+    if d.test_batch_size <= 0:
+        raise err("data.test_batch_size", f"must be positive, got {d.test_batch_size}")
+    if not d.root:
+        raise err("data.root", "must name the dataset folder")
+    if any(s < 16 for s in d.image_size):
+        raise err("data.image_size", f"each side must be >= 16, got {d.image_size}")
+    if len(set(d.attributes)) != len(d.attributes):
+        raise err("data.attributes", f"duplicate attribute in {d.attributes}")
+    if cfg.model.variant != "baseline" and not d.attributes:
+        raise err(
+            "data.attributes",
+            f"model.variant={cfg.model.variant!r} needs at least one attribute",
+        )
+    a = d.augment
+    for key in ("flip_prob", "zoom_prob", "erasing_prob"):
+        v = getattr(a, key)
+        if not 0.0 <= v <= 1.0:
+            raise err(f"data.augment.{key}", f"must be a probability in [0, 1], got {v}")
+    if not 0.0 < a.zoom_min_area <= 1.0:
+        raise err("data.augment.zoom_min_area", f"must be in (0, 1], got {a.zoom_min_area}")
+    lo, hi = a.erasing_area
+    if not 0.0 < lo <= hi < 1.0:
+        raise err("data.augment.erasing_area", f"must be 0 < min <= max < 1, got {a.erasing_area}")
+    s = d.synth
+    if s.ids < 4 or not 2 <= s.test_ids < s.ids:
+        raise err("data.synth.test_ids", f"need 2 <= test_ids < ids, got {s.test_ids} of {s.ids}")
+    if s.cameras < 2:
+        raise err("data.synth.cameras", f"need at least 2 cameras, got {s.cameras}")
+    if s.images_per_id < 2:
+        raise err("data.synth.images_per_id", f"need at least 2, got {s.images_per_id}")
+    if not 0.0 <= s.unlabelled_fraction < 1.0:
+        raise err("data.synth.unlabelled_fraction", f"must be in [0, 1), got {s.unlabelled_fraction}")
+
+    m = cfg.model
+    for key in ("base_width", "se_reduction", "s_f", "s_a", "s_j"):
+        if getattr(m, key) <= 0:
+            raise err(f"model.{key}", f"must be positive, got {getattr(m, key)}")
+    if m.last_stride not in (1, 2):
+        raise err("model.last_stride", f"must be 1 or 2, got {m.last_stride}")
+    if m.joint_module.width is not None and m.joint_module.width <= 0:
+        raise err("model.joint_module.width", f"must be positive or null, got {m.joint_module.width}")
+
+    lo_ = cfg.loss
+    if not 0.0 <= lo_.label_smoothing < 1.0:
+        raise err("loss.label_smoothing", f"must be in [0, 1), got {lo_.label_smoothing}")
+    for key in ("triplet_margin", "pattern_margin", "lambda_van", "lambda_a", "lambda_g"):
+        if getattr(lo_, key) < 0:
+            raise err(f"loss.{key}", f"must be >= 0, got {getattr(lo_, key)}")
+
+    t = cfg.train
+    if t.lr <= 0:
+        raise err("train.lr", f"learning rate must be positive, got {t.lr}")
+    if t.weight_decay < 0:
+        raise err("train.weight_decay", f"must be >= 0, got {t.weight_decay}")
+    if not 0 < t.lr_gamma <= 1:
+        raise err("train.lr_gamma", f"must be in (0, 1], got {t.lr_gamma}")
+    if sorted(t.lr_milestones) != list(t.lr_milestones) or any(x <= 0 for x in t.lr_milestones):
+        raise err("train.lr_milestones", f"must be increasing positive epochs, got {t.lr_milestones}")
+    for name in ("stage1", "stage2"):
+        st = getattr(t, name)
+        if st.epochs < 0:
+            raise err(f"train.{name}.epochs", f"must be >= 0, got {st.epochs}")
+        if st.steps_per_epoch is not None and st.steps_per_epoch <= 0:
+            raise err(f"train.{name}.steps_per_epoch", f"must be positive or null, got {st.steps_per_epoch}")
+    if t.stage1.epochs == 0 and t.stage2.epochs == 0:
+        raise err("train.stage1.epochs", "both stages have 0 epochs: nothing to train")
+
+    e = cfg.eval
+    if e.feature in ("fa",) and m.variant == "baseline":
+        raise err("eval.feature", "feature 'fa' needs attribute branches (model.variant van or anet)")
+    if e.feature == "j" and m.variant != "anet":
+        raise err("eval.feature", f"feature 'j' needs model.variant 'anet', got {m.variant!r}")
+    if e.max_rank < 1:
+        raise err("eval.max_rank", f"must be >= 1, got {e.max_rank}")
+    if e.chunk_size < 1:
+        raise err("eval.chunk_size", f"must be >= 1, got {e.chunk_size}")
+    if e.vehicleid_trials < 1:
+        raise err("eval.vehicleid_trials", f"must be >= 1, got {e.vehicleid_trials}")
+
+    x = cfg.export
+    valid_formats = ("saved_model", "tflite", "onnx", "tensorrt")
+    for fmt in x.formats:
+        if fmt not in valid_formats:
+            raise err("export.formats", f"unknown format {fmt!r}; valid: {', '.join(valid_formats)}")
+    if x.version < 1:
+        raise err("export.version", f"must be >= 1, got {x.version}")
+
+
+def check_data_root(cfg: Config) -> str:
+    """Return ``data.root`` if it is an existing folder, else a ConfigError naming it."""
+    root = cfg.data.root
+    if not os.path.isdir(root):
+        raise ConfigError(
+            f"{cfg.source}: data.root: dataset folder {root!r} does not exist "
+            f"(data.name={cfg.data.name!r}); set it with --set data.root=PATH"
+        )
+    return root
+
+
+def _to_plain(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj):
+        return {f.name: _to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [_to_plain(v) for v in obj]
+    return obj

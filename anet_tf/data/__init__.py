@@ -1,0 +1,1 @@
+"""Data: dataset readers (records), the synthetic generator, and tf.data pipelines."""
