@@ -8,6 +8,7 @@ tf.data pipeline, evaluation, ``data check``) sees only these records.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from dataclasses import field
 from typing import Optional
@@ -111,3 +112,94 @@ def resolve_inside(root: str, relpath: str, where: str) -> str:
 def optional_int(text: str) -> Optional[int]:
     text = text.strip()
     return int(text) if text else None
+
+
+# ------------------------------------------------------ helpers shared by the readers
+
+
+class ProblemLog:
+    """Where a reader reports bad input.
+
+    With ``strict`` (training, evaluation) the first problem raises :class:`DataError`.
+    Without it (``data check``) every problem is recorded in ``messages`` and the
+    reader skips exactly the bad entry and goes on, so one pass lists them all.
+    """
+
+    def __init__(self, strict: bool = True) -> None:
+        self.strict = strict
+        self.messages: list[str] = []
+
+    def report(self, message: str) -> None:
+        """A bad entry (the caller then skips it): raise if strict, else record it."""
+        if self.strict:
+            raise DataError(message)
+        self.messages.append(message)
+
+    def note(self, message: str) -> None:
+        """A finding that is not an error (e.g. a corrected erratum): always recorded."""
+        self.messages.append(message)
+
+
+def check_attributes(requested: list[str], offered: tuple[str, ...], dataset: str) -> None:
+    """Refuse an attribute the dataset does not label, listing the ones it does."""
+    unknown = [a for a in requested if a not in offered]
+    if unknown:
+        raise DataError(
+            f"data.attributes: {dataset} does not offer {', '.join(map(repr, unknown))};"
+            f" offered: {', '.join(offered)}"
+        )
+
+
+def read_lines(
+    path: str, encodings: tuple[str, ...] = ("utf-8-sig",), hint: str = ""
+) -> list[tuple[int, str]]:
+    """The non-empty lines of a text file, stripped, with their 1-based numbers.
+
+    Args:
+        encodings: tried in order; the first that decodes the whole file wins.
+        hint: appended to the "file not found" message (e.g. the expected layout).
+    """
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found{hint}") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read: {exc}") from None
+    error = None
+    for encoding in encodings:
+        try:
+            text = data.decode(encoding)
+            break
+        except UnicodeDecodeError as exc:
+            error = error or exc
+    else:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise DataError(
+            f"{path}:{line}: not valid {' or '.join(encodings)} text ({error.reason})"
+        )
+    lines = []
+    for number, line in enumerate(text.split("\n"), start=1):
+        line = line.strip()
+        if line:
+            lines.append((number, line))
+    return lines
+
+
+class FileIndex:
+    """Answers "does this image exist" from one directory listing per folder, which
+    is much faster than one ``stat`` per image on datasets of 400k files."""
+
+    def __init__(self) -> None:
+        self._folders: dict[str, frozenset[str]] = {}
+
+    def exists(self, path: str) -> bool:
+        folder, name = os.path.split(path)
+        names = self._folders.get(folder)
+        if names is None:
+            try:
+                names = frozenset(os.listdir(folder))
+            except OSError:
+                names = frozenset()
+            self._folders[folder] = names
+        return name in names

@@ -1,0 +1,221 @@
+"""The ``anet-tf`` command: the one place that imports every part of the package.
+
+Subcommands: fit, evaluate, export, synth, data check, summary, weights convert.
+Imports are done inside each command so ``anet-tf --help`` is instant and a command
+only pays for TensorFlow when it needs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+EXIT_USAGE = 2
+EXIT_FAILED = 1
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--config",
+        "-c",
+        default=None,
+        help="YAML config file or the name of a shipped one (default: synthetic)",
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set train.stage1.epochs=3 (repeatable)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="anet-tf",
+        description="AttributeNet (ANet) vehicle re-identification: train, evaluate, "
+        "export and search.",
+    )
+    from anet_tf import __version__
+
+    parser.add_argument("--version", action="version", version=f"anet-tf {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("fit", help="train both stages, evaluate, export a SavedModel")
+    _add_config_args(p)
+    p.add_argument("--out", default=None, help="run directory (default: runs/<config>-<time>)")
+    p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue an interrupted run")
+    p.add_argument("--no-export", action="store_true", help="skip the SavedModel export")
+    p.add_argument("--quiet", action="store_true", help="no per-step progress bar")
+
+    p = sub.add_parser("evaluate", help="evaluate a checkpoint or run on its dataset's protocol")
+    _add_config_args(p)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", help="run directory (uses its config and best checkpoint)")
+    src.add_argument("--checkpoint", help="checkpoint folder or .weights.h5 file")
+    src.add_argument("--model", help="exported SavedModel directory")
+    p.add_argument("--feature", choices=["f", "fa", "j"], default=None, help="test-time feature")
+    p.add_argument("--json-out", default=None, help="write the metrics as JSON here")
+
+    p = sub.add_parser("synth", help="generate the synthetic vehicle dataset")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--ids", type=int, default=None, help="identities in total")
+    p.add_argument("--test-ids", type=int, default=None, help="test identities")
+    p.add_argument("--cameras", type=int, default=None)
+    p.add_argument("--images-per-id", type=int, default=None)
+    p.add_argument("--image-size", type=int, default=None)
+    p.add_argument("--unlabelled-fraction", type=float, default=None)
+    p.add_argument("--seed", type=int, default=None)
+
+    p = sub.add_parser("data", help="dataset tools")
+    dsub = p.add_subparsers(dest="data_command", metavar="ACTION")
+    c = dsub.add_parser("check", help="validate a dataset and print its statistics")
+    _add_config_args(c)
+    c.add_argument("dir", nargs="?", default=None, help="a dataset folder in the generic format")
+    c.add_argument("--json", action="store_true", help="print JSON")
+
+    p = sub.add_parser("summary", help="parameters and FLOPs per part of the model")
+    _add_config_args(p)
+
+    p = sub.add_parser("weights", help="pretrained weight tools")
+    wsub = p.add_subparsers(dest="weights_command", metavar="ACTION")
+    c = wsub.add_parser("convert", help="convert an IBN-Net PyTorch checkpoint")
+    c.add_argument("file", help="resnet50_ibn_a .pth file")
+    c.add_argument("-o", "--out", required=True, help="output FILE.weights.h5")
+    c.add_argument("--arch", default="resnet50_ibn_a")
+    return parser
+
+
+# --------------------------------------------------------------------- commands
+
+
+def _load_config(args):
+    from anet_tf.config import load_config
+
+    return load_config(args.config, args.overrides)
+
+
+def cmd_synth(args) -> int:
+    from anet_tf.config import SynthConfig
+    from anet_tf.data.synthetic import generate
+
+    defaults = SynthConfig()
+    kwargs = {}
+    for key in ("ids", "test_ids", "cameras", "images_per_id", "image_size", "unlabelled_fraction", "seed"):
+        value = getattr(args, key)
+        kwargs[key] = getattr(defaults, key) if value is None else value
+    out = generate(args.out, **kwargs)
+    print(f"synthetic dataset written to {out}")
+    return 0
+
+
+def ensure_synthetic(cfg, verbose: bool = True) -> None:
+    """Generate the synthetic dataset at ``data.root`` when it is absent."""
+    from anet_tf.data.synthetic import generate_from_config
+
+    if cfg.data.name != "synthetic":
+        return
+    if os.path.exists(os.path.join(cfg.data.root, "manifest.csv")):
+        return
+    if verbose:
+        print(f"[anet-tf] generating the synthetic dataset in {cfg.data.root} ...")
+    generate_from_config(cfg.data.synth, cfg.data.root)
+
+
+def cmd_data_check(args) -> int:
+    from anet_tf.data.check import check
+    from anet_tf.data.check import format_report
+
+    if args.dir is not None:
+        from anet_tf.config import load_config
+
+        overrides = [f"data.root={args.dir}", "data.name=folder", *args.overrides]
+        cfg = load_config(args.config, overrides)
+    else:
+        cfg = _load_config(args)
+        ensure_synthetic(cfg, verbose=not args.json)
+    report = check(cfg)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(format_report(report))
+    return 0 if report.get("ok", False) else EXIT_FAILED
+
+
+def cmd_summary(args) -> int:
+    from anet_tf.model.summary import summarize_config
+
+    cfg = _load_config(args)
+    print(summarize_config(cfg))
+    return 0
+
+
+def cmd_weights_convert(args) -> int:
+    from anet_tf.model.weights import convert_ibn_checkpoint
+
+    convert_ibn_checkpoint(args.file, args.out, arch=args.arch)
+    print(f"converted {args.file} -> {args.out}")
+    return 0
+
+
+def cmd_fit(args) -> int:
+    from anet_tf import workflow
+
+    if args.resume:
+        if args.config or args.overrides:
+            print(
+                "anet-tf fit: --resume uses the run's own config.yaml; drop --config/--set",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
+        return workflow.fit_and_report(None, args.resume, resume=True, export=not args.no_export, verbose=not args.quiet)
+    cfg = _load_config(args)
+    run_dir = args.out or workflow.default_run_dir(cfg)
+    return workflow.fit_and_report(cfg, run_dir, resume=False, export=not args.no_export, verbose=not args.quiet)
+
+
+def cmd_evaluate(args) -> int:
+    from anet_tf import workflow
+
+    return workflow.evaluate_command(args)
+
+
+COMMANDS = {
+    "fit": cmd_fit,
+    "evaluate": cmd_evaluate,
+    "synth": cmd_synth,
+    "summary": cmd_summary,
+}
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    if args.command == "data":
+        if args.data_command != "check":
+            parser.parse_args(["data", "--help"])
+        handler = cmd_data_check
+    elif args.command == "weights":
+        if args.weights_command != "convert":
+            parser.parse_args(["weights", "--help"])
+        handler = cmd_weights_convert
+    else:
+        handler = COMMANDS[args.command]
+    from anet_tf.config import ConfigError
+    from anet_tf.data.records import DataError
+
+    try:
+        return handler(args)
+    except (ConfigError, DataError, FileNotFoundError) as exc:
+        print(f"anet-tf {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,417 @@
+"""The generic folder dataset format, for users' own data (``data.name: folder``).
+
+Layout of a dataset folder::
+
+    <root>/manifest.csv             path,vehicle_id,camera_id,split,<attr1>,<attr2>,...
+    <root>/attributes/<attr>.txt    class names of <attr>, one per line (index = order)
+    <root>/images/...               the images (any layout; ``path`` is relative)
+
+``path`` is relative to the root and may not leave it; ``split`` is train, query or
+gallery; ``camera_id`` is an integer, or empty on every row of a dataset without
+cameras (then -1, as VehicleID); an attribute cell holds a class *name* from the
+attribute's class file, or is empty when unknown (the attribute losses mask it).
+Blank lines of either file are ignored.
+
+:func:`read_folder` reads it for training (stops at the first error) or, with
+``strict=False``, gathers every problem at once for ``anet-tf data check``;
+:func:`write_folder` writes it, so the synthetic generator and any converter share
+this one definition of the format.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+
+from anet_tf.data.records import (
+    SPLITS,
+    UNKNOWN,
+    DataError,
+    Record,
+    ReidDataset,
+    resolve_inside,
+)
+
+MANIFEST = "manifest.csv"
+ATTRIBUTE_DIR = "attributes"
+COLUMNS = ("path", "vehicle_id", "camera_id", "split")
+# What tf.io.decode_image reads; anything else would fail inside the input pipeline.
+DECODABLE_FORMATS = ("JPEG", "PNG", "BMP", "GIF")
+
+
+class _Findings:
+    """Where problems go: raised at the first one (``strict``) or collected."""
+
+    def __init__(self, strict: bool):
+        self.strict = strict
+        self.problems: list[str] = []
+
+    def error(self, message: str) -> None:
+        """A problem that makes the data unusable as written."""
+        if self.strict:
+            raise DataError(message)
+        self.problems.append(message)
+
+    def warn(self, message: str) -> None:
+        """A problem training can live with; always collected, never raised."""
+        self.problems.append(message)
+
+
+def attribute_file(root: str, attribute: str) -> str:
+    """Path of the class file of ``attribute``: ``<root>/attributes/<attribute>.txt``."""
+    return os.path.join(root, ATTRIBUTE_DIR, f"{attribute}.txt")
+
+
+def read_attribute_classes(root: str, attribute: str) -> list[str]:
+    """The class names of ``attribute``, in file order (index = class id).
+
+    Raises:
+        DataError: the file is missing, empty, or lists a class twice.
+    """
+    path = attribute_file(root, attribute)
+    if not os.path.isfile(path):
+        raise DataError(
+            f"{path}: class file of attribute {attribute!r} not found; it must list "
+            f"the {attribute} class names, one per line"
+        )
+    classes: list[str] = []
+    first_line: dict[str, int] = {}
+    with open(path, encoding="utf-8-sig") as f:
+        for line_no, line in enumerate(f, start=1):
+            name = line.strip()
+            if not name:
+                continue
+            if name in first_line:
+                raise DataError(
+                    f"{path}:{line_no}: class {name!r} is listed twice (first on line "
+                    f"{first_line[name]})"
+                )
+            first_line[name] = line_no
+            classes.append(name)
+    if not classes:
+        raise DataError(f"{path}: no class names; list one {attribute} class per line")
+    return classes
+
+
+def manifest_attributes(root: str) -> list[str]:
+    """The attribute columns of ``<root>/manifest.csv`` (header order), or [] when
+    the manifest is missing or empty; ``data check`` uses them by default."""
+    path = os.path.join(root, MANIFEST)
+    if not os.path.isfile(path):
+        return []
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        header = next(csv.reader(f), [])
+    return [h.strip() for h in header if h.strip() and h.strip() not in COLUMNS]
+
+
+def image_problem(path: str) -> str | None:
+    """Why the image at ``path`` cannot feed the input pipeline, or None if it can.
+
+    The image is fully decoded (PIL's ``verify`` alone misses truncated JPEGs) and its
+    format must be one ``tf.io.decode_image`` reads.
+    """
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            fmt = image.format
+            image.load()
+    except Exception as exc:  # PIL raises many types for broken files
+        return f"cannot be decoded ({type(exc).__name__}: {exc})"
+    if fmt not in DECODABLE_FORMATS:
+        return (
+            f"is {fmt}, which tf.io.decode_image cannot read; convert it to one of "
+            f"{', '.join(DECODABLE_FORMATS)}"
+        )
+    return None
+
+
+def read_folder(
+    root: str,
+    attributes: list[str],
+    check_images: bool = True,
+    *,
+    strict: bool = True,
+    verify_images: bool = False,
+) -> ReidDataset:
+    """Read a folder dataset (format in the module docstring).
+
+    Args:
+        root: the dataset folder.
+        attributes: the attributes that become branches, in this order; each needs a
+            manifest column and a class file.
+        check_images: check that every listed image file exists.
+        strict: raise :class:`DataError` at the first error (training). With False,
+            every problem is collected in ``problems`` and the rows with errors are
+            left out of the returned splits (``data check``).
+        verify_images: also decode every image (slow: reads all files).
+
+    Returns:
+        A :class:`ReidDataset` named "folder". Its ``problems`` always list what
+        training can live with, e.g. a training identity with a single image.
+
+    Raises:
+        DataError: naming the file and line, in strict mode.
+    """
+    findings = _Findings(strict)
+    root_abs = os.path.abspath(root)
+    dataset = ReidDataset(
+        name="folder", root=root_abs, attribute_names=[], attribute_classes=[]
+    )
+    manifest = os.path.join(root, MANIFEST)
+    if not os.path.isfile(manifest):
+        findings.error(
+            f"{manifest}: manifest not found; a folder dataset needs it, with header "
+            f"{','.join(COLUMNS)},<attributes...>"
+        )
+        dataset.problems = findings.problems
+        return dataset
+
+    with open(manifest, newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f)
+        header = [h.strip() for h in next(reader, [])]
+        if not _header_ok(header, manifest, findings):
+            dataset.problems = findings.problems
+            return dataset
+        for attribute in attributes:
+            try:
+                if attribute not in header:
+                    raise DataError(
+                        f"{manifest}:1: attribute {attribute!r} is requested but the "
+                        f"header has no such column; its attribute columns are: "
+                        f"{', '.join(h for h in header if h not in COLUMNS) or 'none'}"
+                    )
+                classes = read_attribute_classes(root, attribute)
+            except DataError as exc:
+                findings.error(str(exc))
+                continue
+            dataset.attribute_names.append(attribute)
+            dataset.attribute_classes.append(classes)
+        rows = _read_rows(
+            reader,
+            header,
+            root,
+            manifest,
+            dataset,
+            findings,
+            check_images,
+            verify_images,
+        )
+
+    _check_cameras(rows, manifest, findings)
+    seen: dict[str, int] = {}
+    for line, record in rows:
+        if record.path in seen:
+            findings.warn(
+                f"{manifest}:{line}: image {record.path} is already listed on line "
+                f"{seen[record.path]}"
+            )
+        seen.setdefault(record.path, line)
+        if record.camid is None:
+            record = Record(
+                record.path, record.pid, UNKNOWN, record.attributes, record.split
+            )
+        dataset.split(record.split).append(record)
+    _check_single_images(rows, manifest, findings)
+    dataset.problems = findings.problems
+    return dataset
+
+
+def collect_problems(
+    root: str, attributes: list[str], verify_images: bool = True
+) -> list[str]:
+    """Every problem of a folder dataset at once, each naming file and line, for
+    ``data check``; images are decoded too unless ``verify_images`` is False."""
+    return read_folder(
+        root, attributes, check_images=True, strict=False, verify_images=verify_images
+    ).problems
+
+
+def write_folder(dataset: ReidDataset, root: str | None = None) -> str:
+    """Write ``manifest.csv`` and ``attributes/*.txt`` for a dataset whose images
+    already lie inside ``root`` (default ``dataset.root``); returns ``root``.
+
+    Rows are written train, query, gallery in record order, with ``/`` separators,
+    so the same records always give the same bytes. A camera id of -1 is written
+    empty, an unknown attribute (-1) as an empty cell.
+
+    Raises:
+        DataError: an image outside ``root``, or class names that would not read
+            back (empty, duplicated, spanning lines).
+    """
+    root = os.path.abspath(root or dataset.root)
+    os.makedirs(os.path.join(root, ATTRIBUTE_DIR), exist_ok=True)
+    for name, classes in zip(
+        dataset.attribute_names, dataset.attribute_classes, strict=True
+    ):
+        bad = [c for c in classes if not c.strip() or "\n" in c or c != c.strip()]
+        if bad or len(set(classes)) != len(classes):
+            raise DataError(
+                f"attribute {name!r}: class names must be unique, non-empty, single "
+                f"line and without surrounding spaces, got {classes}"
+            )
+        with open(attribute_file(root, name), "w", encoding="utf-8", newline="\n") as f:
+            f.write("".join(f"{c}\n" for c in classes))
+
+    with open(os.path.join(root, MANIFEST), "w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow([*COLUMNS, *dataset.attribute_names])
+        for split in SPLITS:
+            for record in dataset.split(split):
+                relpath = os.path.relpath(os.path.abspath(record.path), root)
+                if relpath.startswith(os.pardir) or os.path.isabs(relpath):
+                    raise DataError(
+                        f"image {record.path} is outside the dataset root {root}; "
+                        f"copy it inside before writing the manifest"
+                    )
+                cells = [
+                    classes[a] if a >= 0 else ""
+                    for a, classes in zip(
+                        record.attributes, dataset.attribute_classes, strict=True
+                    )
+                ]
+                camera = "" if record.camid < 0 else str(record.camid)
+                writer.writerow(
+                    [relpath.replace(os.sep, "/"), record.pid, camera, split, *cells]
+                )
+    return root
+
+
+# ------------------------------------------------------------------------ helpers
+
+
+def _header_ok(header: list[str], manifest: str, findings: _Findings) -> bool:
+    missing = [c for c in COLUMNS if c not in header]
+    duplicated = sorted({h for h in header if header.count(h) > 1})
+    if not header or missing or duplicated or "" in header:
+        what = (
+            f"lacks column(s) {', '.join(missing)}"
+            if missing
+            else f"repeats column(s) {', '.join(duplicated)}"
+            if duplicated
+            else "has an empty column name"
+        )
+        findings.error(
+            f"{manifest}:1: header {what}; expected {','.join(COLUMNS)} followed by "
+            f"one column per attribute, got {','.join(header) or 'an empty line'}"
+        )
+        return False
+    return True
+
+
+def _read_rows(
+    reader,
+    header: list[str],
+    root: str,
+    manifest: str,
+    dataset: ReidDataset,
+    findings: _Findings,
+    check_images: bool,
+    verify_images: bool,
+) -> list[tuple[int, Record]]:
+    """Parse the data rows into (line, record); ``camid`` is None where empty."""
+    class_index = [
+        {name: i for i, name in enumerate(classes)}
+        for classes in dataset.attribute_classes
+    ]
+    rows: list[tuple[int, Record]] = []
+    for row in reader:
+        line = reader.line_num
+        if not any(cell.strip() for cell in row):
+            continue
+        where = f"{manifest}:{line}"
+        if len(row) != len(header):
+            findings.error(
+                f"{where}: expected {len(header)} fields ({','.join(header)}), got "
+                f"{len(row)}"
+            )
+            continue
+        cells = {h: cell.strip() for h, cell in zip(header, row, strict=True)}
+        errors = len(findings.problems)
+
+        path = ""
+        for column in ("path", "vehicle_id", "split"):
+            if not cells[column]:
+                findings.error(f"{where}: empty {column}; every row needs one")
+        if cells["path"]:
+            try:
+                path = resolve_inside(root, cells["path"], where)
+            except DataError as exc:
+                findings.error(str(exc))
+        pid = _parse_int(cells["vehicle_id"], "vehicle_id", where, findings)
+        camid = _parse_int(cells["camera_id"], "camera_id", where, findings)
+        if cells["split"] and cells["split"] not in SPLITS:
+            findings.error(
+                f"{where}: unknown split {cells['split']!r}; valid: {', '.join(SPLITS)}"
+            )
+        values = []
+        for name, index in zip(dataset.attribute_names, class_index, strict=True):
+            text = cells[name]
+            if not text:
+                values.append(UNKNOWN)
+            elif text in index:
+                values.append(index[text])
+            else:
+                values.append(UNKNOWN)
+                findings.error(
+                    f"{where}: unknown {name} class {text!r}; valid (from "
+                    f"{os.path.join(ATTRIBUTE_DIR, name + '.txt')}): {', '.join(index)}"
+                    f"; leave the cell empty if unknown"
+                )
+        if path and check_images:
+            if not os.path.isfile(path):
+                findings.error(
+                    f"{where}: image {cells['path']!r} not found (looked for {path})"
+                )
+            elif verify_images:
+                problem = image_problem(path)
+                if problem:
+                    findings.error(f"{where}: image {cells['path']!r} {problem}")
+        if len(findings.problems) > errors:
+            continue
+        rows.append((line, Record(path, pid, camid, tuple(values), cells["split"])))
+    return rows
+
+
+def _parse_int(text: str, column: str, where: str, findings: _Findings):
+    """The integer in ``text``, None when empty; reports non-integers."""
+    if not text:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        findings.error(f"{where}: {column} {text!r} is not an integer")
+        return None
+
+
+def _check_cameras(
+    rows: list[tuple[int, Record]], manifest: str, findings: _Findings
+) -> None:
+    """Cameras are given on every row or on none (then -1 everywhere)."""
+    with_camera = [line for line, r in rows if r.camid is not None]
+    without = [line for line, r in rows if r.camid is None]
+    if with_camera and without:
+        for line in without:
+            findings.error(
+                f"{manifest}:{line}: empty camera_id, but {len(with_camera)} other "
+                f"rows have one (first on line {with_camera[0]}); camera_id may be "
+                f"empty only on every row of a dataset without cameras"
+            )
+        rows[:] = [(line, r) for line, r in rows if r.camid is not None]
+
+
+def _check_single_images(
+    rows: list[tuple[int, Record]], manifest: str, findings: _Findings
+) -> None:
+    """A training identity with one image gives its anchor no positive but itself."""
+    lines: dict[int, list[int]] = {}
+    for line, record in rows:
+        if record.split == "train":
+            lines.setdefault(record.pid, []).append(line)
+    for pid, where in lines.items():
+        if len(where) == 1:
+            findings.warn(
+                f"{manifest}:{where[0]}: training identity {pid} has a single image; "
+                f"triplet mining needs K >= 2 images per identity, so the sampler "
+                f"will repeat this one"
+            )

@@ -1,0 +1,382 @@
+"""tf.data input pipelines: identity-balanced training batches and evaluation batches.
+
+Training (:func:`build_train_dataset`)::
+
+    PKSampler (NumPy, per epoch) -> record indices -> read + decode + resize (per
+    image, parallel) -> batch of R x P x K -> flip / zoom / random erasing (batch-wise,
+    stateless seeds from (data.seed, epoch, step)) -> ImageNet normalisation -> prefetch
+
+Evaluation (:func:`build_eval_dataset`) decodes the records in order with
+:func:`preprocess_for_inference`, the one place that defines how a raw image becomes
+network input; serving export calls the same function (or
+:func:`preprocess_image_bytes` on a batch of encoded images), so training, evaluation
+and serving normalise identically.
+
+Pixel scale: decoded images are uint8; after :func:`resize` they are float32 in
+[0, 255]; :func:`normalize` maps them to ``(x / 255 - IMAGENET_MEAN) / IMAGENET_STD``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from anet_tf.config import DataConfig
+from anet_tf.data.augment import augment_batch
+from anet_tf.data.records import DataError
+from anet_tf.data.records import Record
+from anet_tf.data.records import ReidDataset
+from anet_tf.data.records import pattern_index
+from anet_tf.data.sampler import PKSampler
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+ERASING_FILLS = ("random", "mean")
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# A truncated file lacks its end marker; it is looked for in this many last bytes
+# (JPEG entropy data never contains FF D9, so a match there is the real marker).
+_TAIL_BYTES = 256
+
+
+# ------------------------------------------------------------------ preprocessing
+
+
+def normalize(images: tf.Tensor) -> tf.Tensor:
+    """ImageNet normalisation of float pixels in [0, 255]: (x/255 - mean) / std."""
+    scale = tf.constant([1.0 / (255.0 * s) for s in IMAGENET_STD], tf.float32)
+    offset = tf.constant([m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD)])
+    return tf.cast(images, tf.float32) * scale - offset
+
+
+def resize(images: tf.Tensor, image_size: Sequence[int]) -> tf.Tensor:
+    """Bilinear resize of [H, W, 3] or [B, H, W, 3] pixels to ``image_size`` (h, w);
+    returns float32 in the input's pixel scale."""
+    out = tf.image.resize(images, tuple(image_size), method="bilinear")
+    return tf.cast(out, tf.float32)
+
+
+def preprocess_for_inference(
+    images: tf.Tensor, image_size: Sequence[int]
+) -> tf.Tensor:
+    """Resize and normalise decoded images: the network input of eval and serving.
+
+    Args:
+        images: uint8 pixels, or float pixels in [0, 255], [H, W, 3] or [B, H, W, 3].
+        image_size: (height, width) of the network input.
+
+    Returns:
+        float32 [..., height, width, 3], ImageNet-normalised.
+    """
+    return normalize(resize(images, image_size))
+
+
+def _tail_contains(tail: tf.Tensor, marker: bytes) -> tf.Tensor:
+    n = len(marker)
+    hit = tf.ones_like(tail[: tf.size(tail) - n + 1], tf.bool)
+    for i, byte in enumerate(marker):
+        part = tail[i : tf.size(tail) - n + 1 + i]
+        hit &= tf.equal(part, byte)
+    return tf.reduce_any(hit)
+
+
+def check_image_bytes(contents: tf.Tensor, source: tf.Tensor | str) -> tf.Operation:
+    """An assertion that ``contents`` is a complete JPEG, PNG, GIF, BMP or WebP file.
+
+    The decoders' own errors do not say which file failed; this check runs first and
+    fails with ``cannot decode image <source>: <reason>`` for an empty file, an
+    unknown format, and a JPEG or PNG cut short (no end-of-image marker / IEND
+    chunk). Damage in the middle of a file is left to the decoder (``anet-tf data
+    check`` decodes every file of a dataset beforehand).
+    """
+    size = tf.strings.length(contents)
+    head = tf.strings.substr(contents, 0, 12)
+    is_jpeg = tf.strings.substr(head, 0, 3) == b"\xff\xd8\xff"
+    is_png = tf.strings.substr(head, 0, 8) == _PNG_SIGNATURE
+    is_gif = tf.strings.substr(head, 0, 3) == b"GIF"
+    is_bmp = tf.strings.substr(head, 0, 2) == b"BM"
+    is_webp = (tf.strings.substr(head, 0, 4) == b"RIFF") & (
+        tf.strings.substr(head, 8, 4) == b"WEBP"
+    )
+    start = tf.maximum(size - _TAIL_BYTES, 0)
+    tail = tf.io.decode_raw(tf.strings.substr(contents, start, _TAIL_BYTES), tf.uint8)
+    known = is_jpeg | is_png | is_gif | is_bmp | is_webp
+    reason = tf.where(
+        size == 0,
+        "the file is empty",
+        tf.where(
+            ~known,
+            "not a JPEG, PNG, GIF, BMP or WebP file",
+            tf.where(
+                is_jpeg & ~_tail_contains(tail, b"\xff\xd9"),
+                "truncated JPEG (no end-of-image marker)",
+                tf.where(
+                    is_png & ~_tail_contains(tail, b"IEND"),
+                    "truncated PNG (no IEND chunk)",
+                    "",
+                ),
+            ),
+        ),
+    )
+    message = tf.strings.join(["cannot decode image ", source, ": ", reason])
+    return tf.debugging.Assert(tf.equal(reason, ""), [message])
+
+
+def decode_image(contents: tf.Tensor, source: tf.Tensor | str = "<bytes>") -> tf.Tensor:
+    """Encoded JPEG/PNG/GIF/BMP/WebP bytes (scalar string) -> uint8 [H, W, 3].
+
+    Args:
+        contents: the encoded file.
+        source: what to call the image in an error message (its path).
+    """
+    with tf.control_dependencies([check_image_bytes(contents, source)]):
+        contents = tf.identity(contents)
+    image = tf.io.decode_image(contents, channels=3, expand_animations=False)
+    image.set_shape([None, None, 3])
+    return image
+
+
+def read_image(path: tf.Tensor | str) -> tf.Tensor:
+    """Read and decode one image file -> uint8 [H, W, 3]; errors name the path."""
+    return decode_image(tf.io.read_file(path), path)
+
+
+def decode_and_preprocess(
+    contents: tf.Tensor, image_size: Sequence[int]
+) -> tf.Tensor:
+    """One encoded image (scalar string) -> normalised float32 [h, w, 3]."""
+    return preprocess_for_inference(decode_image(contents), image_size)
+
+
+def preprocess_image_bytes(
+    contents: tf.Tensor, image_size: Sequence[int]
+) -> tf.Tensor:
+    """A batch of encoded images (string [B]) -> normalised float32 [B, h, w, 3].
+
+    Works eagerly and inside ``tf.function`` (serving signatures take raw bytes).
+    """
+    h, w = image_size
+    return tf.map_fn(
+        lambda c: decode_and_preprocess(c, image_size),
+        contents,
+        fn_output_signature=tf.TensorSpec([h, w, 3], tf.float32),
+    )
+
+
+def flip_horizontal(images: tf.Tensor) -> tf.Tensor:
+    """Mirror [..., H, W, C] images left-right (test-time flip augmentation)."""
+    return tf.reverse(images, axis=[-2])
+
+
+# ------------------------------------------------------------------------- labels
+
+
+def pid_label_map(dataset: ReidDataset) -> dict[int, int]:
+    """Dataset identity -> ID-classifier label: index in the sorted train pids."""
+    return {pid: label for label, pid in enumerate(dataset.train_pids())}
+
+
+def label_arrays(
+    records: Sequence[Record],
+    num_classes: Sequence[int],
+    pid_map: dict[int, int] | None = None,
+) -> dict[str, np.ndarray]:
+    """The per-record columns the pipelines gather from.
+
+    Args:
+        records: the images.
+        num_classes: m_i of each attribute (defines the pattern index).
+        pid_map: maps dataset pids to labels; None keeps the dataset pids.
+
+    Returns:
+        "path" (str), "pid", "camid", "pattern" (int32 [N]) and "attributes"
+        (int32 [N, n]); pattern is -1 where an attribute is unknown.
+
+    Raises:
+        DataError: a record with the wrong number of attributes or a class out of
+            range, naming the image.
+    """
+    n = len(num_classes)
+    attributes = np.zeros((len(records), n), np.int32)
+    pattern = np.zeros(len(records), np.int32)
+    for i, r in enumerate(records):
+        if len(r.attributes) != n:
+            raise DataError(
+                f"{r.path}: has {len(r.attributes)} attributes, the dataset defines "
+                f"{n} ({list(num_classes)} classes)"
+            )
+        try:
+            pattern[i] = pattern_index(r.attributes, list(num_classes))
+        except ValueError as exc:
+            raise DataError(f"{r.path}: {exc}") from None
+        attributes[i] = r.attributes
+    pids = [r.pid for r in records]
+    if pid_map is not None:
+        missing = sorted({p for p in pids if p not in pid_map})
+        if missing:
+            raise DataError(f"pids {missing[:10]} are not in the label map")
+        pids = [pid_map[p] for p in pids]
+    return {
+        "path": np.array([r.path for r in records], dtype=object),
+        "pid": np.asarray(pids, np.int32).reshape(-1),
+        "camid": np.asarray([r.camid for r in records], np.int32).reshape(-1),
+        "attributes": attributes,
+        "pattern": pattern,
+    }
+
+
+# ----------------------------------------------------------------------- datasets
+
+
+def _parallel(num_parallel_calls: int) -> int:
+    return tf.data.AUTOTUNE if num_parallel_calls < 0 else max(1, num_parallel_calls)
+
+
+def _check_fill(erasing_fill: str) -> Sequence[float] | None:
+    if erasing_fill not in ERASING_FILLS:
+        raise ValueError(
+            f"erasing_fill must be one of {', '.join(ERASING_FILLS)}. Received: "
+            f"erasing_fill={erasing_fill!r}"
+        )
+    return None if erasing_fill == "random" else [255.0 * m for m in IMAGENET_MEAN]
+
+
+def build_train_dataset(
+    dataset: ReidDataset,
+    cfg: DataConfig,
+    *,
+    num_replicas: int = 1,
+    epoch_seed_offset: int = 0,
+    erasing_fill: str = "random",
+) -> tuple[tf.data.Dataset, int]:
+    """The endless stream of augmented, identity-balanced training batches.
+
+    Each element is ``(images, targets)``: images float32 [G, h, w, 3] (normalised)
+    with G = num_replicas x P x K, and targets a dict of
+    "pid" (int32 [G], label 0..num_train_ids-1, see :func:`pid_label_map`),
+    "camid" (int32 [G]), "attributes" (int32 [G, n], -1 unknown) and
+    "pattern" (int32 [G], :func:`pattern_index`, -1 if any attribute is unknown).
+    Every contiguous slice of P x K (one replica's share) holds P identities with K
+    images each, identity j at positions j*K .. j*K+K-1 of the slice.
+
+    Args:
+        dataset: the dataset; its ``train`` records are used.
+        cfg: data settings (image_size, batch_size = P x K, num_instances = K,
+            num_parallel_calls, seed, augment).
+        num_replicas: replicas the global batch is split across (tf.distribute).
+        epoch_seed_offset: number of the first epoch; epoch e's batches and
+            augmentations depend only on (cfg.seed, e), so a run resumed at epoch e
+            passes e here and continues the same stream.
+        erasing_fill: random (per-pixel uniform, the paper) | mean (the ImageNet
+            mean, i.e. zero after normalisation).
+
+    Returns:
+        (dataset, steps_per_epoch); an epoch is about one pass over the train images.
+    """
+    fill = _check_fill(erasing_fill)
+    if not dataset.train:
+        raise DataError(f"{dataset.root}: the train split has no images")
+    cols = label_arrays(dataset.train, dataset.num_classes, pid_label_map(dataset))
+    sampler = PKSampler(
+        [r.pid for r in dataset.train],
+        num_instances=cfg.num_instances,
+        num_ids_per_batch=cfg.num_ids_per_batch,
+        num_replicas=num_replicas,
+        seed=cfg.seed,
+    )
+    global_batch = sampler.global_batch_size
+    image_size = tuple(cfg.image_size)
+    parallel = _parallel(cfg.num_parallel_calls)
+    aug = cfg.augment
+    paths = tf.constant(cols["path"].astype(str))
+    targets = {k: tf.constant(cols[k]) for k in ("pid", "camid", "attributes", "pattern")}
+    seed = tf.constant(cfg.seed, tf.int64)
+
+    def index_batches():
+        epoch = epoch_seed_offset
+        while True:
+            for step, indices in enumerate(sampler.iter_epoch(epoch)):
+                yield epoch, step, indices
+            epoch += 1
+
+    def load(index):
+        return resize(read_image(tf.gather(paths, index)), image_size)
+
+    def finish(images, epoch, step, indices):
+        batch_seed = tf.random.experimental.stateless_fold_in(
+            tf.stack([seed, epoch[0]]), step[0]
+        )
+        images = augment_batch(
+            images,
+            batch_seed,
+            flip_prob=aug.flip_prob,
+            zoom_prob=aug.zoom_prob,
+            zoom_min_area=aug.zoom_min_area,
+            erasing_prob=aug.erasing_prob,
+            erasing_area=aug.erasing_area,
+            erasing_aspect=aug.erasing_aspect,
+            erasing_fill=fill,
+        )
+        images = normalize(images)
+        images.set_shape([global_batch, *image_size, 3])
+        return images, {k: tf.gather(v, indices) for k, v in targets.items()}
+
+    scalar = tf.TensorSpec([], tf.int64)
+    ds = tf.data.Dataset.from_generator(
+        index_batches,
+        output_signature=(scalar, scalar, tf.TensorSpec([global_batch], tf.int64)),
+    )
+    ds = ds.map(
+        lambda e, s, i: (tf.fill([global_batch], e), tf.fill([global_batch], s), i)
+    ).unbatch()
+    ds = ds.map(
+        lambda e, s, i: (load(i), e, s, i),
+        num_parallel_calls=parallel,
+        deterministic=True,
+    )
+    ds = ds.batch(global_batch, drop_remainder=True)
+    ds = ds.map(finish, num_parallel_calls=parallel, deterministic=True)
+    return ds.prefetch(tf.data.AUTOTUNE), sampler.steps_per_epoch
+
+
+def build_eval_dataset(
+    records: Sequence[Record],
+    cfg: DataConfig,
+    num_classes: Sequence[int],
+    flip: bool = False,
+) -> tf.data.Dataset:
+    """Evaluation batches in record order, without augmentation.
+
+    Each element is ``(images, targets)``: images float32 [B, h, w, 3] from
+    :func:`preprocess_for_inference` (mirrored when ``flip``), targets a dict of
+    "index" (int32 [B], position in ``records``), "pid" (the dataset's own ids),
+    "camid", "attributes" ([B, n]) and "pattern", all int32. B is
+    cfg.test_batch_size; the last batch keeps the remainder.
+
+    Args:
+        records: the images (e.g. query + gallery).
+        cfg: data settings (image_size, test_batch_size, num_parallel_calls).
+        num_classes: m_i of each attribute.
+        flip: yield the horizontally mirrored images (for flip test-time
+            augmentation, run once with flip=False and once with flip=True).
+    """
+    cols = label_arrays(records, num_classes)
+    image_size = tuple(cfg.image_size)
+    columns = {
+        "index": np.arange(len(records), dtype=np.int32),
+        "path": cols["path"].astype(str).reshape(-1),
+        **{k: cols[k] for k in ("pid", "camid", "attributes", "pattern")},
+    }
+
+    def load(row):
+        images = preprocess_for_inference(read_image(row.pop("path")), image_size)
+        if flip:
+            images = flip_horizontal(images)
+        return images, row
+
+    ds = tf.data.Dataset.from_tensor_slices(columns)
+    ds = ds.map(load, num_parallel_calls=_parallel(cfg.num_parallel_calls))
+    ds = ds.batch(cfg.test_batch_size)
+    return ds.prefetch(tf.data.AUTOTUNE)

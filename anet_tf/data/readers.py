@@ -1,0 +1,90 @@
+"""Dataset readers by name, and :func:`load_dataset`, the one place that turns the
+``data`` section of a config into a :class:`ReidDataset`.
+
+Every reader takes ``(root, attributes, *, check_images=True, strict=True)`` plus
+its own options (VeRi-Wild ``test_size``, VehicleID ``test_list``) and returns the
+same records, whatever the on-disk layout.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Callable
+
+from anet_tf.config import Config
+from anet_tf.config import ConfigError
+from anet_tf.config import check_data_root
+from anet_tf.data.records import ReidDataset
+from anet_tf.data.vehicleid import read_vehicleid
+from anet_tf.data.veri776 import read_veri776
+from anet_tf.data.veriwild import read_veriwild
+
+
+def read_folder(
+    root: str, attributes: list[str], check_images: bool = True, strict: bool = True
+) -> ReidDataset:
+    """The project's own format (``anet_tf.data.generic``), also used by the
+    generated synthetic dataset. ``strict`` is passed on if the reader takes it."""
+    from anet_tf.data import generic
+
+    kwargs = {"check_images": check_images}
+    if "strict" in inspect.signature(generic.read_folder).parameters:
+        kwargs["strict"] = strict
+    return generic.read_folder(root, attributes, **kwargs)
+
+
+READERS: dict[str, Callable[..., ReidDataset]] = {
+    "synthetic": read_folder,
+    "folder": read_folder,
+    "veri776": read_veri776,
+    "veriwild": read_veriwild,
+    "vehicleid": read_vehicleid,
+}
+
+
+def get_reader(name: str) -> Callable[..., ReidDataset]:
+    """The reader of a dataset name; ``KeyError`` listing the valid names."""
+    try:
+        return READERS[name]
+    except KeyError:
+        raise KeyError(
+            f"unknown dataset {name!r}; valid: {', '.join(READERS)}"
+        ) from None
+
+
+def load_dataset(
+    cfg: Config, check_images: bool = True, strict: bool = True
+) -> ReidDataset:
+    """Read the dataset that ``cfg.data`` names.
+
+    Args:
+        cfg: the run's config; reads data.name, data.root, data.attributes,
+            data.veriwild_test_size and data.vehicleid_test_list.
+        check_images: check that every listed image file exists.
+        strict: raise at the first problem (training, evaluation); False collects
+            every problem into ``ReidDataset.problems`` (``data check``).
+
+    Raises:
+        ConfigError: data.root is not an existing folder (naming the config file).
+        DataError: a problem in the dataset files, naming the file and line.
+    """
+    d = cfg.data
+    reader = get_reader(d.name)
+    try:
+        root = check_data_root(cfg)
+    except ConfigError as exc:
+        if d.name == "synthetic":
+            raise ConfigError(f"{exc}, or generate it with `anet-tf synth`") from None
+        raise
+    options: dict[str, str] = {}
+    if d.name == "veriwild":
+        options["test_size"] = d.veriwild_test_size
+    elif d.name == "vehicleid":
+        options["test_list"] = d.vehicleid_test_list
+    return reader(
+        root,
+        list(d.attributes),
+        check_images=check_images,
+        strict=strict,
+        **options,
+    )

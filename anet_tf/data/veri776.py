@@ -1,0 +1,310 @@
+"""VeRi-776 in its release layout (Liu et al., 2016).
+
+::
+
+    <root>/image_train/  image_query/  image_test/         the JPEGs
+    <root>/name_train.txt  name_query.txt  name_test.txt   one file name per line
+    <root>/train_label.xml  test_label.xml                 one <Item> per image
+    <root>/list_color.txt  list_type.txt                   "<id> <name>", ids 1-based
+
+Splits: train = image_train + name_train.txt, query = image_query + name_query.txt,
+gallery = image_test + name_test.txt. The queries are copies of test images, so
+their labels come from test_label.xml by image name (and each query is in its own
+gallery; the evaluator removes it with the same-id-same-camera rule).
+
+Labels: ``pid = int(vehicleID)``, ``camid = NNN`` of ``cameraID="cNNN"`` (from the
+file name ``VVVV_cNNN_...`` when the attribute is absent), attribute class =
+``colorID - 1`` / ``typeID - 1`` (the lists number classes from 1). Quirks handled:
+
+- the XML files declare ``encoding="gb2312"``, a multi-byte codec Python's expat
+  refuses: the bytes are decoded here (gb18030, a superset) and the declaration is
+  dropped before parsing the string;
+- older copies label vehicles 0003, 0007 and 0041 with the illegal ``typeID="0"``;
+  the dataset's errata give 2 (SUV): it is corrected with a warning (also listed in
+  ``ReidDataset.problems``), never used as a class index. Any other id outside the
+  class list is an error naming the file, line and Item;
+- items are found wherever they are (``.//Item``); the root tag is not checked.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+import xml.parsers.expat
+from dataclasses import dataclass
+from typing import Optional
+
+from anet_tf.data.records import DataError
+from anet_tf.data.records import FileIndex
+from anet_tf.data.records import ProblemLog
+from anet_tf.data.records import ReidDataset
+from anet_tf.data.records import Record
+from anet_tf.data.records import check_attributes
+from anet_tf.data.records import read_lines
+from anet_tf.data.records import resolve_inside
+
+OFFERED = ("color", "type")
+CLASS_FILES = {"color": "list_color.txt", "type": "list_type.txt"}
+ITEM_FIELDS = {"color": "colorID", "type": "typeID"}
+# (split, image folder, name list, label file)
+SPLIT_FILES = (
+    ("train", "image_train", "name_train.txt", "train_label.xml"),
+    ("query", "image_query", "name_query.txt", "test_label.xml"),
+    ("gallery", "image_test", "name_test.txt", "test_label.xml"),
+)
+# The typeID="0" erratum of older copies: these vehicles are SUVs (type id 2).
+ERRATUM_VEHICLES = frozenset({3, 7, 41})
+ERRATUM_TYPE_ID = 2
+
+_IMAGE_NAME = re.compile(r"^(\d+)_c(\d+)_")
+_DECLARATION = re.compile(r"^\s*<\?xml[^>]*\?>")
+_ENCODING = re.compile(rb"""^\s*<\?xml[^>]*encoding\s*=\s*["']([A-Za-z0-9._-]+)["']""")
+_LAYOUT_HINT = " (expected the VeRi-776 release layout; see docs/datasets.md)"
+
+
+@dataclass(frozen=True)
+class _Label:
+    pid: int
+    camid: int
+    attributes: tuple[int, ...]
+
+
+def read_veri776(
+    root: str,
+    attributes: list[str],
+    check_images: bool = True,
+    strict: bool = True,
+) -> ReidDataset:
+    """Read VeRi-776 from its release folder.
+
+    Args:
+        root: the release folder (holding image_train/, train_label.xml, ...).
+        attributes: attributes of the branches, in order; a subset of color, type.
+        check_images: check that every listed image file exists.
+        strict: raise :class:`DataError` at the first problem; with False, record
+            every problem in ``ReidDataset.problems``, skip exactly the bad entries
+            (a split whose list or label file is unusable is skipped whole) and go on.
+
+    Raises:
+        DataError: naming the file and line; whatever ``strict``, also for an
+            attribute VeRi-776 does not offer and for a missing or bad class list.
+    """
+    check_attributes(attributes, OFFERED, "VeRi-776")
+    log = ProblemLog(strict)
+    classes = [
+        read_class_list(os.path.join(root, CLASS_FILES[a])) for a in attributes
+    ]
+    labels: dict[str, Optional[dict[str, _Label]]] = {}
+    files = FileIndex()
+    splits: dict[str, list[Record]] = {}
+    for split, folder, name_file, label_file in SPLIT_FILES:
+        splits[split] = []
+        if label_file not in labels:
+            try:
+                labels[label_file] = _read_labels(
+                    os.path.join(root, label_file), attributes, classes, log
+                )
+            except DataError as exc:
+                if strict:
+                    raise
+                labels[label_file] = None
+                log.report(f"{exc}; the splits it labels are skipped")
+        names_path = os.path.join(root, name_file)
+        try:
+            lines = read_lines(names_path, hint=_LAYOUT_HINT)
+        except DataError as exc:
+            if strict:
+                raise
+            log.report(f"{exc}; split {split!r} skipped")
+            continue
+        table = labels[label_file]
+        if table is None:
+            continue
+        image_dir = os.path.join(root, folder)
+        if check_images and lines and not os.path.isdir(image_dir):
+            log.report(
+                f"{image_dir}: image folder not found; all {len(lines)} images of "
+                f"{names_path} (split {split!r}) skipped"
+            )
+            continue
+        seen: set[str] = set()
+        for number, name in lines:
+            where = f"{names_path}:{number}"
+            try:
+                path = resolve_inside(root, os.path.join(folder, name), where)
+            except DataError as exc:
+                log.report(str(exc))
+                continue
+            if "/" in name or "\\" in name or " " in name:
+                log.report(f"{where}: expected one image file name, got {name!r}")
+                continue
+            if name in seen:
+                log.report(f"{where}: {name} listed twice; the repeat is skipped")
+                continue
+            seen.add(name)
+            label = table.get(name)
+            if label is None:
+                log.report(
+                    f"{where}: {name} has no <Item> in "
+                    f"{os.path.join(root, label_file)}; skipped"
+                )
+                continue
+            if check_images and not files.exists(path):
+                log.report(f"{where}: image not found: {path}")
+                continue
+            splits[split].append(
+                Record(path, label.pid, label.camid, label.attributes, split)
+            )
+    return ReidDataset(
+        name="veri776",
+        root=root,
+        attribute_names=list(attributes),
+        attribute_classes=classes,
+        train=splits["train"],
+        query=splits["query"],
+        gallery=splits["gallery"],
+        problems=log.messages,
+    )
+
+
+def read_class_list(path: str) -> list[str]:
+    """Class names of list_color.txt / list_type.txt: ``<id> <name>`` lines with ids
+    1..m (any order); returns the names so that class ``id - 1`` is the index."""
+    by_id: dict[int, tuple[str, int]] = {}
+    for number, line in read_lines(path, hint=_LAYOUT_HINT):
+        parts = line.split(None, 1)
+        if len(parts) != 2 or not parts[0].isdigit():
+            raise DataError(f"{path}:{number}: expected '<id> <name>', got {line!r}")
+        class_id = int(parts[0])
+        if class_id in by_id:
+            raise DataError(
+                f"{path}:{number}: id {class_id} already given at line "
+                f"{by_id[class_id][1]}"
+            )
+        by_id[class_id] = (parts[1].strip(), number)
+    if not by_id:
+        raise DataError(f"{path}: no classes listed")
+    if sorted(by_id) != list(range(1, len(by_id) + 1)):
+        raise DataError(
+            f"{path}: ids must be 1..{len(by_id)} without gaps, got {sorted(by_id)}"
+        )
+    return [by_id[i][0] for i in range(1, len(by_id) + 1)]
+
+
+def parse_label_xml(path: str) -> list[tuple[int, dict[str, str]]]:
+    """Every ``<Item>`` element of a VeRi label file (wherever it is, like
+    ``.//Item``) as ``(line number, attributes)``.
+
+    The bytes are decoded with the declared encoding (gb2312 is read as its superset
+    gb18030) and the declaration is dropped, since expat refuses multi-byte codecs.
+    """
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found{_LAYOUT_HINT}") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read: {exc}") from None
+    match = _ENCODING.match(data)
+    encoding = match.group(1).decode("ascii").lower() if match else "utf-8"
+    if encoding in ("gb2312", "gbk", "gb18030"):
+        encoding = "gb18030"
+    try:
+        text = data.decode(encoding)
+    except LookupError:
+        raise DataError(f"{path}:1: unknown encoding {encoding!r} declared") from None
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise DataError(f"{path}:{line}: not valid {encoding} text ({exc.reason})") from None
+    text = _DECLARATION.sub("", text.lstrip("\ufeff"), count=1)
+    items: list[tuple[int, dict[str, str]]] = []
+    parser = xml.parsers.expat.ParserCreate()
+
+    def start(tag: str, attrib: dict[str, str]) -> None:
+        if tag == "Item":
+            items.append((parser.CurrentLineNumber, attrib))
+
+    parser.StartElementHandler = start
+    try:
+        parser.Parse(text, True)
+    except xml.parsers.expat.ExpatError as exc:
+        reason = xml.parsers.expat.errors.messages[exc.code]
+        raise DataError(
+            f"{path}:{exc.lineno}: malformed XML ({reason}, column {exc.offset + 1})"
+        ) from None
+    return items
+
+
+def _read_labels(
+    path: str, attributes: list[str], classes: list[list[str]], log: ProblemLog
+) -> dict[str, _Label]:
+    """image name -> label, from one label XML; bad Items are reported and skipped."""
+    table: dict[str, _Label] = {}
+    lines_of: dict[str, int] = {}
+    corrected: list[tuple[int, int]] = []  # (line, vehicle) of typeID="0" errata
+    for line, item in parse_label_xml(path):
+        where = f"{path}:{line}"
+        name = item.get("imageName", "").strip()
+        if not name:
+            log.report(f"{where}: <Item> without imageName; skipped")
+            continue
+        where = f"{where}: <Item imageName={name!r}>"
+        if name in lines_of:
+            log.report(f"{where} repeats line {lines_of[name]}; the repeat is skipped")
+            continue
+        lines_of[name] = line
+        vehicle = item.get("vehicleID", "").strip()
+        if not vehicle.isdigit():
+            log.report(f"{where}: vehicleID must be a number, got {vehicle!r}")
+            continue
+        pid = int(vehicle)
+        from_name = _IMAGE_NAME.match(name)
+        camera = item.get("cameraID")
+        if camera is None and from_name:
+            camera = "c" + from_name.group(2)
+        camera = (camera or "").strip()
+        if not (camera[:1] in ("c", "C") and camera[1:].isdigit()):
+            log.report(f"{where}: cameraID must look like 'c001', got {camera!r}")
+            continue
+        camid = int(camera[1:])
+        if from_name and (int(from_name.group(1)), int(from_name.group(2))) != (
+            pid,
+            camid,
+        ):
+            log.report(
+                f"{where}: vehicleID={vehicle!r} cameraID={camera!r} disagree with "
+                "the image name"
+            )
+            continue
+        values = []
+        for attribute, names in zip(attributes, classes):
+            key = ITEM_FIELDS[attribute]
+            text = item.get(key, "").strip()
+            if not text.isdigit():
+                log.report(f"{where}: {key} must be a number, got {text!r}")
+                break
+            class_id = int(text)
+            if class_id == 0 and attribute == "type" and pid in ERRATUM_VEHICLES:
+                corrected.append((line, pid))
+                class_id = ERRATUM_TYPE_ID
+            if not 1 <= class_id <= len(names):
+                log.report(
+                    f"{where}: {key}={text!r} is out of range; "
+                    f"{CLASS_FILES[attribute]} defines ids 1..{len(names)}"
+                )
+                break
+            values.append(class_id - 1)
+        else:
+            table[name] = _Label(pid, camid, tuple(values))
+    if corrected:
+        vehicles = ", ".join(f"{v:04d}" for v in sorted({v for _, v in corrected}))
+        message = (
+            f"{path}:{corrected[0][0]}: typeID=\"0\" on {len(corrected)} Item(s) of "
+            f"vehicle(s) {vehicles}, the known erratum of older VeRi-776 copies; "
+            f"corrected to {ERRATUM_TYPE_ID} (SUV) as the dataset's errata say "
+            "(not skipped)"
+        )
+        warnings.warn(message, stacklevel=3)
+        log.note(message)
+    return table

@@ -1,0 +1,224 @@
+"""VeRi-Wild in its release layout (Lou et al., 2019).
+
+::
+
+    <root>/images/<VVVVV>/<IIIIII>.jpg                  vehicle folder / image id
+    <root>/train_test_split/train_list.txt              one VVVVV/IIIIII per line
+    <root>/train_test_split/test_{3000,5000,10000}.txt        gallery lists
+    <root>/train_test_split/test_{3000,5000,10000}_query.txt  query lists
+    <root>/train_test_split/vehicle_info.txt            labels of every image
+
+Splits: train = train_list.txt; query = test_N_query.txt; gallery = test_N.txt with
+N = 3000 | 5000 | 10000 for the small | medium | large test set (nested sets; one
+query image per identity, not repeated in the gallery).
+
+Labels: ``pid = int(VVVVV)``; camid and attributes from vehicle_info.txt, whose
+first line is the header ``id/image;Camera ID;Time;Model;Type;Color`` and whose
+other lines are ``VVVVV/IIIIII;<camera>;<time>;<model>;<type>;<color>``. The camera
+is used as written (1..174). Attributes are per image. Quirks handled: every field
+is stripped (the raw Type column holds both "small-sized truck" and
+" small-sized truck"); model names contain spaces (and, should one contain a ``;``,
+the fields around it are fixed: the first three and the last two); list entries may
+carry an extension. Class lists are built from the data: the sorted unique stripped
+names of all rows of vehicle_info.txt (the whole dataset, so they do not depend on
+the test size); an empty field is unknown (-1), not a class.
+"""
+
+from __future__ import annotations
+
+import os
+
+from anet_tf.data.records import UNKNOWN
+from anet_tf.data.records import DataError
+from anet_tf.data.records import FileIndex
+from anet_tf.data.records import ProblemLog
+from anet_tf.data.records import ReidDataset
+from anet_tf.data.records import Record
+from anet_tf.data.records import check_attributes
+from anet_tf.data.records import read_lines
+from anet_tf.data.records import resolve_inside
+
+OFFERED = ("color", "type", "model")
+INFO_COLUMNS = {"model": 3, "type": 4, "color": 5}
+TEST_SIZES = {"small": 3000, "medium": 5000, "large": 10000}
+SPLIT_DIR = "train_test_split"
+INFO_FILE = "vehicle_info.txt"
+_LAYOUT_HINT = " (expected the VeRi-Wild release layout; see docs/datasets.md)"
+
+
+def list_files(test_size: str) -> dict[str, str]:
+    """The list file of each split, relative to the root, for a test size
+    (small | medium | large, or the number of test identities: 3000 | 5000 | 10000)."""
+    size = TEST_SIZES.get(str(test_size).strip(), None)
+    if size is None and str(test_size).strip().isdigit():
+        size = int(str(test_size).strip())
+    if size is None:
+        raise DataError(
+            f"data.veriwild_test_size: expected small | medium | large (or 3000 | "
+            f"5000 | 10000), got {test_size!r}"
+        )
+    return {
+        "train": os.path.join(SPLIT_DIR, "train_list.txt"),
+        "query": os.path.join(SPLIT_DIR, f"test_{size}_query.txt"),
+        "gallery": os.path.join(SPLIT_DIR, f"test_{size}.txt"),
+    }
+
+
+def read_veriwild(
+    root: str,
+    attributes: list[str],
+    test_size: str = "small",
+    check_images: bool = True,
+    strict: bool = True,
+) -> ReidDataset:
+    """Read VeRi-Wild from its release folder.
+
+    Args:
+        root: the release folder (holding images/ and train_test_split/).
+        attributes: attributes of the branches, in order; a subset of color, type,
+            model.
+        test_size: small | medium | large (3000 | 5000 | 10000 test identities).
+        check_images: check that every listed image file exists.
+        strict: raise :class:`DataError` at the first problem; with False, record
+            every problem in ``ReidDataset.problems``, skip exactly the bad entries
+            (a missing list file skips its split) and go on.
+
+    Raises:
+        DataError: naming the file and line; whatever ``strict``, also for an
+            attribute VeRi-Wild does not offer and a missing vehicle_info.txt.
+    """
+    check_attributes(attributes, OFFERED, "VeRi-Wild")
+    files_of = list_files(test_size)
+    log = ProblemLog(strict)
+    entries: dict[str, list[tuple[str, str, str]]] = {}
+    for split, rel in files_of.items():
+        entries[split] = []
+        path = os.path.join(root, rel)
+        try:
+            lines = read_lines(path, hint=_missing_hint(rel))
+        except DataError as exc:
+            if strict:
+                raise
+            log.report(f"{exc}; split {split!r} skipped")
+            continue
+        seen: set[str] = set()
+        for number, token in lines:
+            where = f"{path}:{number}"
+            key = _parse_key(root, token, where, log)
+            if key is None:
+                continue
+            if key in seen:
+                log.report(f"{where}: {key} listed twice; the repeat is skipped")
+                continue
+            seen.add(key)
+            entries[split].append((where, key, token))
+    needed = {key for items in entries.values() for _, key, _ in items}
+    info, classes = _read_vehicle_info(root, attributes, needed, log)
+
+    files = FileIndex()
+    splits: dict[str, list[Record]] = {}
+    for split, items in entries.items():
+        records = splits[split] = []
+        for where, key, _ in items:
+            row = info.get(key)
+            if row is None:
+                log.report(
+                    f"{where}: {key} has no row in "
+                    f"{os.path.join(root, SPLIT_DIR, INFO_FILE)}; skipped"
+                )
+                continue
+            folder, image = key.split("/")
+            path = os.path.abspath(os.path.join(root, "images", folder, image + ".jpg"))
+            if check_images and not files.exists(path):
+                log.report(f"{where}: image not found: {path}")
+                continue
+            records.append(Record(path, int(folder), row[0], row[1], split))
+    return ReidDataset(
+        name="veriwild",
+        root=root,
+        attribute_names=list(attributes),
+        attribute_classes=classes,
+        train=splits["train"],
+        query=splits["query"],
+        gallery=splits["gallery"],
+        problems=log.messages,
+    )
+
+
+def _missing_hint(rel: str) -> str:
+    return (
+        f"{_LAYOUT_HINT}; a later re-release names the lists train_list_start0.txt, "
+        "test_N_id.txt, test_N_id_query.txt: rename them"
+        if rel.endswith(".txt") and "vehicle_info" not in rel
+        else _LAYOUT_HINT
+    )
+
+
+def _parse_key(root: str, token: str, where: str, log: ProblemLog) -> str | None:
+    """``VVVVV/IIIIII`` (an extension tolerated) -> the key, or None if reported."""
+    try:
+        resolve_inside(root, os.path.join("images", token), where)
+    except DataError as exc:
+        log.report(str(exc))
+        return None
+    parts = token.split("/")
+    if len(parts) == 2:
+        folder, image = parts[0], os.path.splitext(parts[1])[0]
+        if folder.isdigit() and image and image not in (".", "..") and "\\" not in image:
+            return f"{folder}/{image}"
+    log.report(
+        f"{where}: expected 'VVVVV/IIIIII' (vehicle folder / image id), got {token!r}"
+    )
+    return None
+
+
+def _read_vehicle_info(
+    root: str, attributes: list[str], needed: set[str], log: ProblemLog
+) -> tuple[dict[str, tuple[int, tuple[int, ...]]], list[list[str]]]:
+    """key -> (camid, attribute classes) for the needed keys, and the class names
+    of each attribute (sorted unique stripped names of all rows)."""
+    path = os.path.join(root, SPLIT_DIR, INFO_FILE)
+    lines = read_lines(path, hint=_LAYOUT_HINT)
+    if lines and lines[0][1].lower().startswith("id/image"):
+        lines = lines[1:]
+    columns = [INFO_COLUMNS[a] for a in attributes]
+    names: list[set[str]] = [set() for _ in attributes]
+    raw: dict[str, tuple[int, tuple[str, ...]]] = {}
+    line_of: dict[str, int] = {}
+    for number, line in lines:
+        where = f"{path}:{number}"
+        fields = [f.strip() for f in line.split(";")]
+        if len(fields) < 6:
+            log.report(
+                f"{where}: expected 6 ';'-separated fields "
+                f"(id/image;Camera ID;Time;Model;Type;Color), got {len(fields)}"
+            )
+            continue
+        if len(fields) > 6:  # a ';' inside the free-text model name
+            fields = fields[:3] + [";".join(fields[3:-2])] + fields[-2:]
+        key_text, camera = fields[0], fields[1]
+        parts = key_text.split("/")
+        if len(parts) != 2 or not parts[0].isdigit() or not parts[1]:
+            log.report(f"{where}: expected 'VVVVV/IIIIII' first, got {key_text!r}")
+            continue
+        key = f"{parts[0]}/{os.path.splitext(parts[1])[0]}"
+        if not camera.lstrip("-").isdigit():
+            log.report(f"{where}: Camera ID must be an integer, got {camera!r}")
+            continue
+        if key in line_of:
+            log.report(f"{where}: {key} repeats line {line_of[key]}; the repeat is skipped")
+            continue
+        line_of[key] = number
+        values = tuple(fields[c] for c in columns)
+        for found, value in zip(names, values):
+            if value:
+                found.add(value)
+        if key in needed:
+            raw[key] = (int(camera), values)
+    classes = [sorted(found) for found in names]
+    index = [{name: i for i, name in enumerate(c)} for c in classes]
+    info = {
+        key: (camid, tuple(ix[v] if v else UNKNOWN for ix, v in zip(index, values)))
+        for key, (camid, values) in raw.items()
+    }
+    return info, classes

@@ -1,0 +1,1 @@
+"""Training: the ANet train step (both stages), checkpoints, callbacks and loops."""

@@ -1,0 +1,199 @@
+"""Atomic, resumable checkpoints: network weights, optimizer state and progress.
+
+Layout inside ``RUN_DIR/checkpoints/``::
+
+    epoch-0003/            one complete checkpoint per saved epoch
+        net.weights.h5     the functional network's weights
+        optimizer.npz      every optimizer variable (iterations, moments, lr)
+        state.json         stage, epoch within the stage, global epoch, metrics
+    last.json              pointer to the newest complete checkpoint
+    best/                  a copy of the best checkpoint so far
+
+A checkpoint is written into ``epoch-NNNN.tmp-<pid>/``, flushed to disk, renamed to
+``epoch-NNNN/`` and only then published by atomically replacing ``last.json``
+(``os.replace``). A kill at any moment (including ``kill -9`` during a save) therefore
+leaves ``last.json`` pointing at a complete checkpoint; half-written folders are
+ignored and cleaned up at the next save.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import asdict
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+POINTER = "last.json"
+BEST = "best"
+
+
+@dataclass
+class TrainState:
+    """Where training stands after a completed epoch.
+
+    Args:
+        stage: 1 or 2.
+        stage_epoch: epochs completed in this stage.
+        global_epoch: epochs completed over both stages (drives the lr schedule).
+        best_score: best value of the selection score so far (higher is better).
+        best_key: what the score is (e.g. "mAP" or "-total").
+    """
+
+    stage: int
+    stage_epoch: int
+    global_epoch: int
+    best_score: Optional[float] = None
+    best_key: str = ""
+    metrics: Optional[dict] = None
+
+
+def _fsync_dir(path: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(path: str) -> None:
+    for dirpath, _, files in os.walk(path):
+        for name in files:
+            with open(os.path.join(dirpath, name), "rb") as fh:
+                os.fsync(fh.fileno())
+        _fsync_dir(dirpath)
+
+
+def _atomic_write_text(path: str, text: str) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(os.path.dirname(path) or ".")
+
+
+class CheckpointManager:
+    """Saves and restores complete training checkpoints of one run.
+
+    Args:
+        directory: ``RUN_DIR/checkpoints``.
+        keep: how many epoch checkpoints to keep besides ``best/``.
+    """
+
+    def __init__(self, directory: str, keep: int = 2):
+        self.directory = directory
+        self.keep = keep
+        os.makedirs(directory, exist_ok=True)
+
+    # ---------------------------------------------------------------- saving
+    def save(self, net, optimizer, state: TrainState, is_best: bool = False) -> str:
+        name = f"epoch-{state.global_epoch:04d}"
+        final = os.path.join(self.directory, name)
+        tmp = os.path.join(self.directory, f"{name}.tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.makedirs(tmp)
+        net.save_weights(os.path.join(tmp, "net.weights.h5"))
+        if optimizer is not None:
+            np.savez(
+                os.path.join(tmp, "optimizer.npz"),
+                **{f"v{i:05d}": v.numpy() for i, v in enumerate(optimizer.variables)},
+                __paths__=np.array([v.path for v in optimizer.variables]),
+            )
+        with open(os.path.join(tmp, "state.json"), "w", encoding="utf-8") as fh:
+            json.dump(asdict(state), fh, indent=2)
+        _fsync_tree(tmp)
+        if os.path.exists(final):
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        _fsync_dir(self.directory)
+        if is_best:
+            best_tmp = os.path.join(self.directory, f"{BEST}.tmp-{os.getpid()}")
+            shutil.rmtree(best_tmp, ignore_errors=True)
+            shutil.copytree(final, best_tmp)
+            _fsync_tree(best_tmp)
+            old = os.path.join(self.directory, f"{BEST}.old-{os.getpid()}")
+            best = os.path.join(self.directory, BEST)
+            if os.path.exists(best):
+                os.replace(best, old)
+            os.replace(best_tmp, best)
+            shutil.rmtree(old, ignore_errors=True)
+        _atomic_write_text(
+            os.path.join(self.directory, POINTER),
+            json.dumps({"checkpoint": name, **asdict(state)}, indent=2),
+        )
+        self._cleanup(current=name)
+        return final
+
+    def _cleanup(self, current: str) -> None:
+        epochs = sorted(
+            d
+            for d in os.listdir(self.directory)
+            if d.startswith("epoch-") and ".tmp-" not in d
+        )
+        for d in epochs[: -self.keep] if self.keep > 0 else []:
+            if d != current:
+                shutil.rmtree(os.path.join(self.directory, d), ignore_errors=True)
+        for d in os.listdir(self.directory):
+            if ".tmp-" in d or ".old-" in d:
+                path = os.path.join(self.directory, d)
+                if os.path.isdir(path):
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    try:
+                        os.remove(path)
+                    except OSError:
+                        pass
+
+    # ------------------------------------------------------------- restoring
+    def latest(self) -> Optional[tuple[str, TrainState]]:
+        """The newest complete checkpoint folder and its state, or None."""
+        pointer = os.path.join(self.directory, POINTER)
+        if not os.path.exists(pointer):
+            return None
+        with open(pointer, encoding="utf-8") as fh:
+            info = json.load(fh)
+        path = os.path.join(self.directory, info.pop("checkpoint"))
+        return path, TrainState(**info)
+
+    @staticmethod
+    def read_state(path: str) -> TrainState:
+        with open(os.path.join(path, "state.json"), encoding="utf-8") as fh:
+            return TrainState(**json.load(fh))
+
+    @staticmethod
+    def restore(path: str, net, optimizer=None) -> TrainState:
+        """Load weights (and optimizer state, if given) from a checkpoint folder.
+
+        The optimizer must already be built over the same variables as when it was
+        saved (the trainer builds it over the stage-1 trainable variables).
+        """
+        net.load_weights(os.path.join(path, "net.weights.h5"))
+        opt_file = os.path.join(path, "optimizer.npz")
+        if optimizer is not None and os.path.exists(opt_file):
+            data = np.load(opt_file)
+            saved_paths = list(data["__paths__"])
+            variables = optimizer.variables
+            if len(saved_paths) != len(variables):
+                raise ValueError(
+                    f"{opt_file}: optimizer state has {len(saved_paths)} variables, "
+                    f"the optimizer has {len(variables)}; was it saved by another model?"
+                )
+            for i, var in enumerate(variables):
+                value = data[f"v{i:05d}"]
+                if tuple(value.shape) != tuple(var.shape):
+                    raise ValueError(
+                        f"{opt_file}: optimizer variable {saved_paths[i]} has shape "
+                        f"{value.shape}, expected {tuple(var.shape)}"
+                    )
+                var.assign(value)
+        return CheckpointManager.read_state(path)

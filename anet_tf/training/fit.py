@@ -1,0 +1,266 @@
+"""Two-stage training of a run: strategy, model, data, stages, resume.
+
+``train(cfg, run_dir)`` runs stage 1 (L, eq. 10) for ``train.stage1.epochs`` and
+stage 2 (L', eq. 13; backbone frozen) for ``train.stage2.epochs``, writing the run
+directory (resolved config, checkpoints, CSV log, TensorBoard). ``resume=True``
+continues from the last complete checkpoint of the run, in the right stage, with the
+optimizer state. Evaluation and export are injected by the caller (``evaluate_fn``),
+so this module needs nothing to its right in the data flow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from dataclasses import dataclass
+from typing import Callable
+from typing import Optional
+
+import keras
+import numpy as np
+import tensorflow as tf
+import yaml
+
+from anet_tf.config import Config
+from anet_tf.config import config_from_dict
+from anet_tf.training.callbacks import RunCallback
+from anet_tf.training.checkpoint import CheckpointManager
+from anet_tf.training.trainer import STAGE1
+from anet_tf.training.trainer import STAGE2
+from anet_tf.training.trainer import ANetTrainer
+from anet_tf.training.trainer import make_optimizer
+from anet_tf.training.trainer import term_names
+
+CONFIG_FILE = "config.yaml"
+
+
+@dataclass
+class TrainResult:
+    """What a finished (or resumed and finished) run produced."""
+
+    run_dir: str
+    net: keras.Model
+    dataset: object
+    metrics: dict
+    global_epoch: int
+
+
+def make_strategy(name: str) -> tf.distribute.Strategy:
+    """``auto``: MirroredStrategy over all visible GPUs (the default strategy on a
+    CPU-only machine); ``one_device``; ``mirrored``; ``multi_worker`` (TF_CONFIG)."""
+    if name == "multi_worker":
+        if "TF_CONFIG" not in os.environ:
+            raise ValueError(
+                "train.strategy=multi_worker needs the TF_CONFIG environment variable "
+                "(cluster and task); see the README"
+            )
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    gpus = tf.config.list_logical_devices("GPU")
+    if name == "mirrored" or (name == "auto" and gpus):
+        return tf.distribute.MirroredStrategy()
+    if name == "one_device":
+        return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
+    return tf.distribute.get_strategy()
+
+
+def is_chief(strategy) -> bool:
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return True
+    task_type, task_id = resolver.task_type, resolver.task_id
+    return task_type is None or task_type == "chief" or (task_type == "worker" and task_id == 0)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    keras.utils.set_random_seed(seed)
+
+
+def save_run_config(cfg: Config, run_dir: str) -> str:
+    os.makedirs(run_dir, exist_ok=True)
+    path = os.path.join(run_dir, CONFIG_FILE)
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(f"# resolved config of this run (from {cfg.source})\n")
+        fh.write(cfg.to_yaml())
+    return path
+
+
+def load_run_config(run_dir: str) -> Config:
+    path = os.path.join(run_dir, CONFIG_FILE)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{run_dir} is not a run directory: {CONFIG_FILE} is missing")
+    with open(path, encoding="utf-8") as fh:
+        raw = yaml.safe_load(fh)
+    return config_from_dict(raw, source=path)
+
+
+def build_trainer(cfg: Config, num_ids: int, num_classes: list[int]) -> ANetTrainer:
+    """Build the network and its training wrapper from the config."""
+    from anet_tf.losses import loss_kwargs_from_config
+    from anet_tf.model import build_model_from_config
+
+    net = build_model_from_config(cfg, num_ids=num_ids, num_classes=num_classes)
+    return ANetTrainer(
+        net,
+        attribute_names=cfg.data.attributes if cfg.model.variant != "baseline" else [],
+        variant=cfg.model.variant,
+        loss_kwargs=loss_kwargs_from_config(cfg.loss),
+    )
+
+
+def train(
+    cfg: Config,
+    run_dir: str,
+    *,
+    resume: bool = False,
+    dataset=None,
+    evaluate_fn: Optional[Callable] = None,
+    extra_callbacks: tuple = (),
+    verbose: int = 1,
+) -> TrainResult:
+    """Run (or resume) both training stages.
+
+    Args:
+        cfg: the resolved config (on resume, the run's saved config).
+        run_dir: the run directory (created if needed).
+        resume: continue from ``run_dir/checkpoints/last.json``.
+        dataset: a ``ReidDataset`` (default: read from ``cfg.data``).
+        evaluate_fn: ``fn(net) -> dict`` evaluation metrics, used every
+            ``train.eval_every`` epochs to choose the best checkpoint.
+        extra_callbacks: more Keras callbacks (tests use this).
+    """
+    from anet_tf.data.pipeline import build_train_dataset
+    from anet_tf.data.readers import load_dataset
+
+    if cfg.train.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    seed_everything(cfg.train.seed)
+    strategy = make_strategy(cfg.train.strategy)
+    chief = is_chief(strategy)
+    replicas = strategy.num_replicas_in_sync
+    if dataset is None:
+        dataset = load_dataset(cfg)
+    if chief and not resume:
+        save_run_config(cfg, run_dir)
+    ckpts = CheckpointManager(os.path.join(run_dir, "checkpoints"))
+    latest = ckpts.latest() if resume else None
+    if resume and latest is None and verbose:
+        print(f"[anet-tf] no checkpoint in {run_dir}; starting from the beginning")
+
+    num_ids = len(dataset.train_pids())
+    with strategy.scope():
+        trainer = build_trainer(cfg, num_ids, dataset.num_classes)
+        optimizer = make_optimizer(cfg.train, cfg.train.mixed_precision)
+        # Build the optimizer over the stage-1 variables so its state has the same
+        # layout whether it is saved in stage 1 or 2 (stage 2 updates a subset).
+        optimizer.build(trainer.net.trainable_variables)
+        trainer.compile(optimizer=optimizer, jit_compile=cfg.train.jit_compile)
+
+    state = None
+    if latest is not None:
+        path, state = latest
+        CheckpointManager.restore(path, trainer.net, optimizer)
+        if verbose:
+            print(
+                f"[anet-tf] resumed {path}: stage {state.stage}, epoch {state.stage_epoch}"
+                f" of that stage (global epoch {state.global_epoch})"
+            )
+
+    columns = term_names(cfg.model.variant, trainer.attribute_names)
+    stages = [(STAGE1, cfg.train.stage1)]
+    if cfg.model.variant == "anet":
+        stages.append((STAGE2, cfg.train.stage2))
+    elif cfg.train.stage2.epochs and verbose:
+        print(f"[anet-tf] model.variant={cfg.model.variant!r}: stage 2 (AC, eq. 13) applies to anet only; skipped")
+    best_score = state.best_score if state else None
+    best_key = state.best_key if state else ""
+    last_metrics: dict = dict(state.metrics or {}) if state else {}
+    global_epoch = state.global_epoch if state else 0
+    offset = 0
+    for stage, stage_cfg in stages:
+        start = 0
+        if state is not None:
+            if state.stage > stage:
+                offset += stage_cfg.epochs
+                continue
+            if state.stage == stage:
+                start = state.stage_epoch
+        if start >= stage_cfg.epochs:
+            offset += stage_cfg.epochs
+            continue
+        with strategy.scope():
+            trainer.set_stage(stage)
+            trainer.compile(optimizer=optimizer, jit_compile=cfg.train.jit_compile)
+        data_cfg = cfg.data
+        train_ds, steps = build_train_dataset(
+            dataset, data_cfg, num_replicas=replicas, epoch_seed_offset=offset + start
+        )
+        steps = stage_cfg.steps_per_epoch or steps
+        callback = RunCallback(
+            run_dir,
+            stage=stage,
+            stage_offset=offset,
+            stage_epochs=stage_cfg.epochs,
+            base_lr=cfg.train.lr,
+            milestones=cfg.train.lr_milestones,
+            gamma=cfg.train.lr_gamma,
+            batch_size=data_cfg.batch_size * replicas,
+            columns=columns,
+            is_chief=chief,
+            evaluate_fn=evaluate_fn,
+            eval_every=cfg.train.eval_every,
+            best_score=best_score,
+            best_key=best_key,
+            is_final_stage=stage == stages[-1][0],
+        )
+        if verbose:
+            print(
+                f"[anet-tf] stage {stage}: epochs {start + 1}..{stage_cfg.epochs}, "
+                f"{steps} steps of {data_cfg.batch_size * replicas} images, "
+                f"{replicas} replica(s)"
+            )
+        callbacks = [callback, *extra_callbacks]
+        if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            from anet_tf.training.loop import custom_fit
+
+            custom_fit(
+                trainer,
+                strategy,
+                dataset,
+                data_cfg,
+                epochs=stage_cfg.epochs,
+                initial_epoch=start,
+                steps_per_epoch=steps,
+                callbacks=callbacks,
+                epoch_seed_offset=offset + start,
+                verbose=verbose,
+            )
+        else:
+            trainer.fit(
+                train_ds,
+                epochs=stage_cfg.epochs,
+                initial_epoch=start,
+                steps_per_epoch=steps,
+                callbacks=callbacks,
+                verbose=verbose,
+            )
+        best_score, best_key = callback.best_score, callback.best_key
+        last_metrics = callback.last_metrics or last_metrics
+        offset += stage_cfg.epochs
+        global_epoch = offset
+    return TrainResult(
+        run_dir=run_dir,
+        net=trainer.net,
+        dataset=dataset,
+        metrics=last_metrics,
+        global_epoch=global_epoch,
+    )
+
+
+def write_json(path: str, payload: dict) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(payload, fh, indent=2, default=float)
+    os.replace(tmp, path)

@@ -1,0 +1,154 @@
+"""The training wrapper: one definition of the ANet train step, for every stage.
+
+:class:`ANetTrainer` is a ``keras.Model`` subclass that holds the functional ANet
+network (``net``) and implements ``train_step`` / ``test_step`` the Keras 3 way: a
+``tf.GradientTape``, the loss terms of the current stage from :mod:`anet_tf.losses`,
+``optimizer.apply``, and one ``keras.metrics.Mean`` per term so the progress bar,
+the CSV log and TensorBoard show each term separately.
+
+The same ``train_step`` is driven by ``model.fit`` (one device, MirroredStrategy) and
+by :func:`anet_tf.training.loop.custom_fit` under MultiWorkerMirroredStrategy, where
+Keras' ``fit`` does not work (keras-team/keras#20585).
+
+Distribution: every loss function returns values averaged over the *local*
+(per-replica) batch, and batch-hard mining sees the per-replica batch, as FastReID does
+per GPU; the input pipeline keeps the P x K layout within each replica's slice.
+Gradients are summed across replicas, so the step divides the total by the number of
+replicas: with equal per-replica batches this is exactly the global-batch average that
+``tf.nn.compute_average_loss`` gives.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from anet_tf import losses as L
+
+STAGE1 = 1
+STAGE2 = 2
+
+
+def term_names(variant: str, attribute_names: list[str]) -> list[str]:
+    """All loss terms a variant can report, in a fixed order (CSV columns)."""
+    names = ["total", "id_f", "tri_f"]
+    if variant in ("van", "anet"):
+        names += [f"att_{a}" for a in attribute_names]
+    if variant == "anet":
+        names += ["tri_g", "id_j", "tri_j", "ac_id", "ac_tri"]
+    return names
+
+
+class ANetTrainer(keras.Model):
+    """Keras model that trains a functional ANet network through both stages.
+
+    Args:
+        net: the functional ANet network (``anet_tf.model.build_anet``); its
+            backbone is the sub-layer named ``"backbone"``.
+        attribute_names: the attributes of the n branches, in order.
+        variant: baseline | van | anet.
+        loss_kwargs: keyword arguments for :func:`anet_tf.losses.compute_losses`
+            (see ``loss_kwargs_from_config``).
+    """
+
+    def __init__(self, net, attribute_names, variant, loss_kwargs, **kwargs):
+        super().__init__(**kwargs)
+        self.net = net
+        self.attribute_names = list(attribute_names)
+        self.variant = variant
+        self.loss_kwargs = dict(loss_kwargs)
+        self.stage = STAGE1
+        self.trackers = {
+            name: keras.metrics.Mean(name=name)
+            for name in term_names(variant, self.attribute_names)
+        }
+
+    # Keras resets these at the start of each epoch and aggregates them across
+    # replicas; one tracker per loss term.
+    @property
+    def metrics(self):
+        return list(self.trackers.values())
+
+    def call(self, images, training=False):
+        return self.net(images, training=training)
+
+    def set_stage(self, stage: int) -> None:
+        """Switch to stage 1 (L, eq. 10) or stage 2 (L', eq. 13).
+
+        Stage 2 freezes the backbone (all operations before f); a frozen
+        BatchNormalization runs in inference mode in Keras 3. The caller must
+        ``compile()`` again afterwards so the traced step sees the new trainable set.
+        """
+        if stage not in (STAGE1, STAGE2):
+            raise ValueError(f"stage must be 1 or 2. Received: stage={stage}")
+        self.stage = stage
+        backbone = self.net.get_layer("backbone")
+        backbone.trainable = stage == STAGE1
+
+    def compute_terms(self, images, targets, training: bool):
+        outputs = self.net(images, training=training)
+        return L.compute_losses(
+            outputs,
+            targets,
+            attribute_names=self.attribute_names,
+            variant=self.variant,
+            stage=self.stage,
+            **self.loss_kwargs,
+        )
+
+    def _update_trackers(self, terms):
+        logs = {}
+        for name, value in terms.items():
+            tracker = self.trackers.get(name)
+            if tracker is None:
+                continue
+            tracker.update_state(value)
+            logs[name] = tracker.result()
+        return logs
+
+    def train_step(self, data):
+        images, targets = data
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        variables = self.net.trainable_variables
+        with tf.GradientTape() as tape:
+            terms = self.compute_terms(images, targets, training=True)
+            total = tf.cast(terms["total"], tf.float32) / float(replicas)
+            if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
+                total = self.optimizer.scale_loss(total)
+        grads = tape.gradient(total, variables)
+        self.optimizer.apply(grads, variables)
+        return self._update_trackers(terms)
+
+    def test_step(self, data):
+        images, targets = data
+        terms = self.compute_terms(images, targets, training=False)
+        return self._update_trackers(terms)
+
+
+def make_optimizer(train_cfg, mixed_precision: bool = False):
+    """Amsgrad (section 4.2) or Adam/SGD, with decoupled weight decay.
+
+    The learning rate is a variable set each epoch by the schedule callback, so it
+    can follow the milestones counted over both stages.
+    """
+    kwargs = dict(learning_rate=train_cfg.lr, weight_decay=train_cfg.weight_decay or None)
+    if train_cfg.optimizer == "amsgrad":
+        opt = keras.optimizers.Adam(amsgrad=True, **kwargs)
+    elif train_cfg.optimizer == "adam":
+        opt = keras.optimizers.Adam(**kwargs)
+    else:
+        opt = keras.optimizers.SGD(momentum=0.9, nesterov=True, **kwargs)
+    if mixed_precision:
+        opt = keras.optimizers.LossScaleOptimizer(opt)
+    return opt
+
+
+def lr_at_epoch(global_epoch: int, base_lr: float, milestones, gamma: float) -> float:
+    """Piecewise-constant lr: ``base_lr * gamma ** (number of milestones <= epoch)``.
+
+    ``global_epoch`` is 0-based and counts over both stages, so with the paper's
+    milestones 60/120/150 the lr is 6e-4 for epochs 0-59, 6e-5 for 60-119, 6e-6 for
+    120-149 and 6e-7 in stage 2 (epochs 150-209).
+    """
+    drops = sum(1 for m in milestones if global_epoch >= m)
+    return base_lr * gamma**drops

@@ -1,0 +1,162 @@
+"""Config loading: shipped configs, _base_ inheritance, --set overrides, and errors."""
+
+import os
+
+import pytest
+
+from anet_tf.config import ConfigError
+from anet_tf.config import check_data_root
+from anet_tf.config import config_from_dict
+from anet_tf.config import load_config
+
+
+def write(path, text):
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+@pytest.mark.parametrize("name", ["synthetic", "veri776", "veriwild", "vehicleid"])
+def test_shipped_configs_load(name):
+    cfg = load_config(name)
+    assert cfg.data.name == name
+    assert cfg.data.batch_size % cfg.data.num_instances == 0
+
+
+@pytest.mark.parametrize("name", ["veri776", "veriwild", "vehicleid"])
+def test_paper_hyper_parameters(name):
+    """Section 4.2 of the paper."""
+    cfg = load_config(name)
+    assert cfg.data.image_size == (256, 256)
+    assert (cfg.data.batch_size, cfg.data.num_instances) == (512, 4)
+    assert cfg.train.optimizer == "amsgrad"
+    assert cfg.train.lr == pytest.approx(6e-4)
+    assert cfg.train.lr_milestones == [60, 120, 150]
+    assert cfg.train.lr_gamma == pytest.approx(0.1)
+    assert (cfg.train.stage1.epochs, cfg.train.stage2.epochs) == (150, 60)
+    assert (cfg.model.s_f, cfg.model.s_a, cfg.model.s_j) == (512, 128, 512)
+    assert cfg.model.backbone == "resnet50_ibn_a" and cfg.model.last_stride == 1
+    assert cfg.model.se_reduction == 16 and cfg.model.attribute_branch == "se"
+    assert (cfg.loss.lambda_van, cfg.loss.lambda_a, cfg.loss.lambda_g) == (1.0, 1.0, 1.0)
+    assert cfg.loss.label_smoothing > 0
+    aug = cfg.data.augment
+    assert aug.flip_prob > 0 and aug.zoom_prob > 0 and aug.erasing_prob > 0
+
+
+def test_default_is_synthetic_and_small():
+    cfg = load_config(None)
+    assert cfg.data.name == "synthetic"
+    assert cfg.model.backbone in ("resnet18_ibn_a", "resnet18")
+    assert cfg.data.image_size[0] <= 128
+
+
+def test_base_inheritance_and_override_order(tmp_path):
+    write(tmp_path / "base.yaml", "train:\n  lr: 0.001\n  stage1: {epochs: 5}\n")
+    child = write(
+        tmp_path / "child.yaml",
+        "_base_: base.yaml\ntrain:\n  stage1: {epochs: 7}\n",
+    )
+    cfg = load_config(child, ["train.stage2.epochs=2"])
+    assert cfg.train.lr == pytest.approx(0.001)  # from the base
+    assert cfg.train.stage1.epochs == 7  # child wins
+    assert cfg.train.stage2.epochs == 2  # --set wins
+    assert cfg.source == child
+
+
+def test_set_parses_yaml_values():
+    cfg = load_config(None, ["data.image_size=[64, 96]", "model.joint_module.width=32", "model.pretrained=null"])
+    assert cfg.data.image_size == (64, 96)
+    assert cfg.model.joint_module.width == 32
+    assert cfg.model.pretrained is None
+
+
+def test_unknown_key_names_key_and_file(tmp_path):
+    path = write(tmp_path / "bad.yaml", "train:\n  epochz: 3\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    msg = str(err.value)
+    assert "train.epochz" in msg and "bad.yaml" in msg and "stage1" in msg
+
+
+def test_unknown_key_in_base_names_the_base(tmp_path):
+    write(tmp_path / "base.yaml", "model:\n  depth: 50\n")
+    child = write(tmp_path / "child.yaml", "_base_: base.yaml\n")
+    with pytest.raises(ConfigError, match=r"base\.yaml.*model\.depth"):
+        load_config(child)
+
+
+def test_wrong_type_names_key_and_file(tmp_path):
+    path = write(tmp_path / "t.yaml", "data:\n  batch_size: many\n")
+    with pytest.raises(ConfigError, match=r"t\.yaml.*data\.batch_size must be int"):
+        load_config(path)
+
+
+def test_bool_is_not_an_int():
+    with pytest.raises(ConfigError, match="data.batch_size"):
+        load_config(None, ["data.batch_size=true"])
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("data.batch_size=30", "data.batch_size"),  # not a multiple of K=4
+        ("data.num_instances=1", "data.num_instances"),  # K < 2
+        ("train.lr=-0.1", "train.lr"),
+        ("train.lr_milestones=[10, 5]", "train.lr_milestones"),
+        ("data.augment.flip_prob=1.5", "data.augment.flip_prob"),
+        ("model.variant=resnet", "model.variant"),
+        ("eval.feature=j", None),  # valid for anet
+        ("data.root=''", "data.root"),
+    ],
+)
+def test_impossible_values(override, key):
+    if key is None:
+        load_config(None, [override])
+        return
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [override])
+    assert key in str(err.value) and "--set" in str(err.value)
+
+
+def test_feature_must_exist_in_variant():
+    with pytest.raises(ConfigError, match="eval.feature"):
+        load_config(None, ["model.variant=baseline", "eval.feature=j"])
+    cfg = load_config(None, ["model.variant=baseline", "eval.feature=f"])
+    assert cfg.model.variant == "baseline"
+
+
+def test_missing_data_root_error(tmp_path):
+    cfg = load_config("veri776", [f"data.root={tmp_path / 'nope'}"])
+    with pytest.raises(ConfigError, match=r"data\.root.*does not exist"):
+        check_data_root(cfg)
+
+
+def test_missing_config_file():
+    with pytest.raises(ConfigError, match="not found"):
+        load_config("no_such_config.yaml")
+
+
+def test_base_cycle(tmp_path):
+    write(tmp_path / "a.yaml", "_base_: b.yaml\n")
+    write(tmp_path / "b.yaml", "_base_: a.yaml\n")
+    with pytest.raises(ConfigError, match="cycle"):
+        load_config(str(tmp_path / "a.yaml"))
+
+
+def test_malformed_yaml(tmp_path):
+    path = write(tmp_path / "m.yaml", "train: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"m\.yaml.*not valid YAML"):
+        load_config(path)
+
+
+def test_bad_override_syntax():
+    with pytest.raises(ConfigError, match="key=value"):
+        load_config(None, ["train.lr"])
+
+
+def test_round_trip_through_yaml(tmp_path):
+    import yaml
+
+    cfg = load_config("veri776", ["train.stage1.epochs=3"])
+    again = config_from_dict(yaml.safe_load(cfg.to_yaml()), source="run.yaml")
+    assert again.to_dict() == cfg.to_dict()
+    assert os.path.basename(again.source) == "run.yaml"
