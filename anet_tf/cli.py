@@ -130,14 +130,16 @@ def cmd_data_check(args) -> int:
     from anet_tf.data.check import format_report
 
     if args.dir is not None:
-        from anet_tf.config import load_config
-
-        overrides = [f"data.root={args.dir}", "data.name=folder", *args.overrides]
-        cfg = load_config(args.config, overrides)
+        if args.config or args.overrides:
+            print("anet-tf data check: give either DIR or --config/--set, not both", file=sys.stderr)
+            return EXIT_USAGE
+        report = check(args.dir)
     else:
+        from anet_tf.data.readers import load_dataset
+
         cfg = _load_config(args)
         ensure_synthetic(cfg, verbose=not args.json)
-    report = check(cfg)
+        report = check(load_dataset(cfg, strict=False))
     if args.json:
         print(json.dumps(report, indent=2))
     else:

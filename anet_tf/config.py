@@ -23,6 +23,7 @@ from dataclasses import field
 from typing import Any
 from typing import Literal
 from typing import Optional
+from typing import Union
 
 import yaml
 
@@ -103,7 +104,7 @@ class DataConfig:
     num_instances: int = 4
     test_batch_size: int = 128
     veriwild_test_size: Literal["small", "medium", "large"] = "small"
-    vehicleid_test_list: str = "small"
+    vehicleid_test_list: Union[str, int] = "small"
     num_parallel_calls: int = -1
     seed: int = 0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -344,6 +345,20 @@ def config_from_dict(
     cfg.source = source
     validate(cfg, origins, source)
     return cfg
+
+
+def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
+    """A new validated config: ``cfg`` with ``--set key=value`` overrides applied."""
+    raw = cfg.to_dict()
+    origins: dict[str, str] = {}
+    _record_origins(raw, "", cfg.source, origins)
+    for item in overrides:
+        key, value = _parse_override(item)
+        _set_dotted(raw, key, value, origins, "--set")
+    new = _build(Config, raw, "", origins, cfg.source)
+    new.source = cfg.source
+    validate(new, origins, cfg.source)
+    return new
 
 
 def _load_yaml_tree(path: str, chain: tuple[str, ...]) -> tuple[dict, dict[str, str]]:

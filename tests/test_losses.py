@@ -35,7 +35,7 @@ def np_ce_ls(logits, labels, epsilon):
     logp = np_log_softmax(logits)
     c = logp.shape[-1]
     out = []
-    for row, label in zip(logp, labels):
+    for row, label in zip(logp, labels, strict=True):
         target = np.full(c, epsilon / c)
         target[label] += 1.0 - epsilon
         out.append(-(target * row).sum())
@@ -89,7 +89,9 @@ def np_batch_hard(features, labels, margin, soft_margin):
             continue
         neg_idx[a] = min(neg, key=lambda k: dist[a, k])
         d_an = dist[a, neg_idx[a]]
-        loss[a] = np_softplus(d_ap - d_an) if soft_margin else max(0, d_ap - d_an + margin)
+        loss[a] = (
+            np_softplus(d_ap - d_an) if soft_margin else max(0, d_ap - d_an + margin)
+        )
     return loss, pos_idx, neg_idx
 
 
@@ -123,7 +125,7 @@ def np_ac_tri(f, j, pos_idx, neg_idx):
     return np.array(
         [
             np_softplus(d(j, a, p) - d(f, a, p)) + np_softplus(d(f, a, q) - d(j, a, q))
-            for a, (p, q) in enumerate(zip(pos_idx, neg_idx))
+            for a, (p, q) in enumerate(zip(pos_idx, neg_idx, strict=True))
         ]
     )
 
@@ -140,7 +142,9 @@ def np_compute_losses(outputs, targets, variant, stage, kw):
         t["total"] = t["id_f"] + t["tri_f"]
         return t
     for i, name in enumerate(ATTRIBUTES):
-        loss, mask = np_attr_ce(outputs[f"a_{name}_logits"], targets["attributes"][:, i])
+        loss, mask = np_attr_ce(
+            outputs[f"a_{name}_logits"], targets["attributes"][:, i]
+        )
         t[f"att_{name}"] = np_masked_mean(loss, mask)
     att = sum(t[f"att_{name}"] for name in ATTRIBUTES)
     l_van = t["tri_f"] + t["id_f"] + kw["lambda_a"] * att
@@ -192,7 +196,7 @@ def fake_batch(seed=0, unknown_rows=(1, 6, 7)):
         "j": rng.normal(size=(B, 8)).astype(np.float32),
         "j_logits": rng.normal(size=(B, NUM_IDS)).astype(np.float32),
     }
-    for name, m in zip(ATTRIBUTES, NUM_CLASSES):
+    for name, m in zip(ATTRIBUTES, NUM_CLASSES, strict=True):
         outputs[f"a_{name}"] = rng.normal(size=(B, 4)).astype(np.float32)
         outputs[f"a_{name}_logits"] = rng.normal(size=(B, m)).astype(np.float32)
     targets = {
@@ -242,7 +246,9 @@ def test_cross_entropy_float16_computed_in_float32():
     labels = rng.integers(0, 5, B)
     got = losses.cross_entropy_label_smooth(tf.constant(logits), labels)
     assert got.dtype == tf.float32
-    np.testing.assert_allclose(got, np_ce_ls(logits.astype(np.float64), labels, 0.1), atol=ATOL)
+    np.testing.assert_allclose(
+        got, np_ce_ls(logits.astype(np.float64), labels, 0.1), atol=ATOL
+    )
 
 
 def test_cross_entropy_rejects_bad_epsilon():
@@ -290,6 +296,19 @@ def test_attribute_cross_entropy_all_unknown_is_exactly_zero():
     assert not np.any(grad.numpy())
 
 
+def test_attribute_cross_entropy_never_one_hots_an_unknown_label(monkeypatch):
+    seen = []
+    one_hot = tf.one_hot
+
+    def spy(indices, *args, **kwargs):
+        seen.append(np.asarray(indices))
+        return one_hot(indices, *args, **kwargs)
+
+    monkeypatch.setattr(tf, "one_hot", spy)
+    losses.attribute_cross_entropy(tf.zeros([3, 4]), [-1, 3, -1])
+    assert seen and all(np.all(s >= 0) for s in seen)
+
+
 def test_masked_mean_by_hand_and_ignores_masked_non_finite_values():
     values = tf.constant([1.0, 2.0, np.nan, np.inf])
     mask = tf.constant([1.0, 1.0, 0.0, 0.0])
@@ -310,7 +329,9 @@ def test_pairwise_distance_matches_numpy(metric):
     x = rng.normal(size=(B, 8)).astype(np.float32)
     y = rng.normal(size=(5, 8)).astype(np.float32)
     np.testing.assert_allclose(
-        losses.pairwise_distance(x, metric=metric), np_distance(x, metric=metric), atol=ATOL
+        losses.pairwise_distance(x, metric=metric),
+        np_distance(x, metric=metric),
+        atol=ATOL,
     )
     got = losses.pairwise_distance(x, y, metric=metric)
     assert got.shape == (B, 5)
@@ -323,7 +344,9 @@ def test_pairwise_distance_by_hand():
         losses.pairwise_distance(x), [[1e-6, 5.0], [5.0, 1e-6]], atol=1e-7
     )
     np.testing.assert_allclose(
-        losses.pairwise_distance([[1.0, 0.0]], [[0.0, 2.0], [-3.0, 0.0], [5.0, 0.0]], "cosine"),
+        losses.pairwise_distance(
+            [[1.0, 0.0]], [[0.0, 2.0], [-3.0, 0.0], [5.0, 0.0]], "cosine"
+        ),
         [[1.0, 2.0, 0.0]],
         atol=ATOL,
     )
@@ -351,7 +374,9 @@ def test_batch_hard_triplet_matches_numpy(soft_margin):
     rng = np.random.default_rng(7)
     features = rng.normal(size=(B, 8)).astype(np.float32)
     labels = pk_labels()
-    loss, pos_idx, neg_idx = losses.batch_hard_triplet(features, labels, 0.3, soft_margin)
+    loss, pos_idx, neg_idx = losses.batch_hard_triplet(
+        features, labels, 0.3, soft_margin
+    )
     want_loss, want_pos, want_neg = np_batch_hard(features, labels, 0.3, soft_margin)
     assert loss.dtype == tf.float32 and pos_idx.dtype == neg_idx.dtype == tf.int32
     np.testing.assert_allclose(loss, want_loss, atol=ATOL)
@@ -402,7 +427,9 @@ def test_batch_hard_triplet_gradient_finite_for_identical_features(soft_margin):
         features = tf.constant(features)
         with tf.GradientTape() as tape:
             tape.watch(features)
-            loss, _, _ = losses.batch_hard_triplet(features, pk_labels(2, 4), 0.3, soft_margin)
+            loss, _, _ = losses.batch_hard_triplet(
+                features, pk_labels(2, 4), 0.3, soft_margin
+            )
             total = tf.reduce_sum(loss)
         assert_finite(loss, tape.gradient(total, features))
 
@@ -459,7 +486,9 @@ def test_pattern_triplet_no_valid_anchor_gives_zero_and_finite_gradient():
 def test_ac_id_matches_numpy_and_by_hand():
     rng = np.random.default_rng(11)
     ce_j, ce_f = rng.uniform(0, 3, (2, B)).astype(np.float32)
-    np.testing.assert_allclose(losses.ac_id(ce_j, ce_f), np_ac_id(ce_j, ce_f), atol=ATOL)
+    np.testing.assert_allclose(
+        losses.ac_id(ce_j, ce_f), np_ac_id(ce_j, ce_f), atol=ATOL
+    )
     np.testing.assert_allclose(
         losses.ac_id([1.0, 2.0], [1.0, 2.0 + math.log(3.0)]),
         [math.log(2.0), math.log(4.0 / 3.0)],
@@ -579,7 +608,9 @@ def test_compute_losses_total_is_the_papers_sum_of_its_terms(variant, stage, use
     kw = dict(NON_DEFAULT, use_ac=use_ac)
     t = {
         k: float(v)
-        for k, v in run_compute_losses(outputs, targets, variant, stage, **kw)[0].items()
+        for k, v in run_compute_losses(outputs, targets, variant, stage, **kw)[
+            0
+        ].items()
     }
     att = sum(t[f"att_{n}"] for n in ATTRIBUTES) if variant != "baseline" else 0.0
     lam, lam_a, lam_g = kw["lambda_van"], kw["lambda_a"], kw["lambda_g"]
@@ -708,7 +739,11 @@ def test_compute_losses_errors_name_the_problem():
 
 
 def test_loss_term_names():
-    assert losses.loss_term_names(ATTRIBUTES, "baseline", 2) == ["id_f", "tri_f", "total"]
+    assert losses.loss_term_names(ATTRIBUTES, "baseline", 2) == [
+        "id_f",
+        "tri_f",
+        "total",
+    ]
     assert losses.loss_term_names(ATTRIBUTES, "anet", 2, use_ac=False) == [
         "id_f",
         "tri_f",

@@ -27,8 +27,11 @@ from anet_tf.data.records import (
     SPLITS,
     UNKNOWN,
     DataError,
+    FileIndex,
+    ProblemLog,
     Record,
     ReidDataset,
+    read_lines,
     resolve_inside,
 )
 
@@ -39,26 +42,8 @@ COLUMNS = ("path", "vehicle_id", "camera_id", "split")
 DECODABLE_FORMATS = ("JPEG", "PNG", "BMP", "GIF")
 
 
-class _Findings:
-    """Where problems go: raised at the first one (``strict``) or collected."""
-
-    def __init__(self, strict: bool):
-        self.strict = strict
-        self.problems: list[str] = []
-
-    def error(self, message: str) -> None:
-        """A problem that makes the data unusable as written."""
-        if self.strict:
-            raise DataError(message)
-        self.problems.append(message)
-
-    def warn(self, message: str) -> None:
-        """A problem training can live with; always collected, never raised."""
-        self.problems.append(message)
-
-
 def attribute_file(root: str, attribute: str) -> str:
-    """Path of the class file of ``attribute``: ``<root>/attributes/<attribute>.txt``."""
+    """The class file of ``attribute``: ``<root>/attributes/<attribute>.txt``."""
     return os.path.join(root, ATTRIBUTE_DIR, f"{attribute}.txt")
 
 
@@ -69,25 +54,19 @@ def read_attribute_classes(root: str, attribute: str) -> list[str]:
         DataError: the file is missing, empty, or lists a class twice.
     """
     path = attribute_file(root, attribute)
-    if not os.path.isfile(path):
-        raise DataError(
-            f"{path}: class file of attribute {attribute!r} not found; it must list "
-            f"the {attribute} class names, one per line"
-        )
+    lines = read_lines(
+        path, hint=f"; it must list the {attribute} class names, one per line"
+    )
     classes: list[str] = []
     first_line: dict[str, int] = {}
-    with open(path, encoding="utf-8-sig") as f:
-        for line_no, line in enumerate(f, start=1):
-            name = line.strip()
-            if not name:
-                continue
-            if name in first_line:
-                raise DataError(
-                    f"{path}:{line_no}: class {name!r} is listed twice (first on line "
-                    f"{first_line[name]})"
-                )
-            first_line[name] = line_no
-            classes.append(name)
+    for number, name in lines:
+        if name in first_line:
+            raise DataError(
+                f"{path}:{number}: class {name!r} is listed twice (first on line "
+                f"{first_line[name]})"
+            )
+        first_line[name] = number
+        classes.append(name)
     if not classes:
         raise DataError(f"{path}: no class names; list one {attribute} class per line")
     return classes
@@ -112,6 +91,8 @@ def image_problem(path: str) -> str | None:
     """
     from PIL import Image
 
+    if not os.path.isfile(path):
+        return "not found"
     try:
         with Image.open(path) as image:
             fmt = image.format
@@ -153,56 +134,36 @@ def read_folder(
     Raises:
         DataError: naming the file and line, in strict mode.
     """
-    findings = _Findings(strict)
+    log = ProblemLog(strict)
     root_abs = os.path.abspath(root)
     dataset = ReidDataset(
         name="folder", root=root_abs, attribute_names=[], attribute_classes=[]
     )
     manifest = os.path.join(root, MANIFEST)
     if not os.path.isfile(manifest):
-        findings.error(
+        log.report(
             f"{manifest}: manifest not found; a folder dataset needs it, with header "
             f"{','.join(COLUMNS)},<attributes...>"
         )
-        dataset.problems = findings.problems
+        dataset.problems = log.messages
         return dataset
 
-    with open(manifest, newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(f)
-        header = [h.strip() for h in next(reader, [])]
-        if not _header_ok(header, manifest, findings):
-            dataset.problems = findings.problems
-            return dataset
-        for attribute in attributes:
-            try:
-                if attribute not in header:
-                    raise DataError(
-                        f"{manifest}:1: attribute {attribute!r} is requested but the "
-                        f"header has no such column; its attribute columns are: "
-                        f"{', '.join(h for h in header if h not in COLUMNS) or 'none'}"
-                    )
-                classes = read_attribute_classes(root, attribute)
-            except DataError as exc:
-                findings.error(str(exc))
-                continue
-            dataset.attribute_names.append(attribute)
-            dataset.attribute_classes.append(classes)
-        rows = _read_rows(
-            reader,
-            header,
-            root,
-            manifest,
-            dataset,
-            findings,
-            check_images,
-            verify_images,
+    try:
+        rows = _read_manifest(
+            root, manifest, attributes, dataset, log, check_images, verify_images
         )
+    except UnicodeDecodeError as exc:
+        log.report(f"{manifest}: not UTF-8 text ({exc.reason}); save it as UTF-8")
+        rows = []
+    if rows is None:
+        dataset.problems = log.messages
+        return dataset
 
-    _check_cameras(rows, manifest, findings)
+    _check_cameras(rows, manifest, log)
     seen: dict[str, int] = {}
     for line, record in rows:
-        if record.path in seen:
-            findings.warn(
+        if record.path in seen:  # not fatal: recorded, even in strict mode
+            log.messages.append(
                 f"{manifest}:{line}: image {record.path} is already listed on line "
                 f"{seen[record.path]}"
             )
@@ -212,8 +173,8 @@ def read_folder(
                 record.path, record.pid, UNKNOWN, record.attributes, record.split
             )
         dataset.split(record.split).append(record)
-    _check_single_images(rows, manifest, findings)
-    dataset.problems = findings.problems
+    _check_single_images(rows, manifest, log)
+    dataset.problems = log.messages
     return dataset
 
 
@@ -259,7 +220,7 @@ def write_folder(dataset: ReidDataset, root: str | None = None) -> str:
         for split in SPLITS:
             for record in dataset.split(split):
                 relpath = os.path.relpath(os.path.abspath(record.path), root)
-                if relpath.startswith(os.pardir) or os.path.isabs(relpath):
+                if relpath.split(os.sep)[0] == os.pardir or os.path.isabs(relpath):
                     raise DataError(
                         f"image {record.path} is outside the dataset root {root}; "
                         f"copy it inside before writing the manifest"
@@ -280,7 +241,49 @@ def write_folder(dataset: ReidDataset, root: str | None = None) -> str:
 # ------------------------------------------------------------------------ helpers
 
 
-def _header_ok(header: list[str], manifest: str, findings: _Findings) -> bool:
+def _read_manifest(
+    root: str,
+    manifest: str,
+    attributes: list[str],
+    dataset: ReidDataset,
+    log: ProblemLog,
+    check_images: bool,
+    verify_images: bool,
+) -> list[tuple[int, Record]] | None:
+    """Header, attribute class files and rows; None when the header is unusable.
+    Fills ``dataset.attribute_names`` and ``attribute_classes``."""
+    with open(manifest, newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f)
+        header = [h.strip() for h in next(reader, [])]
+        if not _header_ok(header, manifest, log):
+            return None
+        for attribute in attributes:
+            try:
+                if attribute not in header:
+                    raise DataError(
+                        f"{manifest}:1: attribute {attribute!r} is requested but the "
+                        f"header has no such column; its attribute columns are: "
+                        f"{', '.join(h for h in header if h not in COLUMNS) or 'none'}"
+                    )
+                classes = read_attribute_classes(root, attribute)
+            except DataError as exc:
+                log.report(str(exc))
+                continue
+            dataset.attribute_names.append(attribute)
+            dataset.attribute_classes.append(classes)
+        return _read_rows(
+            reader,
+            header,
+            root,
+            manifest,
+            dataset,
+            log,
+            check_images,
+            verify_images,
+        )
+
+
+def _header_ok(header: list[str], manifest: str, log: ProblemLog) -> bool:
     missing = [c for c in COLUMNS if c not in header]
     duplicated = sorted({h for h in header if header.count(h) > 1})
     if not header or missing or duplicated or "" in header:
@@ -291,7 +294,7 @@ def _header_ok(header: list[str], manifest: str, findings: _Findings) -> bool:
             if duplicated
             else "has an empty column name"
         )
-        findings.error(
+        log.report(
             f"{manifest}:1: header {what}; expected {','.join(COLUMNS)} followed by "
             f"one column per attribute, got {','.join(header) or 'an empty line'}"
         )
@@ -305,7 +308,7 @@ def _read_rows(
     root: str,
     manifest: str,
     dataset: ReidDataset,
-    findings: _Findings,
+    log: ProblemLog,
     check_images: bool,
     verify_images: bool,
 ) -> list[tuple[int, Record]]:
@@ -314,6 +317,7 @@ def _read_rows(
         {name: i for i, name in enumerate(classes)}
         for classes in dataset.attribute_classes
     ]
+    files = FileIndex()
     rows: list[tuple[int, Record]] = []
     for row in reader:
         line = reader.line_num
@@ -321,27 +325,27 @@ def _read_rows(
             continue
         where = f"{manifest}:{line}"
         if len(row) != len(header):
-            findings.error(
+            log.report(
                 f"{where}: expected {len(header)} fields ({','.join(header)}), got "
                 f"{len(row)}"
             )
             continue
         cells = {h: cell.strip() for h, cell in zip(header, row, strict=True)}
-        errors = len(findings.problems)
+        errors = len(log.messages)
 
         path = ""
         for column in ("path", "vehicle_id", "split"):
             if not cells[column]:
-                findings.error(f"{where}: empty {column}; every row needs one")
+                log.report(f"{where}: empty {column}; every row needs one")
         if cells["path"]:
             try:
                 path = resolve_inside(root, cells["path"], where)
             except DataError as exc:
-                findings.error(str(exc))
-        pid = _parse_int(cells["vehicle_id"], "vehicle_id", where, findings)
-        camid = _parse_int(cells["camera_id"], "camera_id", where, findings)
+                log.report(str(exc))
+        pid = _parse_int(cells["vehicle_id"], "vehicle_id", where, log)
+        camid = _parse_int(cells["camera_id"], "camera_id", where, log)
         if cells["split"] and cells["split"] not in SPLITS:
-            findings.error(
+            log.report(
                 f"{where}: unknown split {cells['split']!r}; valid: {', '.join(SPLITS)}"
             )
         values = []
@@ -353,46 +357,46 @@ def _read_rows(
                 values.append(index[text])
             else:
                 values.append(UNKNOWN)
-                findings.error(
+                log.report(
                     f"{where}: unknown {name} class {text!r}; valid (from "
                     f"{os.path.join(ATTRIBUTE_DIR, name + '.txt')}): {', '.join(index)}"
                     f"; leave the cell empty if unknown"
                 )
         if path and check_images:
-            if not os.path.isfile(path):
-                findings.error(
+            if not files.exists(path):
+                log.report(
                     f"{where}: image {cells['path']!r} not found (looked for {path})"
                 )
             elif verify_images:
                 problem = image_problem(path)
                 if problem:
-                    findings.error(f"{where}: image {cells['path']!r} {problem}")
-        if len(findings.problems) > errors:
+                    log.report(f"{where}: image {cells['path']!r} {problem}")
+        if len(log.messages) > errors:
             continue
         rows.append((line, Record(path, pid, camid, tuple(values), cells["split"])))
     return rows
 
 
-def _parse_int(text: str, column: str, where: str, findings: _Findings):
+def _parse_int(text: str, column: str, where: str, log: ProblemLog):
     """The integer in ``text``, None when empty; reports non-integers."""
     if not text:
         return None
     try:
         return int(text)
     except ValueError:
-        findings.error(f"{where}: {column} {text!r} is not an integer")
+        log.report(f"{where}: {column} {text!r} is not an integer")
         return None
 
 
 def _check_cameras(
-    rows: list[tuple[int, Record]], manifest: str, findings: _Findings
+    rows: list[tuple[int, Record]], manifest: str, log: ProblemLog
 ) -> None:
     """Cameras are given on every row or on none (then -1 everywhere)."""
     with_camera = [line for line, r in rows if r.camid is not None]
     without = [line for line, r in rows if r.camid is None]
     if with_camera and without:
         for line in without:
-            findings.error(
+            log.report(
                 f"{manifest}:{line}: empty camera_id, but {len(with_camera)} other "
                 f"rows have one (first on line {with_camera[0]}); camera_id may be "
                 f"empty only on every row of a dataset without cameras"
@@ -401,16 +405,17 @@ def _check_cameras(
 
 
 def _check_single_images(
-    rows: list[tuple[int, Record]], manifest: str, findings: _Findings
+    rows: list[tuple[int, Record]], manifest: str, log: ProblemLog
 ) -> None:
-    """A training identity with one image gives its anchor no positive but itself."""
+    """A training identity with one image gives its anchor no positive but itself.
+    Training copes (the sampler repeats it), so this is recorded, never raised."""
     lines: dict[int, list[int]] = {}
     for line, record in rows:
         if record.split == "train":
             lines.setdefault(record.pid, []).append(line)
     for pid, where in lines.items():
         if len(where) == 1:
-            findings.warn(
+            log.messages.append(
                 f"{manifest}:{where[0]}: training identity {pid} has a single image; "
                 f"triplet mining needs K >= 2 images per identity, so the sampler "
                 f"will repeat this one"

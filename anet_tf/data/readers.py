@@ -8,34 +8,28 @@ same records, whatever the on-disk layout.
 
 from __future__ import annotations
 
-import inspect
-from typing import Callable
+from collections.abc import Callable
 
-from anet_tf.config import Config
-from anet_tf.config import ConfigError
-from anet_tf.config import check_data_root
+from anet_tf.config import Config, ConfigError, check_data_root
 from anet_tf.data.records import ReidDataset
 from anet_tf.data.vehicleid import read_vehicleid
 from anet_tf.data.veri776 import read_veri776
 from anet_tf.data.veriwild import read_veriwild
 
 
-def read_folder(
+def _read_folder(
     root: str, attributes: list[str], check_images: bool = True, strict: bool = True
 ) -> ReidDataset:
-    """The project's own format (``anet_tf.data.generic``), also used by the
-    generated synthetic dataset. ``strict`` is passed on if the reader takes it."""
-    from anet_tf.data import generic
+    """The project's own format (``anet_tf.data.generic``), also written by the
+    synthetic generator; imported here, not at the top, to keep imports light."""
+    from anet_tf.data.generic import read_folder
 
-    kwargs = {"check_images": check_images}
-    if "strict" in inspect.signature(generic.read_folder).parameters:
-        kwargs["strict"] = strict
-    return generic.read_folder(root, attributes, **kwargs)
+    return read_folder(root, attributes, check_images, strict=strict)
 
 
 READERS: dict[str, Callable[..., ReidDataset]] = {
-    "synthetic": read_folder,
-    "folder": read_folder,
+    "synthetic": _read_folder,
+    "folder": _read_folder,
     "veri776": read_veri776,
     "veriwild": read_veriwild,
     "vehicleid": read_vehicleid,
@@ -80,7 +74,7 @@ def load_dataset(
     if d.name == "veriwild":
         options["test_size"] = d.veriwild_test_size
     elif d.name == "vehicleid":
-        options["test_list"] = d.vehicleid_test_list
+        options["test_list"] = str(d.vehicleid_test_list)
     return reader(
         root,
         list(d.attributes),

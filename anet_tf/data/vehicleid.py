@@ -23,7 +23,8 @@ since the line format of those files is not documented, each file is read as
 ``<name> <id>`` when every line ends with an id and the ids are 0..m-1, else as
 ``<id> <name>`` when every line starts with such an id, else as one bare name per
 line in id order (UTF-8, or GB18030 for the Chinese model names). Without the file
-the classes are named by their ids, 0..max id seen in the attribute file.
+the README's classes are used: 7 colours (black, blue, gray, red, sliver [sic],
+white, yellow) and 250 models named by their ids.
 """
 
 from __future__ import annotations
@@ -32,21 +33,28 @@ import glob
 import os
 import re
 
-from anet_tf.data.records import UNKNOWN
-from anet_tf.data.records import DataError
-from anet_tf.data.records import FileIndex
-from anet_tf.data.records import ProblemLog
-from anet_tf.data.records import ReidDataset
-from anet_tf.data.records import Record
-from anet_tf.data.records import check_attributes
-from anet_tf.data.records import read_lines
-from anet_tf.data.records import resolve_inside
+from anet_tf.data.records import (
+    UNKNOWN,
+    DataError,
+    FileIndex,
+    ProblemLog,
+    Record,
+    ReidDataset,
+    check_attributes,
+    read_lines,
+    resolve_listed,
+)
 
 OFFERED = ("color", "model")
 TEST_LISTS = {"small": 800, "medium": 1600, "large": 2400}
 SPLIT_DIR = "train_test_split"
 ATTRIBUTE_DIR = "attribute"
 NAME_ENCODINGS = ("utf-8-sig", "gb18030")
+# Classes per the release README, used when attribute/<attr>_names.txt is absent.
+DEFAULT_CLASSES = {
+    "color": ["black", "blue", "gray", "red", "sliver", "white", "yellow"],
+    "model": [str(i) for i in range(250)],
+}
 _LAYOUT_HINT = " (expected the VehicleID release layout; see docs/datasets.md)"
 _TEST_LIST = re.compile(r"^test_list_(\d+)\.txt$")
 
@@ -60,7 +68,11 @@ def test_list_file(spec: str) -> str:
         return f"test_list_{TEST_LISTS[text]}.txt"
     if text.isdigit():
         return f"test_list_{int(text)}.txt"
-    if text.endswith(".txt") and os.path.basename(text) == text and text not in (".", ".."):
+    if (
+        text.endswith(".txt")
+        and os.path.basename(text) == text
+        and text not in (".", "..")
+    ):
         return text
     raise DataError(
         f"data.vehicleid_test_list: expected small | medium | large, a size such as "
@@ -103,6 +115,7 @@ def read_vehicleid(
             attribute VehicleID does not offer and for a missing attribute file.
     """
     check_attributes(attributes, OFFERED, "VehicleID")
+    root_abs = os.path.abspath(root)
     test_name = test_list_file(test_list)
     log = ProblemLog(strict)
     labels: list[dict[int, int]] = []
@@ -125,9 +138,14 @@ def read_vehicleid(
                 )
             lines = read_lines(path, hint=_LAYOUT_HINT)
         except DataError as exc:
-            if strict:
-                raise
-            log.report(f"{exc}; split {split!r} skipped")
+            log.report(str(exc), skipped=f"split {split!r} skipped")
+            continue
+        image_dir = os.path.join(root, "image")
+        if check_images and lines and not os.path.isdir(image_dir):
+            log.report(
+                f"{image_dir}: image folder not found",
+                skipped=f"all {len(lines)} images of {path} skipped",
+            )
             continue
         seen: dict[str, int] = {}
         for number, line in lines:
@@ -135,27 +153,32 @@ def read_vehicleid(
             parts = line.split()
             if len(parts) != 2 or not parts[1].isdigit():
                 log.report(
-                    f"{where}: expected '<image id> <vehicle id>', got {line!r}"
+                    f"{where}: expected '<image id> <vehicle id>', got {line!r}",
+                    skipped="skipped",
                 )
                 continue
             image, vehicle = parts
             try:
-                image_path = resolve_inside(root, os.path.join("image", image + ".jpg"), where)
+                image_path = resolve_listed(
+                    root_abs, os.path.join("image", image + ".jpg"), where
+                )
             except DataError as exc:
-                log.report(str(exc))
+                log.report(str(exc), skipped="skipped")
                 continue
             if "/" in image or "\\" in image:
-                log.report(f"{where}: expected an image id, got {image!r}")
+                log.report(
+                    f"{where}: expected an image id, got {image!r}", skipped="skipped"
+                )
                 continue
             if image in seen:
                 log.report(
-                    f"{where}: image {image} repeats line {seen[image]}; the repeat is "
-                    "skipped"
+                    f"{where}: image {image} repeats line {seen[image]}",
+                    skipped="repeat skipped",
                 )
                 continue
             seen[image] = number
             if check_images and not files.exists(image_path):
-                log.report(f"{where}: image not found: {image_path}")
+                log.report(f"{where}: image not found: {image_path}", skipped="skipped")
                 continue
             pid = int(vehicle)
             values = tuple(table.get(pid, UNKNOWN) for table in labels)
@@ -178,34 +201,40 @@ def _read_attribute(
     """vehicle id -> class id from attribute/<attr>_attr.txt, and the class names."""
     path = os.path.join(root, ATTRIBUTE_DIR, f"{attribute}_attr.txt")
     names_path = os.path.join(root, ATTRIBUTE_DIR, f"{attribute}_names.txt")
-    names = read_class_names(names_path) if os.path.isfile(names_path) else None
+    if os.path.isfile(names_path):
+        names = read_class_names(names_path)
+    else:
+        names_path = "the release README"
+        names = DEFAULT_CLASSES[attribute]
     by_vehicle: dict[int, int] = {}
     line_of: dict[int, int] = {}
     for number, line in read_lines(path, hint=_LAYOUT_HINT):
         where = f"{path}:{number}"
         parts = line.split()
         if len(parts) != 2 or not all(p.isdigit() for p in parts):
-            log.report(f"{where}: expected '<vehicle id> <{attribute} id>', got {line!r}")
+            log.report(
+                f"{where}: expected '<vehicle id> <{attribute} id>', got {line!r}",
+                skipped=f"line skipped (vehicle left without {attribute})",
+            )
             continue
         vehicle, class_id = int(parts[0]), int(parts[1])
-        if names is not None and class_id >= len(names):
+        if class_id >= len(names):
             log.report(
                 f"{where}: {attribute} id {class_id} is out of range; {names_path} "
-                f"names ids 0..{len(names) - 1}"
+                f"names ids 0..{len(names) - 1}",
+                skipped=f"vehicle {vehicle} left without {attribute} (-1)",
             )
             continue
         if vehicle in line_of:
             if by_vehicle[vehicle] != class_id:
                 log.report(
                     f"{where}: vehicle {vehicle} gets {attribute} {class_id} but line "
-                    f"{line_of[vehicle]} gave {by_vehicle[vehicle]}; the repeat is "
-                    "skipped"
+                    f"{line_of[vehicle]} gave {by_vehicle[vehicle]}",
+                    skipped="the repeat is skipped",
                 )
             continue
         line_of[vehicle] = number
         by_vehicle[vehicle] = class_id
-    if names is None:
-        names = [str(i) for i in range(max(by_vehicle.values(), default=-1) + 1)]
     return by_vehicle, names
 
 
@@ -228,6 +257,6 @@ def read_class_names(path: str) -> list[str]:
         if all(len(p) >= 2 and pick_id(p).isdigit() for p in split):
             ids = [int(pick_id(p)) for p in split]
             if sorted(ids) == expected:
-                by_id = {i: pick_name(p) for i, p in zip(ids, split)}
+                by_id = {i: pick_name(p) for i, p in zip(ids, split, strict=True)}
                 return [by_id[i] for i in expected]
     return [line for _, line in lines]

@@ -20,9 +20,10 @@ file name ``VVVV_cNNN_...`` when the attribute is absent), attribute class =
   refuses: the bytes are decoded here (gb18030, a superset) and the declaration is
   dropped before parsing the string;
 - older copies label vehicles 0003, 0007 and 0041 with the illegal ``typeID="0"``;
-  the dataset's errata give 2 (SUV): it is corrected with a warning (also listed in
-  ``ReidDataset.problems``), never used as a class index. Any other id outside the
-  class list is an error naming the file, line and Item;
+  the dataset's errata give 2 (SUV): it is corrected with a ``UserWarning`` (not
+  listed in ``ReidDataset.problems``, which holds what is wrong or skipped), never
+  used as a class index. Any other id outside the class list is an error naming
+  the file, line and Item;
 - items are found wherever they are (``.//Item``); the root tag is not checked.
 """
 
@@ -33,16 +34,17 @@ import re
 import warnings
 import xml.parsers.expat
 from dataclasses import dataclass
-from typing import Optional
 
-from anet_tf.data.records import DataError
-from anet_tf.data.records import FileIndex
-from anet_tf.data.records import ProblemLog
-from anet_tf.data.records import ReidDataset
-from anet_tf.data.records import Record
-from anet_tf.data.records import check_attributes
-from anet_tf.data.records import read_lines
-from anet_tf.data.records import resolve_inside
+from anet_tf.data.records import (
+    DataError,
+    FileIndex,
+    ProblemLog,
+    Record,
+    ReidDataset,
+    check_attributes,
+    read_lines,
+    resolve_listed,
+)
 
 OFFERED = ("color", "type")
 CLASS_FILES = {"color": "list_color.txt", "type": "list_type.txt"}
@@ -91,32 +93,26 @@ def read_veri776(
             attribute VeRi-776 does not offer and for a missing or bad class list.
     """
     check_attributes(attributes, OFFERED, "VeRi-776")
+    root_abs = os.path.abspath(root)
     log = ProblemLog(strict)
-    classes = [
-        read_class_list(os.path.join(root, CLASS_FILES[a])) for a in attributes
-    ]
-    labels: dict[str, Optional[dict[str, _Label]]] = {}
+    classes = [read_class_list(os.path.join(root, CLASS_FILES[a])) for a in attributes]
+    labels: dict[str, dict[str, _Label | None] | None] = {}
     files = FileIndex()
     splits: dict[str, list[Record]] = {}
     for split, folder, name_file, label_file in SPLIT_FILES:
         splits[split] = []
+        label_path = os.path.join(root, label_file)
         if label_file not in labels:
             try:
-                labels[label_file] = _read_labels(
-                    os.path.join(root, label_file), attributes, classes, log
-                )
+                labels[label_file] = _read_labels(label_path, attributes, classes, log)
             except DataError as exc:
-                if strict:
-                    raise
                 labels[label_file] = None
-                log.report(f"{exc}; the splits it labels are skipped")
+                log.report(str(exc), skipped="the splits it labels are skipped")
         names_path = os.path.join(root, name_file)
         try:
             lines = read_lines(names_path, hint=_LAYOUT_HINT)
         except DataError as exc:
-            if strict:
-                raise
-            log.report(f"{exc}; split {split!r} skipped")
+            log.report(str(exc), skipped=f"split {split!r} skipped")
             continue
         table = labels[label_file]
         if table is None:
@@ -124,34 +120,38 @@ def read_veri776(
         image_dir = os.path.join(root, folder)
         if check_images and lines and not os.path.isdir(image_dir):
             log.report(
-                f"{image_dir}: image folder not found; all {len(lines)} images of "
-                f"{names_path} (split {split!r}) skipped"
+                f"{image_dir}: image folder not found",
+                skipped=f"all {len(lines)} images of {names_path} skipped",
             )
             continue
         seen: set[str] = set()
         for number, name in lines:
             where = f"{names_path}:{number}"
             try:
-                path = resolve_inside(root, os.path.join(folder, name), where)
+                path = resolve_listed(root_abs, os.path.join(folder, name), where)
             except DataError as exc:
-                log.report(str(exc))
+                log.report(str(exc), skipped="skipped")
                 continue
             if "/" in name or "\\" in name or " " in name:
-                log.report(f"{where}: expected one image file name, got {name!r}")
-                continue
-            if name in seen:
-                log.report(f"{where}: {name} listed twice; the repeat is skipped")
-                continue
-            seen.add(name)
-            label = table.get(name)
-            if label is None:
                 log.report(
-                    f"{where}: {name} has no <Item> in "
-                    f"{os.path.join(root, label_file)}; skipped"
+                    f"{where}: expected one image file name, got {name!r}",
+                    skipped="skipped",
                 )
                 continue
+            if name in seen:
+                log.report(f"{where}: {name} listed twice", skipped="repeat skipped")
+                continue
+            seen.add(name)
+            if name not in table:
+                log.report(
+                    f"{where}: {name} has no <Item> in {label_path}", skipped="skipped"
+                )
+                continue
+            label = table[name]
+            if label is None:  # its <Item> was reported
+                continue
             if check_images and not files.exists(path):
-                log.report(f"{where}: image not found: {path}")
+                log.report(f"{where}: image not found: {path}", skipped="skipped")
                 continue
             splits[split].append(
                 Record(path, label.pid, label.camid, label.attributes, split)
@@ -216,7 +216,9 @@ def parse_label_xml(path: str) -> list[tuple[int, dict[str, str]]]:
         raise DataError(f"{path}:1: unknown encoding {encoding!r} declared") from None
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
-        raise DataError(f"{path}:{line}: not valid {encoding} text ({exc.reason})") from None
+        raise DataError(
+            f"{path}:{line}: not valid {encoding} text ({exc.reason})"
+        ) from None
     text = _DECLARATION.sub("", text.lstrip("\ufeff"), count=1)
     items: list[tuple[int, dict[str, str]]] = []
     parser = xml.parsers.expat.ParserCreate()
@@ -238,73 +240,78 @@ def parse_label_xml(path: str) -> list[tuple[int, dict[str, str]]]:
 
 def _read_labels(
     path: str, attributes: list[str], classes: list[list[str]], log: ProblemLog
-) -> dict[str, _Label]:
-    """image name -> label, from one label XML; bad Items are reported and skipped."""
-    table: dict[str, _Label] = {}
+) -> dict[str, _Label | None]:
+    """image name -> label from one label XML; None for a reported, rejected Item."""
+    table: dict[str, _Label | None] = {}
     lines_of: dict[str, int] = {}
     corrected: list[tuple[int, int]] = []  # (line, vehicle) of typeID="0" errata
     for line, item in parse_label_xml(path):
-        where = f"{path}:{line}"
         name = item.get("imageName", "").strip()
         if not name:
-            log.report(f"{where}: <Item> without imageName; skipped")
+            log.report(f"{path}:{line}: <Item> without imageName", skipped="skipped")
             continue
-        where = f"{where}: <Item imageName={name!r}>"
+        where = f"{path}:{line}: <Item imageName={name!r}>"
         if name in lines_of:
-            log.report(f"{where} repeats line {lines_of[name]}; the repeat is skipped")
-            continue
-        lines_of[name] = line
-        vehicle = item.get("vehicleID", "").strip()
-        if not vehicle.isdigit():
-            log.report(f"{where}: vehicleID must be a number, got {vehicle!r}")
-            continue
-        pid = int(vehicle)
-        from_name = _IMAGE_NAME.match(name)
-        camera = item.get("cameraID")
-        if camera is None and from_name:
-            camera = "c" + from_name.group(2)
-        camera = (camera or "").strip()
-        if not (camera[:1] in ("c", "C") and camera[1:].isdigit()):
-            log.report(f"{where}: cameraID must look like 'c001', got {camera!r}")
-            continue
-        camid = int(camera[1:])
-        if from_name and (int(from_name.group(1)), int(from_name.group(2))) != (
-            pid,
-            camid,
-        ):
             log.report(
-                f"{where}: vehicleID={vehicle!r} cameraID={camera!r} disagree with "
-                "the image name"
+                f"{where} repeats line {lines_of[name]}",
+                skipped="the repeat is skipped",
             )
             continue
-        values = []
-        for attribute, names in zip(attributes, classes):
-            key = ITEM_FIELDS[attribute]
-            text = item.get(key, "").strip()
-            if not text.isdigit():
-                log.report(f"{where}: {key} must be a number, got {text!r}")
-                break
-            class_id = int(text)
-            if class_id == 0 and attribute == "type" and pid in ERRATUM_VEHICLES:
-                corrected.append((line, pid))
-                class_id = ERRATUM_TYPE_ID
-            if not 1 <= class_id <= len(names):
-                log.report(
-                    f"{where}: {key}={text!r} is out of range; "
-                    f"{CLASS_FILES[attribute]} defines ids 1..{len(names)}"
-                )
-                break
-            values.append(class_id - 1)
-        else:
-            table[name] = _Label(pid, camid, tuple(values))
+        lines_of[name] = line
+        try:
+            table[name], erratum = _item_label(item, name, attributes, classes)
+        except ValueError as exc:
+            table[name] = None
+            log.report(f"{where}: {exc}", skipped="the image is skipped where listed")
+            continue
+        if erratum:
+            corrected.append((line, table[name].pid))
     if corrected:
         vehicles = ", ".join(f"{v:04d}" for v in sorted({v for _, v in corrected}))
-        message = (
-            f"{path}:{corrected[0][0]}: typeID=\"0\" on {len(corrected)} Item(s) of "
+        warnings.warn(
+            f'{path}:{corrected[0][0]}: typeID="0" on {len(corrected)} Item(s) of '
             f"vehicle(s) {vehicles}, the known erratum of older VeRi-776 copies; "
-            f"corrected to {ERRATUM_TYPE_ID} (SUV) as the dataset's errata say "
-            "(not skipped)"
+            f"corrected to {ERRATUM_TYPE_ID} (SUV) as the dataset's errata say",
+            stacklevel=3,
         )
-        warnings.warn(message, stacklevel=3)
-        log.note(message)
     return table
+
+
+def _item_label(
+    item: dict[str, str], name: str, attributes: list[str], classes: list[list[str]]
+) -> tuple[_Label, bool]:
+    """The label of one <Item>, and whether the typeID="0" erratum was corrected;
+    ValueError saying what is wrong."""
+    vehicle = item.get("vehicleID", "").strip()
+    if not vehicle.isdigit():
+        raise ValueError(f"vehicleID must be a number, got {vehicle!r}")
+    pid = int(vehicle)
+    from_name = _IMAGE_NAME.match(name)
+    camera = item.get("cameraID")
+    if camera is None and from_name:
+        camera = "c" + from_name.group(2)
+    camera = (camera or "").strip()
+    if not (camera[:1] in ("c", "C") and camera[1:].isdigit()):
+        raise ValueError(f"cameraID must look like 'c001', got {camera!r}")
+    camid = int(camera[1:])
+    if from_name and (int(from_name.group(1)), int(from_name.group(2))) != (pid, camid):
+        raise ValueError(
+            f"vehicleID={vehicle!r} cameraID={camera!r} disagree with the image name"
+        )
+    values = []
+    erratum = False
+    for attribute, names in zip(attributes, classes, strict=True):
+        key = ITEM_FIELDS[attribute]
+        text = item.get(key, "").strip()
+        if not text.isdigit():
+            raise ValueError(f"{key} must be a number, got {text!r}")
+        class_id = int(text)
+        if class_id == 0 and attribute == "type" and pid in ERRATUM_VEHICLES:
+            class_id, erratum = ERRATUM_TYPE_ID, True
+        if not 1 <= class_id <= len(names):
+            raise ValueError(
+                f"{key}={text!r} is out of range; {CLASS_FILES[attribute]} defines "
+                f"ids 1..{len(names)}"
+            )
+        values.append(class_id - 1)
+    return _Label(pid, camid, tuple(values)), erratum

@@ -27,22 +27,27 @@ the test size); an empty field is unknown (-1), not a class.
 from __future__ import annotations
 
 import os
+import re
 
-from anet_tf.data.records import UNKNOWN
-from anet_tf.data.records import DataError
-from anet_tf.data.records import FileIndex
-from anet_tf.data.records import ProblemLog
-from anet_tf.data.records import ReidDataset
-from anet_tf.data.records import Record
-from anet_tf.data.records import check_attributes
-from anet_tf.data.records import read_lines
-from anet_tf.data.records import resolve_inside
+from anet_tf.data.records import (
+    UNKNOWN,
+    DataError,
+    FileIndex,
+    ProblemLog,
+    Record,
+    ReidDataset,
+    check_attributes,
+    read_lines,
+    resolve_inside,
+)
 
 OFFERED = ("color", "type", "model")
 INFO_COLUMNS = {"model": 3, "type": 4, "color": 5}
 TEST_SIZES = {"small": 3000, "medium": 5000, "large": 10000}
 SPLIT_DIR = "train_test_split"
 INFO_FILE = "vehicle_info.txt"
+# VVVVV/IIIIII with an optional extension: plain names, so inside images/.
+_KEY = re.compile(r"(\d+/\w[\w-]*)(?:\.\w+)?")
 _LAYOUT_HINT = " (expected the VeRi-Wild release layout; see docs/datasets.md)"
 
 
@@ -90,47 +95,58 @@ def read_veriwild(
     check_attributes(attributes, OFFERED, "VeRi-Wild")
     files_of = list_files(test_size)
     log = ProblemLog(strict)
-    entries: dict[str, list[tuple[str, str, str]]] = {}
+    entries: dict[str, tuple[str, list[tuple[int, str]]]] = {}
     for split, rel in files_of.items():
-        entries[split] = []
         path = os.path.join(root, rel)
+        entries[split] = (path, [])
         try:
             lines = read_lines(path, hint=_missing_hint(rel))
         except DataError as exc:
-            if strict:
-                raise
-            log.report(f"{exc}; split {split!r} skipped")
+            log.report(str(exc), skipped=f"split {split!r} skipped")
             continue
         seen: set[str] = set()
         for number, token in lines:
-            where = f"{path}:{number}"
-            key = _parse_key(root, token, where, log)
+            key = _parse_key(root, token, f"{path}:{number}", log)
             if key is None:
                 continue
             if key in seen:
-                log.report(f"{where}: {key} listed twice; the repeat is skipped")
+                log.report(
+                    f"{path}:{number}: {key} listed twice", skipped="repeat skipped"
+                )
                 continue
             seen.add(key)
-            entries[split].append((where, key, token))
-    needed = {key for items in entries.values() for _, key, _ in items}
+            entries[split][1].append((number, key))
+    needed = {key for _, items in entries.values() for _, key in items}
     info, classes = _read_vehicle_info(root, attributes, needed, log)
 
     files = FileIndex()
+    images = os.path.join(os.path.abspath(root), "images", "")
     splits: dict[str, list[Record]] = {}
-    for split, items in entries.items():
+    if check_images and needed and not os.path.isdir(images):
+        log.report(
+            f"{os.path.dirname(images)}: image folder not found",
+            skipped=f"all {len(needed)} listed images skipped",
+        )
+        entries = {split: (path, []) for split, (path, _) in entries.items()}
+    for split, (list_path, items) in entries.items():
         records = splits[split] = []
-        for where, key, _ in items:
-            row = info.get(key)
-            if row is None:
+        for number, key in items:
+            if key not in info:
                 log.report(
-                    f"{where}: {key} has no row in "
-                    f"{os.path.join(root, SPLIT_DIR, INFO_FILE)}; skipped"
+                    f"{list_path}:{number}: {key} has no row in "
+                    f"{os.path.join(root, SPLIT_DIR, INFO_FILE)}",
+                    skipped="skipped",
                 )
                 continue
+            row = info[key]
+            if row is None:  # its row was reported
+                continue
             folder, image = key.split("/")
-            path = os.path.abspath(os.path.join(root, "images", folder, image + ".jpg"))
+            path = f"{images}{folder}{os.sep}{image}.jpg"
             if check_images and not files.exists(path):
-                log.report(f"{where}: image not found: {path}")
+                log.report(
+                    f"{list_path}:{number}: image not found: {path}", skipped="skipped"
+                )
                 continue
             records.append(Record(path, int(folder), row[0], row[1], split))
     return ReidDataset(
@@ -156,69 +172,87 @@ def _missing_hint(rel: str) -> str:
 
 def _parse_key(root: str, token: str, where: str, log: ProblemLog) -> str | None:
     """``VVVVV/IIIIII`` (an extension tolerated) -> the key, or None if reported."""
+    match = _KEY.fullmatch(token)
+    if match:
+        return match.group(1)
     try:
         resolve_inside(root, os.path.join("images", token), where)
     except DataError as exc:
-        log.report(str(exc))
+        log.report(str(exc), skipped="skipped")
         return None
-    parts = token.split("/")
-    if len(parts) == 2:
-        folder, image = parts[0], os.path.splitext(parts[1])[0]
-        if folder.isdigit() and image and image not in (".", "..") and "\\" not in image:
-            return f"{folder}/{image}"
     log.report(
-        f"{where}: expected 'VVVVV/IIIIII' (vehicle folder / image id), got {token!r}"
+        f"{where}: expected 'VVVVV/IIIIII' (vehicle folder / image id), got {token!r}",
+        skipped="skipped",
     )
     return None
 
 
 def _read_vehicle_info(
     root: str, attributes: list[str], needed: set[str], log: ProblemLog
-) -> tuple[dict[str, tuple[int, tuple[int, ...]]], list[list[str]]]:
-    """key -> (camid, attribute classes) for the needed keys, and the class names
-    of each attribute (sorted unique stripped names of all rows)."""
+) -> tuple[dict[str, tuple[int, tuple[int, ...]] | None], list[list[str]]]:
+    """key -> (camid, attribute classes) for the needed keys (None for a reported,
+    rejected row), and the class names of each attribute (sorted unique stripped
+    names of all rows)."""
     path = os.path.join(root, SPLIT_DIR, INFO_FILE)
     lines = read_lines(path, hint=_LAYOUT_HINT)
     if lines and lines[0][1].lower().startswith("id/image"):
         lines = lines[1:]
     columns = [INFO_COLUMNS[a] for a in attributes]
-    names: list[set[str]] = [set() for _ in attributes]
-    raw: dict[str, tuple[int, tuple[str, ...]]] = {}
+    combinations: set[tuple[str, ...]] = set()
+    raw: dict[str, tuple[int, tuple[str, ...]] | None] = {}
     line_of: dict[str, int] = {}
     for number, line in lines:
-        where = f"{path}:{number}"
-        fields = [f.strip() for f in line.split(";")]
+        fields = line.split(";")
         if len(fields) < 6:
             log.report(
-                f"{where}: expected 6 ';'-separated fields "
-                f"(id/image;Camera ID;Time;Model;Type;Color), got {len(fields)}"
+                f"{path}:{number}: expected 6 ';'-separated fields "
+                f"(id/image;Camera ID;Time;Model;Type;Color), got {len(fields)}",
+                skipped="row skipped",
             )
             continue
         if len(fields) > 6:  # a ';' inside the free-text model name
             fields = fields[:3] + [";".join(fields[3:-2])] + fields[-2:]
-        key_text, camera = fields[0], fields[1]
-        parts = key_text.split("/")
-        if len(parts) != 2 or not parts[0].isdigit() or not parts[1]:
-            log.report(f"{where}: expected 'VVVVV/IIIIII' first, got {key_text!r}")
+        key_text, camera = fields[0].strip(), fields[1].strip()
+        match = _KEY.fullmatch(key_text)
+        if not match:
+            log.report(
+                f"{path}:{number}: expected 'VVVVV/IIIIII' first, got {key_text!r}",
+                skipped="row skipped",
+            )
             continue
-        key = f"{parts[0]}/{os.path.splitext(parts[1])[0]}"
-        if not camera.lstrip("-").isdigit():
-            log.report(f"{where}: Camera ID must be an integer, got {camera!r}")
-            continue
+        key = match.group(1)
         if key in line_of:
-            log.report(f"{where}: {key} repeats line {line_of[key]}; the repeat is skipped")
+            log.report(
+                f"{path}:{number}: {key} repeats line {line_of[key]}",
+                skipped="repeat skipped",
+            )
             continue
         line_of[key] = number
-        values = tuple(fields[c] for c in columns)
-        for found, value in zip(names, values):
-            if value:
-                found.add(value)
+        if not camera.lstrip("-").isdigit():
+            log.report(
+                f"{path}:{number}: Camera ID must be an integer, got {camera!r}",
+                skipped="the image is skipped where listed",
+            )
+            if key in needed:
+                raw[key] = None
+            continue
+        values = tuple([fields[c].strip() for c in columns])
+        combinations.add(values)
         if key in needed:
             raw[key] = (int(camera), values)
-    classes = [sorted(found) for found in names]
+    classes = [
+        sorted({values[i] for values in combinations} - {""})
+        for i in range(len(attributes))
+    ]
     index = [{name: i for i, name in enumerate(c)} for c in classes]
+    encoded = {
+        values: tuple(
+            ix[v] if v else UNKNOWN for ix, v in zip(index, values, strict=True)
+        )
+        for values in combinations
+    }
     info = {
-        key: (camid, tuple(ix[v] if v else UNKNOWN for ix, v in zip(index, values)))
-        for key, (camid, values) in raw.items()
+        key: None if row is None else (row[0], encoded[row[1]])
+        for key, row in raw.items()
     }
     return info, classes

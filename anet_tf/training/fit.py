@@ -57,8 +57,12 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
             )
         return tf.distribute.MultiWorkerMirroredStrategy()
     gpus = tf.config.list_logical_devices("GPU")
-    if name == "mirrored" or (name == "auto" and gpus):
+    if name == "auto" and gpus:
         return tf.distribute.MirroredStrategy()
+    if name == "mirrored":
+        # Without GPUs, mirror over the logical CPU devices (tests split the CPU in 2).
+        devices = None if gpus else [d.name for d in tf.config.list_logical_devices("CPU")]
+        return tf.distribute.MirroredStrategy(devices)
     if name == "one_device":
         return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
     return tf.distribute.get_strategy()

@@ -1,0 +1,248 @@
+"""``anet-tf data check``: what a dataset holds and what is wrong with it.
+
+:func:`check` reads a dataset folder leniently (every problem at once, images
+decoded) or takes an already-read :class:`ReidDataset`, adds the problems that
+concern the splits as a whole (an empty split, queries that cannot be evaluated,
+identities in both train and test), and returns statistics plus problems as a
+JSON-serialisable dict; :func:`format_report` prints it as tables.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+from anet_tf.data.generic import image_problem, manifest_attributes, read_folder
+from anet_tf.data.records import SPLITS, Record, ReidDataset, pattern_index
+
+UNKNOWN_KEY = "(unknown)"
+MAX_PRINTED_PROBLEMS = 50
+
+
+def dataset_stats(ds: ReidDataset) -> dict:
+    """Counts per split and attribute (plain dict, JSON-serialisable).
+
+    Returns:
+        ``{"name", "root", "attributes": {attr: [classes]}, "splits": {split: {
+        "images", "identities", "cameras", "images_per_identity": {"min", "mean",
+        "max"} (None when empty), "attributes": {attr: {class: count, ...,
+        "(unknown)": count}}}}, "patterns": {"possible", "train_seen",
+        "train_unknown_images"}, "queries_without_match"}``. Cameras count the
+        distinct camera ids other than -1.
+    """
+    num_classes = ds.num_classes
+    train_patterns = [pattern_index(r.attributes, num_classes) for r in ds.train]
+    return {
+        "name": ds.name,
+        "root": ds.root,
+        "attributes": {
+            name: list(classes)
+            for name, classes in zip(
+                ds.attribute_names, ds.attribute_classes, strict=True
+            )
+        },
+        "splits": {split: _split_stats(ds, ds.split(split)) for split in SPLITS},
+        "patterns": {
+            "possible": math.prod(num_classes) if num_classes else 0,
+            "train_seen": len({p for p in train_patterns if p >= 0}),
+            "train_unknown_images": sum(p < 0 for p in train_patterns),
+        },
+        "queries_without_match": len(_unmatched_queries(ds)),
+    }
+
+
+def check(
+    source: str | os.PathLike | ReidDataset,
+    attributes: list[str] | None = None,
+    verify_images: bool = True,
+) -> dict:
+    """Statistics and every problem of a dataset.
+
+    Args:
+        source: a folder in the generic format (read leniently: rows with errors
+            are reported and left out of the statistics), or a dataset any reader
+            returned (its ``problems`` are kept).
+        attributes: for a folder, the attributes to check; default all attribute
+            columns of its manifest.
+        verify_images: decode every image (of the folder's rows, or of every record
+            of a dataset); reads every file, so it takes a while on large datasets.
+
+    Returns:
+        ``{"stats": dataset_stats(...), "problems": [str, ...], "ok": bool}``,
+        ``ok`` when there is no problem at all.
+    """
+    if isinstance(source, ReidDataset):
+        dataset = source
+        problems = list(dataset.problems)
+        if verify_images:
+            problems += image_problems(dataset)
+    else:
+        root = os.fspath(source)
+        if attributes is None:
+            attributes = manifest_attributes(root)
+        dataset = read_folder(
+            root,
+            attributes,
+            check_images=True,
+            strict=False,
+            verify_images=verify_images,
+        )
+        problems = list(dataset.problems)
+    problems += split_problems(dataset)
+    return {"stats": dataset_stats(dataset), "problems": problems, "ok": not problems}
+
+
+def image_problems(ds: ReidDataset) -> list[str]:
+    """Images of any split that are missing, cannot be decoded, or are in a format
+    the input pipeline cannot read, each named by its path."""
+    problems = []
+    for split in SPLITS:
+        for r in ds.split(split):
+            problem = image_problem(r.path)
+            if problem:
+                problems.append(f"{r.path}: {split} image {problem}")
+    return problems
+
+
+def split_problems(ds: ReidDataset) -> list[str]:
+    """Problems of the splits as a whole, which no single manifest line shows."""
+    where = f"{ds.root} ({ds.name})"
+    problems = []
+    for split in SPLITS:
+        if split == "query" and ds.name == "vehicleid":
+            continue  # VehicleID draws its queries from the gallery list (10 trials)
+        if not ds.split(split):
+            problems.append(f"{where}: the {split} split is empty")
+    unmatched = _unmatched_queries(ds)
+    if unmatched:
+        examples = ", ".join(r.path for r in unmatched[:3])
+        problems.append(
+            f"{where}: {len(unmatched)} of {len(ds.query)} queries have no gallery "
+            f"image of the same vehicle from another camera, so evaluation skips them "
+            f"(e.g. {examples})"
+        )
+    train_ids = {r.pid for r in ds.train}
+    test_ids = {r.pid for r in ds.query} | {r.pid for r in ds.gallery}
+    shared = sorted(train_ids & test_ids)
+    if shared:
+        problems.append(
+            f"{where}: {len(shared)} vehicle ids are in both train and query/gallery "
+            f"(e.g. {', '.join(map(str, shared[:5]))}); the test would measure "
+            f"vehicles seen in training"
+        )
+    return problems
+
+
+def format_report(report: dict) -> str:
+    """The report of :func:`check` as human-readable tables."""
+    stats = report["stats"]
+    lines = [f"dataset {stats['name']} at {stats['root']}", ""]
+    header = ("split", "images", "ids", "cameras", "img/id min", "mean", "max")
+    rows = []
+    for split, s in stats["splits"].items():
+        per_id = s["images_per_identity"] or {"min": "-", "mean": "-", "max": "-"}
+        mean = per_id["mean"]
+        rows.append(
+            (
+                split,
+                s["images"],
+                s["identities"],
+                s["cameras"],
+                per_id["min"],
+                f"{mean:.1f}" if isinstance(mean, float) else mean,
+                per_id["max"],
+            )
+        )
+    lines += _table(header, rows)
+
+    for name, classes in stats["attributes"].items():
+        lines += ["", f"attribute {name} ({len(classes)} classes)"]
+        rows = [
+            (
+                cls,
+                *(stats["splits"][split]["attributes"][name][cls] for split in SPLITS),
+            )
+            for cls in [*classes, UNKNOWN_KEY]
+        ]
+        lines += _table(("class", *SPLITS), rows)
+    patterns = stats["patterns"]
+    if stats["attributes"]:
+        lines += [
+            "",
+            f"attribute patterns: {patterns['possible']} possible, "
+            f"{patterns['train_seen']} seen in train, "
+            f"{patterns['train_unknown_images']} train images with an unknown "
+            f"attribute",
+        ]
+
+    problems = report["problems"]
+    lines += ["", f"problems: {len(problems)}"]
+    lines += [f"  - {p}" for p in problems[:MAX_PRINTED_PROBLEMS]]
+    if len(problems) > MAX_PRINTED_PROBLEMS:
+        lines.append(f"  ... and {len(problems) - MAX_PRINTED_PROBLEMS} more")
+    lines += ["", "OK" if report["ok"] else "NOT OK"]
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------ helpers
+
+
+def _split_stats(ds: ReidDataset, records: list[Record]) -> dict:
+    per_id: dict[int, int] = {}
+    for r in records:
+        per_id[r.pid] = per_id.get(r.pid, 0) + 1
+    counts = list(per_id.values())
+    attributes = {}
+    for i, (name, classes) in enumerate(
+        zip(ds.attribute_names, ds.attribute_classes, strict=True)
+    ):
+        histogram = {cls: 0 for cls in classes}
+        histogram[UNKNOWN_KEY] = 0
+        for r in records:
+            value = r.attributes[i]
+            histogram[classes[value] if value >= 0 else UNKNOWN_KEY] += 1
+        attributes[name] = histogram
+    return {
+        "images": len(records),
+        "identities": len(per_id),
+        "cameras": len({r.camid for r in records if r.camid >= 0}),
+        "images_per_identity": {
+            "min": min(counts),
+            "mean": round(sum(counts) / len(counts), 3),
+            "max": max(counts),
+        }
+        if counts
+        else None,
+        "attributes": attributes,
+    }
+
+
+def _unmatched_queries(ds: ReidDataset) -> list[Record]:
+    """Queries without a gallery image of the same vehicle from another camera (any
+    camera where the dataset has none): the evaluation protocol cannot score them."""
+    cameras: dict[int, set[int]] = {}
+    for r in ds.gallery:
+        cameras.setdefault(r.pid, set()).add(r.camid)
+    unmatched = []
+    for q in ds.query:
+        gallery_cams = cameras.get(q.pid, set())
+        if q.camid < 0:
+            ok = bool(gallery_cams)
+        else:
+            ok = bool(gallery_cams - {q.camid})
+        if not ok:
+            unmatched.append(q)
+    return unmatched
+
+
+def _table(header: tuple, rows: list[tuple]) -> list[str]:
+    cells = [tuple(str(c) for c in header)] + [tuple(str(c) for c in r) for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    out = []
+    for k, row in enumerate(cells):
+        first = row[0].ljust(widths[0])
+        rest = "  ".join(c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True))
+        out.append(f"{first}  {rest}".rstrip())
+        if k == 0:
+            out.append("-" * len(out[0]))
+    return out

@@ -1,0 +1,166 @@
+"""The end-to-end jobs behind the commands: fit -> evaluate -> export, and evaluate.
+
+This module sits at the right end of the data flow (it may import training,
+evaluation and export) so that each of those stays independent of the others.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Optional
+
+from anet_tf.config import Config
+
+METRICS_FILE = "metrics.json"
+
+
+def default_run_dir(cfg: Config) -> str:
+    name = os.path.splitext(os.path.basename(cfg.source))[0] or "run"
+    return os.path.join("runs", f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
+
+
+def make_evaluate_fn(cfg: Config, dataset):
+    """``fn(net) -> metrics`` on the dataset's test protocol (used during training)."""
+    from anet_tf.evaluation.extract import evaluate_net
+
+    def evaluate_fn(net):
+        return evaluate_net(net, dataset, cfg)
+
+    return evaluate_fn
+
+
+def chance_level(dataset) -> dict:
+    """What a random ranking scores, for context beside the measured numbers."""
+    from anet_tf.evaluation.extract import chance_metrics
+
+    return chance_metrics(dataset)
+
+
+def fit_and_report(
+    cfg: Optional[Config],
+    run_dir: str,
+    *,
+    resume: bool = False,
+    export: bool = True,
+    verbose: bool = True,
+) -> int:
+    """``anet-tf fit``: train both stages, evaluate, export, print where things are."""
+    from anet_tf.cli import ensure_synthetic
+    from anet_tf.training.callbacks import NonFiniteLossError
+    from anet_tf.training.fit import load_run_config
+    from anet_tf.training.fit import train
+    from anet_tf.training.fit import write_json
+
+    if resume:
+        cfg = load_run_config(run_dir)
+    assert cfg is not None
+    ensure_synthetic(cfg, verbose=verbose)
+    from anet_tf.data.readers import load_dataset
+
+    dataset = load_dataset(cfg)
+    t0 = time.perf_counter()
+    try:
+        result = train(
+            cfg,
+            run_dir,
+            resume=resume,
+            dataset=dataset,
+            evaluate_fn=make_evaluate_fn(cfg, dataset) if cfg.train.eval_every else None,
+            verbose=1 if verbose else 2,
+        )
+    except NonFiniteLossError as exc:
+        print(f"anet-tf fit: stopped: {exc}", file=sys.stderr)
+        return 3
+    train_s = time.perf_counter() - t0
+
+    from anet_tf.evaluation.extract import evaluate_net
+    from anet_tf.evaluation.extract import format_results
+
+    metrics = evaluate_net(result.net, dataset, cfg)
+    chance = chance_level(dataset)
+    payload = {
+        "dataset": cfg.data.name,
+        "feature": cfg.eval.feature,
+        "metrics": metrics,
+        "chance": chance,
+        "train_seconds": round(train_s, 1),
+        "global_epochs": result.global_epoch,
+    }
+    exported = None
+    if export:
+        from anet_tf.export.saved_model import export_saved_model
+
+        exported = export_saved_model(
+            result.net, cfg, dataset, os.path.join(run_dir, "export")
+        )
+        payload["saved_model"] = exported
+    write_json(os.path.join(run_dir, METRICS_FILE), payload)
+    print()
+    print(format_results(metrics, cfg.data.name, chance=chance))
+    print()
+    print(f"run directory : {run_dir}")
+    print(f"  config      : {os.path.join(run_dir, 'config.yaml')}")
+    print(f"  checkpoints : {os.path.join(run_dir, 'checkpoints')} (last.json, best/)")
+    print(f"  log         : {os.path.join(run_dir, 'log.csv')}")
+    print(f"  tensorboard : tensorboard --logdir {os.path.join(run_dir, 'tensorboard')}")
+    print(f"  metrics     : {os.path.join(run_dir, METRICS_FILE)}")
+    if exported:
+        print(f"  saved model : {exported}")
+    print(f"training took {train_s:.0f} s")
+    return 0
+
+
+def evaluate_command(args) -> int:
+    """``anet-tf evaluate``: metrics of a run, checkpoint or SavedModel."""
+    from anet_tf.config import apply_overrides
+    from anet_tf.config import load_config
+    from anet_tf.data.readers import load_dataset
+    from anet_tf.evaluation.extract import evaluate_net
+    from anet_tf.evaluation.extract import format_results
+    from anet_tf.training.fit import build_trainer
+    from anet_tf.training.fit import load_run_config
+
+    if args.run:
+        cfg = load_run_config(args.run)
+        if args.overrides:
+            cfg = apply_overrides(cfg, args.overrides)
+    else:
+        cfg = load_config(args.config, args.overrides)
+    if args.feature:
+        cfg = apply_overrides(cfg, [f"eval.feature={args.feature}"])
+    from anet_tf.cli import ensure_synthetic
+
+    ensure_synthetic(cfg)
+    dataset = load_dataset(cfg)
+    if args.model:
+        from anet_tf.evaluation.extract import SavedModelEmbedder
+
+        net = SavedModelEmbedder(args.model)
+    else:
+        ckpt = args.checkpoint
+        if args.run:
+            best = os.path.join(args.run, "checkpoints", "best")
+            ckpt = best if os.path.isdir(best) else None
+            if ckpt is None:
+                from anet_tf.training.checkpoint import CheckpointManager
+
+                latest = CheckpointManager(os.path.join(args.run, "checkpoints")).latest()
+                if latest is None:
+                    raise FileNotFoundError(f"{args.run}: no checkpoint found")
+                ckpt = latest[0]
+        weights = os.path.join(ckpt, "net.weights.h5") if os.path.isdir(ckpt) else ckpt
+        if not os.path.exists(weights):
+            raise FileNotFoundError(f"checkpoint weights not found: {weights}")
+        trainer = build_trainer(cfg, len(dataset.train_pids()), dataset.num_classes)
+        trainer.net.load_weights(weights)
+        net = trainer.net
+    metrics = evaluate_net(net, dataset, cfg)
+    print(format_results(metrics, cfg.data.name, chance=chance_level(dataset)))
+    if args.json_out:
+        with open(args.json_out, "w", encoding="utf-8") as fh:
+            json.dump({"dataset": cfg.data.name, "feature": cfg.eval.feature, "metrics": metrics}, fh, indent=2, default=float)
+        print(f"metrics written to {args.json_out}")
+    return 0

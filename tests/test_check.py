@@ -1,0 +1,170 @@
+"""`data check`: statistics, split-level problems, report."""
+
+import json
+import os
+
+from PIL import Image
+
+from anet_tf.data.check import check, dataset_stats, format_report, split_problems
+from anet_tf.data.records import Record, ReidDataset
+from anet_tf.data.synthetic import generate
+
+
+def record(pid, camid, attributes, split):
+    return Record(f"/data/{pid}_{camid}_{split}.jpg", pid, camid, attributes, split)
+
+
+def small_dataset(**changes) -> ReidDataset:
+    """2 training identities (3 + 1 images), 1 test identity (1 query, 2 gallery)."""
+    fields = dict(
+        name="toy",
+        root="/data",
+        attribute_names=["color", "type"],
+        attribute_classes=[["red", "blue"], ["sedan", "van", "bus"]],
+        train=[
+            record(1, 1, (0, 0), "train"),
+            record(1, 2, (0, 0), "train"),
+            record(1, 3, (0, 0), "train"),
+            record(2, 1, (-1, 2), "train"),
+        ],
+        query=[record(3, 1, (1, 1), "query")],
+        gallery=[record(3, 2, (1, 1), "gallery"), record(3, 1, (1, 1), "gallery")],
+    )
+    fields.update(changes)
+    return ReidDataset(**fields)
+
+
+def test_stats_by_hand():
+    stats = dataset_stats(small_dataset())
+    train = stats["splits"]["train"]
+    assert (train["images"], train["identities"], train["cameras"]) == (4, 2, 3)
+    assert train["images_per_identity"] == {"min": 1, "mean": 2.0, "max": 3}
+    assert train["attributes"]["color"] == {"red": 3, "blue": 0, "(unknown)": 1}
+    assert train["attributes"]["type"] == {
+        "sedan": 3,
+        "van": 0,
+        "bus": 1,
+        "(unknown)": 0,
+    }
+    gallery = stats["splits"]["gallery"]
+    assert (gallery["images"], gallery["identities"], gallery["cameras"]) == (2, 1, 2)
+    assert stats["patterns"] == {
+        "possible": 6,
+        "train_seen": 1,
+        "train_unknown_images": 1,
+    }
+    assert stats["queries_without_match"] == 0
+    json.dumps(stats)  # JSON-serialisable
+
+
+def test_empty_split_has_no_per_identity_stats():
+    stats = dataset_stats(small_dataset(query=[]))
+    assert stats["splits"]["query"]["images"] == 0
+    assert stats["splits"]["query"]["images_per_identity"] is None
+
+
+def test_split_problems():
+    same_camera = small_dataset(gallery=[record(3, 1, (1, 1), "gallery")])
+    problems = split_problems(same_camera)
+    assert len(problems) == 1
+    assert (
+        "1 of 1 queries have no gallery image of the same vehicle from another"
+        in (problems[0])
+    )
+    overlap = small_dataset(query=[record(1, 5, (0, 0), "query")])
+    assert any(
+        "1 vehicle ids are in both train and query/gallery (e.g. 1)" in p
+        for p in split_problems(overlap)
+    )
+    assert split_problems(small_dataset(train=[])) == [
+        "/data (toy): the train split is empty"
+    ]
+    no_cameras = small_dataset(
+        query=[record(3, -1, (1, 1), "query")],
+        gallery=[record(3, -1, (1, 1), "gallery")],
+    )
+    assert split_problems(no_cameras) == []
+
+
+def test_check_keeps_reader_problems_of_a_dataset():
+    report = check(
+        small_dataset(problems=["labels.txt:4: something"]), verify_images=False
+    )
+    assert report["problems"] == ["labels.txt:4: something"]
+    assert report["ok"] is False
+    assert check(small_dataset(), verify_images=False)["ok"] is True
+
+
+def test_check_decodes_the_images_of_a_dataset(tmp_path):
+    Image.new("RGB", (8, 8)).save(tmp_path / "good.jpg", "JPEG")
+    (tmp_path / "bad.jpg").write_bytes(b"broken")
+    Image.new("RGB", (8, 8)).save(tmp_path / "photo.webp", "WEBP")
+    paths = {"good.jpg": 1, "bad.jpg": 2, "gone.jpg": 3, "photo.webp": 4}
+    gallery = [
+        Record(str(tmp_path / name), 3, cam, (1, 1), "gallery")
+        for name, cam in paths.items()
+    ]
+    ds = small_dataset(gallery=gallery)
+    ds.query[0] = Record(str(tmp_path / "good.jpg"), 3, 1, (1, 1), "query")
+    ds.train = [Record(str(tmp_path / "good.jpg"), 1, 1, (0, 0), "train")] * 2
+    problems = check(ds)["problems"]
+    assert len(problems) == 3
+    assert problems[0].startswith(f"{tmp_path / 'bad.jpg'}: gallery image cannot be")
+    assert problems[1] == f"{tmp_path / 'gone.jpg'}: gallery image not found"
+    assert "is WEBP, which tf.io.decode_image cannot read" in problems[2]
+
+
+def test_check_generated_dataset_is_ok(tmp_path):
+    root = generate(
+        str(tmp_path / "s"),
+        ids=6,
+        test_ids=2,
+        cameras=2,
+        images_per_id=3,
+        image_size=48,
+    )
+    report = check(root)  # attributes default to the manifest's columns
+    assert report["problems"] == []
+    assert report["ok"] is True
+    assert list(report["stats"]["attributes"]) == ["color", "type"]
+    assert report["stats"]["splits"]["train"]["images"] == 12
+    json.dumps(report)
+
+
+def test_check_folder_lists_problems_and_counts_good_rows(tmp_path):
+    os.makedirs(tmp_path / "attributes")
+    os.makedirs(tmp_path / "images")
+    (tmp_path / "attributes" / "color.txt").write_text("red\nblue\n")
+    (tmp_path / "manifest.csv").write_text(
+        "path,vehicle_id,camera_id,split,color\n"
+        "images/1.jpg,1,1,train,red\n"
+        "images/2.jpg,1,2,train,red\n"
+        "images/3.jpg,2,1,query,green\n"
+        "images/4.jpg,2,2,gallery,blue\n"
+    )
+    for i in range(1, 5):
+        Image.new("RGB", (8, 8)).save(tmp_path / "images" / f"{i}.jpg", "JPEG")
+    (tmp_path / "images" / "2.jpg").write_bytes(b"broken")
+    report = check(str(tmp_path))
+    assert report["ok"] is False
+    problems = report["problems"]
+    assert "manifest.csv:3: image 'images/2.jpg' cannot be decoded" in problems[0]
+    assert "manifest.csv:4: unknown color class 'green'" in problems[1]
+    assert "manifest.csv:2: training identity 1 has a single image" in problems[2]
+    assert "the query split is empty" in problems[3]
+    assert report["stats"]["splits"]["train"]["images"] == 1
+
+
+def test_format_report():
+    problems = [f"m.csv:{i}: bad" for i in range(60)]
+    report = check(small_dataset(problems=problems), verify_images=False)
+    text = format_report(report)
+    lines = text.splitlines()
+    assert lines[0] == "dataset toy at /data"
+    assert any(line.split()[:3] == ["train", "4", "2"] for line in lines)
+    assert "attribute type (3 classes)" in text
+    assert any(line.split() == ["(unknown)", "1", "0", "0"] for line in lines)
+    assert "problems: 60" in text
+    assert "m.csv:49: bad" in text and "m.csv:50: bad" not in text
+    assert "... and 10 more" in text
+    assert lines[-1] == "NOT OK"

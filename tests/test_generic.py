@@ -1,0 +1,212 @@
+"""The generic folder format: reading, every kind of bad input, writing."""
+
+import os
+
+import pytest
+from PIL import Image
+
+from anet_tf.data.generic import collect_problems, read_folder, write_folder
+from anet_tf.data.records import DataError
+
+HEADER = "path,vehicle_id,camera_id,split,color,type"
+ROWS = [
+    "images/a1.jpg,1,1,train,red,sedan",
+    "images/a2.jpg,1,2,train,red,sedan",
+    "images/b1.jpg,2,1,train,,van",
+    "images/b2.jpg,2,3,train,blue,van",
+    "images/c1.jpg,3,1,query,blue,",
+    "images/c2.jpg,3,2,gallery,blue,",
+    "images/c3.jpg,3,3,gallery,blue,",
+]
+CLASSES = {"color": ["red", "blue", "white"], "type": ["sedan", "van"]}
+
+
+def make_folder(root, rows=ROWS, header=HEADER, classes=CLASSES):
+    """A folder dataset with a tiny JPEG for every well-formed path of ``rows``."""
+    os.makedirs(root / "images", exist_ok=True)
+    os.makedirs(root / "attributes", exist_ok=True)
+    for name, names in classes.items():
+        (root / "attributes" / f"{name}.txt").write_text("\n".join(names) + "\n")
+    (root / "manifest.csv").write_text("\n".join([header, *rows]) + "\n")
+    for row in rows:
+        path = row.split(",")[0]
+        if path.startswith("images/"):
+            Image.new("RGB", (8, 8), (200, 30, 30)).save(root / path, "JPEG")
+    return str(root)
+
+
+def with_row(line: int, row: str) -> list[str]:
+    """ROWS with the data row on manifest line ``line`` (header = line 1) replaced."""
+    rows = list(ROWS)
+    rows[line - 2] = row
+    return rows
+
+
+def test_reads_records_with_requested_attributes_in_order(tmp_path):
+    root = make_folder(tmp_path)
+    ds = read_folder(root, ["type", "color"])
+    assert ds.name == "folder"
+    assert ds.attribute_names == ["type", "color"]
+    assert ds.attribute_classes == [CLASSES["type"], CLASSES["color"]]
+    assert [len(ds.train), len(ds.query), len(ds.gallery)] == [4, 1, 2]
+    first = ds.train[0]
+    assert first.path == os.path.join(root, "images", "a1.jpg")
+    assert (first.pid, first.camid, first.attributes) == (1, 1, (0, 0))
+    assert ds.train[2].attributes == (1, -1)  # empty colour = unknown
+    assert ds.query[0].attributes == (-1, 1)
+    assert ds.problems == []
+
+
+def test_only_requested_attributes_become_branches(tmp_path):
+    ds = read_folder(make_folder(tmp_path), ["color"])
+    assert ds.attribute_names == ["color"]
+    assert all(len(r.attributes) == 1 for r in ds.train)
+
+
+def test_short_line_names_file_and_line(tmp_path):
+    root = make_folder(tmp_path, with_row(3, "images/a2.jpg,1,2,train"))
+    with pytest.raises(DataError, match=r"manifest\.csv:3: expected 6 fields"):
+        read_folder(root, ["color", "type"])
+
+
+def test_empty_field_names_file_and_line(tmp_path):
+    root = make_folder(tmp_path, with_row(4, "images/b1.jpg,,1,train,,van"))
+    with pytest.raises(DataError, match=r"manifest\.csv:4: empty vehicle_id"):
+        read_folder(root, ["color", "type"])
+
+
+def test_bad_vehicle_id(tmp_path):
+    root = make_folder(tmp_path, with_row(2, "images/a1.jpg,car1,1,train,red,sedan"))
+    with pytest.raises(
+        DataError, match=r"manifest\.csv:2: vehicle_id 'car1' is not an integer"
+    ):
+        read_folder(root, ["color", "type"])
+
+
+def test_unknown_split_lists_valid_ones(tmp_path):
+    root = make_folder(tmp_path, with_row(6, "images/c1.jpg,3,1,test,blue,"))
+    with pytest.raises(
+        DataError,
+        match=r"manifest\.csv:6: unknown split 'test'; valid: train, query, gallery",
+    ):
+        read_folder(root, ["color", "type"])
+
+
+def test_unknown_class_name_lists_valid_names(tmp_path):
+    root = make_folder(tmp_path, with_row(5, "images/b2.jpg,2,3,train,pink,van"))
+    with pytest.raises(DataError) as info:
+        read_folder(root, ["color", "type"])
+    message = str(info.value)
+    assert "manifest.csv:5: unknown color class 'pink'" in message
+    assert "red, blue, white" in message
+    assert os.path.join("attributes", "color.txt") in message
+
+
+def test_attribute_without_column(tmp_path):
+    root = make_folder(tmp_path)
+    with pytest.raises(DataError) as info:
+        read_folder(root, ["color", "make"])
+    message = str(info.value)
+    assert "manifest.csv:1: attribute 'make'" in message
+    assert "color, type" in message
+
+
+def test_attribute_without_class_file(tmp_path):
+    root = make_folder(tmp_path, classes={"color": CLASSES["color"]})
+    with pytest.raises(DataError) as info:
+        read_folder(root, ["color", "type"])
+    assert os.path.join(root, "attributes", "type.txt") in str(info.value)
+    assert "file not found" in str(info.value)
+
+
+def test_duplicate_class_names_line(tmp_path):
+    root = make_folder(tmp_path, classes={**CLASSES, "type": ["sedan", "van", "van"]})
+    with pytest.raises(DataError, match=r"type\.txt:3: class 'van' is listed twice"):
+        read_folder(root, ["type"])
+
+
+def test_missing_image(tmp_path):
+    root = make_folder(tmp_path)
+    os.remove(os.path.join(root, "images", "b2.jpg"))
+    with pytest.raises(
+        DataError, match=r"manifest\.csv:5: image 'images/b2\.jpg' not found"
+    ):
+        read_folder(root, ["color"])
+    assert len(read_folder(root, ["color"], check_images=False).train) == 4
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [("../outside.jpg", "escapes the dataset root"), ("/tmp/x.jpg", "absolute path")],
+)
+def test_path_outside_root(tmp_path, path, expected):
+    root = make_folder(tmp_path, with_row(3, f"{path},1,2,train,red,sedan"))
+    with pytest.raises(DataError) as info:
+        read_folder(root, ["color"])
+    assert "manifest.csv:3" in str(info.value)
+    assert expected in str(info.value)
+
+
+def test_corrupt_and_truncated_images_are_problems(tmp_path):
+    root = make_folder(tmp_path)
+    (tmp_path / "images" / "c1.jpg").write_bytes(b"not a jpeg at all")
+    Image.new("RGB", (64, 64)).save(tmp_path / "images" / "c3.jpg", "JPEG")
+    data = (tmp_path / "images" / "c3.jpg").read_bytes()
+    (tmp_path / "images" / "c3.jpg").write_bytes(data[: len(data) // 2])
+    assert read_folder(root, ["color"]).problems == []  # training does not decode
+    problems = collect_problems(root, ["color", "type"])
+    assert len(problems) == 2
+    assert "manifest.csv:6: image 'images/c1.jpg' cannot be decoded" in problems[0]
+    assert "manifest.csv:8: image 'images/c3.jpg' cannot be decoded" in problems[1]
+    assert "truncated" in problems[1]
+
+
+def test_single_image_identity_is_reported_not_raised(tmp_path):
+    rows = [*ROWS, "images/d1.jpg,4,2,train,white,sedan"]
+    root = make_folder(tmp_path, rows)
+    ds = read_folder(root, ["color"])
+    assert len(ds.train) == 5
+    assert len(ds.problems) == 1
+    assert "manifest.csv:9: training identity 4 has a single image" in ds.problems[0]
+    assert ds.problems == collect_problems(root, ["color"])
+
+
+def test_collect_problems_gathers_every_problem(tmp_path):
+    rows = list(ROWS)
+    rows[0] = "images/a1.jpg,x,1,train,red,sedan"
+    rows[2] = "images/b1.jpg,2,1,valid,,van"
+    rows[4] = "images/c1.jpg,3,1,query,pink,"
+    root = make_folder(tmp_path, rows)
+    problems = collect_problems(root, ["color", "type"])
+    lines = [p.split(": ")[0].rsplit(":", 1)[1] for p in problems]
+    # Three errors, then identities 1 and 2 left with a single training image.
+    assert lines == ["2", "4", "6", "3", "5"]
+    assert "training identity 1 has a single image" in problems[3]
+    ds = read_folder(root, ["color", "type"], strict=False)
+    assert [len(ds.train), len(ds.query), len(ds.gallery)] == [2, 0, 2]
+
+
+def test_cameras_empty_everywhere_or_nowhere(tmp_path):
+    rows = [
+        ",".join(c if i != 2 else "" for i, c in enumerate(r.split(","))) for r in ROWS
+    ]
+    ds = read_folder(make_folder(tmp_path / "none", rows), ["color"])
+    assert {r.camid for r in ds.train + ds.query + ds.gallery} == {-1}
+    root = make_folder(tmp_path / "mixed", with_row(4, "images/b1.jpg,2,,train,,van"))
+    with pytest.raises(DataError, match=r"manifest\.csv:4: empty camera_id, but 6"):
+        read_folder(root, ["color"])
+
+
+def test_write_folder_round_trip(tmp_path):
+    root = make_folder(tmp_path)
+    original = (tmp_path / "manifest.csv").read_bytes()
+    ds = read_folder(root, ["color", "type"])
+    write_folder(ds)
+    assert (tmp_path / "manifest.csv").read_bytes() == original
+    assert read_folder(root, ["color", "type"]) == ds
+
+
+def test_write_folder_refuses_images_outside_root(tmp_path):
+    ds = read_folder(make_folder(tmp_path / "a"), ["color"])
+    with pytest.raises(DataError, match="outside the dataset root"):
+        write_folder(ds, str(tmp_path / "b"))
