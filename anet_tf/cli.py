@@ -194,6 +194,8 @@ COMMANDS = {
 
 
 def main(argv=None) -> int:
+    # TensorFlow's C++ start-up chatter (oneDNN, CPU features) is not for users.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

@@ -32,11 +32,11 @@ def make_evaluate_fn(cfg: Config, dataset):
     return evaluate_fn
 
 
-def chance_level(dataset) -> dict:
+def chance_level(dataset, cfg: Config) -> dict:
     """What a random ranking scores, for context beside the measured numbers."""
     from anet_tf.evaluation.extract import chance_metrics
 
-    return chance_metrics(dataset)
+    return chance_metrics(dataset, cfg)
 
 
 def fit_and_report(
@@ -80,7 +80,7 @@ def fit_and_report(
     from anet_tf.evaluation.extract import format_results
 
     metrics = evaluate_net(result.net, dataset, cfg)
-    chance = chance_level(dataset)
+    chance = chance_level(dataset, cfg)
     payload = {
         "dataset": cfg.data.name,
         "feature": cfg.eval.feature,
@@ -158,7 +158,7 @@ def evaluate_command(args) -> int:
         trainer.net.load_weights(weights)
         net = trainer.net
     metrics = evaluate_net(net, dataset, cfg)
-    print(format_results(metrics, cfg.data.name, chance=chance_level(dataset)))
+    print(format_results(metrics, cfg.data.name, chance=chance_level(dataset, cfg)))
     if args.json_out:
         with open(args.json_out, "w", encoding="utf-8") as fh:
             json.dump({"dataset": cfg.data.name, "feature": cfg.eval.feature, "metrics": metrics}, fh, indent=2, default=float)

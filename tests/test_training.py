@@ -97,9 +97,10 @@ def test_two_stages_freeze_backbone_and_log_every_term(tiny_data, tmp_path):
     for term in ("total", "id_f", "tri_f", "att_color", "att_type", "tri_g", "id_j", "tri_j"):
         assert all(r[term] != "" and np.isfinite(float(r[term])) for r in rows), term
     assert rows[0]["ac_id"] == "" and float(rows[2]["ac_id"]) > 0 and float(rows[2]["ac_tri"]) > 0
-    # lr schedule counted over both stages: x0.1 from global epoch 2 on (0-based).
+    # lr schedule counted over both stages: x0.1 from 0-based global epoch 2 on,
+    # which is the first epoch of stage 2 here.
     lrs = [float(r["lr"]) for r in rows]
-    np.testing.assert_allclose(lrs, [6e-4, 6e-5, 6e-5], rtol=1e-5)
+    np.testing.assert_allclose(lrs, [6e-4, 6e-4, 6e-5], rtol=1e-5)
     assert os.path.exists(os.path.join(run_dir, "config.yaml"))
     assert os.listdir(os.path.join(run_dir, "tensorboard"))
     with open(os.path.join(run_dir, "checkpoints", "last.json")) as fh:

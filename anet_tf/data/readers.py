@@ -75,10 +75,12 @@ def load_dataset(
         options["test_size"] = d.veriwild_test_size
     elif d.name == "vehicleid":
         options["test_list"] = str(d.vehicleid_test_list)
-    return reader(
+    dataset = reader(
         root,
         list(d.attributes),
         check_images=check_images,
         strict=strict,
         **options,
     )
+    dataset.name = d.name  # "synthetic" is read by the generic-format reader
+    return dataset

@@ -30,12 +30,13 @@ STAGE2 = 2
 
 
 def term_names(variant: str, attribute_names: list[str]) -> list[str]:
-    """All loss terms a variant can report, in a fixed order (CSV columns)."""
-    names = ["total", "id_f", "tri_f"]
-    if variant in ("van", "anet"):
-        names += [f"att_{a}" for a in attribute_names]
-    if variant == "anet":
-        names += ["tri_g", "id_j", "tri_j", "ac_id", "ac_tri"]
+    """Every loss term a variant reports in either stage, ``total`` first (the fixed
+    columns of the CSV log and the metric trackers)."""
+    names = ["total"]
+    for stage in (STAGE1, STAGE2):
+        for name in L.loss_term_names(attribute_names, variant, stage):
+            if name not in names:
+                names.append(name)
     return names
 
 
@@ -75,8 +76,9 @@ class ANetTrainer(keras.Model):
     def set_stage(self, stage: int) -> None:
         """Switch to stage 1 (L, eq. 10) or stage 2 (L', eq. 13).
 
-        Stage 2 freezes the backbone (all operations before f); a frozen
-        BatchNormalization runs in inference mode in Keras 3. The caller must
+        Stage 2 freezes the backbone (all operations before f) and the f head, which
+        L' does not train; a frozen BatchNormalization runs in inference mode in
+        Keras 3. The caller must
         ``compile()`` again afterwards so the traced step sees the new trainable set.
         """
         if stage not in (STAGE1, STAGE2):
@@ -84,6 +86,12 @@ class ANetTrainer(keras.Model):
         self.stage = stage
         backbone = self.net.get_layer("backbone")
         backbone.trainable = stage == STAGE1
+        # L' has no term on f (eq. 13; the AC terms see f under stop-gradient), so
+        # the f head would receive no gradient: freeze it too in stage 2.
+        try:
+            self.net.get_layer("f_head").trainable = stage == STAGE1
+        except ValueError:
+            pass
 
     def compute_terms(self, images, targets, training: bool):
         outputs = self.net(images, training=training)

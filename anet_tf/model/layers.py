@@ -1,0 +1,430 @@
+"""Custom layers of ANet: IBN-a normalisation and the heads of section 3.
+
+Every layer keeps its constructor arguments as attributes, returns them from
+``get_config`` and is registered under the ``anet_tf`` package, so a model saved as
+``.keras`` reloads without ``custom_objects``.
+
+The heads use the paper's symbols: ``F`` backbone feature map, ``A_i`` attribute
+feature maps, ``a_i`` attribute features, ``G``/``g`` the unified attribute map and its
+pooled vector, ``G_reid`` the distilled map, ``J`` the joint map, ``f``/``j`` the ReID
+features.
+
+Classifiers are plain ``Dense`` layers *without bias* (logits = W x), as in the
+Bag-of-Tricks classifier the paper follows; the FC layers of eq. (1), (3) and (8)
+have a bias (``W x + b``), as the equations write.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+# PyTorch defaults, so converted IBN-Net / ImageNet statistics behave identically:
+# torch momentum 0.1 updates running = 0.9 running + 0.1 batch, Keras momentum 0.9.
+BN_EPSILON = 1e-5
+BN_MOMENTUM = 0.9
+
+ATTENTIONS = ("se", "fc")
+
+
+def _channels(input_shape, layer_name: str) -> int:
+    if len(input_shape) != 4 or input_shape[-1] is None:
+        raise ValueError(
+            f"{layer_name} expects a [batch, height, width, channels] feature map with a "
+            f"known channel count. Received: input_shape={tuple(input_shape)}"
+        )
+    return int(input_shape[-1])
+
+
+@keras.saving.register_keras_serializable(package="anet_tf")
+class InstanceNormalization(keras.layers.Layer):
+    """Instance normalisation of a channels-last map (Ulyanov et al. 2016).
+
+    Normalises every (sample, channel) over height and width with the biased variance
+    and then applies a per-channel affine transform: the same computation as
+    ``torch.nn.InstanceNorm2d(c, affine=True)`` (no running statistics, so training
+    and inference compute the same thing). Built from ``mean``/``rsqrt`` only so that
+    it converts to TFLite and ONNX without custom ops. Statistics are computed in
+    float32 under mixed precision.
+
+    Args:
+        epsilon: added to the variance (1e-5, PyTorch's default).
+        center: learn the shift beta.
+        scale: learn the scale gamma.
+    """
+
+    def __init__(self, epsilon=BN_EPSILON, center=True, scale=True, **kwargs):
+        super().__init__(**kwargs)
+        self.epsilon = epsilon
+        self.center = center
+        self.scale = scale
+
+    def build(self, input_shape):
+        c = _channels(input_shape, self.__class__.__name__)
+        self.gamma = (
+            self.add_weight(shape=(c,), initializer="ones", name="gamma")
+            if self.scale
+            else None
+        )
+        self.beta = (
+            self.add_weight(shape=(c,), initializer="zeros", name="beta")
+            if self.center
+            else None
+        )
+
+    def call(self, x):
+        x32 = ops.cast(x, "float32")
+        mean, variance = ops.moments(x32, axes=[1, 2], keepdims=True)
+        y = (x32 - mean) * ops.rsqrt(variance + self.epsilon)
+        if self.gamma is not None:
+            y = y * ops.cast(self.gamma, "float32")
+        if self.beta is not None:
+            y = y + ops.cast(self.beta, "float32")
+        return ops.cast(y, self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(epsilon=self.epsilon, center=self.center, scale=self.scale)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="anet_tf")
+class IBN(keras.layers.Layer):
+    """IBN-a normalisation (Pan et al., ECCV 2018).
+
+    InstanceNorm (affine) on the first ``int(c * ratio)`` channels and BatchNorm on the
+    remaining ones, concatenated in that order: the ``IBN`` module of the official
+    IBN-Net code, whose parameters are ``IN.{weight,bias}`` and
+    ``BN.{weight,bias,running_mean,running_var}``. The sub-layers are
+    ``instance_norm`` and ``batch_norm``. The BatchNorm part follows the usual Keras
+    rule: it uses its moving statistics when called with ``training=False`` *or* when
+    the layer (or a model holding it) is not trainable.
+
+    Args:
+        ratio: fraction of channels that are instance-normalised (0.5 in IBN-a).
+        epsilon: of both normalisations (1e-5).
+        momentum: of the BatchNorm moving statistics (0.9, PyTorch's 0.1).
+    """
+
+    def __init__(self, ratio=0.5, epsilon=BN_EPSILON, momentum=BN_MOMENTUM, **kwargs):
+        super().__init__(**kwargs)
+        if not 0.0 < ratio < 1.0:
+            raise ValueError(f"IBN ratio must be in (0, 1). Received: ratio={ratio}")
+        self.ratio = ratio
+        self.epsilon = epsilon
+        self.momentum = momentum
+        self.half = None
+        self.instance_norm = InstanceNormalization(epsilon=epsilon, name="IN")
+        self.batch_norm = keras.layers.BatchNormalization(
+            epsilon=epsilon, momentum=momentum, name="BN"
+        )
+
+    def build(self, input_shape):
+        c = _channels(input_shape, self.__class__.__name__)
+        half = int(c * self.ratio)
+        if not 0 < half < c:
+            raise ValueError(
+                f"IBN with ratio={self.ratio} on {c} channels leaves one side empty; "
+                f"use at least 2 channels. Received: input_shape={tuple(input_shape)}"
+            )
+        self.half = half
+        prefix = tuple(input_shape[:-1])
+        self.instance_norm.build(prefix + (half,))
+        self.batch_norm.build(prefix + (c - half,))
+
+    def call(self, x, training=None):
+        x_in = self.instance_norm(x[..., : self.half])
+        x_bn = self.batch_norm(x[..., self.half :], training=training)
+        return ops.concatenate([x_in, x_bn], axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(ratio=self.ratio, epsilon=self.epsilon, momentum=self.momentum)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="anet_tf")
+class ConvBNReLU(keras.layers.Layer):
+    """Convolution (no bias, stride 1, same padding), BatchNorm and ReLU.
+
+    The theta blocks of the Joint Module: theta(x) = ReLU(BN(W x)), eq. (5)-(6).
+
+    Args:
+        filters: output channels.
+        kernel_size: 1 for theta_A, 3 for theta_g1 and theta_g2.
+    """
+
+    def __init__(self, filters, kernel_size, **kwargs):
+        super().__init__(**kwargs)
+        if filters <= 0 or kernel_size <= 0:
+            raise ValueError(
+                f"ConvBNReLU needs positive filters and kernel_size. Received: "
+                f"filters={filters}, kernel_size={kernel_size}"
+            )
+        self.filters = filters
+        self.kernel_size = kernel_size
+        self.conv = keras.layers.Conv2D(
+            filters, kernel_size, padding="same", use_bias=False, name="conv"
+        )
+        self.bn = keras.layers.BatchNormalization(
+            epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name="bn"
+        )
+
+    def build(self, input_shape):
+        _channels(input_shape, self.__class__.__name__)
+        self.conv.build(input_shape)
+        self.bn.build(tuple(input_shape[:-1]) + (self.filters,))
+
+    def call(self, x, training=None):
+        return ops.relu(self.bn(self.conv(x), training=training))
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.filters,)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(filters=self.filters, kernel_size=self.kernel_size)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="anet_tf")
+class SEAttention(keras.layers.Layer):
+    """Channel attention of an attribute branch: A_i = F * Att_i(F), eq. (2).
+
+    Att_i is a Squeeze-and-Excitation block (Hu et al.; section 4.2): GAP -> FC(c/r)
+    -> ReLU -> FC(c) -> sigmoid, giving one weight in (0, 1) per channel, so
+    Att_i is in R^c as the paper states. The paper calls the module "spatial and
+    channel attention" but specifies SE, which is channel-only; we follow SE.
+
+    Args:
+        reduction: r, the SE reduction ratio (16). The hidden width is
+            ``max(1, c // r)``.
+    """
+
+    def __init__(self, reduction=16, **kwargs):
+        super().__init__(**kwargs)
+        if reduction <= 0:
+            raise ValueError(
+                f"SE reduction must be positive. Received: reduction={reduction}"
+            )
+        self.reduction = reduction
+
+    def build(self, input_shape):
+        c = _channels(input_shape, self.__class__.__name__)
+        self.squeeze = keras.layers.Dense(
+            max(1, c // self.reduction), activation="relu", name="fc1"
+        )
+        self.excite = keras.layers.Dense(c, activation="sigmoid", name="fc2")
+        self.squeeze.build((input_shape[0], c))
+        self.excite.build((input_shape[0], max(1, c // self.reduction)))
+
+    def call(self, F):
+        att = self.excite(self.squeeze(ops.mean(F, axis=[1, 2])))
+        return F * att[:, None, None, :]
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(reduction=self.reduction)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="anet_tf")
+class ReidHead(keras.layers.Layer):
+    """Embedding and identity classifier on a feature map: eq. (1) and eq. (8).
+
+    feature = W GAP(X) + b (``units`` = s_f for X = F, s_j for X = J) and
+    logits = W_c feature (a bias-free Dense, see the module docstring). The feature is
+    returned before any normalisation; evaluation L2-normalises it.
+
+    Args:
+        units: dimension of the feature (s_f or s_j).
+        num_classes: number of training identities.
+
+    Returns:
+        ``(feature, logits)``.
+    """
+
+    def __init__(self, units, num_classes, **kwargs):
+        super().__init__(**kwargs)
+        if units <= 0 or num_classes <= 0:
+            raise ValueError(
+                f"ReidHead needs positive units and num_classes. Received: "
+                f"units={units}, num_classes={num_classes}"
+            )
+        self.units = units
+        self.num_classes = num_classes
+        self.fc = keras.layers.Dense(units, name="fc")
+        self.classifier = keras.layers.Dense(
+            num_classes, use_bias=False, name="classifier"
+        )
+
+    def build(self, input_shape):
+        c = _channels(input_shape, self.__class__.__name__)
+        self.fc.build((input_shape[0], c))
+        self.classifier.build((input_shape[0], self.units))
+
+    def call(self, x):
+        feature = self.fc(ops.mean(x, axis=[1, 2]))
+        return feature, self.classifier(feature)
+
+    def compute_output_shape(self, input_shape):
+        batch = input_shape[0]
+        return (batch, self.units), (batch, self.num_classes)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(units=self.units, num_classes=self.num_classes)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="anet_tf")
+class AttributeBranch(keras.layers.Layer):
+    """One attribute branch of VAN (Figure 2): eq. (2) and eq. (3) plus a classifier.
+
+    ``attention="se"`` (the paper): A_i = F * Att_i(F) with :class:`SEAttention` and
+    a_i = W GAP(A_i) + b. ``attention="fc"`` (the "fc" row of Table 2): no attention,
+    a_i = W GAP(F) + b; the paper does not say what the Joint Module receives in that
+    case, and we pass A_i = F (so the Joint Module sums n copies of F).
+
+    Args:
+        units: s_a, dimension of a_i (128 in the paper).
+        num_classes: m_i, classes of this attribute.
+        attention: se | fc.
+        reduction: SE reduction ratio (ignored for ``fc``).
+
+    Returns:
+        ``(A_i, a_i, logits)``.
+    """
+
+    def __init__(self, units, num_classes, attention="se", reduction=16, **kwargs):
+        super().__init__(**kwargs)
+        if attention not in ATTENTIONS:
+            raise ValueError(
+                f"attention must be one of {ATTENTIONS}. Received: attention={attention!r}"
+            )
+        if units <= 0 or num_classes <= 0:
+            raise ValueError(
+                f"AttributeBranch needs positive units and num_classes. Received: "
+                f"units={units}, num_classes={num_classes}"
+            )
+        self.units = units
+        self.num_classes = num_classes
+        self.attention = attention
+        self.reduction = reduction
+        self.se = SEAttention(reduction, name="se") if attention == "se" else None
+        self.fc = keras.layers.Dense(units, name="fc")
+        self.classifier = keras.layers.Dense(
+            num_classes, use_bias=False, name="classifier"
+        )
+
+    def build(self, input_shape):
+        c = _channels(input_shape, self.__class__.__name__)
+        if self.se is not None:
+            self.se.build(input_shape)
+        self.fc.build((input_shape[0], c))
+        self.classifier.build((input_shape[0], self.units))
+
+    def call(self, F):
+        A = self.se(F) if self.se is not None else F
+        a = self.fc(ops.mean(A, axis=[1, 2]))
+        return A, a, self.classifier(a)
+
+    def compute_output_shape(self, input_shape):
+        batch = input_shape[0]
+        return tuple(input_shape), (batch, self.units), (batch, self.num_classes)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            units=self.units,
+            num_classes=self.num_classes,
+            attention=self.attention,
+            reduction=self.reduction,
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="anet_tf")
+class JointModule(keras.layers.Layer):
+    """Joint Module (section 3.2, Figure 3): eq. (5), (6) and (7).
+
+    G = S + theta_A(S) with S = sum_i A_i (eq. 5), theta_A a 1x1 conv-BN-ReLU c -> c;
+    g = GAP(G) (the input of the attribute-pattern triplet loss);
+    G_reid = theta_g1(theta_g2(G)) (eq. 6), 3x3 conv-BN-ReLU blocks
+    theta_g2: c -> width and theta_g1: width -> c;
+    J = F + G_reid (eq. 7).
+    j = W_j GAP(J) + b_j (eq. 8) is a :class:`ReidHead` applied to J, the same head
+    as eq. (1).
+
+    The two 3x3 convolutions at c = 2048 cost more than the whole ResNet-50 backbone;
+    ``width`` (``model.joint_module.width``) narrows the inner width to trade
+    accuracy for cost. ``None`` keeps the paper's W_g1, W_g2 in R^{c x c}.
+
+    Args:
+        width: inner width of G_reid, or None for c.
+
+    Call args:
+        inputs: ``[F, A_1, ..., A_n]``, all of the same shape [B, h, w, c].
+
+    Returns:
+        ``(G, g, G_reid, J)``.
+    """
+
+    def __init__(self, width=None, **kwargs):
+        super().__init__(**kwargs)
+        if width is not None and width <= 0:
+            raise ValueError(
+                f"JointModule width must be positive or None. Received: width={width}"
+            )
+        self.width = width
+
+    def build(self, input_shape):
+        shapes = [tuple(s) for s in input_shape]
+        if len(shapes) < 2:
+            raise ValueError(
+                f"JointModule expects [F, A_1, ..., A_n] with n >= 1. Received "
+                f"{len(shapes)} input(s)"
+            )
+        c = _channels(shapes[0], self.__class__.__name__)
+        for i, s in enumerate(shapes[1:], start=1):
+            if s[1:] != shapes[0][1:]:
+                raise ValueError(
+                    f"JointModule: A_{i} has shape {s}, F has shape {shapes[0]}; "
+                    f"they must match"
+                )
+        width = self.width or c
+        self.theta_A = ConvBNReLU(c, 1, name="theta_A")
+        self.theta_g2 = ConvBNReLU(width, 3, name="theta_g2")
+        self.theta_g1 = ConvBNReLU(c, 3, name="theta_g1")
+        self.theta_A.build(shapes[0])
+        self.theta_g2.build(shapes[0])
+        self.theta_g1.build(shapes[0][:-1] + (width,))
+
+    def call(self, inputs, training=None):
+        F, *A = inputs
+        S = A[0]
+        for A_i in A[1:]:
+            S = S + A_i
+        G = S + self.theta_A(S, training=training)
+        g = ops.mean(G, axis=[1, 2])
+        G_reid = self.theta_g1(self.theta_g2(G, training=training), training=training)
+        J = F + G_reid
+        return G, g, G_reid, J
+
+    def compute_output_shape(self, input_shape):
+        shape = tuple(input_shape[0])
+        return shape, (shape[0], shape[-1]), shape, shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(width=self.width)
+        return config
