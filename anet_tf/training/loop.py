@@ -19,6 +19,23 @@ import keras
 import tensorflow as tf
 
 
+def sync_moving_statistics(net, strategy) -> None:
+    """Average the non-trainable variables (BatchNorm moving statistics) over all
+    replicas of all workers.
+
+    Gradients are all-reduced, so trainable weights agree everywhere, but each
+    replica updates its moving statistics from its own batches. Averaging them at
+    every epoch end (PyTorch DDP broadcasts them instead) makes every worker hold
+    the same model, so any worker's checkpoint is the model.
+    """
+    variables = list(net.non_trainable_variables)
+    if not variables:
+        return
+    local = strategy.run(lambda: [tf.identity(v.value) for v in variables])
+    for var, value in zip(variables, local):
+        var.assign(strategy.reduce(tf.distribute.ReduceOp.MEAN, value, axis=None))
+
+
 def custom_fit(
     trainer,
     strategy,
@@ -78,6 +95,7 @@ def custom_fit(
         if verbose:
             terms = " ".join(f"{k}={v:.4f}" for k, v in logs.items())
             print(f"epoch {epoch + 1}/{epochs}: {terms}")
+        sync_moving_statistics(trainer.net, strategy)
         cb.on_epoch_end(epoch, logs)
         if trainer.stop_training:
             break
