@@ -1,0 +1,168 @@
+"""Images/s of the full ANet train step (stage 1 and stage 2) and of the baseline.
+
+Runs the project's own ``ANetTrainer.train_step`` (every loss term, gradients,
+optimizer update) on in-memory batches, so the input pipeline is out of the
+measurement (``benchmarks/input_pipeline.py`` measures that). Reports the median over
+timed steps after warm-up, with min and max, and the ratio of each configuration to
+the baseline measured in the same run.
+
+    python benchmarks/train_throughput.py                       # CPU default config
+    python benchmarks/train_throughput.py --paper --batch 16    # R50-IBN-a at 256x256
+    python benchmarks/train_throughput.py --paper --batch 64 --gpu-matrix   # GPU: AMP/XLA on/off
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def machine() -> dict:
+    import keras
+    import tensorflow as tf
+
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    gpus = tf.config.list_physical_devices("GPU")
+    gpu_names = []
+    for g in gpus:
+        try:
+            gpu_names.append(tf.config.experimental.get_device_details(g).get("device_name", g.name))
+        except Exception:  # noqa: BLE001 - details are informative only
+            gpu_names.append(g.name)
+    return {
+        "cores": os.cpu_count(),
+        "cpu": cpu,
+        "gpus": gpu_names,
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "python": sys.version.split()[0],
+    }
+
+
+def measure(cfg, *, stage: int, batch: int, steps: int, warmup: int, mixed: bool, xla: bool) -> dict:
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from anet_tf.training.fit import build_trainer
+    from anet_tf.training.trainer import make_optimizer
+
+    keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
+    keras.utils.set_random_seed(0)
+    num_ids = max(batch // cfg.data.num_instances, 2) * 4
+    num_classes = [10, 9][: len(cfg.data.attributes)]
+    trainer = build_trainer(cfg, num_ids, num_classes)
+    optimizer = make_optimizer(cfg.train, mixed)
+    optimizer.build(trainer.net.trainable_variables)
+    trainer.compile(optimizer=optimizer)
+    trainer.set_stage(stage)
+    trainer.compile(optimizer=optimizer)
+
+    h, w = cfg.data.image_size
+    rng = np.random.default_rng(0)
+    k = cfg.data.num_instances
+    pids = np.repeat(np.arange(batch // k), k).astype(np.int32)
+    attrs = np.stack([pids % m for m in num_classes], 1).astype(np.int32) if num_classes else np.zeros((batch, 0), np.int32)
+    pattern = (attrs[:, 0] * num_classes[1] + attrs[:, 1]).astype(np.int32) if len(num_classes) == 2 else np.full(batch, -1, np.int32)
+    images = tf.constant(rng.standard_normal((batch, h, w, 3)).astype(np.float32))
+    targets = {
+        "pid": tf.constant(pids),
+        "camid": tf.zeros(batch, tf.int32),
+        "attributes": tf.constant(attrs),
+        "pattern": tf.constant(pattern),
+    }
+    step = tf.function(trainer.train_step, jit_compile=xla)
+    for _ in range(warmup):
+        logs = step((images, targets))
+    float(logs["total"])
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        logs = step((images, targets))
+        float(logs["total"])  # wait for the step to finish
+        times.append(time.perf_counter() - t0)
+    rates = [batch / t for t in times]
+    keras.mixed_precision.set_global_policy("float32")
+    return {
+        "images_per_s_median": statistics.median(rates),
+        "images_per_s_min": min(rates),
+        "images_per_s_max": max(rates),
+        "step_s_median": statistics.median(times),
+    }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--paper", action="store_true", help="ResNet-50-IBN-a at 256x256 (configs/veri776.yaml)")
+    parser.add_argument("--config", default=None, help="any config (default: synthetic)")
+    parser.add_argument("--batch", type=int, default=None, help="batch size (multiple of 4)")
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--gpu-matrix", action="store_true", help="also mixed precision and XLA on/off")
+    parser.add_argument("--joint-width", type=int, default=None, help="model.joint_module.width")
+    parser.add_argument("--json-out", default=None)
+    args = parser.parse_args(argv)
+
+    from anet_tf.config import load_config
+
+    name = "veri776" if args.paper else args.config
+    overrides = []
+    if args.batch:
+        overrides.append(f"data.batch_size={args.batch}")
+    if args.joint_width:
+        overrides.append(f"model.joint_module.width={args.joint_width}")
+    cfg = load_config(name, overrides)
+    baseline_cfg = load_config(name, overrides + ["model.variant=baseline", "eval.feature=f"])
+    info = machine()
+    print(f"machine: {json.dumps(info)}")
+    print(
+        f"config: {cfg.source} backbone={cfg.model.backbone} width={cfg.model.base_width} "
+        f"input={cfg.data.image_size} batch={cfg.data.batch_size} joint_width="
+        f"{cfg.model.joint_module.width or 'c'} steps={args.steps} warmup={args.warmup}"
+    )
+    combos = [(False, False)]
+    if args.gpu_matrix:
+        combos += [(True, False), (False, True), (True, True)]
+    rows = []
+    for mixed, xla in combos:
+        common = dict(batch=cfg.data.batch_size, steps=args.steps, warmup=args.warmup, mixed=mixed, xla=xla)
+        base = measure(baseline_cfg, stage=1, **common)
+        rows.append({"model": "baseline", "stage": 1, "mixed_precision": mixed, "xla": xla, **base, "ratio_to_baseline": 1.0})
+        for stage in (1, 2):
+            r = measure(cfg, stage=stage, **common)
+            rows.append({
+                "model": "anet", "stage": stage, "mixed_precision": mixed, "xla": xla, **r,
+                "ratio_to_baseline": r["images_per_s_median"] / base["images_per_s_median"],
+            })
+    print()
+    print("| model | stage | mixed precision | XLA | images/s median (min-max) | ratio to baseline |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['model']} | {r['stage']} | {'on' if r['mixed_precision'] else 'off'} | "
+            f"{'on' if r['xla'] else 'off'} | {r['images_per_s_median']:.1f} "
+            f"({r['images_per_s_min']:.1f}-{r['images_per_s_max']:.1f}) | {r['ratio_to_baseline']:.2f} |"
+        )
+    if args.json_out:
+        with open(args.json_out, "w") as fh:
+            json.dump({"machine": info, "config": cfg.source, "batch": cfg.data.batch_size, "rows": rows}, fh, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
