@@ -7,12 +7,10 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from anet_tf.evaluation.metrics import (
-    evaluate_features,
-    evaluate_rank,
-    l2_normalize,
-    pairwise_distance,
-)
+from anet_tf.evaluation.metrics import evaluate_features
+from anet_tf.evaluation.metrics import evaluate_rank
+from anet_tf.evaluation.metrics import l2_normalize
+from anet_tf.evaluation.metrics import pairwise_distance
 
 # ------------------------------------------------------- independent reference
 

@@ -5,22 +5,20 @@ import pytest
 
 from anet_tf.config import EvalConfig
 from anet_tf.data.records import Record
-from anet_tf.evaluation import (
-    assemble_feature,
-    combine_flip,
-    evaluate_protocol,
-    evaluate_rank,
-    finalize_features,
-    format_table,
-    k_reciprocal_rerank,
-    l2_normalize,
-    labels,
-    pairwise_distance,
-    protocol_kwargs,
-    vehicleid_protocol,
-    vehicleid_split,
-    veri_protocol,
-)
+from anet_tf.evaluation import assemble_feature
+from anet_tf.evaluation import combine_flip
+from anet_tf.evaluation import evaluate_protocol
+from anet_tf.evaluation import evaluate_rank
+from anet_tf.evaluation import finalize_features
+from anet_tf.evaluation import format_table
+from anet_tf.evaluation import k_reciprocal_rerank
+from anet_tf.evaluation import l2_normalize
+from anet_tf.evaluation import labels
+from anet_tf.evaluation import pairwise_distance
+from anet_tf.evaluation import protocol_kwargs
+from anet_tf.evaluation import vehicleid_protocol
+from anet_tf.evaluation import vehicleid_split
+from anet_tf.evaluation import veri_protocol
 
 
 def clustered(seed, num_ids, per_id, dim=16, noise=0.9):

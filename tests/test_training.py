@@ -245,7 +245,7 @@ def test_mirrored_strategy_two_logical_cpus(tiny_data, tmp_path):
             cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
         from anet_tf.config import load_config
         from anet_tf.training.fit import train
-        cfg = load_config("synthetic", {[f"data.root={tiny_data}", *TINY, "train.strategy=mirrored", "train.stage2.epochs=1"]!r})
+        cfg = load_config("synthetic", {[f"data.root={tiny_data}", *TINY, "data.batch_size=16", "train.strategy=mirrored", "train.stage2.epochs=1"]!r})
         result = train(cfg, {str(tmp_path / "run")!r}, verbose=0)
         import csv
         rows = list(csv.DictReader(open({str(tmp_path / "run" / "log.csv")!r})))
@@ -290,6 +290,7 @@ def test_multi_worker_two_processes(tiny_data, tmp_path):
     overrides = [
         f"data.root={tiny_data}",
         *TINY,
+        "data.batch_size=16",  # global: 2 workers x (P=2 x K=4)
         "train.strategy=multi_worker",
         "train.stage1.epochs=1",
         "train.stage2.epochs=1",

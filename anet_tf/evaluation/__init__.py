@@ -1,26 +1,22 @@
 """Evaluation: re-id metrics (CMC, mAP, mINP), each dataset's protocol, test-time
 features and k-reciprocal re-ranking. NumPy only; no TensorFlow import."""
 
-from anet_tf.evaluation.metrics import (
-    METRICS,
-    evaluate_features,
-    evaluate_rank,
-    l2_normalize,
-    pairwise_distance,
-)
-from anet_tf.evaluation.protocols import (
-    PROTOCOLS,
-    assemble_feature,
-    combine_flip,
-    evaluate_protocol,
-    finalize_features,
-    format_table,
-    labels,
-    protocol_kwargs,
-    vehicleid_protocol,
-    vehicleid_split,
-    veri_protocol,
-)
+from anet_tf.evaluation.metrics import METRICS
+from anet_tf.evaluation.metrics import evaluate_features
+from anet_tf.evaluation.metrics import evaluate_rank
+from anet_tf.evaluation.metrics import l2_normalize
+from anet_tf.evaluation.metrics import pairwise_distance
+from anet_tf.evaluation.protocols import PROTOCOLS
+from anet_tf.evaluation.protocols import assemble_feature
+from anet_tf.evaluation.protocols import combine_flip
+from anet_tf.evaluation.protocols import evaluate_protocol
+from anet_tf.evaluation.protocols import finalize_features
+from anet_tf.evaluation.protocols import format_table
+from anet_tf.evaluation.protocols import labels
+from anet_tf.evaluation.protocols import protocol_kwargs
+from anet_tf.evaluation.protocols import vehicleid_protocol
+from anet_tf.evaluation.protocols import vehicleid_split
+from anet_tf.evaluation.protocols import veri_protocol
 from anet_tf.evaluation.rerank import k_reciprocal_rerank
 
 __all__ = [

@@ -19,12 +19,10 @@ import numpy as np
 
 from anet_tf.config import EvalConfig
 from anet_tf.data.records import Record
-from anet_tf.evaluation.metrics import (
-    evaluate_features,
-    evaluate_rank,
-    l2_normalize,
-    pairwise_distance,
-)
+from anet_tf.evaluation.metrics import evaluate_features
+from anet_tf.evaluation.metrics import evaluate_rank
+from anet_tf.evaluation.metrics import l2_normalize
+from anet_tf.evaluation.metrics import pairwise_distance
 from anet_tf.evaluation.rerank import k_reciprocal_rerank
 
 FEATURES = ("f", "fa", "j")
@@ -270,7 +268,7 @@ def vehicleid_protocol(
 
 
 def _with_ranks(result: dict) -> dict:
-    cmc = result["cmc"]
+    cmc = np.asarray(result["cmc"])
     for k in (1, 5, 10):
         if k <= cmc.size:
             result[f"R{k}"] = float(cmc[k - 1])
@@ -384,7 +382,7 @@ def format_table(results: dict, dataset: str) -> str:
             str(len(results.get("trials", [])) or 1),
         ]
     else:
-        cmc = results["cmc"]
+        cmc = np.asarray(results["cmc"])
         header = ["dataset", "mAP", "R1", "R5", "R10", "mINP"]
         row = [dataset, f"{100 * results['mAP']:.2f}"]
         row += [f"{100 * cmc[k - 1]:.2f}" if k <= cmc.size else "-" for k in (1, 5, 10)]

@@ -77,8 +77,8 @@ def classes_file(attribute: str) -> str:
 class AnetServing(tf.Module):
     """The serving graph around a functional ANet network.
 
-    The network is the module's only tracked child with variables, so the
-    SavedModel stores each weight once. TFLite and ONNX convert
+    The network is the module's only owner of variables, so the SavedModel stores
+    each weight once. TFLite and ONNX convert
     :meth:`pixel_outputs` at a fixed input size.
 
     Args:
@@ -122,6 +122,11 @@ class AnetServing(tf.Module):
                     f"{len(classes)} class names were given"
                 )
         self.net = net
+        # The tf.Variables under the Keras variables, tracked directly: the TFLite
+        # converter freezes only variables it finds as such in the object graph
+        # (through the Keras model alone they stay uninitialised resource
+        # variables). Each variable is still stored once.
+        self.net_variables = [v.value for v in net.variables]
         self._feature = feature
         self._embedding_dim = _embedding_dim(net, feature, attribute_names)
         self._attribute_names = list(attribute_names)

@@ -54,6 +54,14 @@ def pixel_function(module, batch_size: int | None = None):
     return tf.function(module.pixel_outputs).get_concrete_function(spec)
 
 
+def save_pixel_model(module, path: str) -> str:
+    """Save a SavedModel whose ``serving_default`` is :func:`pixel_function`: the
+    converters' input (``from_concrete_functions`` on a Keras 3 model keeps its
+    weights as uninitialised TFLite resource variables, so outputs are NaN)."""
+    tf.saved_model.save(module, path, signatures={"serving_default": pixel_function(module)})
+    return path
+
+
 def load_pixels(paths: Sequence[str], image_size: Sequence[int]) -> np.ndarray:
     """Image files -> float32 pixels [N, h, w, 3] in [0, 255]: the decode and resize
     of the evaluation pipeline, without the normalisation the model does itself."""
@@ -81,11 +89,13 @@ def representative_images(
     return load_pixels([records[i].path for i in sorted(pick)], image_size)
 
 
-def convert(module, variant: str = "fp32", representative: np.ndarray | None = None) -> bytes:
-    """Convert the module's pixel function to a TFLite flatbuffer.
+def convert(
+    pixel_model: str, variant: str = "fp32", representative: np.ndarray | None = None
+) -> bytes:
+    """Convert a pixel SavedModel (:func:`save_pixel_model`) to a TFLite flatbuffer.
 
     Args:
-        module: an :class:`~anet_tf.export.saved_model.AnetServing`.
+        pixel_model: the SavedModel folder.
         variant: fp32 | fp16 | int8_dynamic | int8.
         representative: calibration pixels [n, h, w, 3] (int8 only).
     """
@@ -94,8 +104,7 @@ def convert(module, variant: str = "fp32", representative: np.ndarray | None = N
             f"variant must be one of {', '.join(TFLITE_FILES)}. Received: "
             f"variant={variant!r}"
         )
-    fn = pixel_function(module)
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([fn], module)
+    converter = tf.lite.TFLiteConverter.from_saved_model(pixel_model)
     if variant != "fp32":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if variant == "fp16":
@@ -138,15 +147,23 @@ def export_tflite(
         raise ValueError(
             f"quantize must be fp16, int8 or None. Received: quantize={quantize!r}"
         )
+    import shutil
+    import tempfile
+
     os.makedirs(out_dir, exist_ok=True)
     paths = {}
-    for variant in ("fp32", *QUANTIZE_VARIANTS[quantize]):
-        path = os.path.join(out_dir, TFLITE_FILES[variant])
-        data = convert(module, variant, representative)
-        with open(path + ".tmp", "wb") as fh:
-            fh.write(data)
-        os.replace(path + ".tmp", path)
-        paths[variant] = path
+    staging = tempfile.mkdtemp(prefix=".pixel-model-", dir=out_dir)
+    try:
+        pixel_model = save_pixel_model(module, os.path.join(staging, "model"))
+        for variant in ("fp32", *QUANTIZE_VARIANTS[quantize]):
+            path = os.path.join(out_dir, TFLITE_FILES[variant])
+            data = convert(pixel_model, variant, representative)
+            with open(path + ".tmp", "wb") as fh:
+                fh.write(data)
+            os.replace(path + ".tmp", path)
+            paths[variant] = path
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     if metadata is not None:
         with open(os.path.join(out_dir, "metadata.json"), "w", encoding="utf-8") as fh:
             json.dump(metadata, fh, indent=2)

@@ -10,6 +10,7 @@ so this module needs nothing to its right in the data flow.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -74,6 +75,20 @@ def is_chief(strategy) -> bool:
         return True
     task_type, task_id = resolver.task_type, resolver.task_id
     return task_type is None or task_type == "chief" or (task_type == "worker" and task_id == 0)
+
+
+def per_replica_data_config(cfg: Config, replicas: int):
+    """``data.batch_size`` is the global batch (as the paper's 512 = 128 x 4 over 8
+    GPUs); each replica gets ``batch_size / replicas`` images, which must be P x K."""
+    from anet_tf.config import ConfigError
+
+    b, k = cfg.data.batch_size, cfg.data.num_instances
+    if b % replicas or (b // replicas) % k or b // replicas // k < 2:
+        raise ConfigError(
+            f"{cfg.source}: data.batch_size={b} must split into {replicas} replica "
+            f"batches of P x K images with K={k} and P >= 2"
+        )
+    return dataclasses.replace(cfg.data, batch_size=b // replicas)
 
 
 def seed_everything(seed: int) -> None:
@@ -197,7 +212,7 @@ def train(
         with strategy.scope():
             trainer.set_stage(stage)
             trainer.compile(optimizer=optimizer, jit_compile=cfg.train.jit_compile)
-        data_cfg = cfg.data
+        data_cfg = per_replica_data_config(cfg, replicas)
         train_ds, steps = build_train_dataset(
             dataset, data_cfg, num_replicas=replicas, epoch_seed_offset=offset + start
         )
