@@ -1,0 +1,221 @@
+"""Export a trained ANet to serving formats: TF Serving SavedModel, TFLite (LiteRT),
+ONNX and TensorRT.
+
+``run_export(source, out_dir, formats, quantize)`` is what ``anet-tf export`` runs::
+
+    <out_dir>/<model_name>/<version>/   SavedModel (TF Serving layout, saved_model.py)
+    <out_dir>/tflite/                   model.tflite (+ _fp16, _int8_dynamic, _int8)
+    <out_dir>/onnx/model.onnx           dynamic batch axis
+    <out_dir>/tensorrt/                 model_fp32.engine, model_fp16.engine
+
+Every format computes the same thing: the configured test feature, L2-normalised,
+and the attribute probabilities. The SavedModel takes encoded images; TFLite, ONNX
+and TensorRT take decoded RGB pixels at the model's input size (they cannot decode
+JPEG), which :func:`anet_tf.export.tflite.load_pixels` produces with the evaluation
+pipeline's own decode and resize.
+
+Submodules import TensorFlow and the optional converters only when called.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+FORMATS = ("saved_model", "tflite", "onnx", "tensorrt")
+QUANTIZE = ("fp16", "int8")
+
+
+class ExportRefused(RuntimeError):
+    """Some formats could not be exported here; the others were.
+
+    Attributes:
+        paths: what was written, as :func:`run_export` returns it.
+        reasons: format -> why it was refused.
+    """
+
+    def __init__(self, paths: dict, reasons: dict[str, str]):
+        self.paths = paths
+        self.reasons = reasons
+        super().__init__(
+            "; ".join(f"{fmt} refused: {why}" for fmt, why in reasons.items())
+        )
+
+
+def find_run_dir(path: str) -> str:
+    """The run directory of a checkpoint folder or ``net.weights.h5`` file: the
+    nearest parent (up to three levels) holding ``config.yaml``."""
+    from anet_tf.training.fit import CONFIG_FILE
+
+    probe = os.path.abspath(path)
+    for _ in range(4):
+        if os.path.isfile(os.path.join(probe, CONFIG_FILE)):
+            return probe
+        probe = os.path.dirname(probe)
+    raise FileNotFoundError(
+        f"{path}: no {CONFIG_FILE} in it or in its parents; a checkpoint must sit "
+        f"in a run directory (RUN/checkpoints/epoch-NNNN/net.weights.h5)"
+    )
+
+
+def resolve_weights(source: str) -> tuple[str, str]:
+    """(run_dir, weights file) of a run directory, checkpoint folder or weights file.
+
+    A run directory gives its ``checkpoints/best`` when it exists, else its last
+    complete checkpoint.
+    """
+    from anet_tf.training.checkpoint import CheckpointManager
+    from anet_tf.training.fit import CONFIG_FILE
+
+    if not os.path.exists(source):
+        raise FileNotFoundError(f"{source}: no such run directory or checkpoint")
+    if os.path.isdir(source) and os.path.isfile(os.path.join(source, CONFIG_FILE)):
+        run_dir = source
+        ckpt = os.path.join(source, "checkpoints", "best")
+        if not os.path.isdir(ckpt):
+            latest = CheckpointManager(os.path.join(source, "checkpoints")).latest()
+            if latest is None:
+                raise FileNotFoundError(f"{source}: the run has no checkpoint yet")
+            ckpt = latest[0]
+    else:
+        run_dir = find_run_dir(source)
+        ckpt = source
+    weights = os.path.join(ckpt, "net.weights.h5") if os.path.isdir(ckpt) else ckpt
+    if not os.path.isfile(weights):
+        raise FileNotFoundError(f"checkpoint weights not found: {weights}")
+    return run_dir, weights
+
+
+def load_trained(source: str):
+    """(net, cfg, dataset) of a run directory or checkpoint, weights loaded.
+
+    The dataset is read for its attribute class names and training images (the
+    int8 calibration set); a synthetic dataset must exist at ``data.root``.
+    """
+    from anet_tf.data.readers import load_dataset
+    from anet_tf.training.fit import build_trainer
+    from anet_tf.training.fit import load_run_config
+
+    run_dir, weights = resolve_weights(source)
+    cfg = load_run_config(run_dir)
+    dataset = load_dataset(cfg)
+    trainer = build_trainer(cfg, len(dataset.train_pids()), dataset.num_classes)
+    trainer.net.load_weights(weights)
+    return trainer.net, cfg, dataset
+
+
+def export_formats(
+    net,
+    cfg,
+    dataset,
+    out_dir: str,
+    formats: Sequence[str] = ("saved_model",),
+    quantize: str | None = None,
+    verbose: bool = True,
+) -> dict:
+    """Export a loaded network to each of ``formats`` under ``out_dir``.
+
+    Returns:
+        ``{"saved_model": dir, "tflite": {variant: file}, "onnx": file,
+        "tensorrt": {precision: file}}`` for the formats written.
+
+    Raises:
+        ValueError: an unknown format or quantization.
+        ExportRefused: TensorRT cannot run here (after the other formats were
+            written); its ``paths`` holds them.
+    """
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise ValueError(
+            f"unknown export format(s) {unknown}; valid: {', '.join(FORMATS)}"
+        )
+    if quantize is not None and quantize not in QUANTIZE:
+        raise ValueError(
+            f"quantize must be one of {', '.join(QUANTIZE)}. Received: "
+            f"quantize={quantize!r}"
+        )
+    from anet_tf.export.saved_model import build_serving_module
+    from anet_tf.export.saved_model import export_saved_model
+    from anet_tf.export.saved_model import serving_metadata
+
+    def say(message):
+        if verbose:
+            print(f"[anet-tf export] {message}", flush=True)
+
+    refused: dict[str, str] = {}
+    if "tensorrt" in formats:
+        from anet_tf.export.tensorrt import unavailable_reason
+
+        reason = unavailable_reason()
+        if reason:
+            refused["tensorrt"] = reason
+            say(f"tensorrt refused: {reason}")
+    paths: dict = {}
+    module = build_serving_module(net, cfg, dataset)
+    metadata = serving_metadata(module, cfg, dataset)
+    if "saved_model" in formats:
+        paths["saved_model"] = export_saved_model(net, cfg, dataset, out_dir)
+        say(f"saved_model -> {paths['saved_model']}")
+    if "tflite" in formats:
+        from anet_tf.export import tflite
+
+        representative = None
+        if quantize == "int8":
+            representative = tflite.representative_images(dataset, cfg.data.image_size)
+        paths["tflite"] = tflite.export_tflite(
+            module,
+            os.path.join(out_dir, "tflite"),
+            variants=tflite.QUANTIZE_VARIANTS[quantize],
+            representative=representative,
+            metadata=metadata,
+        )
+        for variant, path in paths["tflite"].items():
+            say(f"tflite {variant} -> {path}")
+    needs_onnx = "onnx" in formats or ("tensorrt" in formats and not refused)
+    if needs_onnx:
+        from anet_tf.export.onnx import export_onnx
+
+        paths["onnx"] = export_onnx(module, os.path.join(out_dir, "onnx"), metadata)
+        say(f"onnx -> {paths['onnx']}")
+    if "tensorrt" in formats and "tensorrt" not in refused:
+        from anet_tf.export.tensorrt import export_tensorrt
+
+        paths["tensorrt"] = export_tensorrt(
+            paths["onnx"], os.path.join(out_dir, "tensorrt"), cfg.data.image_size
+        )
+        for precision, path in paths["tensorrt"].items():
+            say(f"tensorrt {precision} -> {path}")
+    if refused:
+        raise ExportRefused(paths, refused)
+    return paths
+
+
+def run_export(
+    source: str,
+    out_dir: str,
+    formats: Sequence[str] | None = None,
+    quantize: str | None = None,
+    verbose: bool = True,
+) -> dict:
+    """``anet-tf export``: load a run directory or checkpoint and export it.
+
+    Args:
+        source: a run directory (its best, else last, checkpoint), a checkpoint
+            folder or a ``net.weights.h5`` file inside a run.
+        out_dir: where the formats go (see the module docstring).
+        formats: subset of saved_model, tflite, onnx, tensorrt; None = the run's
+            ``export.formats``.
+        quantize: None | fp16 | int8 (TFLite variants); None = ``export.quantize``.
+
+    Returns and raises as :func:`export_formats`.
+    """
+    net, cfg, dataset = load_trained(source)
+    return export_formats(
+        net,
+        cfg,
+        dataset,
+        out_dir,
+        formats=list(formats or cfg.export.formats),
+        quantize=quantize if quantize is not None else cfg.export.quantize,
+        verbose=verbose,
+    )

@@ -74,11 +74,18 @@ def classes_file(attribute: str) -> str:
     return f"{attribute}_classes.txt"
 
 
+class _Untracked:
+    """Holds an object out of a tf.Module's tracked (saved) children."""
+
+    def __init__(self, value):
+        self.value = value
+
+
 class AnetServing(tf.Module):
     """The serving graph around a functional ANet network.
 
-    The network is the module's only owner of variables, so the SavedModel stores
-    each weight once. TFLite and ONNX convert
+    The module tracks the network's variables, not the Keras model, so the
+    SavedModel stores each weight once. TFLite and ONNX convert
     :meth:`pixel_outputs` at a fixed input size.
 
     Args:
@@ -121,11 +128,12 @@ class AnetServing(tf.Module):
                     f"attribute {name!r}: the network predicts {m} classes, "
                     f"{len(classes)} class names were given"
                 )
-        self.net = net
-        # The tf.Variables under the Keras variables, tracked directly: the TFLite
-        # converter freezes only variables it finds as such in the object graph
-        # (through the Keras model alone they stay uninitialised resource
-        # variables). Each variable is still stored once.
+        # The SavedModel's object graph holds the tf.Variables under the Keras
+        # variables and not the Keras model: tracking both stores every weight
+        # twice (what model.export does), and through the Keras model alone the
+        # TFLite converter cannot freeze them (uninitialised resource variables,
+        # NaN outputs).
+        self._net = _Untracked(net)
         self.net_variables = [v.value for v in net.variables]
         self._feature = feature
         self._embedding_dim = _embedding_dim(net, feature, attribute_names)
@@ -148,6 +156,11 @@ class AnetServing(tf.Module):
                 tf.TensorSpec([None, None, None, 3], tf.uint8, name=INPUT_IMAGES)
             ],
         )
+
+    @property
+    def net(self):
+        """The functional Keras network (not part of the SavedModel's objects)."""
+        return self._net.value
 
     @property
     def image_size(self) -> tuple[int, int]:

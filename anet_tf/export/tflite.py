@@ -40,8 +40,12 @@ TFLITE_FILES = {
     "int8_dynamic": "model_int8_dynamic.tflite",
     "int8": "model_int8.tflite",
 }
-# What ``--quantize`` adds to the float32 model.
-QUANTIZE_VARIANTS = {None: (), "fp16": ("fp16",), "int8": ("int8_dynamic", "int8")}
+# What ``--quantize`` writes: the float32 model and the quantized variants.
+QUANTIZE_VARIANTS = {
+    None: ("fp32",),
+    "fp16": ("fp32", "fp16"),
+    "int8": ("fp32", "int8_dynamic", "int8"),
+}
 INPUT_NAME = "images"
 REPRESENTATIVE_IMAGES = 128
 
@@ -124,16 +128,16 @@ def convert(
 def export_tflite(
     module,
     out_dir: str,
-    quantize: str | None = None,
+    variants: Sequence[str] = ("fp32",),
     representative: np.ndarray | None = None,
     metadata: dict | None = None,
 ) -> dict[str, str]:
-    """Write ``model.tflite`` and the ``--quantize`` variants into ``out_dir``.
+    """Write the TFLite ``variants`` of the module into ``out_dir``.
 
     Args:
         module: an :class:`~anet_tf.export.saved_model.AnetServing`.
-        quantize: None | fp16 | int8 (int8 writes both the dynamic-range and the
-            full-integer model).
+        variants: any of fp32, fp16, int8_dynamic, int8 (``QUANTIZE_VARIANTS``
+            maps ``--quantize`` to them).
         representative: calibration pixels for full-integer int8.
         metadata: written as ``metadata.json`` beside the models (class names,
             input size, ...).
@@ -142,20 +146,20 @@ def export_tflite(
         variant -> path.
     """
     import json
-
-    if quantize not in QUANTIZE_VARIANTS:
-        raise ValueError(
-            f"quantize must be fp16, int8 or None. Received: quantize={quantize!r}"
-        )
     import shutil
     import tempfile
 
+    unknown = [v for v in variants if v not in TFLITE_FILES]
+    if unknown:
+        raise ValueError(
+            f"unknown TFLite variant(s) {unknown}; valid: {', '.join(TFLITE_FILES)}"
+        )
     os.makedirs(out_dir, exist_ok=True)
     paths = {}
     staging = tempfile.mkdtemp(prefix=".pixel-model-", dir=out_dir)
     try:
         pixel_model = save_pixel_model(module, os.path.join(staging, "model"))
-        for variant in ("fp32", *QUANTIZE_VARIANTS[quantize]):
+        for variant in variants:
             path = os.path.join(out_dir, TFLITE_FILES[variant])
             data = convert(pixel_model, variant, representative)
             with open(path + ".tmp", "wb") as fh:

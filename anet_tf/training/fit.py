@@ -264,6 +264,7 @@ def train(
                 steps_per_epoch=steps,
                 callbacks=callbacks,
                 verbose=verbose,
+                shuffle=False,  # the P x K sampler already orders the stream
             )
         best_score, best_key = callback.best_score, callback.best_key
         last_metrics = callback.last_metrics or last_metrics

@@ -1,0 +1,154 @@
+"""The ``anet-tf export`` and ``anet-tf client`` subcommands (argparse wiring).
+
+``cli.py`` adds them with :func:`add_export_parser` / :func:`add_client_parser` and
+dispatches to :func:`export_command` / :func:`client_command`, which return the
+process exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+EXIT_FAILED = 1
+
+
+def _formats(text: str) -> list[str]:
+    from anet_tf.export import FORMATS
+
+    formats = [f.strip() for f in text.split(",") if f.strip()]
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise argparse.ArgumentTypeError(
+            f"unknown format(s) {', '.join(unknown) or '(none)'}; choose from "
+            f"{','.join(FORMATS)}"
+        )
+    return formats
+
+
+def add_export_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "export",
+        help="export a run to TF Serving SavedModel, TFLite, ONNX or TensorRT",
+        description="Export a trained run. SavedModel: <out>/<model_name>/<version>/ "
+        "for TF Serving (see export/README.md); TFLite: <out>/tflite/; ONNX: "
+        "<out>/onnx/model.onnx; TensorRT (NVIDIA GPU + tensorrt only): "
+        "<out>/tensorrt/.",
+    )
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", help="run directory (its best, else last, checkpoint)")
+    src.add_argument(
+        "--checkpoint", help="checkpoint folder or net.weights.h5 inside a run"
+    )
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument(
+        "--formats",
+        type=_formats,
+        default=None,
+        help="comma-separated: saved_model,tflite,onnx,tensorrt (default: the run's "
+        "export.formats)",
+    )
+    p.add_argument(
+        "--quantize",
+        choices=["fp16", "int8"],
+        default=None,
+        help="extra TFLite variants: fp16, or int8 (dynamic-range and full-integer "
+        "calibrated on training images)",
+    )
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="compare every format with the SavedModel on test images (cosine, "
+        "rank-1) and print the table",
+    )
+    p.add_argument("--quiet", action="store_true", help="print only the result")
+    return p
+
+
+def export_command(args) -> int:
+    from anet_tf.export import ExportRefused
+    from anet_tf.export import export_formats
+    from anet_tf.export import load_trained
+
+    net, cfg, dataset = load_trained(args.run or args.checkpoint)
+    formats = args.formats or list(cfg.export.formats)
+    if args.check and "saved_model" not in formats:
+        formats = ["saved_model", *formats]
+    status = 0
+    try:
+        paths = export_formats(
+            net,
+            cfg,
+            dataset,
+            args.out,
+            formats=formats,
+            quantize=args.quantize or cfg.export.quantize,
+            verbose=not args.quiet,
+        )
+    except ExportRefused as exc:
+        paths = exc.paths
+        for fmt, reason in exc.reasons.items():
+            print(f"anet-tf export: {fmt} refused: {reason}", file=sys.stderr)
+        status = EXIT_FAILED
+    print(json.dumps(paths, indent=2))
+    if args.check and paths.get("saved_model"):
+        from anet_tf.export.parity import format_parity
+        from anet_tf.export.parity import parity_report
+
+        print(format_parity(parity_report(paths, cfg, dataset)))
+    return status
+
+
+def add_client_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "client",
+        help="send images to a running TF Serving model (REST or gRPC)",
+        description="Send image files to TF Serving and print the attributes; "
+        "REST by default, gRPC with --grpc (needs grpcio).",
+    )
+    p.add_argument("images", nargs="+", help="JPEG or PNG files")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument(
+        "--server", default=None, help="REST address (default http://localhost:8501)"
+    )
+    where.add_argument(
+        "--grpc", default=None, metavar="HOST:PORT", help="gRPC address, e.g. localhost:8500"
+    )
+    p.add_argument("--model-name", default="anet", help="model name (default anet)")
+    p.add_argument("--version", type=int, default=None, help="model version (default: latest)")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds")
+    p.add_argument("--out", default=None, help="save the embeddings as .npy")
+    p.add_argument("--json", action="store_true", help="print the outputs as JSON")
+    return p
+
+
+def client_command(args) -> int:
+    import numpy as np
+
+    from anet_tf.export import client
+
+    images = client.read_images(args.images)
+    try:
+        if args.grpc:
+            outputs = client.grpc_predict(
+                args.grpc, images, args.model_name, args.version, timeout=args.timeout
+            )
+        else:
+            outputs = client.rest_predict(
+                args.server or client.DEFAULT_REST,
+                images,
+                args.model_name,
+                args.version,
+                timeout=args.timeout,
+            )
+    except client.ServingError as exc:
+        print(f"anet-tf client: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    if args.out and "embedding" in outputs:
+        np.save(args.out, outputs["embedding"])
+    if args.json:
+        print(json.dumps({k: v.tolist() for k, v in outputs.items()}, indent=2))
+    else:
+        print(client.format_predictions(args.images, outputs))
+    return 0

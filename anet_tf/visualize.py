@@ -1,0 +1,542 @@
+"""Pictures of what a trained model does (matplotlib, PNG) and a TensorBoard
+projector export.
+
+* :func:`plot_ranked_list`: a query and its top-k gallery matches, framed green
+  (same vehicle) or red (another vehicle) where the ids are known, as in Figure 4
+  (row 1) of the paper.
+* :func:`plot_activation_maps`: the unified attribute map G (eq. 5) and the
+  distilled map G_reid (eq. 6) over each image, as in Figure 4 (rows 2 and 3).
+* :func:`plot_training_curves`: the loss terms, learning rate and throughput of a
+  run's ``log.csv``.
+* :func:`plot_cmc`: CMC curves of ``anet-tf evaluate --json-out`` files.
+* :func:`export_projector`: embeddings with thumbnail sprites and attributes as
+  metadata, for TensorBoard's projector.
+
+Every picture has a fixed size in pixels (no tight bounding box), given by the
+``*_size`` functions, so the same call gives the same picture size whatever the
+labels.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from anet_tf.search.embed import Embeddings
+from anet_tf.search.embed import SearchError
+from anet_tf.search.index import Match
+
+DPI = 100
+# Ranked list: one cell per image (inches), a header band for the legend.
+RANK_CELL_W = 1.5
+RANK_CELL_H = 2.0
+HEADER_H = 0.35
+# Activation maps: square cells, a label column on the left.
+ACT_CELL = 1.6
+ACT_LABEL_W = 0.35
+CURVES_SIZE = (10.0, 7.5)
+CMC_SIZE = (6.0, 4.5)
+COLORS = {
+    "match": "#1a9850",
+    "wrong": "#d73027",
+    "unknown": "#9e9e9e",
+    "query": "#2166ac",
+}
+# log.csv columns that are not loss terms.
+LOG_INFO_COLUMNS = ("stage", "epoch", "global_epoch", "lr", "epoch_time_s", "images_per_s")
+SPRITE_MAX = 8192  # TensorBoard's limit on each side of the sprite image
+
+
+def _figure(width_in: float, height_in: float, dpi: int):
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise SearchError(
+            "pictures need matplotlib: pip install 'anet-tf[viz]' (matplotlib)"
+        ) from None
+    return Figure(figsize=(width_in, height_in), dpi=dpi)
+
+
+def _save(fig, out_path: str) -> str:
+    folder = os.path.dirname(os.path.abspath(out_path))
+    os.makedirs(folder, exist_ok=True)
+    fig.savefig(out_path, dpi=fig.dpi, format="png")
+    return out_path
+
+
+def _load_rgb(path: str, size: int | None = None) -> np.ndarray:
+    """An image as uint8 RGB (a grey square when unreadable, so one lost file does
+    not lose the picture), fitted into ``size`` x ``size`` when given."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            if size is not None:
+                im.thumbnail((size, size))
+            return np.asarray(im)
+    except (OSError, ValueError):
+        side = size or 64
+        return np.full((side, side, 3), 200, np.uint8)
+
+
+# ---------------------------------------------------------------- ranked lists
+
+
+@dataclass
+class RankedRow:
+    """One query of a ranked-list picture.
+
+    Args:
+        query_path: the query image.
+        query_pid: its vehicle id, -1 unknown (then frames stay grey).
+        query_text: a line under the query (e.g. its predicted attributes).
+        matches: its top-k matches, best first.
+    """
+
+    query_path: str
+    query_pid: int
+    query_text: str
+    matches: list[Match]
+
+
+def ranked_list_size(rows: int, top_k: int, dpi: int = DPI) -> tuple[int, int]:
+    """(width, height) in pixels of :func:`plot_ranked_list`."""
+    return (
+        round((top_k + 1) * RANK_CELL_W * dpi),
+        round((rows * RANK_CELL_H + HEADER_H) * dpi),
+    )
+
+
+def _attribute_text(values: dict[str, str]) -> str:
+    return " ".join(v for v in values.values() if v)
+
+
+def plot_ranked_list(
+    rows: Sequence[RankedRow],
+    out_path: str,
+    top_k: int,
+    *,
+    title: str = "",
+    dpi: int = DPI,
+) -> str:
+    """Each query (left, blue frame) followed by its ``top_k`` matches.
+
+    A match is framed green when its vehicle id equals the query's, red when it
+    differs, grey when either is unknown. Above each match: rank and cosine
+    similarity; below: vehicle id, camera and predicted attributes.
+
+    Returns:
+        ``out_path``; the PNG is :func:`ranked_list_size` pixels.
+    """
+    if not rows:
+        raise SearchError("a ranked list needs at least one query")
+    width_px, height_px = ranked_list_size(len(rows), top_k, dpi)
+    fig = _figure(width_px / dpi, height_px / dpi, dpi)
+    cols = top_k + 1
+    cell_w, cell_h = 1.0 / cols, (1.0 - HEADER_H * dpi / height_px) / len(rows)
+    from matplotlib.patches import Patch
+
+    band = HEADER_H * dpi / height_px
+    fig.text(0.01, 1 - 0.5 * band, title or "ranked list", va="center", fontsize=10)
+    legend = [("query", "query"), ("same vehicle", "match"), ("other vehicle", "wrong")]
+    fig.legend(
+        handles=[
+            Patch(facecolor="none", edgecolor=COLORS[key], linewidth=3, label=label)
+            for label, key in legend
+        ],
+        loc="center right",
+        bbox_to_anchor=(0.995, 1 - 0.5 * band),
+        ncol=len(legend),
+        frameon=False,
+        fontsize=8,
+        handlelength=1.2,
+    )
+    thumb = int(RANK_CELL_W * dpi)
+    for r, row in enumerate(rows):
+        top = 1 - band - r * cell_h
+        cells = [(row.query_path, "query", row.query_text, COLORS["query"])]
+        for m in row.matches[:top_k]:
+            if row.query_pid >= 0 and m.pid >= 0:
+                color = COLORS["match"] if m.pid == row.query_pid else COLORS["wrong"]
+            else:
+                color = COLORS["unknown"]
+            ident = f"id {m.pid}" if m.pid >= 0 else ""
+            cam = f"c{m.camid}" if m.camid >= 0 else ""
+            below = " ".join(t for t in (ident, cam) if t)
+            attrs = _attribute_text(m.predicted)
+            text = f"{below}\n{attrs}" if below and attrs else below or attrs
+            cells.append((m.path, f"{m.rank}: {m.score:.3f}", text, color))
+        for c, (path, above, below, color) in enumerate(cells):
+            ax = fig.add_axes(
+                [c * cell_w + 0.06 * cell_w, top - 0.80 * cell_h, 0.88 * cell_w, 0.66 * cell_h]
+            )
+            ax.imshow(_load_rgb(path, thumb), interpolation="bilinear")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_edgecolor(color)
+                spine.set_linewidth(4 if color != COLORS["unknown"] else 1.5)
+            ax.set_title(above, fontsize=8, pad=3, color=COLORS["query"] if c == 0 else "black")
+            ax.text(0.5, -0.04, below, transform=ax.transAxes, ha="center", va="top", fontsize=7)
+        if not row.matches:
+            fig.text(1.5 * cell_w, top - 0.5 * cell_h, "no gallery item matches the filter", fontsize=9, va="center")
+    return _save(fig, out_path)
+
+
+# ------------------------------------------------------------- activation maps
+
+
+def activation_size(num_images: int, dpi: int = DPI) -> tuple[int, int]:
+    """(width, height) in pixels of :func:`plot_activation_maps`."""
+    return (
+        round((ACT_LABEL_W + num_images * ACT_CELL) * dpi),
+        round((3 * ACT_CELL + HEADER_H) * dpi),
+    )
+
+
+def map_heat(feature_map: np.ndarray) -> np.ndarray:
+    """A feature map [h, w, c] -> its per-position L2 norm over channels, scaled to
+    [0, 1] (min-max over the map; a constant map gives zeros).
+
+    The paper shows the maps without saying how channels are reduced; the L2 norm
+    is non-negative (a channel mean of post-ReLU maps would do as well) and keeps
+    where the map is strong.
+    """
+    heat = np.sqrt(np.sum(np.square(np.asarray(feature_map, np.float64)), axis=-1))
+    lo, hi = float(heat.min()), float(heat.max())
+    if hi - lo < 1e-12:
+        return np.zeros_like(heat, np.float32)
+    return ((heat - lo) / (hi - lo)).astype(np.float32)
+
+
+def _upsample(heat: np.ndarray, height: int, width: int) -> np.ndarray:
+    from PIL import Image
+
+    image = Image.fromarray(heat.astype(np.float32), mode="F")
+    return np.asarray(image.resize((width, height), Image.BILINEAR), np.float32)
+
+
+def activation_maps(net, image_paths: Sequence[str], image_size: Sequence[int]) -> dict:
+    """G and G_reid of each image under a functional ANet network.
+
+    Images go through :func:`anet_tf.data.pipeline.read_image` and
+    :func:`~anet_tf.data.pipeline.preprocess_for_inference`, as in evaluation.
+
+    Returns:
+        ``{"pixels": uint8 [N, H, W, 3] (the resized network input),
+        "G": float32 [N, H, W], "G_reid": float32 [N, H, W]}``, the maps as
+        :func:`map_heat`, upsampled bilinearly to the input size.
+
+    Raises:
+        SearchError: the network has no Joint Module (variant baseline or van).
+    """
+    import tensorflow as tf
+
+    from anet_tf.data.pipeline import preprocess_for_inference
+    from anet_tf.data.pipeline import read_image
+    from anet_tf.data.pipeline import resize
+
+    missing = [k for k in ("G", "G_reid") if k not in net.output]
+    if missing:
+        raise SearchError(
+            f"activation maps need the Joint Module's G and G_reid (model.variant "
+            f"anet); this network gives {sorted(net.output)}"
+        )
+    h, w = (int(s) for s in image_size)
+    pixels, inputs = [], []
+    for path in image_paths:
+        try:
+            image = read_image(path)
+        except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as exc:
+            raise SearchError(f"{path}: cannot read the image ({exc.message.splitlines()[0]})") from None
+        pixels.append(np.clip(np.round(resize(image, (h, w)).numpy()), 0, 255).astype(np.uint8))
+        inputs.append(preprocess_for_inference(image, (h, w)))
+    out = net(tf.stack(inputs), training=False)
+    result = {"pixels": np.stack(pixels)}
+    for key in ("G", "G_reid"):
+        maps = np.asarray(out[key], np.float32)
+        result[key] = np.stack([_upsample(map_heat(m), h, w) for m in maps])
+    return result
+
+
+def plot_activation_maps(
+    maps: dict,
+    out_path: str,
+    *,
+    titles: Sequence[str] | None = None,
+    title: str = "",
+    dpi: int = DPI,
+) -> str:
+    """Rows: the image, G over it, G_reid over it (jet colour map, half
+    transparent); one column per image.
+
+    Args:
+        maps: the dict of :func:`activation_maps`.
+        titles: a short caption per image (e.g. its file name).
+
+    Returns:
+        ``out_path``; the PNG is :func:`activation_size` pixels.
+    """
+    pixels = maps["pixels"]
+    n = len(pixels)
+    if n == 0:
+        raise SearchError("activation maps need at least one image")
+    width_px, height_px = activation_size(n, dpi)
+    fig = _figure(width_px / dpi, height_px / dpi, dpi)
+    label_w = ACT_LABEL_W * dpi / width_px
+    cell_w = (1 - label_w) / n
+    band = HEADER_H * dpi / height_px
+    cell_h = (1 - band) / 3
+    fig.text(0.01, 1 - 0.5 * band, title or "activation maps (Figure 4, rows 2-3)", va="center", fontsize=10)
+    rows = [("image", None), ("G (eq. 5)", "G"), ("G_reid (eq. 6)", "G_reid")]
+    for r, (label, key) in enumerate(rows):
+        top = 1 - band - r * cell_h
+        fig.text(0.5 * label_w, top - 0.5 * cell_h, label, rotation=90, ha="center", va="center", fontsize=9)
+        for c in range(n):
+            ax = fig.add_axes([label_w + c * cell_w + 0.04 * cell_w, top - 0.9 * cell_h, 0.92 * cell_w, 0.84 * cell_h])
+            ax.imshow(pixels[c])
+            if key is not None:
+                ax.imshow(maps[key][c], cmap="jet", alpha=0.5, vmin=0.0, vmax=1.0)
+            ax.set_axis_off()
+            if r == 0 and titles:
+                ax.set_title(titles[c], fontsize=7, pad=2)
+    return _save(fig, out_path)
+
+
+# ------------------------------------------------------------ training curves
+
+
+def read_log(path: str) -> dict[str, np.ndarray]:
+    """The columns of a run's ``log.csv`` as float arrays (NaN where empty).
+
+    Args:
+        path: the ``log.csv`` file or the run directory holding it.
+    """
+    if os.path.isdir(path):
+        path = os.path.join(path, "log.csv")
+    if not os.path.isfile(path):
+        raise SearchError(f"{path}: no such training log (a run directory has log.csv)")
+    with open(path, encoding="utf-8", newline="") as fh:
+        rows = list(csv.reader(fh))
+    if len(rows) < 2:
+        raise SearchError(f"{path}: the log has no epochs yet")
+    header = rows[0]
+    if "global_epoch" not in header:
+        raise SearchError(f"{path}:1: not an anet-tf log (no global_epoch column); header {header}")
+    columns: dict[str, list[float]] = {h: [] for h in header}
+    for line, row in enumerate(rows[1:], start=2):
+        if not row:
+            continue
+        if len(row) != len(header):
+            raise SearchError(f"{path}:{line}: {len(row)} cells, the header has {len(header)}")
+        for h, cell in zip(header, row, strict=True):
+            try:
+                columns[h].append(float(cell) if cell.strip() else math.nan)
+            except ValueError:
+                raise SearchError(f"{path}:{line}: column {h}: not a number: {cell!r}") from None
+    return {h: np.asarray(v, np.float64) for h, v in columns.items()}
+
+
+def plot_training_curves(log_path: str, out_path: str, *, title: str = "", dpi: int = DPI) -> str:
+    """Four panels over the global epoch: the total loss, each loss term, the
+    learning rate (log scale) and the training throughput; a dashed line marks the
+    start of stage 2 (eq. 13, backbone frozen).
+
+    Returns:
+        ``out_path``; the PNG is ``CURVES_SIZE`` inches at ``dpi``.
+    """
+    log = read_log(log_path)
+    x = log["global_epoch"]
+    fig = _figure(*CURVES_SIZE, dpi)
+    axes = fig.subplots(2, 2, sharex=True)
+    fig.subplots_adjust(left=0.08, right=0.98, top=0.92, bottom=0.08, hspace=0.18, wspace=0.2)
+    run = log_path if os.path.isdir(log_path) else os.path.dirname(os.path.abspath(log_path))
+    fig.suptitle(title or f"training of {os.path.basename(os.path.abspath(run))}", fontsize=11)
+    terms = [h for h in log if h not in LOG_INFO_COLUMNS and h != "total"]
+    if "total" in log:
+        axes[0, 0].plot(x, log["total"], marker="o", ms=3, color="black")
+    axes[0, 0].set_title("total loss", fontsize=10)
+    for name in terms:
+        if np.isfinite(log[name]).any():
+            axes[0, 1].plot(x, log[name], marker="o", ms=2, label=name)
+    axes[0, 1].set_title("loss terms", fontsize=10)
+    if terms:
+        axes[0, 1].legend(fontsize=7, ncol=2)
+    if "lr" in log:
+        axes[1, 0].plot(x, log["lr"], drawstyle="steps-mid", color="tab:purple")
+        axes[1, 0].set_yscale("log")
+    axes[1, 0].set_title("learning rate", fontsize=10)
+    if "images_per_s" in log:
+        axes[1, 1].plot(x, log["images_per_s"], marker="o", ms=3, color="tab:green")
+    axes[1, 1].set_title("images / s", fontsize=10)
+    stage = log.get("stage")
+    starts = []
+    if stage is not None and len(stage) > 1:
+        starts = [x[i] - 0.5 for i in range(1, len(stage)) if stage[i] != stage[i - 1]]
+    for ax in axes.flat:
+        for s in starts:
+            ax.axvline(s, color="grey", ls="--", lw=1)
+        ax.grid(alpha=0.3)
+        ax.tick_params(labelsize=8)
+    for ax in axes[1]:
+        ax.set_xlabel("epoch", fontsize=9)
+    if starts:
+        axes[0, 0].text(starts[0], axes[0, 0].get_ylim()[1], " stage 2", va="top", fontsize=8, color="grey")
+    return _save(fig, out_path)
+
+
+# ------------------------------------------------------------------- CMC curves
+
+
+def read_cmc(path: str) -> tuple[np.ndarray, dict]:
+    """The CMC curve and metrics of an ``anet-tf evaluate --json-out`` file (or a
+    run's ``metrics.json``).
+
+    Returns:
+        (cmc float [R] in [0, 1], the file's dict).
+    """
+    import json
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            payload = json.load(fh)
+    except OSError as exc:
+        raise SearchError(f"{path}: cannot read: {exc.strerror}") from None
+    except json.JSONDecodeError as exc:
+        raise SearchError(f"{path}: not JSON ({exc})") from None
+    metrics = payload.get("metrics", payload) if isinstance(payload, dict) else {}
+    cmc = metrics.get("cmc") if isinstance(metrics, dict) else None
+    if not cmc:
+        raise SearchError(
+            f"{path}: no CMC curve (expected {{\"metrics\": {{\"cmc\": [...]}}}} as "
+            f"`anet-tf evaluate --json-out` writes)"
+        )
+    return np.asarray(cmc, np.float64), payload
+
+
+def plot_cmc(
+    curves: Sequence[tuple[str, np.ndarray]],
+    out_path: str,
+    *,
+    max_rank: int | None = None,
+    title: str = "CMC",
+    dpi: int = DPI,
+) -> str:
+    """CMC curves: matching rate (%) at rank 1..R, one line per (label, cmc).
+
+    Returns:
+        ``out_path``; the PNG is ``CMC_SIZE`` inches at ``dpi``.
+    """
+    if not curves:
+        raise SearchError("a CMC picture needs at least one curve")
+    fig = _figure(*CMC_SIZE, dpi)
+    ax = fig.add_axes([0.12, 0.12, 0.84, 0.78])
+    for label, cmc in curves:
+        r = len(cmc) if max_rank is None else min(max_rank, len(cmc))
+        ranks = np.arange(1, r + 1)
+        ax.plot(ranks, 100 * np.asarray(cmc[:r]), marker="o", ms=3, label=f"{label} (R1 {100 * cmc[0]:.1f}%)")
+    ax.set_xlabel("rank", fontsize=9)
+    ax.set_ylabel("matching rate (%)", fontsize=9)
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title(title, fontsize=10)
+    return _save(fig, out_path)
+
+
+# -------------------------------------------------------------------- projector
+
+
+def sprite_layout(n: int, thumb_size: int | None = None) -> tuple[int, int]:
+    """(images per side of the sprite grid, thumbnail side in pixels) for ``n``
+    images: at most 64 px, and the sprite within TensorBoard's 8192 px."""
+    side = max(1, math.ceil(math.sqrt(n)))
+    limit = SPRITE_MAX // side
+    thumb = min(thumb_size or 64, limit)
+    if thumb < 1:
+        raise SearchError(f"{n} images do not fit a {SPRITE_MAX} px sprite; lower --max-images")
+    return side, thumb
+
+
+def _tsv_cell(value) -> str:
+    return str(value).replace("\t", " ").replace("\n", " ").replace("\r", " ")
+
+
+def export_projector(
+    emb: Embeddings,
+    log_dir: str,
+    *,
+    max_images: int = 10000,
+    thumb_size: int | None = None,
+    seed: int = 0,
+) -> dict:
+    """Write ``emb`` for TensorBoard's projector (``tensorboard --logdir LOG_DIR``,
+    tab PROJECTOR).
+
+    Files: the embeddings as a TF checkpoint (``embedding.ckpt-1.*``),
+    ``metadata.tsv`` (path, pid, camid, per attribute the predicted class and the
+    known class), ``sprite.png`` (thumbnails in row-major order) and
+    ``projector_config.pbtxt``.
+
+    Args:
+        emb: the embeddings (``anet-tf embed`` output).
+        log_dir: the TensorBoard log folder (created).
+        max_images: a larger set is sampled down to this many (seeded).
+        thumb_size: thumbnail side in pixels (default 64, less when the sprite
+            would exceed 8192 px).
+
+    Returns:
+        ``{"count", "thumb_size", "metadata", "sprite", "config", "checkpoint"}``.
+    """
+    import tensorflow as tf
+    from PIL import Image
+    from tensorboard.plugins import projector
+
+    n = len(emb)
+    if n == 0:
+        raise SearchError("no embeddings to export")
+    keep = np.arange(n)
+    if n > max_images:
+        keep = np.sort(np.random.default_rng(seed).choice(n, max_images, replace=False))
+    os.makedirs(log_dir, exist_ok=True)
+    side, thumb = sprite_layout(len(keep), thumb_size)
+    sprite = Image.new("RGB", (side * thumb, side * thumb), (255, 255, 255))
+    for k, i in enumerate(keep):
+        im = Image.fromarray(_load_rgb(emb.paths[i])).resize((thumb, thumb), Image.BILINEAR)
+        sprite.paste(im, ((k % side) * thumb, (k // side) * thumb))
+    sprite_path = os.path.join(log_dir, "sprite.png")
+    sprite.save(sprite_path)
+    metadata_path = os.path.join(log_dir, "metadata.tsv")
+    names = emb.attribute_names
+    with open(metadata_path, "w", encoding="utf-8") as fh:
+        header = ["path", "pid", "camid", *names, *[f"{a}_known" for a in names]]
+        fh.write("\t".join(header) + "\n")
+        for i in keep:
+            cells = [emb.paths[i], int(emb.pids[i]), int(emb.camids[i])]
+            cells += [emb.predicted[a][i] for a in names]
+            cells += [emb.known[a][i] or "?" for a in names]
+            fh.write("\t".join(_tsv_cell(c) for c in cells) + "\n")
+    variable = tf.Variable(np.asarray(emb.embedding[keep], np.float32), name="embedding")
+    checkpoint = tf.train.Checkpoint(embedding=variable)
+    ckpt_path = checkpoint.save(os.path.join(log_dir, "embedding.ckpt"))
+    config = projector.ProjectorConfig()
+    info = config.embeddings.add()
+    info.tensor_name = "embedding/.ATTRIBUTES/VARIABLE_VALUE"
+    info.metadata_path = "metadata.tsv"
+    info.sprite.image_path = "sprite.png"
+    info.sprite.single_image_dim.extend([thumb, thumb])
+    projector.visualize_embeddings(log_dir, config)
+    return {
+        "count": int(len(keep)),
+        "thumb_size": thumb,
+        "metadata": metadata_path,
+        "sprite": sprite_path,
+        "config": os.path.join(log_dir, "projector_config.pbtxt"),
+        "checkpoint": ckpt_path,
+    }

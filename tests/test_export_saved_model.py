@@ -1,0 +1,269 @@
+"""The TF Serving SavedModel: layout, size, signatures, parity with Keras, bad input.
+
+One tiny ANet (ResNet-18-IBN-a at base width 8, 48x32 input so height and width
+cannot be swapped unnoticed) is exported once per module. The helpers at the top
+are shared with the other export tests.
+"""
+
+import io
+import json
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from anet_tf.config import load_config
+from anet_tf.data.pipeline import decode_image
+from anet_tf.data.pipeline import normalize
+from anet_tf.data.pipeline import preprocess_for_inference
+from anet_tf.data.readers import load_dataset
+from anet_tf.data.synthetic import generate
+from anet_tf.model import build_model_from_config
+from anet_tf.model import test_feature
+
+IMAGE_SIZE = (48, 32)
+
+
+# ---------------------------------------------------------------- shared helpers
+
+
+def tiny_config(root, overrides=()):
+    return load_config(
+        None,
+        [
+            "data.name=synthetic",
+            f"data.root={root}",
+            f"data.image_size=[{IMAGE_SIZE[0]}, {IMAGE_SIZE[1]}]",
+            "model.backbone=resnet18_ibn_a",
+            "model.base_width=8",
+            "model.s_f=16",
+            "model.s_a=8",
+            "model.s_j=16",
+            *overrides,
+        ],
+    )
+
+
+def tiny_run(tmp, overrides=()):
+    """(net, cfg, dataset): a tiny synthetic dataset and an untrained tiny ANet."""
+    root = os.path.join(tmp, "data")
+    generate(root, ids=8, test_ids=4, cameras=2, images_per_id=4, image_size=32)
+    cfg = tiny_config(root, overrides)
+    dataset = load_dataset(cfg)
+    tf.keras.utils.set_random_seed(0)
+    net = build_model_from_config(cfg, len(dataset.train_pids()), dataset.num_classes)
+    return net, cfg, dataset
+
+
+def encode(array, fmt="PNG", mode=None):
+    image = Image.fromarray(np.asarray(array, np.uint8), mode)
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def random_pixels(h, w, seed=0, channels=3):
+    rng = np.random.default_rng(seed)
+    shape = (h, w) if channels == 1 else (h, w, channels)
+    return rng.integers(0, 256, shape, dtype=np.uint8)
+
+
+def keras_reference(net, cfg, names, image_bytes):
+    """What evaluation computes for encoded images: decode + preprocess, the Keras
+    network, the test feature, L2 normalisation."""
+    images = tf.stack(
+        [
+            preprocess_for_inference(decode_image(tf.constant(b)), cfg.data.image_size)
+            for b in image_bytes
+        ]
+    )
+    out = net(images, training=False)
+    feature = test_feature(out, cfg.eval.feature, names).numpy()
+    embedding = feature / np.linalg.norm(feature, axis=-1, keepdims=True)
+    probs = {n: tf.nn.softmax(out[f"a_{n}_logits"]).numpy() for n in names}
+    return embedding, probs
+
+
+# ---------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    from anet_tf.export.saved_model import export_saved_model
+
+    tmp = str(tmp_path_factory.mktemp("saved_model"))
+    net, cfg, dataset = tiny_run(tmp)
+    path = export_saved_model(net, cfg, dataset, os.path.join(tmp, "export"))
+    return net, cfg, dataset, path, tf.saved_model.load(path)
+
+
+def test_tf_serving_layout_and_assets(exported):
+    net, cfg, dataset, path, _ = exported
+    base = os.path.dirname(path)
+    assert os.path.basename(base) == cfg.export.model_name == "anet"
+    assert os.path.basename(path) == str(cfg.export.version) == "1"
+    assert os.listdir(base) == ["1"], "the staging folder was left behind"
+    for name in ("saved_model.pb", "variables", "assets", "assets.extra"):
+        assert os.path.exists(os.path.join(path, name)), name
+    with open(os.path.join(path, "assets", "metadata.json")) as fh:
+        meta = json.load(fh)
+    assert meta["input_size"] == list(IMAGE_SIZE)
+    assert meta["feature"] == cfg.eval.feature == "j"
+    assert meta["embedding_dim"] == 16
+    assert meta["dataset"] == "synthetic"
+    assert [a["name"] for a in meta["attributes"]] == ["color", "type"]
+    assert meta["attributes"][0]["classes"] == dataset.attribute_classes[0]
+    with open(os.path.join(path, "assets", "color_classes.txt")) as fh:
+        assert fh.read().splitlines() == dataset.attribute_classes[0]
+    with open(os.path.join(path, "assets", "config.yaml")) as fh:
+        assert "resnet18_ibn_a" in fh.read()
+
+
+def test_each_variable_is_stored_once(exported):
+    net, _, _, path, _ = exported
+    weights = sum(v.numpy().nbytes for v in net.variables)
+    stored = sum(
+        os.path.getsize(os.path.join(path, "variables", f))
+        for f in os.listdir(os.path.join(path, "variables"))
+    )
+    # model.export writes about 2x the weights; the index and headers add little.
+    assert stored < 1.1 * weights + 64 * 1024, (stored, weights)
+
+
+def test_saved_model_cli_lists_the_signatures(exported):
+    path = exported[3]
+    if shutil.which("saved_model_cli") is None:
+        pytest.skip("saved_model_cli is not on PATH")
+    out = subprocess.run(
+        ["saved_model_cli", "show", "--dir", path, "--all"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    assert out.returncode == 0, out.stderr
+    for text in (
+        "signature_def['serving_default']",
+        "signature_def['serve_images']",
+        "signature_def['serve_images_uint8']",
+        "inputs['image_bytes']",
+        "outputs['embedding']",
+        "outputs['color_label']",
+        "outputs['type_probs']",
+    ):
+        assert text in out.stdout, text
+
+
+def test_every_signature_matches_keras(exported):
+    net, cfg, dataset, _, loaded = exported
+    names = ["color", "type"]
+    pixels = [random_pixels(60, 40, seed=1), random_pixels(48, 32, seed=2)]
+    files = [encode(p) for p in pixels]
+    embedding, probs = keras_reference(net, cfg, names, files)
+
+    by_bytes = loaded.signatures["serving_default"](image_bytes=tf.constant(files))
+    results = [by_bytes]
+    for p in pixels:  # decoded images of different sizes go one at a time
+        for dtype, signature in ((tf.float32, "serve_images"), (tf.uint8, "serve_images_uint8")):
+            out = loaded.signatures[signature](images=tf.constant(p[None], dtype))
+            results.append({k: v for k, v in out.items()})
+    for i, out in enumerate(results):
+        rows = slice(None) if i == 0 else slice((i - 1) // 2, (i - 1) // 2 + 1)
+        np.testing.assert_allclose(out["embedding"].numpy(), embedding[rows], atol=1e-5)
+        for n in names:
+            np.testing.assert_allclose(out[f"{n}_probs"].numpy(), probs[n][rows], atol=1e-5)
+            classes = dataset.attribute_classes[names.index(n)]
+            expected = [classes[k].encode() for k in probs[n][rows].argmax(-1)]
+            assert list(out[f"{n}_label"].numpy()) == expected
+    assert by_bytes["embedding"].shape == (2, 16)
+    np.testing.assert_allclose(np.linalg.norm(by_bytes["embedding"], axis=-1), 1, atol=1e-6)
+
+
+def test_not_an_image_is_invalid_argument_and_the_model_keeps_serving(exported):
+    _, _, _, _, loaded = exported
+    serve = loaded.signatures["serving_default"]
+    good = encode(random_pixels(20, 20))
+    jpeg = encode(random_pixels(20, 20), "JPEG")
+    for bad, reason in (
+        (b"hello, not an image", "not a JPEG, PNG, GIF, BMP or WebP file"),
+        (b"", "the file is empty"),
+        (jpeg[: len(jpeg) // 2], "truncated JPEG"),
+    ):
+        with pytest.raises(tf.errors.InvalidArgumentError, match="cannot decode image") as info:
+            serve(image_bytes=tf.constant([good, bad]))
+        assert reason in str(info.value)
+    assert serve(image_bytes=tf.constant([good]))["embedding"].shape == (1, 16)
+
+
+def test_grayscale_rgba_and_large_images(exported):
+    net, cfg, _, _, loaded = exported
+    files = [
+        encode(random_pixels(30, 20, seed=3, channels=1), "PNG", "L"),
+        encode(random_pixels(30, 20, seed=4, channels=4), "PNG", "RGBA"),
+        encode(random_pixels(1200, 1600, seed=5), "JPEG"),
+    ]
+    embedding, _ = keras_reference(net, cfg, ["color", "type"], files)
+    out = loaded.signatures["serving_default"](image_bytes=tf.constant(files))
+    assert np.isfinite(out["embedding"].numpy()).all()
+    np.testing.assert_allclose(out["embedding"].numpy(), embedding, atol=1e-5)
+
+
+def test_empty_batch_gives_empty_outputs(exported):
+    _, _, _, _, loaded = exported
+    h, w = IMAGE_SIZE
+    calls = {
+        "serving_default": {"image_bytes": tf.constant([], tf.string)},
+        "serve_images": {"images": tf.zeros([0, h, w, 3], tf.float32)},
+        "serve_images_uint8": {"images": tf.zeros([0, 100, 80, 3], tf.uint8)},
+    }
+    for signature, inputs in calls.items():
+        out = loaded.signatures[signature](**inputs)
+        assert out["embedding"].shape == (0, 16), signature
+        assert out["color_probs"].shape[0] == 0
+        assert out["type_label"].shape == (0,)
+
+
+def test_load_embedder_takes_normalised_images(exported):
+    from anet_tf.export.saved_model import load_embedder
+
+    net, cfg, _, path, _ = exported
+    embed = load_embedder(path)
+    pixels = np.stack([random_pixels(*IMAGE_SIZE, seed=s) for s in (6, 7)])
+    images = normalize(tf.constant(pixels, tf.float32))
+    out = embed(images)
+    feature = test_feature(net(images, training=False), "j", ["color", "type"]).numpy()
+    expected = feature / np.linalg.norm(feature, axis=-1, keepdims=True)
+    assert isinstance(out, np.ndarray)
+    np.testing.assert_allclose(out, expected, atol=1e-5)
+    with pytest.raises(FileNotFoundError, match="saved_model.pb"):
+        load_embedder(os.path.dirname(path))
+
+
+def test_baseline_has_only_the_embedding(exported):
+    from anet_tf.export.saved_model import build_serving_module
+
+    _, _, dataset, _, _ = exported
+    cfg = tiny_config(dataset.root, ["model.variant=baseline", "eval.feature=f"])
+    net = build_model_from_config(cfg, len(dataset.train_pids()), dataset.num_classes)
+    module = build_serving_module(net, cfg, dataset)
+    out = module.serve_images(tf.zeros([2, 10, 10, 3]))
+    assert sorted(out) == ["embedding"]
+    assert out["embedding"].shape == (2, 16)
+
+
+def test_wrong_class_names_are_refused(exported):
+    from anet_tf.export.saved_model import AnetServing
+
+    net = exported[0]
+    with pytest.raises(ValueError, match="class names"):
+        AnetServing(
+            net,
+            feature="j",
+            attribute_names=["color", "type"],
+            attribute_classes=[["red", "blue"], ["a", "b"]],
+            image_size=IMAGE_SIZE,
+        )
