@@ -367,7 +367,7 @@ def plot_training_curves(log_path: str, out_path: str, *, title: str = "", dpi: 
             axes[0, 1].plot(x, log[name], marker="o", ms=2, label=name)
     axes[0, 1].set_title("loss terms", fontsize=10)
     if terms:
-        axes[0, 1].legend(fontsize=7, ncol=2)
+        axes[0, 1].legend(fontsize=7, ncol=2, loc="upper right")
     if "lr" in log:
         axes[1, 0].plot(x, log["lr"], drawstyle="steps-mid", color="tab:purple")
         axes[1, 0].set_yscale("log")
@@ -441,6 +441,9 @@ def plot_cmc(
         r = len(cmc) if max_rank is None else min(max_rank, len(cmc))
         ranks = np.arange(1, r + 1)
         ax.plot(ranks, 100 * np.asarray(cmc[:r]), marker="o", ms=3, label=f"{label} (R1 {100 * cmc[0]:.1f}%)")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("rank", fontsize=9)
     ax.set_ylabel("matching rate (%)", fontsize=9)
     ax.set_ylim(0, 100)

@@ -53,10 +53,14 @@ def load_model(args):
 
     cfg = load_config(args.config, args.overrides)
     classes = [[f"{a}{i}" for i in range(6)] for a in cfg.data.attributes]
-    dataset = ReidDataset("synthetic", cfg.data.root, list(cfg.data.attributes), classes)
+    dataset = ReidDataset(
+        "synthetic", cfg.data.root, list(cfg.data.attributes), classes
+    )
     net = build_model_from_config(cfg, 80, [len(c) for c in classes])
     rng = np.random.default_rng(1)
-    representative = rng.uniform(0, 255, (32, *cfg.data.image_size, 3)).astype(np.float32)
+    representative = rng.uniform(0, 255, (32, *cfg.data.image_size, 3)).astype(
+        np.float32
+    )
     return net, cfg, dataset, representative
 
 
@@ -76,7 +80,9 @@ def build_runners(net, cfg, dataset, representative, out_dir, threads):
 
     module = build_serving_module(net, cfg, dataset)
     saved = export_saved_model(net, cfg, dataset, out_dir, warmup=False)
-    lite = export_tflite(module, os.path.join(out_dir, "tflite"), list(TFLITE_FILES), representative)
+    lite = export_tflite(
+        module, os.path.join(out_dir, "tflite"), list(TFLITE_FILES), representative
+    )
     onnx_path = export_onnx(module, os.path.join(out_dir, "onnx"))
 
     names = list(module.attribute_names)
@@ -100,8 +106,14 @@ def build_runners(net, cfg, dataset, representative, out_dir, threads):
         ),
     }
     for variant, path in lite.items():
-        runners[f"tflite {variant}"] = (LiteRTModel(path, num_threads=threads), np.asarray)
-    runners["onnxruntime"] = (OnnxRuntimeModel(onnx_path, num_threads=threads), np.asarray)
+        runners[f"tflite {variant}"] = (
+            LiteRTModel(path, num_threads=threads),
+            np.asarray,
+        )
+    runners["onnxruntime"] = (
+        OnnxRuntimeModel(onnx_path, num_threads=threads),
+        np.asarray,
+    )
     sizes = {
         "saved_model serve_images": _du(saved),
         "saved_model serving_default (JPEG)": _du(saved),
@@ -113,7 +125,9 @@ def build_runners(net, cfg, dataset, representative, out_dir, threads):
 
 def _du(path):
     return sum(
-        os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files
+        os.path.getsize(os.path.join(d, f))
+        for d, _, files in os.walk(path)
+        for f in files
     )
 
 
@@ -145,12 +159,16 @@ def summary(seconds, batch):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--run", default=None, help="run directory (default: untrained)")
+    parser.add_argument(
+        "--run", default=None, help="run directory (default: untrained)"
+    )
     parser.add_argument("--config", default=None, help="config without --run")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=30, help="batch-1 calls")
-    parser.add_argument("--repeats-batch", type=int, default=8, help="large-batch calls")
+    parser.add_argument(
+        "--repeats-batch", type=int, default=8, help="large-batch calls"
+    )
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--out", default=None, help="keep the exported files here")
@@ -162,9 +180,15 @@ def main(argv=None) -> int:
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     net, cfg, dataset, representative = load_model(args)
     out_dir = args.out or tempfile.mkdtemp(prefix="anet-bench-")
-    runners, sizes = build_runners(net, cfg, dataset, representative, out_dir, args.threads)
+    runners, sizes = build_runners(
+        net, cfg, dataset, representative, out_dir, args.threads
+    )
     h, w = cfg.data.image_size
-    pixels = np.random.default_rng(0).uniform(0, 255, (args.batch, h, w, 3)).astype(np.float32)
+    pixels = (
+        np.random.default_rng(0)
+        .uniform(0, 255, (args.batch, h, w, 3))
+        .astype(np.float32)
+    )
     params = {
         "run": args.run,
         "config": cfg.source,
@@ -214,10 +238,14 @@ def main(argv=None) -> int:
     int8 = results.get("tflite int8", {}).get("speedup_batch1")
     if int8 is not None:
         verdict = "meets" if int8 >= 2 else "MISSES"
-        print(f"\nTFLite int8 at batch 1: {int8:.2f}x the SavedModel ({verdict} the 2x target)")
+        print(
+            f"\nTFLite int8 at batch 1: {int8:.2f}x the SavedModel ({verdict} the 2x target)"
+        )
     if args.json_out:
         with open(args.json_out, "w", encoding="utf-8") as fh:
-            json.dump({"machine": info, "params": params, "results": results}, fh, indent=2)
+            json.dump(
+                {"machine": info, "params": params, "results": results}, fh, indent=2
+            )
         print(f"wrote {args.json_out}")
     return 0
 

@@ -74,14 +74,22 @@ def test_warmup_file_parses_as_prediction_logs_that_run(served):
         inputs = {k: sp.make_ndarray(v) for k, v in request.inputs.items()}
         out = _run_signature(loaded, request.model_spec.signature_name, inputs)
         assert out["embedding"].shape[0] == next(iter(inputs.values())).shape[0]
-    sizes = [len(r.predict_log.request.inputs["image_bytes"].string_val) for r in records[:-1]]
+    sizes = [
+        len(r.predict_log.request.inputs["image_bytes"].string_val)
+        for r in records[:-1]
+    ]
     assert sizes == list(BATCH_SIZES)
 
 
 def test_warmup_file_parses_with_tensorflow_serving_api(served):
-    prediction_log_pb2 = pytest.importorskip("tensorflow_serving.apis.prediction_log_pb2")
+    prediction_log_pb2 = pytest.importorskip(
+        "tensorflow_serving.apis.prediction_log_pb2"
+    )
     path = served[0]
-    raw = [r.numpy() for r in tf.data.TFRecordDataset(os.path.join(path, WARMUP_DIR, WARMUP_FILE))]
+    raw = [
+        r.numpy()
+        for r in tf.data.TFRecordDataset(os.path.join(path, WARMUP_DIR, WARMUP_FILE))
+    ]
     for data in raw:
         log = prediction_log_pb2.PredictionLog.FromString(data)
         assert log.WhichOneof("log_type") == "predict_log"
@@ -96,7 +104,9 @@ def test_batching_parameters_match_the_warmup_batch_sizes():
         text = fh.read()
     allowed = [int(v) for v in re.findall(r"allowed_batch_sizes\s*:\s*(\d+)", text)]
     assert allowed == list(BATCH_SIZES)
-    max_batch = int(re.search(r"max_batch_size\s*\{\s*value\s*:\s*(\d+)", text).group(1))
+    max_batch = int(
+        re.search(r"max_batch_size\s*\{\s*value\s*:\s*(\d+)", text).group(1)
+    )
     assert max_batch == max(BATCH_SIZES)
 
 
@@ -153,9 +163,15 @@ def test_grpc_request_is_a_tensorflow_serving_predict_request(served):
     assert request.model_spec.version.value == 2
     assert list(tf.make_ndarray(request.inputs["image_bytes"])) == images
     response = predict_pb2.PredictResponse()
-    response.outputs["embedding"].CopyFrom(tf.make_tensor_proto(np.eye(2, 3, dtype=np.float32)))
-    response.outputs["color_label"].CopyFrom(tf.make_tensor_proto(np.array([b"red", b"blue"])))
-    parsed = client.parse_grpc_response(sp.PredictResponse.FromString(response.SerializeToString()))
+    response.outputs["embedding"].CopyFrom(
+        tf.make_tensor_proto(np.eye(2, 3, dtype=np.float32))
+    )
+    response.outputs["color_label"].CopyFrom(
+        tf.make_tensor_proto(np.array([b"red", b"blue"]))
+    )
+    parsed = client.parse_grpc_response(
+        sp.PredictResponse.FromString(response.SerializeToString())
+    )
     np.testing.assert_array_equal(parsed["embedding"], np.eye(2, 3))
     assert list(parsed["color_label"]) == ["red", "blue"]
 
@@ -165,7 +181,9 @@ def test_grpc_request_is_a_tensorflow_serving_predict_request(served):
 
 def _outputs_json(out):
     return {
-        k: [s.decode() for s in v.numpy()] if v.dtype == tf.string else v.numpy().tolist()
+        k: [s.decode() for s in v.numpy()]
+        if v.dtype == tf.string
+        else v.numpy().tolist()
         for k, v in out.items()
     }
 
@@ -252,11 +270,15 @@ def test_rest_client_gets_the_signature_outputs(served, rest_server):
 def test_grpc_client_gets_the_signature_outputs(served, grpc_server):
     _, _, images, direct = served
     _assert_same(client.grpc_predict(grpc_server, images, "anet"), direct)
-    with pytest.raises(client.ServingError, match="(?s)INVALID_ARGUMENT.*cannot decode image"):
+    with pytest.raises(
+        client.ServingError, match="(?s)INVALID_ARGUMENT.*cannot decode image"
+    ):
         client.grpc_predict(grpc_server, [b"not an image"], "anet")
 
 
-def test_client_command_prints_attributes_and_saves_embeddings(served, rest_server, tmp_path, capsys):
+def test_client_command_prints_attributes_and_saves_embeddings(
+    served, rest_server, tmp_path, capsys
+):
     from anet_tf.export.commands import add_client_parser
     from anet_tf.export.commands import client_command
 

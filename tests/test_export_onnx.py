@@ -42,7 +42,16 @@ def exported(tmp_path_factory):
     net.save_weights(os.path.join(run, "checkpoints", "best", "net.weights.h5"))
     out = os.path.join(tmp, "out")
     args = _parser().parse_args(
-        ["export", "--run", run, "--out", out, "--formats", "saved_model,onnx,tensorrt", "--quiet"]
+        [
+            "export",
+            "--run",
+            run,
+            "--out",
+            out,
+            "--formats",
+            "saved_model,onnx,tensorrt",
+            "--quiet",
+        ]
     )
     rc = export_command(args)
     from anet_tf.export.tflite import load_pixels
@@ -78,7 +87,9 @@ def test_onnx_matches_the_saved_model_with_a_dynamic_batch(exported):
     # The IBN InstanceNorm arrives as plain ops: no plugin needed downstream.
     assert "InstanceNormalization" not in {n.op_type for n in graph.node}
 
-    signature = tf.saved_model.load(os.path.join(out, "anet", "1")).signatures["serve_images"]
+    signature = tf.saved_model.load(os.path.join(out, "anet", "1")).signatures[
+        "serve_images"
+    ]
     model = OnnxRuntimeModel(path)
     for n in (1, len(pixels)):
         reference = signature(images=tf.constant(pixels[:n]))
@@ -120,8 +131,26 @@ def test_tensorrt_engines_match_onnx(exported, tmp_path):
         assert cos.min() >= bound, (precision, cos.min())
 
 
+def test_fp16_onnx_for_tensorrt_11_keeps_float32_io_and_matches(exported, tmp_path):
+    """TensorRT 11 builds its fp16 engine from this model (no BuilderFlag.FP16)."""
+    pytest.importorskip("onnxconverter_common")
+    from anet_tf.export.onnx import OnnxRuntimeModel
+    from anet_tf.export.tensorrt import fp16_onnx
+
+    _, out, _, _, pixels = exported
+    onnx_path = os.path.join(out, "onnx", "model.onnx")
+    half = fp16_onnx(onnx_path, str(tmp_path / "model_fp16.onnx"))
+    reference = OnnxRuntimeModel(onnx_path)(pixels)["embedding"]
+    got = OnnxRuntimeModel(half)(pixels)["embedding"]
+    assert got.dtype == np.float32
+    cos = np.sum(got * reference, -1) / np.linalg.norm(got, axis=-1)
+    assert cos.min() >= 0.999
+
+
 def test_unknown_format_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as info:
-        _parser().parse_args(["export", "--run", "x", "--out", "y", "--formats", "onnx,coreml"])
+        _parser().parse_args(
+            ["export", "--run", "x", "--out", "y", "--formats", "onnx,coreml"]
+        )
     assert info.value.code == 2
     assert "coreml" in capsys.readouterr().err

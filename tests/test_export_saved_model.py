@@ -168,19 +168,26 @@ def test_every_signature_matches_keras(exported):
     by_bytes = loaded.signatures["serving_default"](image_bytes=tf.constant(files))
     results = [by_bytes]
     for p in pixels:  # decoded images of different sizes go one at a time
-        for dtype, signature in ((tf.float32, "serve_images"), (tf.uint8, "serve_images_uint8")):
+        for dtype, signature in (
+            (tf.float32, "serve_images"),
+            (tf.uint8, "serve_images_uint8"),
+        ):
             out = loaded.signatures[signature](images=tf.constant(p[None], dtype))
             results.append({k: v for k, v in out.items()})
     for i, out in enumerate(results):
         rows = slice(None) if i == 0 else slice((i - 1) // 2, (i - 1) // 2 + 1)
         np.testing.assert_allclose(out["embedding"].numpy(), embedding[rows], atol=1e-5)
         for n in names:
-            np.testing.assert_allclose(out[f"{n}_probs"].numpy(), probs[n][rows], atol=1e-5)
+            np.testing.assert_allclose(
+                out[f"{n}_probs"].numpy(), probs[n][rows], atol=1e-5
+            )
             classes = dataset.attribute_classes[names.index(n)]
             expected = [classes[k].encode() for k in probs[n][rows].argmax(-1)]
             assert list(out[f"{n}_label"].numpy()) == expected
     assert by_bytes["embedding"].shape == (2, 16)
-    np.testing.assert_allclose(np.linalg.norm(by_bytes["embedding"], axis=-1), 1, atol=1e-6)
+    np.testing.assert_allclose(
+        np.linalg.norm(by_bytes["embedding"], axis=-1), 1, atol=1e-6
+    )
 
 
 def test_not_an_image_is_invalid_argument_and_the_model_keeps_serving(exported):
@@ -193,7 +200,9 @@ def test_not_an_image_is_invalid_argument_and_the_model_keeps_serving(exported):
         (b"", "the file is empty"),
         (jpeg[: len(jpeg) // 2], "truncated JPEG"),
     ):
-        with pytest.raises(tf.errors.InvalidArgumentError, match="cannot decode image") as info:
+        with pytest.raises(
+            tf.errors.InvalidArgumentError, match="cannot decode image"
+        ) as info:
             serve(image_bytes=tf.constant([good, bad]))
         assert reason in str(info.value)
     assert serve(image_bytes=tf.constant([good]))["embedding"].shape == (1, 16)

@@ -26,7 +26,12 @@ def exported(tmp_path_factory):
     tmp = str(tmp_path_factory.mktemp("tflite"))
     net, cfg, dataset = tiny_run(tmp)
     paths = export_formats(
-        net, cfg, dataset, os.path.join(tmp, "out"), ["saved_model", "tflite"], "int8",
+        net,
+        cfg,
+        dataset,
+        os.path.join(tmp, "out"),
+        ["saved_model", "tflite"],
+        "int8",
         verbose=False,
     )
     module = build_serving_module(net, cfg, dataset)
@@ -75,7 +80,9 @@ def test_variant_matches_the_saved_model(exported, variant):
     assert cos.min() >= THRESHOLDS[variant], (variant, cos.min())
     if variant == "fp32":
         np.testing.assert_allclose(out["embedding"], reference["embedding"], atol=1e-5)
-        np.testing.assert_allclose(out["color_probs"], reference["color_probs"], atol=1e-5)
+        np.testing.assert_allclose(
+            out["color_probs"], reference["color_probs"], atol=1e-5
+        )
 
 
 def test_input_is_pixels_with_a_dynamic_batch(exported):

@@ -82,7 +82,9 @@ def parse_rest_response(payload: dict) -> dict[str, np.ndarray]:
         raise ServingError(payload["error"])
     outputs = payload.get("outputs")
     if not isinstance(outputs, dict):
-        raise ServingError(f"unexpected REST answer (no 'outputs' dict): {payload!r:.200}")
+        raise ServingError(
+            f"unexpected REST answer (no 'outputs' dict): {payload!r:.200}"
+        )
     return {key: _as_array(key, value) for key, value in outputs.items()}
 
 
@@ -122,7 +124,9 @@ def rest_predict(
             message = json.loads(text).get("error", text)
         except ValueError:
             message = text
-        raise ServingError(f"HTTP {exc.code} from {request.full_url}: {message}") from None
+        raise ServingError(
+            f"HTTP {exc.code} from {request.full_url}: {message}"
+        ) from None
     except urllib.error.URLError as exc:
         raise ServingError(f"cannot reach {request.full_url}: {exc.reason}") from None
     return parse_rest_response(payload)

@@ -113,10 +113,15 @@ def add_client_parser(subparsers) -> argparse.ArgumentParser:
         "--server", default=None, help="REST address (default http://localhost:8501)"
     )
     where.add_argument(
-        "--grpc", default=None, metavar="HOST:PORT", help="gRPC address, e.g. localhost:8500"
+        "--grpc",
+        default=None,
+        metavar="HOST:PORT",
+        help="gRPC address, e.g. localhost:8500",
     )
     p.add_argument("--model-name", default="anet", help="model name (default anet)")
-    p.add_argument("--version", type=int, default=None, help="model version (default: latest)")
+    p.add_argument(
+        "--version", type=int, default=None, help="model version (default: latest)"
+    )
     p.add_argument("--timeout", type=float, default=30.0, help="seconds")
     p.add_argument("--out", default=None, help="save the embeddings as .npy")
     p.add_argument("--json", action="store_true", help="print the outputs as JSON")

@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 
 import numpy as np
-import tensorflow as tf
 
 ONNX_FILE = "model.onnx"
 OPSET = 17
@@ -46,6 +45,8 @@ def export_onnx(module, out_dir: str, metadata: dict | None = None) -> str:
     """
     import json
 
+    import tensorflow as tf
+
     tf2onnx = _require("tf2onnx")
     h, w = module.image_size
     spec = (tf.TensorSpec([None, h, w, 3], tf.float32, name=INPUT_NAME),)
@@ -66,7 +67,8 @@ def export_onnx(module, out_dir: str, metadata: dict | None = None) -> str:
 
 
 class OnnxRuntimeModel:
-    """An ONNX model run by ONNX Runtime; ``model(pixels)`` -> output dict.
+    """An ONNX model run by ONNX Runtime; ``model(pixels)`` -> output dict. Needs
+    neither TensorFlow nor tf2onnx.
 
     Args:
         path: the ``.onnx`` file.

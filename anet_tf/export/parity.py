@@ -78,7 +78,11 @@ def parity_report(
     signature = loaded.signatures[SIGNATURE_IMAGES]
 
     def saved_model(pixels):
-        return {EMBEDDING: signature(**{INPUT_IMAGES: tf.constant(pixels)})[EMBEDDING].numpy()}
+        return {
+            EMBEDDING: signature(**{INPUT_IMAGES: tf.constant(pixels)})[
+                EMBEDDING
+            ].numpy()
+        }
 
     records = (dataset.query + dataset.gallery)[:max_images]
     pixels = load_pixels([r.path for r in records], cfg.data.image_size)
@@ -103,7 +107,9 @@ def parity_report(
                 return model(np.asarray(p, np.float32))[EMBEDDING]
 
             fn = pixel_embedder(embed_pixels)
-            metrics = evaluate_embedder(lambda x, fn=fn: tf.constant(fn(x)), dataset, cfg)
+            metrics = evaluate_embedder(
+                lambda x, fn=fn: tf.constant(fn(x)), dataset, cfg
+            )
             row["R1"] = float(metrics["R1"])
             row["mAP"] = float(metrics["mAP"])
         rows.append(row)
@@ -111,15 +117,15 @@ def parity_report(
 
 
 def format_parity(rows: list[dict]) -> str:
-    """A Markdown table of :func:`parity_report` rows."""
+    """A Markdown table of :func:`parity_report` rows (R1 and mAP in %)."""
     lines = [
-        "| format | cosine min | cosine mean | max abs diff | R1 | mAP |",
+        "| format | cosine min | cosine mean | max abs diff | R1 (%) | mAP (%) |",
         "|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['format']} | {r['cosine_min']:.6f} | {r['cosine_mean']:.6f} | "
-            f"{r['max_abs_diff']:.2e} | {r.get('R1', float('nan')):.2f} | "
-            f"{r.get('mAP', float('nan')):.2f} |"
+            f"{r['max_abs_diff']:.2e} | {100 * r.get('R1', float('nan')):.2f} | "
+            f"{100 * r.get('mAP', float('nan')):.2f} |"
         )
     return "\n".join(lines)

@@ -308,7 +308,9 @@ def serving_metadata(module: AnetServing, cfg: Config, dataset) -> dict:
         "normalization": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
         "attributes": [
             {"name": n, "classes": c}
-            for n, c in zip(module.attribute_names, module.attribute_classes)
+            for n, c in zip(
+                module.attribute_names, module.attribute_classes, strict=True
+            )
         ],
         "signatures": {
             SIGNATURE_BYTES: {INPUT_BYTES: "string [N]: encoded image files"},
@@ -353,8 +355,13 @@ def export_saved_model(
         assets_src = os.path.join(staging, "_assets_src")
         os.makedirs(assets_src)
         metadata = serving_metadata(module, cfg, dataset)
-        files = {METADATA_FILE: json.dumps(metadata, indent=2), CONFIG_FILE: cfg.to_yaml()}
-        for name, classes in zip(module.attribute_names, module.attribute_classes):
+        files = {
+            METADATA_FILE: json.dumps(metadata, indent=2),
+            CONFIG_FILE: cfg.to_yaml(),
+        }
+        for name, classes in zip(
+            module.attribute_names, module.attribute_classes, strict=True
+        ):
             files[classes_file(name)] = "".join(f"{c}\n" for c in classes)
         for file_name, text in files.items():
             with open(os.path.join(assets_src, file_name), "w", encoding="utf-8") as fh:

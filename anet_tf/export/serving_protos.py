@@ -81,13 +81,22 @@ def _build_pool() -> descriptor_pool.DescriptorPool:
             _message(
                 "TensorShapeProto",
                 [
-                    _field("dim", 2, _F.TYPE_MESSAGE, ".tensorflow.TensorShapeProto.Dim", True),
+                    _field(
+                        "dim",
+                        2,
+                        _F.TYPE_MESSAGE,
+                        ".tensorflow.TensorShapeProto.Dim",
+                        True,
+                    ),
                     _field("unknown_rank", 3, _F.TYPE_BOOL),
                 ],
                 nested=[
                     _message(
                         "Dim",
-                        [_field("size", 1, _F.TYPE_INT64), _field("name", 2, _F.TYPE_STRING)],
+                        [
+                            _field("size", 1, _F.TYPE_INT64),
+                            _field("name", 2, _F.TYPE_STRING),
+                        ],
                     )
                 ],
             ),
@@ -96,7 +105,12 @@ def _build_pool() -> descriptor_pool.DescriptorPool:
                 [
                     # An enum (DataType) on the wire is a varint, as int32 is.
                     _field("dtype", 1, _F.TYPE_INT32),
-                    _field("tensor_shape", 2, _F.TYPE_MESSAGE, ".tensorflow.TensorShapeProto"),
+                    _field(
+                        "tensor_shape",
+                        2,
+                        _F.TYPE_MESSAGE,
+                        ".tensorflow.TensorShapeProto",
+                    ),
                     _field("version_number", 3, _F.TYPE_INT32),
                     _field("tensor_content", 4, _F.TYPE_BYTES),
                     _field("float_val", 5, _F.TYPE_FLOAT, repeated=True),
@@ -122,7 +136,13 @@ def _build_pool() -> descriptor_pool.DescriptorPool:
                 "ModelSpec",
                 [
                     _field("name", 1, _F.TYPE_STRING),
-                    _field("version", 2, _F.TYPE_MESSAGE, ".google.protobuf.Int64Value", oneof=0),
+                    _field(
+                        "version",
+                        2,
+                        _F.TYPE_MESSAGE,
+                        ".google.protobuf.Int64Value",
+                        oneof=0,
+                    ),
                     _field("signature_name", 3, _F.TYPE_STRING),
                     _field("version_label", 4, _F.TYPE_STRING, oneof=0),
                 ],
@@ -131,7 +151,12 @@ def _build_pool() -> descriptor_pool.DescriptorPool:
             _message(
                 "PredictRequest",
                 [
-                    _field("model_spec", 1, _F.TYPE_MESSAGE, ".tensorflow.serving.ModelSpec"),
+                    _field(
+                        "model_spec",
+                        1,
+                        _F.TYPE_MESSAGE,
+                        ".tensorflow.serving.ModelSpec",
+                    ),
                     _field(
                         "inputs",
                         2,
@@ -153,15 +178,30 @@ def _build_pool() -> descriptor_pool.DescriptorPool:
                         ".tensorflow.serving.PredictResponse.OutputsEntry",
                         repeated=True,
                     ),
-                    _field("model_spec", 2, _F.TYPE_MESSAGE, ".tensorflow.serving.ModelSpec"),
+                    _field(
+                        "model_spec",
+                        2,
+                        _F.TYPE_MESSAGE,
+                        ".tensorflow.serving.ModelSpec",
+                    ),
                 ],
                 nested=[_map_entry("OutputsEntry", ".tensorflow.TensorProto")],
             ),
             _message(
                 "PredictLog",
                 [
-                    _field("request", 1, _F.TYPE_MESSAGE, ".tensorflow.serving.PredictRequest"),
-                    _field("response", 2, _F.TYPE_MESSAGE, ".tensorflow.serving.PredictResponse"),
+                    _field(
+                        "request",
+                        1,
+                        _F.TYPE_MESSAGE,
+                        ".tensorflow.serving.PredictRequest",
+                    ),
+                    _field(
+                        "response",
+                        2,
+                        _F.TYPE_MESSAGE,
+                        ".tensorflow.serving.PredictResponse",
+                    ),
                 ],
             ),
             _message(
@@ -217,7 +257,8 @@ def make_tensor_proto(values) -> TensorProto:
     if array.dtype.kind in "SUO":
         proto.dtype = DT_STRING
         proto.string_val.extend(
-            v.encode("utf-8") if isinstance(v, str) else bytes(v) for v in array.reshape(-1)
+            v.encode("utf-8") if isinstance(v, str) else bytes(v)
+            for v in array.reshape(-1)
         )
         return proto
     if array.dtype == np.float64:
@@ -228,7 +269,9 @@ def make_tensor_proto(values) -> TensorProto:
             f"bytes"
         )
     proto.dtype = _DTYPE_OF_NUMPY[array.dtype]
-    proto.tensor_content = np.ascontiguousarray(array, array.dtype.newbyteorder("<")).tobytes()
+    proto.tensor_content = np.ascontiguousarray(
+        array, array.dtype.newbyteorder("<")
+    ).tobytes()
     return proto
 
 
@@ -251,8 +294,14 @@ def make_ndarray(proto: TensorProto) -> np.ndarray:
         raise TypeError(f"cannot decode a tensor of DataType {proto.dtype}")
     dtype = _DTYPES[proto.dtype]
     if proto.tensor_content:
-        return np.frombuffer(proto.tensor_content, dtype.newbyteorder("<")).astype(dtype).reshape(shape)
-    field = {DT_FLOAT: proto.float_val, DT_INT64: proto.int64_val}.get(proto.dtype, proto.int_val)
+        return (
+            np.frombuffer(proto.tensor_content, dtype.newbyteorder("<"))
+            .astype(dtype)
+            .reshape(shape)
+        )
+    field = {DT_FLOAT: proto.float_val, DT_INT64: proto.int64_val}.get(
+        proto.dtype, proto.int_val
+    )
     values = np.asarray(list(field), dtype)
     if values.size == 1 and count > 1:
         values = np.full(count, values[0], dtype)

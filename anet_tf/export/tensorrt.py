@@ -8,8 +8,11 @@ reaches the parser as ReduceMean/Sub/Mul/Sqrt nodes, so the
 
 Engines are specific to the GPU model and TensorRT version that built them; build
 on the machine (or the same GPU) that serves. Two are written: ``model_fp32.engine``
-and ``model_fp16.engine`` (FP16 kernels allowed, accumulations as TensorRT
-chooses), each with an optimisation profile for batch 1..``max_batch``.
+(TF32 off) and ``model_fp16.engine``, each with an optimisation profile for batch
+1..``max_batch``. TensorRT 10 makes the fp16 engine with ``BuilderFlag.FP16``;
+TensorRT 11 removed weak typing, so there the fp16 engine is built from an fp16
+copy of the ONNX model (``model_fp16.onnx``, float32 input and outputs, made with
+``onnxconverter-common``).
 
 Needs an NVIDIA GPU with its driver, the ``tensorrt`` Python package (for example
 ``pip install tensorrt-cu12``), and PyTorch or ``cuda-python`` only to *run* an
@@ -71,6 +74,31 @@ def check_available() -> None:
         raise TensorRTUnavailable(reason)
 
 
+def fp16_onnx(onnx_path: str, out_path: str) -> str:
+    """An fp16 copy of an ONNX model that keeps float32 inputs and outputs
+    (onnxconverter-common), for TensorRT 11's strongly typed fp16 engine."""
+    import warnings
+
+    import onnx
+
+    try:
+        from onnxconverter_common import float16
+    except ImportError:
+        raise ImportError(
+            "TensorRT 11 removed BuilderFlag.FP16; the fp16 engine is built from an "
+            "fp16 ONNX model made with onnxconverter-common: pip install "
+            "onnxconverter-common (or convert with ModelOpt AutoCast)"
+        ) from None
+    with warnings.catch_warnings():
+        # Constants below fp16's range (e.g. 1e-12 epsilons) are clamped: expected.
+        warnings.simplefilter("ignore", UserWarning)
+        model = float16.convert_float_to_float16(
+            onnx.load(onnx_path), keep_io_types=True
+        )
+    onnx.save(model, out_path)
+    return out_path
+
+
 def build_engine(
     onnx_path: str,
     engine_path: str,
@@ -96,13 +124,19 @@ def build_engine(
     check_available()
     import tensorrt as trt
 
+    major = int(trt.__version__.split(".")[0])
+    # TensorRT 11 builds strongly typed networks only (BuilderFlag.FP16 is gone):
+    # the precision comes from the model, so fp16 parses an fp16 copy of it.
+    strongly_typed = major >= 11
+    if fp16 and strongly_typed:
+        onnx_path = fp16_onnx(onnx_path, os.path.splitext(engine_path)[0] + ".onnx")
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     if builder is None:
         raise TensorRTUnavailable("tensorrt.Builder could not start (no usable GPU)")
-    # TensorRT 10 networks are always explicit-batch; older versions need the flag.
+    # TensorRT 10+ networks are always explicit-batch; older versions need the flag.
     flag = getattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH", None)
-    flags = 0 if flag is None or int(trt.__version__.split(".")[0]) >= 10 else 1 << int(flag)
+    flags = 0 if flag is None or major >= 10 else 1 << int(flag)
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(onnx_path):
@@ -110,9 +144,9 @@ def build_engine(
         raise RuntimeError(f"TensorRT could not parse {onnx_path}: {errors}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE_BYTES)
-    if fp16:
+    if fp16 and not strongly_typed:
         config.set_flag(trt.BuilderFlag.FP16)
-    elif hasattr(trt.BuilderFlag, "TF32"):
+    elif not fp16 and hasattr(trt.BuilderFlag, "TF32"):
         # fp32 means fp32: TF32 tensor-core matmuls/convolutions keep 10 mantissa bits.
         config.clear_flag(trt.BuilderFlag.TF32)
     h, w = image_size
@@ -172,9 +206,13 @@ class TensorRTModel:
         if self.engine is None:
             raise RuntimeError(f"{engine_path}: TensorRT could not load the engine")
         self.context = self.engine.create_execution_context()
-        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        names = [
+            self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)
+        ]
         self.output_names = [
-            n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT
+            n
+            for n in names
+            if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT
         ]
 
     def __call__(self, pixels) -> dict[str, np.ndarray]:

@@ -32,7 +32,6 @@ import os
 from collections.abc import Sequence
 
 import numpy as np
-import tensorflow as tf
 
 TFLITE_FILES = {
     "fp32": "model.tflite",
@@ -53,6 +52,8 @@ REPRESENTATIVE_IMAGES = 128
 def pixel_function(module, batch_size: int | None = None):
     """The concrete ``pixels -> numeric outputs`` function that TFLite and ONNX
     convert: float32 [batch_size, H, W, 3] at the module's input size."""
+    import tensorflow as tf
+
     h, w = module.image_size
     spec = tf.TensorSpec([batch_size, h, w, 3], tf.float32, name=INPUT_NAME)
     return tf.function(module.pixel_outputs).get_concrete_function(spec)
@@ -62,7 +63,11 @@ def save_pixel_model(module, path: str) -> str:
     """Save a SavedModel whose ``serving_default`` is :func:`pixel_function`: the
     converters' input (``from_concrete_functions`` on a Keras 3 model keeps its
     weights as uninitialised TFLite resource variables, so outputs are NaN)."""
-    tf.saved_model.save(module, path, signatures={"serving_default": pixel_function(module)})
+    import tensorflow as tf
+
+    tf.saved_model.save(
+        module, path, signatures={"serving_default": pixel_function(module)}
+    )
     return path
 
 
@@ -78,7 +83,10 @@ def load_pixels(paths: Sequence[str], image_size: Sequence[int]) -> np.ndarray:
 
 
 def representative_images(
-    dataset, image_size: Sequence[int], count: int = REPRESENTATIVE_IMAGES, seed: int = 0
+    dataset,
+    image_size: Sequence[int],
+    count: int = REPRESENTATIVE_IMAGES,
+    seed: int = 0,
 ) -> np.ndarray:
     """Calibration pixels for full-integer quantization: ``count`` training images
     drawn without replacement (all of them when fewer), float32 [n, h, w, 3]."""
@@ -103,6 +111,8 @@ def convert(
         variant: fp32 | fp16 | int8_dynamic | int8.
         representative: calibration pixels [n, h, w, 3] (int8 only).
     """
+    import tensorflow as tf
+
     if variant not in TFLITE_FILES:
         raise ValueError(
             f"variant must be one of {', '.join(TFLITE_FILES)}. Received: "
@@ -175,7 +185,8 @@ def export_tflite(
 
 
 class LiteRTModel:
-    """A ``.tflite`` model run by the LiteRT interpreter (``ai-edge-litert``).
+    """A ``.tflite`` model run by the LiteRT interpreter (``ai-edge-litert``); needs
+    no TensorFlow.
 
     ``model(pixels)`` returns the output dict as NumPy arrays; the batch size may
     change from call to call (the input is resized).

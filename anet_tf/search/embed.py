@@ -139,6 +139,9 @@ def list_images(src: str, split: str | None = None) -> ImageList:
                 f"{src}: no image files ({', '.join(IMAGE_EXTENSIONS)}) found"
             )
         return _unlabelled(paths, src)
+    if not os.path.exists(src) and is_image_file(src):
+        # reported by path when it is read, beside the images that can be
+        return _unlabelled([os.path.abspath(src)], src)
     if not os.path.exists(src):
         raise SearchError(
             f"{src}: no such file or folder (give an image folder, a manifest .csv, "

@@ -359,6 +359,9 @@ class GalleryIndex:
                     f"{out_dir} exists and is not an anet-tf index; give a new folder"
                 )
         staging = tempfile.mkdtemp(prefix=".index-tmp-", dir=parent)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(staging, 0o777 & ~umask)  # mkdtemp's 0700 would stay on the index
         try:
             faiss.write_index(self.index, os.path.join(staging, INDEX_FILE))
             with open(os.path.join(staging, ITEMS_FILE), "wb") as fh:

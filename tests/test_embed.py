@@ -1,0 +1,228 @@
+"""anet-tf embed: images from folders, manifests and dataset splits through a real
+exported SavedModel, bad files reported by path, the documented .npz format.
+
+:func:`tiny_assets` (a 32x32 synthetic dataset, a tiny ANet exported with
+``export_saved_model`` and a run directory holding its weights) is built once per
+test session and shared with test_search.py and test_visualize.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from anet_tf.search import commands
+from anet_tf.search.embed import FORMAT
+from anet_tf.search.embed import SearchError
+from anet_tf.search.embed import ServingModel
+from anet_tf.search.embed import embed_images
+from anet_tf.search.embed import list_images
+from anet_tf.search.embed import load_embeddings
+from anet_tf.search.embed import model_fingerprint
+from anet_tf.search.embed import resolve_model_dir
+
+TINY_OVERRIDES = [
+    "data.image_size=[32,32]",
+    "model.backbone=resnet18_ibn_a",
+    "model.base_width=8",
+    "model.s_f=16",
+    "model.s_a=8",
+    "model.s_j=16",
+]
+
+
+def tiny_assets(tmp_path_factory) -> SimpleNamespace:
+    """The shared dataset, SavedModel and run dir (built on first use, then read
+    from the session's temporary folder)."""
+    from anet_tf.config import Config
+    from anet_tf.config import apply_overrides
+
+    base = tmp_path_factory.getbasetemp() / "anet_search_assets"
+    data = base / "synthetic"
+    run = base / "run"
+    model = base / "export" / "anet" / "1"
+    cfg = apply_overrides(Config(), [f"data.root={data}", *TINY_OVERRIDES])
+    if not (model / "saved_model.pb").exists():
+        from anet_tf.data.readers import load_dataset
+        from anet_tf.data.synthetic import generate
+        from anet_tf.export.saved_model import export_saved_model
+        from anet_tf.model import build_model_from_config
+        from anet_tf.training.fit import save_run_config
+
+        shutil.rmtree(base, ignore_errors=True)
+        generate(str(data), ids=6, test_ids=3, cameras=2, images_per_id=4, image_size=32)
+        dataset = load_dataset(cfg)
+        net = build_model_from_config(cfg, len(dataset.train_pids()), dataset.num_classes)
+        save_run_config(cfg, str(run))
+        os.makedirs(run / "checkpoints" / "best")
+        net.save_weights(str(run / "checkpoints" / "best" / "net.weights.h5"))
+        export_saved_model(net, cfg, dataset, str(base / "export"), warmup=False)
+    return SimpleNamespace(data=str(data), run=str(run), model=str(model), cfg=cfg)
+
+
+def run_command(argv: list[str]) -> int:
+    """Parse ``argv`` with the parsers the CLI adds and run the command."""
+    parser = argparse.ArgumentParser(prog="anet-tf")
+    sub = parser.add_subparsers(dest="command")
+    commands.add_parsers(sub)
+    args = parser.parse_args(argv)
+    return commands.dispatch[args.command](args)
+
+
+def write_images(folder, count: int, seed: int = 0, size=(40, 36)) -> list[str]:
+    """Distinct random-block images (PNG and JPEG); returns their paths."""
+    rng = np.random.default_rng(seed)
+    os.makedirs(folder, exist_ok=True)
+    paths = []
+    for i in range(count):
+        blocks = rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)
+        image = Image.fromarray(blocks).resize(size, Image.NEAREST)
+        ext = "png" if i % 2 else "jpg"
+        path = os.path.join(folder, f"img_{i:02d}.{ext}")
+        image.save(path)
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    return tiny_assets(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def model(assets):
+    return ServingModel(assets.model)
+
+
+def test_folder_to_documented_npz_with_bad_files_reported(assets, tmp_path, capsys):
+    good = write_images(tmp_path / "imgs", 4)
+    write_images(tmp_path / "imgs" / "sub", 1, seed=1)
+    (tmp_path / "imgs" / "garbage.jpg").write_bytes(b"not an image at all")
+    with open(good[0], "rb") as fh:
+        (tmp_path / "imgs" / "cut.jpg").write_bytes(fh.read()[:200])
+    (tmp_path / "imgs" / "empty.png").write_bytes(b"")
+    (tmp_path / "imgs" / "notes.txt").write_text("ignored, not an image")
+    out = tmp_path / "emb.npz"
+
+    code = run_command(["embed", str(tmp_path / "imgs"), "--model", assets.model, "-o", str(out)])
+
+    assert code == 0
+    err = capsys.readouterr().err
+    for name in ("garbage.jpg", "cut.jpg", "empty.png"):
+        assert f"skipped {tmp_path / 'imgs' / name}" in err
+    data = np.load(out, allow_pickle=False)
+    assert str(data["format"]) == FORMAT
+    paths = [p.decode() for p in data["path"]]
+    assert paths == sorted(good) + [str(tmp_path / "imgs" / "sub" / "img_00.jpg")]
+    assert data["embedding"].dtype == np.float32 and data["embedding"].shape == (5, 16)
+    np.testing.assert_allclose(np.linalg.norm(data["embedding"], axis=1), 1.0, atol=1e-5)
+    names = data["attribute_names"].tolist()
+    assert names == ["color", "type"]
+    for name in names:
+        classes = data[f"{name}_classes"].tolist()
+        probs = data[f"{name}_probs"]
+        assert probs.shape == (5, len(classes))
+        np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+        assert data[f"{name}_label"].tolist() == [classes[i] for i in probs.argmax(1)]
+        assert data[f"{name}_known"].tolist() == [""] * 5
+    assert data["pid"].tolist() == [-1] * 5
+    failed = dict(zip([p.decode() for p in data["failed_path"]], data["failed_reason"].tolist()))
+    assert failed == {
+        str(tmp_path / "imgs" / "cut.jpg"): "truncated JPEG (no end-of-image marker)",
+        str(tmp_path / "imgs" / "empty.png"): "the file is empty",
+        str(tmp_path / "imgs" / "garbage.jpg"): "not a JPEG, PNG, GIF, BMP or WebP file",
+    }
+
+
+def test_embeddings_are_the_serving_signature_outputs_whatever_the_batching(model, tmp_path):
+    paths = write_images(tmp_path, 5, seed=3)
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\xff\xd8\xff broken")
+    images = list_images(str(tmp_path))
+    by_one = embed_images(model, images, batch_size=1, progress=False)
+    by_four = embed_images(model, images, batch_size=4, progress=False)
+
+    assert by_one.paths == by_four.paths == sorted(paths)
+    assert [p for p, _ in by_four.failed] == [str(bad)]
+    np.testing.assert_allclose(by_one.embedding, by_four.embedding, atol=1e-6)
+    direct = model.predict_bytes([open(p, "rb").read() for p in sorted(paths)])
+    np.testing.assert_allclose(by_four.embedding, direct["embedding"], atol=1e-6)
+    np.testing.assert_array_equal(by_four.predicted["type"], direct["type_label"])
+
+
+def test_manifest_split_keeps_known_ids_and_labels(assets, tmp_path):
+    paths = write_images(tmp_path / "images", 3, seed=5)
+    rel = [os.path.relpath(p, tmp_path) for p in paths]
+    (tmp_path / "list.csv").write_text(
+        "path,vehicle_id,camera_id,split,color\n"
+        f"{rel[0]},7,1,gallery,red\n"
+        f"{rel[1]},8,,query,\n"
+        f"{rel[2]},9,2,gallery,\n"
+    )
+    out = tmp_path / "g.npz"
+
+    assert run_command(
+        ["embed", str(tmp_path / "list.csv"), "--split", "gallery", "--model", assets.model, "-o", str(out)]
+    ) == 0
+
+    emb = load_embeddings(str(out))
+    assert emb.paths == [paths[0], paths[2]]
+    assert emb.pids.tolist() == [7, 9] and emb.camids.tolist() == [1, 2]
+    assert emb.known["color"].tolist() == ["red", ""]
+    assert emb.known["type"].tolist() == ["", ""]
+
+
+def test_dataset_split_from_the_models_config(assets, tmp_path):
+    out = tmp_path / "q.npz"
+    code = run_command(
+        ["embed", "dataset:query", "--model", assets.model, "-o", str(out), "--set", f"data.root={assets.data}"]
+    )
+    assert code == 0
+    emb = load_embeddings(str(out))
+    assert emb.pids.tolist() == [4, 5, 6]
+    assert emb.known["color"].tolist() == ["blue", "black", "gray"]
+    assert emb.model["fingerprint"] == model_fingerprint(assets.model)
+
+
+def test_text_list_and_missing_files(model, tmp_path):
+    paths = write_images(tmp_path, 2, seed=7)
+    (tmp_path / "list.txt").write_text(f"# queries\n{os.path.basename(paths[0])}\n\nmissing.jpg\n{paths[1]}\n")
+    emb = embed_images(model, list_images(str(tmp_path / "list.txt")), progress=False)
+    assert emb.paths == paths
+    assert emb.failed == [(str(tmp_path / "missing.jpg"), "No such file or directory")]
+
+
+def test_fingerprint_follows_the_weights_not_the_version(assets, tmp_path):
+    copy = tmp_path / "anet" / "3"
+    shutil.copytree(assets.model, copy)
+    assert resolve_model_dir(str(tmp_path / "anet")) == str(copy)
+    assert model_fingerprint(str(copy)) == model_fingerprint(assets.model)
+    meta = copy / "assets" / "metadata.json"
+    meta.write_text(meta.read_text().replace('"version": 1', '"version": 3'))
+    assert model_fingerprint(str(copy)) == model_fingerprint(assets.model)
+    with open(copy / "variables" / "variables.index", "ab") as fh:
+        fh.write(b"\0")
+    assert model_fingerprint(str(copy)) != model_fingerprint(assets.model)
+
+
+def test_bad_sources_say_what_is_wrong(assets, tmp_path, capsys):
+    with pytest.raises(SearchError, match="no such file or folder"):
+        list_images(str(tmp_path / "nowhere"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SearchError, match="no image files"):
+        list_images(str(tmp_path / "empty"))
+    (tmp_path / "m.csv").write_text("file,vehicle_id\na.jpg,1\n")
+    with pytest.raises(SearchError, match=r"m.csv:1: a manifest needs a 'path' column"):
+        list_images(str(tmp_path / "m.csv"))
+    (tmp_path / "m2.csv").write_text("path,vehicle_id\na.jpg,x\n")
+    with pytest.raises(SearchError, match=r"m2.csv:2: vehicle_id must be an integer"):
+        list_images(str(tmp_path / "m2.csv"))
+    code = run_command(["embed", str(tmp_path), "--model", str(tmp_path), "-o", str(tmp_path / "o.npz")])
+    assert code == 1
+    assert "is not a SavedModel" in capsys.readouterr().err
