@@ -77,6 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("dir", nargs="?", default=None, help="a dataset folder in the generic format")
     c.add_argument("--json", action="store_true", help="print JSON")
 
+    from anet_tf.export.commands import add_client_parser
+    from anet_tf.export.commands import add_export_parser
+
+    add_export_parser(sub)
+    add_client_parser(sub)
+
     p = sub.add_parser("summary", help="parameters and FLOPs per part of the model")
     _add_config_args(p)
 
@@ -185,9 +191,23 @@ def cmd_evaluate(args) -> int:
     return workflow.evaluate_command(args)
 
 
+def cmd_export(args) -> int:
+    from anet_tf.export.commands import export_command
+
+    return export_command(args)
+
+
+def cmd_client(args) -> int:
+    from anet_tf.export.commands import client_command
+
+    return client_command(args)
+
+
 COMMANDS = {
     "fit": cmd_fit,
     "evaluate": cmd_evaluate,
+    "export": cmd_export,
+    "client": cmd_client,
     "synth": cmd_synth,
     "summary": cmd_summary,
 }

@@ -136,28 +136,20 @@ def evaluate_command(args) -> int:
     ensure_synthetic(cfg)
     dataset = load_dataset(cfg)
     if args.model:
-        from anet_tf.evaluation.extract import SavedModelEmbedder
+        import tensorflow as tf
 
-        net = SavedModelEmbedder(args.model)
+        from anet_tf.evaluation.extract import evaluate_embedder
+        from anet_tf.export.saved_model import load_embedder
+
+        embed = load_embedder(args.model)
+        metrics = evaluate_embedder(lambda x: tf.constant(embed(x)), dataset, cfg)
     else:
-        ckpt = args.checkpoint
-        if args.run:
-            best = os.path.join(args.run, "checkpoints", "best")
-            ckpt = best if os.path.isdir(best) else None
-            if ckpt is None:
-                from anet_tf.training.checkpoint import CheckpointManager
+        from anet_tf.export import resolve_weights
 
-                latest = CheckpointManager(os.path.join(args.run, "checkpoints")).latest()
-                if latest is None:
-                    raise FileNotFoundError(f"{args.run}: no checkpoint found")
-                ckpt = latest[0]
-        weights = os.path.join(ckpt, "net.weights.h5") if os.path.isdir(ckpt) else ckpt
-        if not os.path.exists(weights):
-            raise FileNotFoundError(f"checkpoint weights not found: {weights}")
+        _, weights = resolve_weights(args.run or args.checkpoint)
         trainer = build_trainer(cfg, len(dataset.train_pids()), dataset.num_classes)
         trainer.net.load_weights(weights)
-        net = trainer.net
-    metrics = evaluate_net(net, dataset, cfg)
+        metrics = evaluate_net(trainer.net, dataset, cfg)
     print(format_results(metrics, cfg.data.name, chance=chance_level(dataset, cfg)))
     if args.json_out:
         with open(args.json_out, "w", encoding="utf-8") as fh:

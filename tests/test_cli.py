@@ -74,3 +74,39 @@ def test_missing_data_root_names_the_key(tmp_path, capsys):
     code = main(["data", "check", "--config", "veri776", "--set", f"data.root={tmp_path / 'nothing'}"])
     err = capsys.readouterr().err
     assert code == 1 and "data.root" in err
+
+
+TINY_FIT = [
+    "--set", "data.image_size=[32, 32]", "--set", "data.batch_size=8",
+    "--set", "data.test_batch_size=16", "--set", "model.base_width=8",
+    "--set", "model.s_f=16", "--set", "model.s_a=8", "--set", "model.s_j=16",
+    "--set", "train.stage1.epochs=1", "--set", "train.stage1.steps_per_epoch=2",
+    "--set", "train.stage2.epochs=1", "--set", "train.stage2.steps_per_epoch=1",
+]
+
+
+def test_fit_evaluate_export_end_to_end(synth_dir, tmp_path, capsys):
+    """`anet-tf fit` trains, evaluates (beside the chance level) and exports a
+    SavedModel; `evaluate --run` and `evaluate --model` then agree on the numbers."""
+    run = tmp_path / "run"
+    code = main(["fit", "--quiet", "--out", str(run), "--set", f"data.root={synth_dir}", *TINY_FIT])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "mAP" in out and "chance level" in out and "saved model" in out
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert 0.0 <= metrics["metrics"]["mAP"] <= 1.0 and metrics["chance"]["mAP"] > 0
+    saved = metrics["saved_model"]
+    assert os.path.exists(os.path.join(saved, "saved_model.pb"))
+
+    ev_run = tmp_path / "ev_run.json"
+    assert main(["evaluate", "--run", str(run), "--json-out", str(ev_run)]) == 0
+    ev_model = tmp_path / "ev_model.json"
+    assert main(["evaluate", "--set", f"data.root={synth_dir}", *TINY_FIT, "--model", saved, "--json-out", str(ev_model)]) == 0
+    a = json.loads(ev_run.read_text())["metrics"]
+    b = json.loads(ev_model.read_text())["metrics"]
+    for m in (a, b):
+        assert 0.0 <= m["mAP"] <= 1.0 and len(m["cmc"]) == 50
+    # The SavedModel holds the final weights, which fit evaluated: the served graph
+    # (decode-free pixels in, normalisation inside) must rank the same.
+    assert abs(b["mAP"] - metrics["metrics"]["mAP"]) < 1e-3
+    assert abs(b["R1"] - metrics["metrics"]["R1"]) < 1e-6

@@ -29,8 +29,8 @@ def _parser():
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    """``anet-tf export --run RUN --formats saved_model,onnx,tensorrt`` on a run
-    directory holding a tiny untrained network."""
+    """``anet-tf export --run RUN --formats saved_model,onnx,tensorrt
+    --model-version 3`` on a run directory holding a tiny untrained network."""
     from anet_tf.export.commands import export_command
     from anet_tf.training.fit import save_run_config
 
@@ -50,6 +50,8 @@ def exported(tmp_path_factory):
             out,
             "--formats",
             "saved_model,onnx,tensorrt",
+            "--model-version",
+            "3",
             "--quiet",
         ]
     )
@@ -58,12 +60,12 @@ def exported(tmp_path_factory):
 
     records = dataset.query + dataset.gallery
     pixels = load_pixels([r.path for r in records], IMAGE_SIZE)
-    return rc, out, cfg, dataset, pixels
+    return rc, out, cfg, dataset, pixels, run
 
 
 def test_export_writes_saved_model_and_onnx(exported):
-    rc, out, _, _, _ = exported
-    assert os.path.isfile(os.path.join(out, "anet", "1", "saved_model.pb"))
+    rc, out, *_ = exported
+    assert os.path.isfile(os.path.join(out, "anet", "3", "saved_model.pb"))
     assert os.path.isfile(os.path.join(out, "onnx", "model.onnx"))
     with open(os.path.join(out, "onnx", "metadata.json")) as fh:
         assert json.load(fh)["input_size"] == list(IMAGE_SIZE)
@@ -75,7 +77,7 @@ def test_onnx_matches_the_saved_model_with_a_dynamic_batch(exported):
 
     from anet_tf.export.onnx import OnnxRuntimeModel
 
-    _, out, _, _, pixels = exported
+    _, out, _, _, pixels, _ = exported
     path = os.path.join(out, "onnx", "model.onnx")
     graph = onnx.load(path).graph
     batch_dim = graph.input[0].type.tensor_type.shape.dim[0]
@@ -87,7 +89,7 @@ def test_onnx_matches_the_saved_model_with_a_dynamic_batch(exported):
     # The IBN InstanceNorm arrives as plain ops: no plugin needed downstream.
     assert "InstanceNormalization" not in {n.op_type for n in graph.node}
 
-    signature = tf.saved_model.load(os.path.join(out, "anet", "1")).signatures[
+    signature = tf.saved_model.load(os.path.join(out, "anet", "3")).signatures[
         "serve_images"
     ]
     model = OnnxRuntimeModel(path)
@@ -121,7 +123,7 @@ def test_tensorrt_engines_match_onnx(exported, tmp_path):
     from anet_tf.export.tensorrt import TensorRTModel
     from anet_tf.export.tensorrt import export_tensorrt
 
-    _, out, _, _, pixels = exported
+    _, out, _, _, pixels, _ = exported
     onnx_path = os.path.join(out, "onnx", "model.onnx")
     engines = export_tensorrt(onnx_path, str(tmp_path), IMAGE_SIZE)
     reference = OnnxRuntimeModel(onnx_path)(pixels)["embedding"]
@@ -137,7 +139,7 @@ def test_fp16_onnx_for_tensorrt_11_keeps_float32_io_and_matches(exported, tmp_pa
     from anet_tf.export.onnx import OnnxRuntimeModel
     from anet_tf.export.tensorrt import fp16_onnx
 
-    _, out, _, _, pixels = exported
+    _, out, _, _, pixels, _ = exported
     onnx_path = os.path.join(out, "onnx", "model.onnx")
     half = fp16_onnx(onnx_path, str(tmp_path / "model_fp16.onnx"))
     reference = OnnxRuntimeModel(onnx_path)(pixels)["embedding"]
@@ -145,6 +147,19 @@ def test_fp16_onnx_for_tensorrt_11_keeps_float32_io_and_matches(exported, tmp_pa
     assert got.dtype == np.float32
     cos = np.sum(got * reference, -1) / np.linalg.norm(got, axis=-1)
     assert cos.min() >= 0.999
+
+
+def test_a_checkpoint_folder_or_file_finds_its_run(exported):
+    from anet_tf.export import resolve_weights
+
+    run = exported[5]
+    best = os.path.join(run, "checkpoints", "best")
+    weights = os.path.join(best, "net.weights.h5")
+    assert resolve_weights(run) == (run, weights)
+    assert resolve_weights(best) == (os.path.abspath(run), weights)
+    assert resolve_weights(weights) == (os.path.abspath(run), weights)
+    with pytest.raises(FileNotFoundError, match="config.yaml"):
+        resolve_weights(os.path.dirname(run))
 
 
 def test_unknown_format_is_a_usage_error(capsys):

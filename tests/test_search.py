@@ -172,9 +172,9 @@ def test_save_load_round_trip(gallery, index, tmp_path):
 
 
 def test_ivfpq_finds_most_vectors_themselves(tmp_path):
-    gallery = random_embeddings(3000, 32, seed=4)
-    index = build_index([gallery], kind="ivfpq", nlist=16, m=8, bits=6, nprobe=4)
-    assert index.meta["params"]["factory"] == "IVF16,PQ8x6"
+    gallery = random_embeddings(1500, 32, seed=4)
+    index = build_index([gallery], kind="ivfpq", nlist=8, m=8, bits=5, nprobe=4)
+    assert index.meta["params"]["factory"] == "IVF8,PQ8x5"
     index.save(str(tmp_path / "ivf"))
     loaded = load_index(str(tmp_path / "ivf"))
     _, ids = loaded.search(gallery.embedding[:200], 1)

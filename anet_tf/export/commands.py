@@ -57,6 +57,18 @@ def add_export_parser(subparsers) -> argparse.ArgumentParser:
         "calibrated on training images)",
     )
     p.add_argument(
+        "--model-name",
+        default=None,
+        help="TF Serving model name, the SavedModel's folder (default: export.model_name)",
+    )
+    p.add_argument(
+        "--model-version",
+        type=int,
+        default=None,
+        help="SavedModel version folder; bump it for TF Serving to load a new "
+        "model (default: export.version)",
+    )
+    p.add_argument(
         "--check",
         action="store_true",
         help="compare every format with the SavedModel on test images (cosine, "
@@ -67,11 +79,19 @@ def add_export_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def export_command(args) -> int:
+    from anet_tf.config import apply_overrides
     from anet_tf.export import ExportRefused
     from anet_tf.export import export_formats
     from anet_tf.export import load_trained
 
     net, cfg, dataset = load_trained(args.run or args.checkpoint)
+    overrides = []
+    if args.model_name is not None:
+        overrides.append(f"export.model_name={args.model_name}")
+    if args.model_version is not None:
+        overrides.append(f"export.version={args.model_version}")
+    if overrides:
+        cfg = apply_overrides(cfg, overrides)
     formats = args.formats or list(cfg.export.formats)
     if args.check and "saved_model" not in formats:
         formats = ["saved_model", *formats]
