@@ -144,9 +144,15 @@ def evaluate_command(args) -> int:
         embed = load_embedder(args.model)
         metrics = evaluate_embedder(lambda x: tf.constant(embed(x)), dataset, cfg)
     else:
-        from anet_tf.export import resolve_weights
+        if args.run:
+            from anet_tf.export import resolve_weights
 
-        _, weights = resolve_weights(args.run or args.checkpoint)
+            _, weights = resolve_weights(args.run)
+        else:  # a checkpoint folder or weights file, read with the given config
+            ckpt = args.checkpoint
+            weights = os.path.join(ckpt, "net.weights.h5") if os.path.isdir(ckpt) else ckpt
+            if not os.path.isfile(weights):
+                raise FileNotFoundError(f"checkpoint weights not found: {weights}")
         trainer = build_trainer(cfg, len(dataset.train_pids()), dataset.num_classes)
         trainer.net.load_weights(weights)
         metrics = evaluate_net(trainer.net, dataset, cfg)
