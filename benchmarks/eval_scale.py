@@ -29,11 +29,10 @@ where that does not fit in the available memory it is skipped and the run says s
 
 from __future__ import annotations
 
+from machine import machine_info  # noqa: E402
 import argparse
-import importlib.metadata
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -226,36 +225,7 @@ def spawn(method: str, data_dir: str, args) -> dict:
 
 
 def machine() -> dict:
-    model = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-
-    def version(*names):
-        for name in names:
-            try:
-                return importlib.metadata.version(name)
-            except importlib.metadata.PackageNotFoundError:
-                continue
-        return "not installed"
-
-    return {
-        "cpu": model,
-        "cores": os.cpu_count(),
-        "memory_total_gb": round(
-            os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1
-        ),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "tensorflow": version("tensorflow-cpu", "tensorflow"),
-        "keras": version("keras"),
-        "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS", "default (all cores)"),
-    }
+    return machine_info()
 
 
 def compare(a: dict, b: dict) -> dict:

@@ -17,11 +17,11 @@ Target (the issue): >= 300 images/s at 256x256 on 2 CPU cores.
 
 from __future__ import annotations
 
+from machine import machine_info  # noqa: E402
 import argparse
 import dataclasses
 import json
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -30,26 +30,7 @@ import numpy as np
 
 
 def machine() -> dict:
-    import keras
-    import tensorflow as tf
-
-    model = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return {
-        "cpu": model,
-        "cores": os.cpu_count(),
-        "cores_usable": len(os.sched_getaffinity(0)),
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "python": platform.python_version(),
-    }
+    return machine_info()
 
 
 def write_images(root: str, ids: int, per_id: int, size: int, seed: int) -> list:

@@ -13,10 +13,10 @@ the baseline measured in the same run.
 
 from __future__ import annotations
 
+from machine import machine_info  # noqa: E402
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -25,33 +25,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def machine() -> dict:
-    import keras
-    import tensorflow as tf
-
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    gpus = tf.config.list_physical_devices("GPU")
-    gpu_names = []
-    for g in gpus:
-        try:
-            gpu_names.append(tf.config.experimental.get_device_details(g).get("device_name", g.name))
-        except Exception:  # noqa: BLE001 - details are informative only
-            gpu_names.append(g.name)
-    return {
-        "cores": os.cpu_count(),
-        "cpu": cpu,
-        "gpus": gpu_names,
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "python": sys.version.split()[0],
-    }
+    return machine_info(gpus=True)
 
 
 def measure(cfg, *, stage: int, batch: int, steps: int, warmup: int, mixed: bool, xla: bool) -> dict:
