@@ -1,6 +1,7 @@
 """The ``anet-tf`` command: the one place that imports every part of the package.
 
-Subcommands: fit, evaluate, export, synth, data check, summary, weights convert.
+Subcommands: fit, evaluate, export, client, embed, index build, search, visualize,
+synth, data check, summary, weights convert.
 Imports are done inside each command so ``anet-tf --help`` is instant and a command
 only pays for TensorFlow when it needs it.
 """
@@ -82,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_export_parser(sub)
     add_client_parser(sub)
+
+    from anet_tf.search import commands as search_commands
+
+    search_commands.add_parsers(sub)
 
     p = sub.add_parser("summary", help="parameters and FLOPs per part of the model")
     _add_config_args(p)
@@ -213,6 +218,12 @@ COMMANDS = {
 }
 
 
+def _commands() -> dict:
+    from anet_tf.search import commands as search_commands
+
+    return {**COMMANDS, **search_commands.dispatch}
+
+
 def main(argv=None) -> int:
     # TensorFlow's C++ start-up chatter (oneDNN, CPU features) is not for users.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -230,7 +241,7 @@ def main(argv=None) -> int:
             parser.parse_args(["weights", "--help"])
         handler = cmd_weights_convert
     else:
-        handler = COMMANDS[args.command]
+        handler = _commands()[args.command]
     from anet_tf.config import ConfigError
     from anet_tf.data.records import DataError
 

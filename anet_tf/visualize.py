@@ -32,9 +32,11 @@ from anet_tf.search.embed import SearchError
 from anet_tf.search.index import Match
 
 DPI = 100
-# Ranked list: one cell per image (inches), a header band for the legend.
+# Ranked list: one cell per image (inches), a header band of two lines (title;
+# legend and what the captions say).
 RANK_CELL_W = 1.5
 RANK_CELL_H = 2.0
+RANK_HEADER_H = 0.55
 HEADER_H = 0.35
 # Activation maps: square cells, a label column on the left.
 ACT_CELL = 1.6
@@ -48,7 +50,14 @@ COLORS = {
     "query": "#2166ac",
 }
 # log.csv columns that are not loss terms.
-LOG_INFO_COLUMNS = ("stage", "epoch", "global_epoch", "lr", "epoch_time_s", "images_per_s")
+LOG_INFO_COLUMNS = (
+    "stage",
+    "epoch",
+    "global_epoch",
+    "lr",
+    "epoch_time_s",
+    "images_per_s",
+)
 SPRITE_MAX = 8192  # TensorBoard's limit on each side of the sprite image
 
 
@@ -109,7 +118,7 @@ def ranked_list_size(rows: int, top_k: int, dpi: int = DPI) -> tuple[int, int]:
     """(width, height) in pixels of :func:`plot_ranked_list`."""
     return (
         round((top_k + 1) * RANK_CELL_W * dpi),
-        round((rows * RANK_CELL_H + HEADER_H) * dpi),
+        round((rows * RANK_CELL_H + RANK_HEADER_H) * dpi),
     )
 
 
@@ -123,39 +132,56 @@ def plot_ranked_list(
     top_k: int,
     *,
     title: str = "",
+    attributes: str = "predicted",
     dpi: int = DPI,
 ) -> str:
     """Each query (left, blue frame) followed by its ``top_k`` matches.
 
     A match is framed green when its vehicle id equals the query's, red when it
     differs, grey when either is unknown. Above each match: rank and cosine
-    similarity; below: vehicle id, camera and predicted attributes.
+    similarity; below: vehicle id, camera and the ``attributes`` (predicted or
+    known) classes.
 
     Returns:
         ``out_path``; the PNG is :func:`ranked_list_size` pixels.
     """
+    from matplotlib.patches import Patch
+
     if not rows:
         raise SearchError("a ranked list needs at least one query")
+    if attributes not in ("predicted", "known"):
+        raise SearchError(
+            f"attributes must be predicted or known. Received: {attributes!r}"
+        )
     width_px, height_px = ranked_list_size(len(rows), top_k, dpi)
     fig = _figure(width_px / dpi, height_px / dpi, dpi)
     cols = top_k + 1
-    cell_w, cell_h = 1.0 / cols, (1.0 - HEADER_H * dpi / height_px) / len(rows)
-    from matplotlib.patches import Patch
-
-    band = HEADER_H * dpi / height_px
-    fig.text(0.01, 1 - 0.5 * band, title or "ranked list", va="center", fontsize=10)
+    band = RANK_HEADER_H * dpi / height_px
+    cell_w, cell_h = 1.0 / cols, (1.0 - band) / len(rows)
+    line = 0.25 * dpi / height_px
+    fig.text(0.01, 1 - 0.6 * line, title or "ranked list", va="center", fontsize=10)
     legend = [("query", "query"), ("same vehicle", "match"), ("other vehicle", "wrong")]
     fig.legend(
         handles=[
             Patch(facecolor="none", edgecolor=COLORS[key], linewidth=3, label=label)
             for label, key in legend
         ],
-        loc="center right",
-        bbox_to_anchor=(0.995, 1 - 0.5 * band),
+        loc="center left",
+        bbox_to_anchor=(0.0, 1 - 1.55 * line),
         ncol=len(legend),
         frameon=False,
         fontsize=8,
         handlelength=1.2,
+    )
+    fig.text(
+        0.99,
+        1 - 1.55 * line,
+        "above: rank: cosine similarity; below: vehicle id, camera, "
+        f"{attributes} attributes",
+        ha="right",
+        va="center",
+        fontsize=8,
+        color="dimgray",
     )
     thumb = int(RANK_CELL_W * dpi)
     for r, row in enumerate(rows):
@@ -169,12 +195,19 @@ def plot_ranked_list(
             ident = f"id {m.pid}" if m.pid >= 0 else ""
             cam = f"c{m.camid}" if m.camid >= 0 else ""
             below = " ".join(t for t in (ident, cam) if t)
-            attrs = _attribute_text(m.predicted)
+            attrs = _attribute_text(
+                m.predicted if attributes == "predicted" else m.known
+            )
             text = f"{below}\n{attrs}" if below and attrs else below or attrs
             cells.append((m.path, f"{m.rank}: {m.score:.3f}", text, color))
         for c, (path, above, below, color) in enumerate(cells):
             ax = fig.add_axes(
-                [c * cell_w + 0.06 * cell_w, top - 0.80 * cell_h, 0.88 * cell_w, 0.66 * cell_h]
+                [
+                    c * cell_w + 0.06 * cell_w,
+                    top - 0.80 * cell_h,
+                    0.88 * cell_w,
+                    0.66 * cell_h,
+                ]
             )
             ax.imshow(_load_rgb(path, thumb), interpolation="bilinear")
             ax.set_xticks([])
@@ -182,10 +215,26 @@ def plot_ranked_list(
             for spine in ax.spines.values():
                 spine.set_edgecolor(color)
                 spine.set_linewidth(4 if color != COLORS["unknown"] else 1.5)
-            ax.set_title(above, fontsize=8, pad=3, color=COLORS["query"] if c == 0 else "black")
-            ax.text(0.5, -0.04, below, transform=ax.transAxes, ha="center", va="top", fontsize=7)
+            ax.set_title(
+                above, fontsize=8, pad=3, color=COLORS["query"] if c == 0 else "black"
+            )
+            ax.text(
+                0.5,
+                -0.04,
+                below,
+                transform=ax.transAxes,
+                ha="center",
+                va="top",
+                fontsize=7,
+            )
         if not row.matches:
-            fig.text(1.5 * cell_w, top - 0.5 * cell_h, "no gallery item matches the filter", fontsize=9, va="center")
+            fig.text(
+                1.5 * cell_w,
+                top - 0.5 * cell_h,
+                "no gallery item matches the filter",
+                fontsize=9,
+                va="center",
+            )
     return _save(fig, out_path)
 
 
@@ -254,8 +303,12 @@ def activation_maps(net, image_paths: Sequence[str], image_size: Sequence[int]) 
         try:
             image = read_image(path)
         except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as exc:
-            raise SearchError(f"{path}: cannot read the image ({exc.message.splitlines()[0]})") from None
-        pixels.append(np.clip(np.round(resize(image, (h, w)).numpy()), 0, 255).astype(np.uint8))
+            raise SearchError(
+                f"{path}: cannot read the image ({exc.message.splitlines()[0]})"
+            ) from None
+        pixels.append(
+            np.clip(np.round(resize(image, (h, w)).numpy()), 0, 255).astype(np.uint8)
+        )
         inputs.append(preprocess_for_inference(image, (h, w)))
     out = net(tf.stack(inputs), training=False)
     result = {"pixels": np.stack(pixels)}
@@ -293,13 +346,34 @@ def plot_activation_maps(
     cell_w = (1 - label_w) / n
     band = HEADER_H * dpi / height_px
     cell_h = (1 - band) / 3
-    fig.text(0.01, 1 - 0.5 * band, title or "activation maps (Figure 4, rows 2-3)", va="center", fontsize=10)
+    fig.text(
+        0.01,
+        1 - 0.5 * band,
+        title or "activation maps (Figure 4, rows 2-3)",
+        va="center",
+        fontsize=10,
+    )
     rows = [("image", None), ("G (eq. 5)", "G"), ("G_reid (eq. 6)", "G_reid")]
     for r, (label, key) in enumerate(rows):
         top = 1 - band - r * cell_h
-        fig.text(0.5 * label_w, top - 0.5 * cell_h, label, rotation=90, ha="center", va="center", fontsize=9)
+        fig.text(
+            0.5 * label_w,
+            top - 0.5 * cell_h,
+            label,
+            rotation=90,
+            ha="center",
+            va="center",
+            fontsize=9,
+        )
         for c in range(n):
-            ax = fig.add_axes([label_w + c * cell_w + 0.04 * cell_w, top - 0.9 * cell_h, 0.92 * cell_w, 0.84 * cell_h])
+            ax = fig.add_axes(
+                [
+                    label_w + c * cell_w + 0.04 * cell_w,
+                    top - 0.9 * cell_h,
+                    0.92 * cell_w,
+                    0.84 * cell_h,
+                ]
+            )
             ax.imshow(pixels[c])
             if key is not None:
                 ax.imshow(maps[key][c], cmap="jet", alpha=0.5, vmin=0.0, vmax=1.0)
@@ -328,22 +402,30 @@ def read_log(path: str) -> dict[str, np.ndarray]:
         raise SearchError(f"{path}: the log has no epochs yet")
     header = rows[0]
     if "global_epoch" not in header:
-        raise SearchError(f"{path}:1: not an anet-tf log (no global_epoch column); header {header}")
+        raise SearchError(
+            f"{path}:1: not an anet-tf log (no global_epoch column); header {header}"
+        )
     columns: dict[str, list[float]] = {h: [] for h in header}
     for line, row in enumerate(rows[1:], start=2):
         if not row:
             continue
         if len(row) != len(header):
-            raise SearchError(f"{path}:{line}: {len(row)} cells, the header has {len(header)}")
+            raise SearchError(
+                f"{path}:{line}: {len(row)} cells, the header has {len(header)}"
+            )
         for h, cell in zip(header, row, strict=True):
             try:
                 columns[h].append(float(cell) if cell.strip() else math.nan)
             except ValueError:
-                raise SearchError(f"{path}:{line}: column {h}: not a number: {cell!r}") from None
+                raise SearchError(
+                    f"{path}:{line}: column {h}: not a number: {cell!r}"
+                ) from None
     return {h: np.asarray(v, np.float64) for h, v in columns.items()}
 
 
-def plot_training_curves(log_path: str, out_path: str, *, title: str = "", dpi: int = DPI) -> str:
+def plot_training_curves(
+    log_path: str, out_path: str, *, title: str = "", dpi: int = DPI
+) -> str:
     """Four panels over the global epoch: the total loss, each loss term, the
     learning rate (log scale) and the training throughput; a dashed line marks the
     start of stage 2 (eq. 13, backbone frozen).
@@ -355,9 +437,17 @@ def plot_training_curves(log_path: str, out_path: str, *, title: str = "", dpi: 
     x = log["global_epoch"]
     fig = _figure(*CURVES_SIZE, dpi)
     axes = fig.subplots(2, 2, sharex=True)
-    fig.subplots_adjust(left=0.08, right=0.98, top=0.92, bottom=0.08, hspace=0.18, wspace=0.2)
-    run = log_path if os.path.isdir(log_path) else os.path.dirname(os.path.abspath(log_path))
-    fig.suptitle(title or f"training of {os.path.basename(os.path.abspath(run))}", fontsize=11)
+    fig.subplots_adjust(
+        left=0.08, right=0.98, top=0.92, bottom=0.08, hspace=0.18, wspace=0.2
+    )
+    run = (
+        log_path
+        if os.path.isdir(log_path)
+        else os.path.dirname(os.path.abspath(log_path))
+    )
+    fig.suptitle(
+        title or f"training of {os.path.basename(os.path.abspath(run))}", fontsize=11
+    )
     terms = [h for h in log if h not in LOG_INFO_COLUMNS and h != "total"]
     if "total" in log:
         axes[0, 0].plot(x, log["total"], marker="o", ms=3, color="black")
@@ -387,7 +477,14 @@ def plot_training_curves(log_path: str, out_path: str, *, title: str = "", dpi: 
     for ax in axes[1]:
         ax.set_xlabel("epoch", fontsize=9)
     if starts:
-        axes[0, 0].text(starts[0], axes[0, 0].get_ylim()[1], " stage 2", va="top", fontsize=8, color="grey")
+        axes[0, 0].text(
+            starts[0],
+            axes[0, 0].get_ylim()[1],
+            " stage 2",
+            va="top",
+            fontsize=8,
+            color="grey",
+        )
     return _save(fig, out_path)
 
 
@@ -414,7 +511,7 @@ def read_cmc(path: str) -> tuple[np.ndarray, dict]:
     cmc = metrics.get("cmc") if isinstance(metrics, dict) else None
     if not cmc:
         raise SearchError(
-            f"{path}: no CMC curve (expected {{\"metrics\": {{\"cmc\": [...]}}}} as "
+            f'{path}: no CMC curve (expected {{"metrics": {{"cmc": [...]}}}} as '
             f"`anet-tf evaluate --json-out` writes)"
         )
     return np.asarray(cmc, np.float64), payload
@@ -440,7 +537,13 @@ def plot_cmc(
     for label, cmc in curves:
         r = len(cmc) if max_rank is None else min(max_rank, len(cmc))
         ranks = np.arange(1, r + 1)
-        ax.plot(ranks, 100 * np.asarray(cmc[:r]), marker="o", ms=3, label=f"{label} (R1 {100 * cmc[0]:.1f}%)")
+        ax.plot(
+            ranks,
+            100 * np.asarray(cmc[:r]),
+            marker="o",
+            ms=3,
+            label=f"{label} (R1 {100 * cmc[0]:.1f}%)",
+        )
     from matplotlib.ticker import MaxNLocator
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -463,7 +566,9 @@ def sprite_layout(n: int, thumb_size: int | None = None) -> tuple[int, int]:
     limit = SPRITE_MAX // side
     thumb = min(thumb_size or 64, limit)
     if thumb < 1:
-        raise SearchError(f"{n} images do not fit a {SPRITE_MAX} px sprite; lower --max-images")
+        raise SearchError(
+            f"{n} images do not fit a {SPRITE_MAX} px sprite; lower --max-images"
+        )
     return side, thumb
 
 
@@ -511,7 +616,9 @@ def export_projector(
     side, thumb = sprite_layout(len(keep), thumb_size)
     sprite = Image.new("RGB", (side * thumb, side * thumb), (255, 255, 255))
     for k, i in enumerate(keep):
-        im = Image.fromarray(_load_rgb(emb.paths[i])).resize((thumb, thumb), Image.BILINEAR)
+        im = Image.fromarray(_load_rgb(emb.paths[i])).resize(
+            (thumb, thumb), Image.BILINEAR
+        )
         sprite.paste(im, ((k % side) * thumb, (k // side) * thumb))
     sprite_path = os.path.join(log_dir, "sprite.png")
     sprite.save(sprite_path)
@@ -525,7 +632,9 @@ def export_projector(
             cells += [emb.predicted[a][i] for a in names]
             cells += [emb.known[a][i] or "?" for a in names]
             fh.write("\t".join(_tsv_cell(c) for c in cells) + "\n")
-    variable = tf.Variable(np.asarray(emb.embedding[keep], np.float32), name="embedding")
+    variable = tf.Variable(
+        np.asarray(emb.embedding[keep], np.float32), name="embedding"
+    )
     checkpoint = tf.train.Checkpoint(embedding=variable)
     ckpt_path = checkpoint.save(os.path.join(log_dir, "embedding.ckpt"))
     config = projector.ProjectorConfig()

@@ -28,58 +28,44 @@ Embedding the query image (the SavedModel call) is not part of these timings.
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import json
 import os
-import platform
 import time
 
 import numpy as np
+from machine import machine_info
 
 from anet_tf.search.embed import Embeddings
 from anet_tf.search.index import build_index
 
-COLORS = ["white", "black", "gray", "silver", "red", "blue", "yellow", "green", "brown", "orange"]
+COLORS = [
+    "white",
+    "black",
+    "gray",
+    "silver",
+    "red",
+    "blue",
+    "yellow",
+    "green",
+    "brown",
+    "orange",
+]
 TYPES = ["sedan", "suv", "van", "hatchback", "pickup", "bus", "truck"]
 
 
 def machine() -> dict:
+    """:func:`machine_info` plus the faiss version and its thread count."""
     import faiss
 
-    model = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-
-    def version(*names):
-        for name in names:
-            try:
-                return importlib.metadata.version(name)
-            except importlib.metadata.PackageNotFoundError:
-                continue
-        return "not installed"
-
-    return {
-        "cpu": model,
-        "cores": os.cpu_count(),
-        "memory_total_gb": round(
-            os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1
-        ),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "faiss": faiss.__version__,
-        "faiss_threads": faiss.omp_get_max_threads(),
-        "tensorflow": version("tensorflow-cpu", "tensorflow"),
-        "keras": version("keras"),
-    }
+    info = machine_info()
+    info["faiss"] = faiss.__version__
+    info["faiss_threads"] = faiss.omp_get_max_threads()
+    return info
 
 
-def make_gallery(n: int, dim: int, seed: int, per_id: int = 10) -> tuple[Embeddings, np.ndarray]:
+def make_gallery(
+    n: int, dim: int, seed: int, per_id: int = 10
+) -> tuple[Embeddings, np.ndarray]:
     """``n`` images of ``n / per_id`` vehicles, and the vehicles' centres."""
     rng = np.random.default_rng(seed)
     centres = _unit(rng.standard_normal((max(1, n // per_id), dim), dtype=np.float32))
@@ -120,7 +106,9 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def _images_of(centres: np.ndarray, ids: np.ndarray, rng, noise: float = 0.8) -> np.ndarray:
+def _images_of(
+    centres: np.ndarray, ids: np.ndarray, rng, noise: float = 0.8
+) -> np.ndarray:
     dim = centres.shape[1]
     n = rng.standard_normal((len(ids), dim), dtype=np.float32)
     return np.ascontiguousarray(_unit(centres[ids] + noise * n / np.sqrt(dim)))
@@ -218,7 +206,10 @@ def bench_dim(n: int, dim: int, args) -> dict:
     first = args.threads_list[0] or default_threads
     exact = found[_label("flat", first)]
     same = np.mean(
-        [np.array_equal(a, b) for a, b in zip(found["numpy (baseline)"], exact, strict=True)]
+        [
+            np.array_equal(a, b)
+            for a, b in zip(found["numpy (baseline)"], exact, strict=True)
+        ]
     )
     recall = np.mean(
         [
@@ -239,8 +230,12 @@ def bench_dim(n: int, dim: int, args) -> dict:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--n", type=int, default=100_000, help="gallery images (default 100,000)")
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--n", type=int, default=100_000, help="gallery images (default 100,000)"
+    )
     p.add_argument("--dims", type=int, nargs="+", default=[128, 512])
     p.add_argument("--queries", type=int, default=200, help="timed queries per case")
     p.add_argument("--warmup", type=int, default=20, help="untimed queries first")
@@ -271,7 +266,10 @@ def main(argv=None) -> int:
         for name, stats in r["cases"].items():
             if name.startswith("flat"):
                 verdict = "met" if stats["median_ms"] < target else "NOT met"
-                print(f"target < {target:.0f} ms, D={r['dim']}, {name}: {verdict} ({stats['median_ms']:.2f} ms)")
+                print(
+                    f"target < {target:.0f} ms, D={r['dim']}, {name}: {verdict} "
+                    f"({stats['median_ms']:.2f} ms)"
+                )
     if args.json_out:
         payload = {
             "benchmark": "search",

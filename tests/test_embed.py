@@ -56,9 +56,13 @@ def tiny_assets(tmp_path_factory) -> SimpleNamespace:
         from anet_tf.training.fit import save_run_config
 
         shutil.rmtree(base, ignore_errors=True)
-        generate(str(data), ids=6, test_ids=3, cameras=2, images_per_id=4, image_size=32)
+        generate(
+            str(data), ids=6, test_ids=3, cameras=2, images_per_id=4, image_size=32
+        )
         dataset = load_dataset(cfg)
-        net = build_model_from_config(cfg, len(dataset.train_pids()), dataset.num_classes)
+        net = build_model_from_config(
+            cfg, len(dataset.train_pids()), dataset.num_classes
+        )
         save_run_config(cfg, str(run))
         os.makedirs(run / "checkpoints" / "best")
         net.save_weights(str(run / "checkpoints" / "best" / "net.weights.h5"))
@@ -110,7 +114,9 @@ def test_folder_to_documented_npz_with_bad_files_reported(assets, tmp_path, caps
     (tmp_path / "imgs" / "notes.txt").write_text("ignored, not an image")
     out = tmp_path / "emb.npz"
 
-    code = run_command(["embed", str(tmp_path / "imgs"), "--model", assets.model, "-o", str(out)])
+    code = run_command(
+        ["embed", str(tmp_path / "imgs"), "--model", assets.model, "-o", str(out)]
+    )
 
     assert code == 0
     err = capsys.readouterr().err
@@ -121,7 +127,9 @@ def test_folder_to_documented_npz_with_bad_files_reported(assets, tmp_path, caps
     paths = [p.decode() for p in data["path"]]
     assert paths == sorted(good) + [str(tmp_path / "imgs" / "sub" / "img_00.jpg")]
     assert data["embedding"].dtype == np.float32 and data["embedding"].shape == (5, 16)
-    np.testing.assert_allclose(np.linalg.norm(data["embedding"], axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(
+        np.linalg.norm(data["embedding"], axis=1), 1.0, atol=1e-5
+    )
     names = data["attribute_names"].tolist()
     assert names == ["color", "type"]
     for name in names:
@@ -132,15 +140,25 @@ def test_folder_to_documented_npz_with_bad_files_reported(assets, tmp_path, caps
         assert data[f"{name}_label"].tolist() == [classes[i] for i in probs.argmax(1)]
         assert data[f"{name}_known"].tolist() == [""] * 5
     assert data["pid"].tolist() == [-1] * 5
-    failed = dict(zip([p.decode() for p in data["failed_path"]], data["failed_reason"].tolist()))
+    failed = dict(
+        zip(
+            [p.decode() for p in data["failed_path"]],
+            data["failed_reason"].tolist(),
+            strict=True,
+        )
+    )
     assert failed == {
         str(tmp_path / "imgs" / "cut.jpg"): "truncated JPEG (no end-of-image marker)",
         str(tmp_path / "imgs" / "empty.png"): "the file is empty",
-        str(tmp_path / "imgs" / "garbage.jpg"): "not a JPEG, PNG, GIF, BMP or WebP file",
+        str(
+            tmp_path / "imgs" / "garbage.jpg"
+        ): "not a JPEG, PNG, GIF, BMP or WebP file",
     }
 
 
-def test_embeddings_are_the_serving_signature_outputs_whatever_the_batching(model, tmp_path):
+def test_embeddings_are_the_serving_signature_outputs_whatever_the_batching(
+    model, tmp_path
+):
     paths = write_images(tmp_path, 5, seed=3)
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"\xff\xd8\xff broken")
@@ -167,9 +185,21 @@ def test_manifest_split_keeps_known_ids_and_labels(assets, tmp_path):
     )
     out = tmp_path / "g.npz"
 
-    assert run_command(
-        ["embed", str(tmp_path / "list.csv"), "--split", "gallery", "--model", assets.model, "-o", str(out)]
-    ) == 0
+    assert (
+        run_command(
+            [
+                "embed",
+                str(tmp_path / "list.csv"),
+                "--split",
+                "gallery",
+                "--model",
+                assets.model,
+                "-o",
+                str(out),
+            ]
+        )
+        == 0
+    )
 
     emb = load_embeddings(str(out))
     assert emb.paths == [paths[0], paths[2]]
@@ -181,7 +211,16 @@ def test_manifest_split_keeps_known_ids_and_labels(assets, tmp_path):
 def test_dataset_split_from_the_models_config(assets, tmp_path):
     out = tmp_path / "q.npz"
     code = run_command(
-        ["embed", "dataset:query", "--model", assets.model, "-o", str(out), "--set", f"data.root={assets.data}"]
+        [
+            "embed",
+            "dataset:query",
+            "--model",
+            assets.model,
+            "-o",
+            str(out),
+            "--set",
+            f"data.root={assets.data}",
+        ]
     )
     assert code == 0
     emb = load_embeddings(str(out))
@@ -192,7 +231,9 @@ def test_dataset_split_from_the_models_config(assets, tmp_path):
 
 def test_text_list_and_missing_files(model, tmp_path):
     paths = write_images(tmp_path, 2, seed=7)
-    (tmp_path / "list.txt").write_text(f"# queries\n{os.path.basename(paths[0])}\n\nmissing.jpg\n{paths[1]}\n")
+    (tmp_path / "list.txt").write_text(
+        f"# queries\n{os.path.basename(paths[0])}\n\nmissing.jpg\n{paths[1]}\n"
+    )
     emb = embed_images(model, list_images(str(tmp_path / "list.txt")), progress=False)
     assert emb.paths == paths
     assert emb.failed == [(str(tmp_path / "missing.jpg"), "No such file or directory")]
@@ -223,6 +264,15 @@ def test_bad_sources_say_what_is_wrong(assets, tmp_path, capsys):
     (tmp_path / "m2.csv").write_text("path,vehicle_id\na.jpg,x\n")
     with pytest.raises(SearchError, match=r"m2.csv:2: vehicle_id must be an integer"):
         list_images(str(tmp_path / "m2.csv"))
-    code = run_command(["embed", str(tmp_path), "--model", str(tmp_path), "-o", str(tmp_path / "o.npz")])
+    code = run_command(
+        [
+            "embed",
+            str(tmp_path),
+            "--model",
+            str(tmp_path),
+            "-o",
+            str(tmp_path / "o.npz"),
+        ]
+    )
     assert code == 1
     assert "is not a SavedModel" in capsys.readouterr().err

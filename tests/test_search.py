@@ -39,7 +39,9 @@ def fake_model(dim: int, fingerprint: str = "f00d") -> dict:
     }
 
 
-def random_embeddings(n: int, dim: int, seed: int = 0, fingerprint: str = "f00d") -> Embeddings:
+def random_embeddings(
+    n: int, dim: int, seed: int = 0, fingerprint: str = "f00d"
+) -> Embeddings:
     """Random unit vectors with random predicted and known attributes."""
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((n, dim)).astype(np.float32)
@@ -95,7 +97,9 @@ def test_flat_search_is_exact(gallery, index):
 def test_filters_return_exactly_the_best_matching_items(gallery, index):
     queries = random_embeddings(5, 24, seed=2).embedding
     where = parse_where("color=red|white,type=suv")
-    mask = np.isin(gallery.predicted["color"], ["red", "white"]) & (gallery.predicted["type"] == "suv")
+    mask = np.isin(gallery.predicted["color"], ["red", "white"]) & (
+        gallery.predicted["type"] == "suv"
+    )
     assert 10 < mask.sum() < 600
 
     scores, ids = index.search(queries, 10, where=where)
@@ -106,7 +110,10 @@ def test_filters_return_exactly_the_best_matching_items(gallery, index):
     for row in index.matches(scores, ids):
         assert len(row) == 10
         for m in row:
-            assert m.predicted["color"] in ("red", "white") and m.predicted["type"] == "suv"
+            assert (
+                m.predicted["color"] in ("red", "white")
+                and m.predicted["type"] == "suv"
+            )
 
 
 def test_filter_on_known_labels_and_with_few_matches(gallery, index):
@@ -149,20 +156,32 @@ def test_exclude_leaves_items_out(gallery, index):
 
 
 def test_bad_filters_name_the_valid_choices(index):
-    with pytest.raises(SearchError, match="no attribute 'colour'; it predicts color, type"):
+    with pytest.raises(
+        SearchError, match="no attribute 'colour'; it predicts color, type"
+    ):
         index.filter_mask(parse_where("colour=red"))
-    with pytest.raises(SearchError, match="color has no class 'purple'; its classes are red, blue, white"):
+    with pytest.raises(
+        SearchError,
+        match="color has no class 'purple'; its classes are red, blue, white",
+    ):
         index.filter_mask(parse_where("color=purple"))
     with pytest.raises(SearchError, match="is not ATTRIBUTE=CLASS"):
         parse_where("color")
-    assert parse_where(["color=red|blue", "color=blue,type=suv"]) == {"color": ["blue"], "type": ["suv"]}
+    assert parse_where(["color=red|blue", "color=blue,type=suv"]) == {
+        "color": ["blue"],
+        "type": ["suv"],
+    }
 
 
 def test_save_load_round_trip(gallery, index, tmp_path):
     index.save(str(tmp_path / "idx"))
     loaded = load_index(str(tmp_path / "idx"))
     queries = gallery.embedding[:4]
-    for a, b in zip(index.search(queries, 5, where={"type": ["sedan"]}), loaded.search(queries, 5, where={"type": ["sedan"]}), strict=True):
+    for a, b in zip(
+        index.search(queries, 5, where={"type": ["sedan"]}),
+        loaded.search(queries, 5, where={"type": ["sedan"]}),
+        strict=True,
+    ):
         np.testing.assert_array_equal(a, b)
     m = loaded.matches(*loaded.search(queries[:1], 1))[0][0]
     assert m.path == gallery.paths[0] and m.pid == gallery.pids[0]
@@ -174,7 +193,7 @@ def test_save_load_round_trip(gallery, index, tmp_path):
 def test_ivfpq_finds_most_vectors_themselves(tmp_path):
     gallery = random_embeddings(1500, 32, seed=4)
     index = build_index([gallery], kind="ivfpq", nlist=8, m=8, bits=5, nprobe=4)
-    assert index.meta["params"]["factory"] == "IVF8,PQ8x5"
+    assert index.meta["params"]["factory"] == "IVF8,PQ8x5np"
     index.save(str(tmp_path / "ivf"))
     loaded = load_index(str(tmp_path / "ivf"))
     _, ids = loaded.search(gallery.embedding[:200], 1)
@@ -188,7 +207,9 @@ def test_ivfpq_finds_most_vectors_themselves(tmp_path):
 def test_another_models_embeddings_are_refused(gallery, index):
     with pytest.raises(IndexMismatchError, match="holds 24-d embeddings.*gives 32-d"):
         index.check_model(fake_model(32, "beef"))
-    with pytest.raises(IndexMismatchError, match="fingerprint f00d.*has fingerprint beef.*rebuild"):
+    with pytest.raises(
+        IndexMismatchError, match="fingerprint f00d.*has fingerprint beef.*rebuild"
+    ):
         index.check_model(fake_model(24, "beef"))
     with pytest.raises(IndexMismatchError):
         build_index([gallery, random_embeddings(5, 24, fingerprint="beef")])
@@ -210,15 +231,48 @@ def served_gallery(tmp_path_factory):
     os.makedirs(query.parent)
     shutil.copy(paths[3], query)
     emb_path = root / "gallery.npz"
-    assert run_command(["embed", str(root / "gallery"), "--model", assets.model, "-o", str(emb_path), "--quiet"]) == 0
-    assert run_command(["index", "build", str(emb_path), "-o", str(root / "index")]) == 0
-    return {"assets": assets, "root": root, "paths": sorted(paths), "query": str(query), "index": str(root / "index"), "emb": str(emb_path)}
+    assert (
+        run_command(
+            [
+                "embed",
+                str(root / "gallery"),
+                "--model",
+                assets.model,
+                "-o",
+                str(emb_path),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    assert (
+        run_command(["index", "build", str(emb_path), "-o", str(root / "index")]) == 0
+    )
+    return {
+        "assets": assets,
+        "root": root,
+        "paths": sorted(paths),
+        "query": str(query),
+        "index": str(root / "index"),
+        "emb": str(emb_path),
+    }
 
 
 def test_planted_duplicate_is_rank_1(served_gallery, capsys):
     g = served_gallery
     capsys.readouterr()
-    code = run_command(["search", "--index", g["index"], "--query", g["query"], "--top-k", "5", "--json"])
+    code = run_command(
+        [
+            "search",
+            "--index",
+            g["index"],
+            "--query",
+            g["query"],
+            "--top-k",
+            "5",
+            "--json",
+        ]
+    )
     assert code == 0
     result = json.loads(capsys.readouterr().out)["results"][0]
     assert result["query"] == g["query"]
@@ -228,7 +282,10 @@ def test_planted_duplicate_is_rank_1(served_gallery, capsys):
     assert len(result["matches"]) == 5
     assert result["attributes"] == top["attributes"]
 
-    assert run_command(["search", "--index", g["index"], "--query", g["query"], "-k", "2"]) == 0
+    assert (
+        run_command(["search", "--index", g["index"], "--query", g["query"], "-k", "2"])
+        == 0
+    )
     table = capsys.readouterr().out
     assert table.splitlines()[0].startswith(f"query {g['query']}")
     assert g["paths"][3] in table.splitlines()[2]
@@ -240,7 +297,18 @@ def test_search_filter_returns_only_matching_attributes(served_gallery, capsys):
     color = str(emb.predicted["color"][3])
     capsys.readouterr()
     code = run_command(
-        ["search", "--index", g["index"], "--query", g["query"], "-k", "12", "--where", f"color={color}", "--json"]
+        [
+            "search",
+            "--index",
+            g["index"],
+            "--query",
+            g["query"],
+            "-k",
+            "12",
+            "--where",
+            f"color={color}",
+            "--json",
+        ]
     )
     assert code == 0
     matches = json.loads(capsys.readouterr().out)["results"][0]["matches"]
@@ -253,8 +321,20 @@ def test_search_refuses_an_index_of_another_model(served_gallery, tmp_path, caps
     g = served_gallery
     other = random_embeddings(20, 8)
     save_embeddings(other, str(tmp_path / "other.npz"))
-    build_index([load_embeddings(str(tmp_path / "other.npz"))]).save(str(tmp_path / "idx8"))
-    code = run_command(["search", "--index", str(tmp_path / "idx8"), "--query", g["query"], "--model", g["assets"].model])
+    build_index([load_embeddings(str(tmp_path / "other.npz"))]).save(
+        str(tmp_path / "idx8")
+    )
+    code = run_command(
+        [
+            "search",
+            "--index",
+            str(tmp_path / "idx8"),
+            "--query",
+            g["query"],
+            "--model",
+            g["assets"].model,
+        ]
+    )
     assert code == 1
     err = capsys.readouterr().err
     assert "holds 8-d embeddings" in err and "gives 16-d" in err
@@ -264,19 +344,30 @@ def test_search_refuses_an_index_of_another_model(served_gallery, tmp_path, caps
     meta = json.loads(meta_path.read_text())
     meta["model"]["fingerprint"] = "0123456789abcdef"
     meta_path.write_text(json.dumps(meta))
-    assert run_command(["search", "--index", str(tmp_path / "tampered"), "--query", g["query"]]) == 1
+    assert (
+        run_command(
+            ["search", "--index", str(tmp_path / "tampered"), "--query", g["query"]]
+        )
+        == 1
+    )
     assert "fingerprint 0123456789abcdef" in capsys.readouterr().err
 
 
-def test_unreadable_queries_are_reported_and_the_rest_answered(served_gallery, tmp_path, capsys):
+def test_unreadable_queries_are_reported_and_the_rest_answered(
+    served_gallery, tmp_path, capsys
+):
     g = served_gallery
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\nnope")
     capsys.readouterr()
-    code = run_command(["search", "--index", g["index"], "--query", str(bad), g["query"], "--json"])
+    code = run_command(
+        ["search", "--index", g["index"], "--query", str(bad), g["query"], "--json"]
+    )
     assert code == 0
     captured = capsys.readouterr()
     payload = json.loads(captured.out)
     assert [r["query"] for r in payload["results"]] == [g["query"]]
-    assert payload["failed"] == [{"path": str(bad), "reason": "truncated PNG (no IEND chunk)"}]
+    assert payload["failed"] == [
+        {"path": str(bad), "reason": "truncated PNG (no IEND chunk)"}
+    ]
     assert f"skipped {bad}" in captured.err

@@ -62,34 +62,68 @@ def test_ranked_list_png(labelled_gallery, tmp_path):
     out = tmp_path / "ranked.png"
     code = run_command(
         [
-            "visualize", "ranked", "--index", str(labelled_gallery / "index"),
-            "--query-embeddings", str(labelled_gallery / "queries.npz"),
-            "--top-k", "4", "-o", str(out),
+            "visualize",
+            "ranked",
+            "--index",
+            str(labelled_gallery / "index"),
+            "--query-embeddings",
+            str(labelled_gallery / "queries.npz"),
+            "--top-k",
+            "4",
+            "-o",
+            str(out),
         ]
     )
     assert code == 0
-    # (top_k + 1) cells of 1.5 in x 2 rows of 2.0 in + a 0.35 in header, at 100 dpi
-    assert_png(out, (5 * 150, 2 * 200 + 35))
+    # (top_k + 1) cells of 1.5 in x 2 rows of 2.0 in + a 0.55 in header, at 100 dpi
+    assert_png(out, (5 * 150, 2 * 200 + 55))
 
 
 def test_ranked_list_with_filter_and_no_match(labelled_gallery, tmp_path):
     out = tmp_path / "ranked_filtered.png"
     code = run_command(
         [
-            "visualize", "ranked", "--index", str(labelled_gallery / "index"),
-            "--query-embeddings", str(labelled_gallery / "queries.npz"), "--num-queries", "1",
-            "--top-k", "3", "--where", "color=red", "--where", "color=blue", "-o", str(out),
+            "visualize",
+            "ranked",
+            "--index",
+            str(labelled_gallery / "index"),
+            "--query-embeddings",
+            str(labelled_gallery / "queries.npz"),
+            "--num-queries",
+            "1",
+            "--top-k",
+            "3",
+            "--where",
+            "color=red",
+            "--where",
+            "color=blue",
+            "-o",
+            str(out),
         ]
     )
     assert code == 0
-    assert_png(out, (4 * 150, 200 + 35))
+    assert_png(out, (4 * 150, 200 + 55))
 
 
 def test_activation_maps_png_from_a_run(tmp_path_factory, tmp_path):
     assets = tiny_assets(tmp_path_factory)
-    images = sorted(os.path.join(assets.data, "images", f) for f in os.listdir(os.path.join(assets.data, "images")))[:3]
+    images = sorted(
+        os.path.join(assets.data, "images", f)
+        for f in os.listdir(os.path.join(assets.data, "images"))
+    )[:3]
     out = tmp_path / "act.png"
-    code = run_command(["visualize", "activation", "--run", assets.run, "--image", *images, "-o", str(out)])
+    code = run_command(
+        [
+            "visualize",
+            "activation",
+            "--run",
+            assets.run,
+            "--image",
+            *images,
+            "-o",
+            str(out),
+        ]
+    )
     assert code == 0
     # a 0.35 in label column + 3 cells of 1.6 in; 3 rows of 1.6 in + the header
     assert_png(out, (35 + 3 * 160, 3 * 160 + 35))
@@ -106,7 +140,9 @@ def test_map_heat_is_the_channel_norm_scaled_to_unit_range():
 def test_training_curves_png(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
-    header = "stage,epoch,global_epoch,lr,epoch_time_s,images_per_s,total,id_f,tri_f,ac_id"
+    header = (
+        "stage,epoch,global_epoch,lr,epoch_time_s,images_per_s,total,id_f,tri_f,ac_id"
+    )
     rows = [
         "1,1,1,0.0006,10.0,30.0,5.0,3.0,1.0,",
         "1,2,2,0.0006,9.0,33.0,4.0,2.5,0.8,",
@@ -120,33 +156,65 @@ def test_training_curves_png(tmp_path):
 
 def test_cmc_png(tmp_path, capsys):
     for name, cmc in (("a", [0.5, 0.7, 0.8, 0.9]), ("b", [0.6, 0.8, 0.9, 1.0])):
-        payload = {"dataset": "synthetic", "feature": "j", "metrics": {"cmc": cmc, "mAP": 0.5}}
+        payload = {
+            "dataset": "synthetic",
+            "feature": "j",
+            "metrics": {"cmc": cmc, "mAP": 0.5},
+        }
         (tmp_path / f"{name}.json").write_text(json.dumps(payload))
     out = tmp_path / "cmc.png"
     code = run_command(
-        ["visualize", "cmc", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "-o", str(out)]
+        [
+            "visualize",
+            "cmc",
+            str(tmp_path / "a.json"),
+            str(tmp_path / "b.json"),
+            "-o",
+            str(out),
+        ]
     )
     assert code == 0
     assert_png(out, (600, 450))
     (tmp_path / "bad.json").write_text('{"metrics": {"mAP": 0.5}}')
-    assert run_command(["visualize", "cmc", str(tmp_path / "bad.json"), "-o", str(out)]) == 1
+    assert (
+        run_command(["visualize", "cmc", str(tmp_path / "bad.json"), "-o", str(out)])
+        == 1
+    )
     assert "no CMC curve" in capsys.readouterr().err
 
 
 def test_projector_export(labelled_gallery, tmp_path):
     log_dir = tmp_path / "projector"
     code = run_command(
-        ["visualize", "projector", str(labelled_gallery / "gallery.npz"), "-o", str(log_dir), "--thumb-size", "20"]
+        [
+            "visualize",
+            "projector",
+            str(labelled_gallery / "gallery.npz"),
+            "-o",
+            str(log_dir),
+            "--thumb-size",
+            "20",
+        ]
     )
     assert code == 0
     side, thumb = sprite_layout(12, 20)
     assert (side, thumb) == (4, 20)
     assert_png(log_dir / "sprite.png", (80, 80))
     lines = (log_dir / "metadata.tsv").read_text().splitlines()
-    assert lines[0].split("\t") == ["path", "pid", "camid", "color", "type", "color_known", "type_known"]
+    assert lines[0].split("\t") == [
+        "path",
+        "pid",
+        "camid",
+        "color",
+        "type",
+        "color_known",
+        "type_known",
+    ]
     assert len(lines) == 13 and lines[1].split("\t")[1:3] == ["0", "0"]
     config = (log_dir / "projector_config.pbtxt").read_text()
-    assert 'metadata_path: "metadata.tsv"' in config and "single_image_dim: 20" in config
+    assert (
+        'metadata_path: "metadata.tsv"' in config and "single_image_dim: 20" in config
+    )
     import tensorflow as tf
 
     reader = tf.train.load_checkpoint(str(log_dir))

@@ -64,19 +64,14 @@ def resolve_weights(source: str) -> tuple[str, str]:
     A run directory gives its ``checkpoints/best`` when it exists, else its last
     complete checkpoint.
     """
-    from anet_tf.training.checkpoint import CheckpointManager
+    from anet_tf.training.checkpoint import run_checkpoint
     from anet_tf.training.fit import CONFIG_FILE
 
     if not os.path.exists(source):
         raise FileNotFoundError(f"{source}: no such run directory or checkpoint")
     if os.path.isdir(source) and os.path.isfile(os.path.join(source, CONFIG_FILE)):
         run_dir = source
-        ckpt = os.path.join(source, "checkpoints", "best")
-        if not os.path.isdir(ckpt):
-            latest = CheckpointManager(os.path.join(source, "checkpoints")).latest()
-            if latest is None:
-                raise FileNotFoundError(f"{source}: the run has no checkpoint yet")
-            ckpt = latest[0]
+        ckpt = run_checkpoint(source)
     else:
         run_dir = find_run_dir(source)
         ckpt = source

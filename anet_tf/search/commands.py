@@ -60,7 +60,9 @@ def _filter_args(p: argparse.ArgumentParser) -> None:
         help="filter on the predicted attributes (default) or the known labels "
         "from the gallery's manifest or dataset",
     )
-    p.add_argument("--nprobe", type=int, default=None, help="IVF lists to scan (ivfpq index)")
+    p.add_argument(
+        "--nprobe", type=int, default=None, help="IVF lists to scan (ivfpq index)"
+    )
 
 
 def _query_args(p: argparse.ArgumentParser, required: bool) -> None:
@@ -80,7 +82,7 @@ def _query_args(p: argparse.ArgumentParser, required: bool) -> None:
     p.add_argument(
         "--model",
         default=None,
-        help="SavedModel to embed the queries with (default: the one the index records)",
+        help="SavedModel to embed the queries with (default: the index's own)",
     )
 
 
@@ -93,21 +95,30 @@ def add_parsers(subparsers) -> None:
     p.add_argument(
         "src",
         metavar="SRC",
-        help=f"image folder, manifest .csv, text list of paths, or {DATASET_PREFIX}SPLIT "
+        help="image folder, manifest .csv, text list of paths, or "
+        f"{DATASET_PREFIX}SPLIT "
         "(train|query|gallery of the config's dataset)",
     )
-    p.add_argument("--model", required=True, help="exported SavedModel (version folder or base)")
+    p.add_argument(
+        "--model", required=True, help="exported SavedModel (version folder or base)"
+    )
     p.add_argument("-o", "--out", required=True, metavar="FILE.npz", help="output file")
     p.add_argument("--split", default=None, help="keep one split of a manifest")
-    p.add_argument("--batch-size", type=int, default=32, help="images per request (default 32)")
+    p.add_argument(
+        "--batch-size", type=int, default=32, help="images per request (default 32)"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _config_args(p, f"{DATASET_PREFIX}SPLIT (default: the config stored in the model)")
 
     p = subparsers.add_parser("index", help="gallery index tools")
     isub = p.add_subparsers(dest="index_command", metavar="ACTION")
     p.set_defaults(_usage=p.format_help)
-    b = isub.add_parser("build", help="build a faiss gallery index from embeddings files")
-    b.add_argument("embeddings", nargs="+", metavar="EMBEDDINGS", help="`anet-tf embed` .npz files")
+    b = isub.add_parser(
+        "build", help="build a faiss gallery index from embeddings files"
+    )
+    b.add_argument(
+        "embeddings", nargs="+", metavar="EMBEDDINGS", help="`anet-tf embed` .npz files"
+    )
     b.add_argument("-o", "--out", required=True, metavar="INDEX", help="index folder")
     b.add_argument(
         "--kind",
@@ -116,28 +127,65 @@ def add_parsers(subparsers) -> None:
         help="flat: exact inner product (default); ivfpq: approximate, for "
         "galleries beyond about a million images",
     )
-    b.add_argument("--nlist", type=int, default=None, help="IVF lists (ivfpq; default ~4*sqrt(N))")
-    b.add_argument("--pq-m", type=int, default=None, help="PQ sub-quantizers (ivfpq; divides D)")
-    b.add_argument("--pq-bits", type=int, default=None, help="bits per PQ code (ivfpq; default 8)")
-    b.add_argument("--nprobe", type=int, default=None, help="default lists scanned per query (ivfpq)")
+    b.add_argument(
+        "--nlist", type=int, default=None, help="IVF lists (ivfpq; default ~4*sqrt(N))"
+    )
+    b.add_argument(
+        "--pq-m", type=int, default=None, help="PQ sub-quantizers (ivfpq; divides D)"
+    )
+    b.add_argument(
+        "--pq-bits", type=int, default=None, help="bits per PQ code (ivfpq; default 8)"
+    )
+    b.add_argument(
+        "--nprobe",
+        type=int,
+        default=None,
+        help="default lists scanned per query (ivfpq)",
+    )
 
-    p = subparsers.add_parser("search", help="find gallery images like the query images")
-    p.add_argument("--index", required=True, help="index folder (`anet-tf index build`)")
+    p = subparsers.add_parser(
+        "search", help="find gallery images like the query images"
+    )
+    p.add_argument(
+        "--index", required=True, help="index folder (`anet-tf index build`)"
+    )
     _query_args(p, required=True)
-    p.add_argument("--top-k", "-k", type=int, default=10, help="matches per query (default 10)")
+    p.add_argument(
+        "--top-k", "-k", type=int, default=10, help="matches per query (default 10)"
+    )
     _filter_args(p)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="faiss threads (default: 1 for fewer than 20 queries, else all cores)",
+    )
 
-    p = subparsers.add_parser("visualize", help="pictures: ranked lists, activation maps, curves, CMC, projector")
+    p = subparsers.add_parser(
+        "visualize",
+        help="pictures: ranked lists, activation maps, curves, CMC, projector",
+    )
     vsub = p.add_subparsers(dest="visualize_command", metavar="PICTURE")
     p.set_defaults(_usage=p.format_help)
 
-    v = vsub.add_parser("ranked", help="queries and their top-k matches, framed (Figure 4)")
+    v = vsub.add_parser(
+        "ranked", help="queries and their top-k matches, framed (Figure 4)"
+    )
     v.add_argument("--index", required=True, help="index folder")
     _query_args(v, required=True)
-    v.add_argument("--num-queries", type=int, default=4, help="rows drawn from --query-embeddings (default 4)")
-    v.add_argument("--seed", type=int, default=0, help="which queries --num-queries picks")
-    v.add_argument("--top-k", "-k", type=int, default=8, help="matches per query (default 8)")
+    v.add_argument(
+        "--num-queries",
+        type=int,
+        default=4,
+        help="rows drawn from --query-embeddings (default 4)",
+    )
+    v.add_argument(
+        "--seed", type=int, default=0, help="which queries --num-queries picks"
+    )
+    v.add_argument(
+        "--top-k", "-k", type=int, default=8, help="matches per query (default 8)"
+    )
     v.add_argument(
         "--keep-same-camera",
         action="store_true",
@@ -148,10 +196,22 @@ def add_parsers(subparsers) -> None:
     v.add_argument("--title", default="", help="picture title")
     v.add_argument("-o", "--out", required=True, help="output PNG")
 
-    v = vsub.add_parser("activation", help="G and G_reid maps over images (Figure 4, rows 2-3)")
-    v.add_argument("--run", required=True, help="run directory (config.yaml and checkpoints)")
-    v.add_argument("--image", nargs="+", required=True, metavar="IMG", help="images (files, folders or lists)")
-    v.add_argument("--max-images", type=int, default=8, help="columns at most (default 8)")
+    v = vsub.add_parser(
+        "activation", help="G and G_reid maps over images (Figure 4, rows 2-3)"
+    )
+    v.add_argument(
+        "--run", required=True, help="run directory (config.yaml and checkpoints)"
+    )
+    v.add_argument(
+        "--image",
+        nargs="+",
+        required=True,
+        metavar="IMG",
+        help="images (files, folders or lists)",
+    )
+    v.add_argument(
+        "--max-images", type=int, default=8, help="columns at most (default 8)"
+    )
     v.add_argument(
         "--set",
         dest="overrides",
@@ -168,15 +228,31 @@ def add_parsers(subparsers) -> None:
 
     v = vsub.add_parser("cmc", help="CMC curves of `anet-tf evaluate --json-out` files")
     v.add_argument("files", nargs="+", metavar="EVAL_JSON")
-    v.add_argument("--label", action="append", default=[], help="legend label per file (in order)")
+    v.add_argument(
+        "--label", action="append", default=[], help="legend label per file (in order)"
+    )
     v.add_argument("--max-rank", type=int, default=20, help="ranks shown (default 20)")
     v.add_argument("-o", "--out", required=True, help="output PNG")
 
-    v = vsub.add_parser("projector", help="TensorBoard projector export with sprites and attributes")
+    v = vsub.add_parser(
+        "projector", help="TensorBoard projector export with sprites and attributes"
+    )
     v.add_argument("embeddings", metavar="EMBEDDINGS", help="`anet-tf embed` .npz file")
-    v.add_argument("-o", "--out", required=True, metavar="LOG_DIR", help="TensorBoard log folder")
-    v.add_argument("--max-images", type=int, default=10000, help="sample down to this many (default 10000)")
-    v.add_argument("--thumb-size", type=int, default=None, help="thumbnail side in px (default <= 64)")
+    v.add_argument(
+        "-o", "--out", required=True, metavar="LOG_DIR", help="TensorBoard log folder"
+    )
+    v.add_argument(
+        "--max-images",
+        type=int,
+        default=10000,
+        help="sample down to this many (default 10000)",
+    )
+    v.add_argument(
+        "--thumb-size",
+        type=int,
+        default=None,
+        help="thumbnail side in px (default <= 64)",
+    )
 
 
 # ----------------------------------------------------------------------- helpers
@@ -215,7 +291,8 @@ def _images(sources, split=None):
         return lists[0]
     names = set().union(*(lst.known for lst in lists))
     known = {
-        a: [v for lst in lists for v in lst.known.get(a, [""] * len(lst))] for a in names
+        a: [v for lst in lists for v in lst.known.get(a, [""] * len(lst))]
+        for a in names
     }
     return ImageList(
         paths=[p for lst in lists for p in lst.paths],
@@ -239,7 +316,9 @@ def _model_config(model, args):
         return load_config(args.config, args.overrides)
     path = os.path.join(model.path, "assets", CONFIG_FILE)
     if not os.path.isfile(path):
-        raise SearchError(f"{model.path} stores no {CONFIG_FILE}; give --config for {args.src}")
+        raise SearchError(
+            f"{model.path} stores no {CONFIG_FILE}; give --config for {args.src}"
+        )
     with open(path, encoding="utf-8") as fh:
         cfg = config_from_dict(yaml.safe_load(fh), source=path)
     return apply_overrides(cfg, args.overrides) if args.overrides else cfg
@@ -264,7 +343,9 @@ def _query_embeddings(args, index, *, progress: bool):
 
     if args.query_embeddings:
         emb = load_embeddings(args.query_embeddings)
-        index.check_model(emb.model, what=f"the query embeddings {args.query_embeddings}, model")
+        index.check_model(
+            emb.model, what=f"the query embeddings {args.query_embeddings}, model"
+        )
         return emb
     model_path = args.model or index.model["path"]
     if not args.model and not os.path.exists(model_path):
@@ -310,7 +391,9 @@ def cmd_embed(args) -> int:
         f"{model.path} ({model.embedding_dim}-d, attributes: {names})",
         file=sys.stderr,
     )
-    emb = embed_images(model, images, batch_size=args.batch_size, progress=not args.quiet)
+    emb = embed_images(
+        model, images, batch_size=args.batch_size, progress=not args.quiet
+    )
     _print_failures("embed", emb.failed)
     if not len(emb):
         print("anet-tf embed: error: no image could be read", file=sys.stderr)
@@ -363,7 +446,9 @@ def search_payload(index, emb, matches, where, labels) -> dict:
         results.append(
             {
                 "query": emb.paths[i],
-                "attributes": {a: str(emb.predicted[a][i]) for a in emb.attribute_names},
+                "attributes": {
+                    a: str(emb.predicted[a][i]) for a in emb.attribute_names
+                },
                 "matches": [m.to_dict() for m in row],
             }
         )
@@ -378,27 +463,54 @@ def search_payload(index, emb, matches, where, labels) -> dict:
     }
 
 
-def format_search_table(emb, matches, attribute_names) -> str:
-    """The table ``anet-tf search`` prints: per query, rank, score, attributes,
-    ids and path."""
+def format_search_table(
+    emb, matches, attribute_names, labels: str = "predicted"
+) -> str:
+    """The table ``anet-tf search`` prints: per query (with its predicted
+    attributes), rank, score, the matches' ``labels`` (predicted or known)
+    attributes, ids and path."""
     lines = []
     for i, row in enumerate(matches):
         attrs = " ".join(f"{a}={emb.predicted[a][i]}" for a in attribute_names)
-        lines.append(f"query {emb.paths[i]}" + (f"  ({attrs})" if attrs else ""))
+        lines.append(
+            f"query {emb.paths[i]}" + (f"  (predicted {attrs})" if attrs else "")
+        )
         if not row:
             lines.append("  no gallery item matches")
             lines.append("")
             continue
-        widths = {a: max(len(a), *(len(m.predicted[a]) for m in row)) for a in attribute_names}
-        head = f"  {'rank':>4}  {'score':>6}  " + "  ".join(f"{a:<{widths[a]}}" for a in attribute_names)
+
+        def value(m, a):
+            return (m.predicted if labels == "predicted" else m.known)[a] or "-"
+
+        heads = {
+            a: a if labels == "predicted" else f"{a} (known)" for a in attribute_names
+        }
+        widths = {
+            a: max(len(heads[a]), *(len(value(m, a)) for m in row))
+            for a in attribute_names
+        }
+        head = f"  {'rank':>4}  {'score':>6}  " + "  ".join(
+            f"{heads[a]:<{widths[a]}}" for a in attribute_names
+        )
         lines.append(f"{head}  {'id':>5}  {'cam':>3}  path")
         for m in row:
-            cells = "  ".join(f"{m.predicted[a]:<{widths[a]}}" for a in attribute_names)
+            cells = "  ".join(f"{value(m, a):<{widths[a]}}" for a in attribute_names)
             pid = str(m.pid) if m.pid >= 0 else "-"
             cam = str(m.camid) if m.camid >= 0 else "-"
-            lines.append(f"  {m.rank:>4}  {m.score:>6.3f}  {cells}  {pid:>5}  {cam:>3}  {m.path}")
+            lines.append(
+                f"  {m.rank:>4}  {m.score:>6.3f}  {cells}  {pid:>5}  {cam:>3}  {m.path}"
+            )
         lines.append("")
     return "\n".join(lines).rstrip("\n")
+
+
+def search_threads(num_queries: int) -> int:
+    """faiss threads for a search: 1 for a few queries (faiss then scans the
+    gallery once per query, and a second OpenMP thread made a batch-1 query 2x
+    slower on 2 cores, 8x on a busy machine: ``benchmarks/search.py``), all cores
+    (0) for a batch of 20 or more, which faiss runs as one matrix product."""
+    return 1 if num_queries < 20 else 0
 
 
 @_reports_errors("search")
@@ -412,13 +524,22 @@ def cmd_search(args) -> int:
     index.filter_mask(where, args.labels)  # a bad filter fails before embedding
     emb = _query_embeddings(args, index, progress=not args.json)
     scores, ids = index.search(
-        emb.embedding, args.top_k, where=where, labels=args.labels, nprobe=args.nprobe
+        emb.embedding,
+        args.top_k,
+        where=where,
+        labels=args.labels,
+        nprobe=args.nprobe,
+        threads=args.threads or search_threads(len(emb)),
     )
     matches = index.matches(scores, ids)
     if args.json:
-        print(json.dumps(search_payload(index, emb, matches, where, args.labels), indent=2))
+        print(
+            json.dumps(
+                search_payload(index, emb, matches, where, args.labels), indent=2
+            )
+        )
     else:
-        print(format_search_table(emb, matches, index.attribute_names))
+        print(format_search_table(emb, matches, index.attribute_names, args.labels))
     return 0
 
 
@@ -471,7 +592,11 @@ def _visualize_ranked(args) -> int:
     path_ids = {p: i for i, p in enumerate(index.paths)}
     exclude = []
     for i in rows:
-        drop = [] if args.keep_same_camera else index.same_pid_camera(int(emb.pids[i]), int(emb.camids[i])).tolist()
+        drop = (
+            []
+            if args.keep_same_camera
+            else index.same_pid_camera(int(emb.pids[i]), int(emb.camids[i])).tolist()
+        )
         if emb.paths[i] in path_ids:
             drop.append(path_ids[emb.paths[i]])
         exclude.append(np.asarray(drop, np.int64))
@@ -482,36 +607,40 @@ def _visualize_ranked(args) -> int:
         labels=args.labels,
         nprobe=args.nprobe,
         exclude=exclude,
+        threads=search_threads(len(rows)),
     )
     matches = index.matches(scores, ids)
     ranked = []
     for i, row in zip(rows, matches, strict=True):
-        text = " ".join(str(emb.predicted[a][i]) for a in emb.attribute_names)
+        shown = emb.predicted if args.labels == "predicted" else emb.known
+        text = " ".join(str(shown[a][i]) for a in emb.attribute_names)
         if emb.pids[i] >= 0:
-            text = f"id {emb.pids[i]}" + (f" c{emb.camids[i]}" if emb.camids[i] >= 0 else "") + f"\n{text}"
+            text = (
+                f"id {emb.pids[i]}"
+                + (f" c{emb.camids[i]}" if emb.camids[i] >= 0 else "")
+                + f"\n{text}"
+            )
         ranked.append(RankedRow(emb.paths[i], int(emb.pids[i]), text, row))
     title = args.title
     if not title:
         title = f"top-{args.top_k} of {len(index)} gallery images"
         if where:
-            title += " where " + ", ".join(f"{a}={'|'.join(v)}" for a, v in where.items())
-    plot_ranked_list(ranked, args.out, args.top_k, title=title)
+            title += f" where ({args.labels}) " + ", ".join(
+                f"{a}={'|'.join(v)}" for a, v in where.items()
+            )
+    plot_ranked_list(ranked, args.out, args.top_k, title=title, attributes=args.labels)
     print(f"wrote {args.out}")
     return 0
 
 
 def run_weights(run_dir: str) -> str:
     """The network weights of a run: its best checkpoint, else its latest."""
-    from anet_tf.training.checkpoint import BEST
-    from anet_tf.training.checkpoint import CheckpointManager
+    from anet_tf.training.checkpoint import run_checkpoint
 
-    best = os.path.join(run_dir, "checkpoints", BEST, "net.weights.h5")
-    if os.path.isfile(best):
-        return best
-    latest = CheckpointManager(os.path.join(run_dir, "checkpoints")).latest()
-    if latest is None:
-        raise SearchError(f"{run_dir}: no checkpoint found (checkpoints/best or last.json)")
-    return os.path.join(latest[0], "net.weights.h5")
+    try:
+        return os.path.join(run_checkpoint(run_dir), "net.weights.h5")
+    except FileNotFoundError as exc:
+        raise SearchError(str(exc)) from None
 
 
 def _visualize_activation(args) -> int:
@@ -528,14 +657,21 @@ def _visualize_activation(args) -> int:
     if args.overrides:
         cfg = apply_overrides(cfg, args.overrides)
     # The trained weights replace any pretrained backbone; its file need not exist.
-    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, pretrained=None))
+    cfg = dataclasses.replace(
+        cfg, model=dataclasses.replace(cfg.model, pretrained=None)
+    )
     dataset = load_dataset(cfg, check_images=False)
     net = build_model_from_config(cfg, len(dataset.train_pids()), dataset.num_classes)
     net.load_weights(run_weights(args.run))
     paths = _images(args.image).paths[: args.max_images]
     maps = activation_maps(net, paths, cfg.data.image_size)
     titles = [os.path.basename(p) for p in paths]
-    plot_activation_maps(maps, args.out, titles=titles, title=f"activation maps of {os.path.basename(os.path.abspath(args.run))}")
+    plot_activation_maps(
+        maps,
+        args.out,
+        titles=titles,
+        title=f"activation maps of {os.path.basename(os.path.abspath(args.run))}",
+    )
     print(f"wrote {args.out}")
     return 0
 
@@ -553,11 +689,17 @@ def _visualize_cmc(args) -> int:
     from anet_tf.visualize import read_cmc
 
     if args.label and len(args.label) != len(args.files):
-        raise SearchError(f"--label given {len(args.label)} times for {len(args.files)} files")
+        raise SearchError(
+            f"--label given {len(args.label)} times for {len(args.files)} files"
+        )
     curves = []
     for i, path in enumerate(args.files):
         cmc, payload = read_cmc(path)
-        label = args.label[i] if args.label else f"{payload.get('dataset', '?')} ({payload.get('feature', '?')})"
+        label = (
+            args.label[i]
+            if args.label
+            else f"{payload.get('dataset', '?')} ({payload.get('feature', '?')})"
+        )
         metrics = payload.get("metrics", {})
         if "mAP" in metrics and not args.label:
             label += f", mAP {100 * metrics['mAP']:.1f}%"
@@ -572,7 +714,9 @@ def _visualize_projector(args) -> int:
     from anet_tf.visualize import export_projector
 
     emb = load_embeddings(args.embeddings)
-    out = export_projector(emb, args.out, max_images=args.max_images, thumb_size=args.thumb_size)
+    out = export_projector(
+        emb, args.out, max_images=args.max_images, thumb_size=args.thumb_size
+    )
     print(
         f"wrote {out['count']} embeddings with {out['thumb_size']} px thumbnails to "
         f"{args.out}; view with: tensorboard --logdir {args.out} (PROJECTOR tab)"

@@ -122,7 +122,8 @@ def list_images(src: str, split: str | None = None) -> ImageList:
     """
     if src.startswith(DATASET_PREFIX):
         raise SearchError(
-            f"{src}: a dataset split is read with dataset_images(dataset, split)"
+            f"{src}: a dataset split is a source of `anet-tf embed`; embed it there "
+            f"and give the file here (e.g. --query-embeddings FILE.npz)"
         )
     if os.path.isdir(src):
         manifest = os.path.join(src, MANIFEST)
@@ -226,7 +227,9 @@ def _read_manifest(path: str, split: str | None, source: str) -> ImageList:
                 f"{path}:1: a manifest needs a 'path' column; the header is {header}"
             )
         if split is not None and "split" not in header:
-            raise SearchError(f"{path}:1: --split {split}: the manifest has no 'split' column")
+            raise SearchError(
+                f"{path}:1: --split {split}: the manifest has no 'split' column"
+            )
         col = {h: i for i, h in enumerate(header)}
         attributes = [h for h in header if h and h not in _MANIFEST_COLUMNS]
         paths, pids, camids = [], [], []
@@ -309,9 +312,13 @@ def model_fingerprint(saved_model_dir: str) -> str:
         with open(index, "rb") as fh:
             digest.update(fh.read())
     except OSError as exc:
-        raise SearchError(f"{saved_model_dir}: cannot read the weights index: {exc}") from None
+        raise SearchError(
+            f"{saved_model_dir}: cannot read the weights index: {exc}"
+        ) from None
     metadata = {
-        k: v for k, v in read_metadata(saved_model_dir).items() if k not in _VOLATILE_METADATA
+        k: v
+        for k, v in read_metadata(saved_model_dir).items()
+        if k not in _VOLATILE_METADATA
     }
     digest.update(json.dumps(metadata, sort_keys=True).encode("utf-8"))
     return digest.hexdigest()[:16]
@@ -422,7 +429,9 @@ def _decode_error(exc: Exception) -> str:
     match = re.search(r"cannot decode image [^:]*: ([^\n\]]+)", message)
     if match:
         return match.group(1).strip()
-    return message.strip().splitlines()[0][:200] if message.strip() else type(exc).__name__
+    return (
+        message.strip().splitlines()[0][:200] if message.strip() else type(exc).__name__
+    )
 
 
 def _read_bytes(paths: Sequence[str]) -> list[bytes | str]:
@@ -556,12 +565,18 @@ def embed_images(
 
     dim = model.embedding_dim
     stacked = {k: np.concatenate(v, axis=0) for k, v in chunks.items()}
-    embedding = stacked.get(EMBEDDING, np.zeros((0, dim), np.float32)).astype(np.float32)
+    embedding = stacked.get(EMBEDDING, np.zeros((0, dim), np.float32)).astype(
+        np.float32
+    )
     probs = {}
     predicted = {}
     for name, classes in zip(names, model.attribute_classes, strict=True):
-        probs[name] = stacked.get(probs_key(name), np.zeros((0, len(classes)), np.float32))
-        predicted[name] = stacked.get(label_key(name), np.zeros(0, dtype=str)).astype(str)
+        probs[name] = stacked.get(
+            probs_key(name), np.zeros((0, len(classes)), np.float32)
+        )
+        predicted[name] = stacked.get(label_key(name), np.zeros(0, dtype=str)).astype(
+            str
+        )
     order = np.asarray(kept, np.int64)
     known = {}
     for name in names:
@@ -605,7 +620,9 @@ def _utf8(strings: Sequence[str]) -> np.ndarray:
 
 
 def _strings(values: Sequence[str]) -> np.ndarray:
-    return np.asarray(list(values), dtype=str) if len(values) else np.zeros(0, dtype=str)
+    return (
+        np.asarray(list(values), dtype=str) if len(values) else np.zeros(0, dtype=str)
+    )
 
 
 def save_embeddings(emb: Embeddings, path: str) -> str:
@@ -648,11 +665,15 @@ def load_embeddings(path: str) -> Embeddings:
         SearchError: the file is missing or is not an anet-tf embeddings file.
     """
     if not os.path.isfile(path):
-        raise SearchError(f"{path}: no such embeddings file (write one with `anet-tf embed`)")
+        raise SearchError(
+            f"{path}: no such embeddings file (write one with `anet-tf embed`)"
+        )
     try:
         data = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as exc:
-        raise SearchError(f"{path}: not an anet-tf embeddings .npz file ({exc})") from None
+        raise SearchError(
+            f"{path}: not an anet-tf embeddings .npz file ({exc})"
+        ) from None
     with data:
         if "format" not in data.files or str(data["format"]) != FORMAT:
             raise SearchError(
@@ -663,7 +684,9 @@ def load_embeddings(path: str) -> Embeddings:
             paths=[p.decode("utf-8") for p in data["path"].tolist()],
             embedding=data["embedding"],
             attribute_names=names,
-            attribute_classes=[data[f"{n}_classes"].astype(str).tolist() for n in names],
+            attribute_classes=[
+                data[f"{n}_classes"].astype(str).tolist() for n in names
+            ],
             probs={n: data[f"{n}_probs"] for n in names},
             predicted={n: data[f"{n}_label"].astype(str) for n in names},
             known={n: data[f"{n}_known"].astype(str) for n in names},
@@ -674,6 +697,7 @@ def load_embeddings(path: str) -> Embeddings:
                 zip(
                     [p.decode("utf-8") for p in data["failed_path"].tolist()],
                     data["failed_reason"].astype(str).tolist(),
+                    strict=True,
                 )
             ),
             source=str(data["source"]),

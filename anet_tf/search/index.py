@@ -209,7 +209,8 @@ class GalleryIndex:
         """
         if labels not in LABEL_SOURCES:
             raise SearchError(
-                f"labels must be one of {', '.join(LABEL_SOURCES)}. Received: {labels!r}"
+                f"labels must be one of {', '.join(LABEL_SOURCES)}. "
+                f"Received: labels={labels!r}"
             )
         if not where:
             return None
@@ -242,6 +243,7 @@ class GalleryIndex:
         labels: str = "predicted",
         nprobe: int | None = None,
         exclude: Sequence[np.ndarray] | None = None,
+        threads: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """The ``top_k`` most similar items of each query.
 
@@ -253,6 +255,10 @@ class GalleryIndex:
             nprobe: IVF lists scanned per query (ivfpq; default from the index).
             exclude: per query, item ids to leave out (e.g. the same vehicle seen by
                 the same camera, which the re-id protocol ignores).
+            threads: faiss (OpenMP) threads for this call; None keeps faiss's
+                setting (all cores). Batch-1 queries are fastest with 1 thread
+                on 2 cores (``benchmarks/search.py``). faiss's thread count is
+                process-wide: it is set for the call and restored after it.
 
         Returns:
             (scores float32 [Q, top_k], ids int64 [Q, top_k]), best first; where
@@ -273,17 +279,32 @@ class GalleryIndex:
         ids = np.full((q, top_k), -1, np.int64)
         if len(self) == 0 or q == 0:
             return scores, ids
+        previous = faiss.omp_get_max_threads()
+        if threads:
+            faiss.omp_set_num_threads(threads)
+        try:
+            self._search_rows(faiss, queries, top_k, mask, nprobe, exclude, scores, ids)
+        finally:
+            faiss.omp_set_num_threads(previous)
+        return scores, ids
+
+    def _search_rows(self, faiss, queries, top_k, mask, nprobe, exclude, scores, ids):
         if exclude is None:
             self._search_into(faiss, queries, top_k, mask, nprobe, scores, ids)
-            return scores, ids
-        for i in range(q):
+            return
+        for i in range(len(queries)):
             row_mask = mask.copy() if mask is not None else np.ones(len(self), bool)
             drop = np.asarray(exclude[i], np.int64)
             row_mask[drop[(drop >= 0) & (drop < len(self))]] = False
             self._search_into(
-                faiss, queries[i : i + 1], top_k, row_mask, nprobe, scores[i : i + 1], ids[i : i + 1]
+                faiss,
+                queries[i : i + 1],
+                top_k,
+                row_mask,
+                nprobe,
+                scores[i : i + 1],
+                ids[i : i + 1],
             )
-        return scores, ids
 
     def _search_into(self, faiss, queries, top_k, mask, nprobe, scores, ids) -> None:
         if mask is not None and not mask.any():
@@ -311,7 +332,9 @@ class GalleryIndex:
     def match(self, item: int, rank: int, score: float) -> Match:
         """The :class:`Match` of item ``item``."""
         predicted, known = {}, {}
-        for name, classes in zip(self.attribute_names, self.attribute_classes, strict=True):
+        for name, classes in zip(
+            self.attribute_names, self.attribute_classes, strict=True
+        ):
             p = int(self.items[f"{name}_pred"][item])
             k = int(self.items[f"{name}_known"][item])
             predicted[name] = classes[p] if p >= 0 else ""
@@ -343,7 +366,9 @@ class GalleryIndex:
         junk for such a query); empty where either is unknown."""
         if pid < 0 or camid < 0:
             return np.zeros(0, np.int64)
-        return np.flatnonzero((self.items["pid"] == pid) & (self.items["camid"] == camid))
+        return np.flatnonzero(
+            (self.items["pid"] == pid) & (self.items["camid"] == camid)
+        )
 
     # --- files
     def save(self, out_dir: str) -> str:
@@ -353,7 +378,9 @@ class GalleryIndex:
         out_dir = os.path.abspath(out_dir)
         parent = os.path.dirname(out_dir)
         os.makedirs(parent, exist_ok=True)
-        if os.path.exists(out_dir) and not os.path.isfile(os.path.join(out_dir, META_FILE)):
+        if os.path.exists(out_dir) and not os.path.isfile(
+            os.path.join(out_dir, META_FILE)
+        ):
             if os.listdir(out_dir):
                 raise SearchError(
                     f"{out_dir} exists and is not an anet-tf index; give a new folder"
@@ -377,7 +404,9 @@ class GalleryIndex:
         return out_dir
 
 
-def check_same_model(expected: dict, got: dict, expected_name: str, got_name: str) -> None:
+def check_same_model(
+    expected: dict, got: dict, expected_name: str, got_name: str
+) -> None:
     """Raise :class:`IndexMismatchError` unless both model records agree on the
     embedding dimension and fingerprint."""
     d_e, d_g = int(expected["embedding_dim"]), int(got["embedding_dim"])
@@ -446,14 +475,17 @@ def build_index(
         raise SearchError("no embeddings to index")
     first = embeddings[0]
     for i, emb in enumerate(embeddings[1:], start=2):
-        check_same_model(first.model, emb.model, "embeddings file 1", f"file {i}, model")
+        check_same_model(
+            first.model, emb.model, "embeddings file 1", f"file {i}, model"
+        )
     vectors = np.ascontiguousarray(
         np.concatenate([e.embedding for e in embeddings], 0).astype(np.float32)
     )
     n, dim = vectors.shape
     if dim != int(first.model["embedding_dim"]):
         raise IndexMismatchError(
-            f"the embeddings are {dim}-d, their model records {first.model['embedding_dim']}"
+            f"the embeddings are {dim}-d, their model records "
+            f"{first.model['embedding_dim']}"
         )
     names, classes = first.attribute_names, first.attribute_classes
     items: dict[str, np.ndarray] = {
@@ -464,7 +496,7 @@ def build_index(
         "camid": np.concatenate([e.camids for e in embeddings]).astype(np.int64),
     }
     warnings = []
-    for a, (name, cls) in enumerate(zip(names, classes, strict=True)):
+    for name, cls in zip(names, classes, strict=True):
         items[f"{name}_pred"] = np.concatenate(
             [np.argmax(e.probs[name], axis=1) for e in embeddings]
         ).astype(np.int16)
@@ -483,21 +515,30 @@ def build_index(
         index.add(vectors)
     else:
         params = default_ivfpq_params(n, dim)
-        for key, value in (("nlist", nlist), ("m", m), ("bits", bits), ("nprobe", nprobe)):
+        for key, value in (
+            ("nlist", nlist),
+            ("m", m),
+            ("bits", bits),
+            ("nprobe", nprobe),
+        ):
             if value is not None:
                 params[key] = int(value)
         if dim % params["m"]:
             raise SearchError(
-                f"IVF-PQ: m={params['m']} sub-quantizers must divide the dimension {dim}"
+                f"IVF-PQ: m={params['m']} sub-quantizers must divide the "
+                f"dimension {dim}"
             )
         need = max(params["nlist"], 2 ** params["bits"])
         if n < need:
             raise SearchError(
                 f"IVF-PQ with nlist={params['nlist']} and {params['bits']}-bit codes "
-                f"needs at least {need} gallery vectors to train; this gallery has {n}. "
+                f"needs at least {need} gallery vectors to train; this gallery has "
+                f"{n}. "
                 f"Use --kind flat (exact, fine up to about a million images)"
             )
-        factory = f"IVF{params['nlist']},PQ{params['m']}x{params['bits']}"
+        # "np": no polysemous training (minutes, and only for Hamming filtering,
+        # which the search does not use).
+        factory = f"IVF{params['nlist']},PQ{params['m']}x{params['bits']}np"
         index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
         index.cp.seed = seed
         index.pq.cp.seed = seed
@@ -539,10 +580,22 @@ def load_index(path: str) -> GalleryIndex:
         raise SearchError(
             f"{meta_path}: format {meta.get('format')!r}, this anet-tf reads {FORMAT}"
         )
-    index = faiss.read_index(os.path.join(path, INDEX_FILE))
-    with np.load(os.path.join(path, ITEMS_FILE), allow_pickle=False) as data:
-        items = {k: data[k] for k in data.files}
-    if index.d != meta["dim"] or index.ntotal != meta["count"] or len(items["path"]) != meta["count"]:
+    try:
+        index = faiss.read_index(os.path.join(path, INDEX_FILE))
+        with np.load(os.path.join(path, ITEMS_FILE), allow_pickle=False) as data:
+            items = {k: data[k] for k in data.files}
+    except (RuntimeError, OSError, ValueError) as exc:
+        first = (
+            str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        )
+        raise SearchError(
+            f"{path}: the index is incomplete or damaged ({first}); rebuild it"
+        ) from None
+    if (
+        index.d != meta["dim"]
+        or index.ntotal != meta["count"]
+        or len(items["path"]) != meta["count"]
+    ):
         raise SearchError(
             f"{path}: the index files disagree ({INDEX_FILE}: {index.ntotal} x "
             f"{index.d}, {ITEMS_FILE}: {len(items['path'])} items, {META_FILE}: "

@@ -197,3 +197,20 @@ class CheckpointManager:
                     )
                 var.assign(value)
         return CheckpointManager.read_state(path)
+
+
+def run_checkpoint(run_dir: str) -> str:
+    """The checkpoint folder a run is used through: ``checkpoints/best`` when it
+    exists, else the newest complete checkpoint.
+
+    Raises:
+        FileNotFoundError: the run has no checkpoint yet.
+    """
+    directory = os.path.join(run_dir, "checkpoints")
+    best = os.path.join(directory, BEST)
+    if os.path.isfile(os.path.join(best, "net.weights.h5")):
+        return best
+    latest = CheckpointManager(directory).latest() if os.path.isdir(directory) else None
+    if latest is None:
+        raise FileNotFoundError(f"{run_dir}: the run has no checkpoint yet (checkpoints/best or last.json)")
+    return latest[0]
