@@ -22,8 +22,6 @@ from dataclasses import dataclass
 from dataclasses import field
 from typing import Any
 from typing import Literal
-from typing import Optional
-from typing import Union
 
 import yaml
 
@@ -104,7 +102,7 @@ class DataConfig:
     num_instances: int = 4
     test_batch_size: int = 128
     veriwild_test_size: Literal["small", "medium", "large"] = "small"
-    vehicleid_test_list: Union[str, int] = "small"
+    vehicleid_test_list: str | int = "small"
     num_parallel_calls: int = -1
     seed: int = 0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -124,7 +122,7 @@ class JointModuleConfig:
     """Joint Module (section 3.2). ``width`` is the inner width of the two 3x3
     convolutions of G_reid; ``None`` keeps the paper's c (the backbone channels)."""
 
-    width: Optional[int] = None
+    width: int | None = None
 
 
 @dataclass
@@ -149,7 +147,7 @@ class ModelConfig:
     )
     base_width: int = 64
     last_stride: int = 1
-    pretrained: Optional[str] = None
+    pretrained: str | None = None
     attribute_branch: Literal["se", "fc"] = "se"
     se_reduction: int = 16
     s_f: int = 512
@@ -195,7 +193,7 @@ class StageConfig:
     """One training stage. ``steps_per_epoch: null`` = one pass over the images."""
 
     epochs: int = 1
-    steps_per_epoch: Optional[int] = None
+    steps_per_epoch: int | None = None
 
 
 @dataclass
@@ -259,7 +257,7 @@ class ExportConfig:
     formats: list[str] = field(default_factory=lambda: ["saved_model"])
     model_name: str = "anet"
     version: int = 1
-    quantize: Optional[Literal["fp16", "int8"]] = None
+    quantize: Literal["fp16", "int8"] | None = None
 
 
 @dataclass
@@ -291,7 +289,7 @@ CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs")
 DEFAULT_CONFIG = "synthetic.yaml"
 
 
-def resolve_config_path(path: Optional[str]) -> str:
+def resolve_config_path(path: str | None) -> str:
     """Find a config file: an existing path, or a name inside the shipped configs/.
 
     ``None`` gives the default (``configs/synthetic.yaml``).
@@ -313,7 +311,7 @@ def resolve_config_path(path: Optional[str]) -> str:
 
 
 def load_config(
-    path: Optional[str] = None, overrides: Optional[list[str]] = None
+    path: str | None = None, overrides: list[str] | None = None
 ) -> Config:
     """Load a YAML config (with ``_base_`` inheritance) and apply ``--set`` overrides.
 
@@ -565,7 +563,7 @@ def _coerce(tp: Any, value: Any, key: str, origins: dict, path: str) -> Any:
 # --------------------------------------------------------------------- validation
 
 
-def validate(cfg: Config, origins: Optional[dict] = None, path: str = "") -> None:
+def validate(cfg: Config, origins: dict | None = None, path: str = "") -> None:
     """Check values that are well-typed but impossible; raise :class:`ConfigError`."""
     origins = origins or {}
     path = path or cfg.source

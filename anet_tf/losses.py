@@ -31,7 +31,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from anet_tf.config import VARIANTS, LossConfig
+from anet_tf.config import VARIANTS
+from anet_tf.config import LossConfig
 
 METRICS = ("euclidean", "cosine")
 STAGES = (1, 2)

@@ -10,7 +10,6 @@ import json
 import os
 import sys
 import time
-from typing import Optional
 
 from anet_tf.config import Config
 
@@ -40,7 +39,7 @@ def chance_level(dataset, cfg: Config) -> dict:
 
 
 def fit_and_report(
-    cfg: Optional[Config],
+    cfg: Config | None,
     run_dir: str,
     *,
     resume: bool = False,

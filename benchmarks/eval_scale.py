@@ -29,7 +29,6 @@ where that does not fit in the available memory it is skipped and the run says s
 
 from __future__ import annotations
 
-from machine import machine_info  # noqa: E402
 import argparse
 import json
 import os
@@ -40,6 +39,7 @@ import tempfile
 import time
 
 import numpy as np
+from machine import machine_info  # noqa: E402
 
 VERI_WILD_LARGE = dict(queries=10_000, gallery=128_517, cameras=174)
 CAMERAS_PER_ID = 6

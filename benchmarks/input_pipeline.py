@@ -17,7 +17,6 @@ Target (the issue): >= 300 images/s at 256x256 on 2 CPU cores.
 
 from __future__ import annotations
 
-from machine import machine_info  # noqa: E402
 import argparse
 import dataclasses
 import json
@@ -27,6 +26,7 @@ import tempfile
 import time
 
 import numpy as np
+from machine import machine_info  # noqa: E402
 
 
 def machine() -> dict:

@@ -13,13 +13,14 @@ the baseline measured in the same run.
 
 from __future__ import annotations
 
-from machine import machine_info  # noqa: E402
 import argparse
 import json
 import os
 import statistics
 import sys
 import time
+
+from machine import machine_info  # noqa: E402
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 

@@ -5,8 +5,12 @@ import os
 
 from PIL import Image
 
-from anet_tf.data.check import check, dataset_stats, format_report, split_problems
-from anet_tf.data.records import Record, ReidDataset
+from anet_tf.data.check import check
+from anet_tf.data.check import dataset_stats
+from anet_tf.data.check import format_report
+from anet_tf.data.check import split_problems
+from anet_tf.data.records import Record
+from anet_tf.data.records import ReidDataset
 from anet_tf.data.synthetic import generate
 
 

@@ -5,7 +5,9 @@ import os
 import pytest
 from PIL import Image
 
-from anet_tf.data.generic import collect_problems, read_folder, write_folder
+from anet_tf.data.generic import collect_problems
+from anet_tf.data.generic import read_folder
+from anet_tf.data.generic import write_folder
 from anet_tf.data.records import DataError
 
 HEADER = "path,vehicle_id,camera_id,split,color,type"

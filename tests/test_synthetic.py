@@ -10,14 +10,12 @@ import pytest
 from anet_tf.config import SynthConfig
 from anet_tf.data.generic import read_folder
 from anet_tf.data.records import pattern_index
-from anet_tf.data.synthetic import (
-    COLORS,
-    TYPES,
-    generate,
-    generate_from_config,
-    render_vehicle,
-    sample_vehicle,
-)
+from anet_tf.data.synthetic import COLORS
+from anet_tf.data.synthetic import TYPES
+from anet_tf.data.synthetic import generate
+from anet_tf.data.synthetic import generate_from_config
+from anet_tf.data.synthetic import render_vehicle
+from anet_tf.data.synthetic import sample_vehicle
 
 TINY = dict(
     ids=8,

@@ -53,9 +53,9 @@ def read_log(run_dir):
 
 
 def test_two_stages_freeze_backbone_and_log_every_term(tiny_data, tmp_path):
-    from anet_tf.training.fit import train
-
     import keras
+
+    from anet_tf.training.fit import train
 
     cfg = tiny_cfg(tiny_data)
     snapshots = {}

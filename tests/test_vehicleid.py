@@ -11,8 +11,10 @@ from PIL import Image
 
 from anet_tf.config import load_config
 from anet_tf.data.readers import load_dataset
-from anet_tf.data.records import UNKNOWN, DataError
-from anet_tf.data.vehicleid import read_class_names, read_vehicleid
+from anet_tf.data.records import UNKNOWN
+from anet_tf.data.records import DataError
+from anet_tf.data.vehicleid import read_class_names
+from anet_tf.data.vehicleid import read_vehicleid
 
 COLORS = ["black", "blue", "gray", "red", "sliver", "white", "yellow"]
 MODELS = [f"大众 款{i}" for i in range(250)]  # Chinese names with a space

@@ -9,8 +9,11 @@ import os
 import pytest
 from PIL import Image
 
-from anet_tf.config import ConfigError, load_config
-from anet_tf.data.readers import READERS, get_reader, load_dataset
+from anet_tf.config import ConfigError
+from anet_tf.config import load_config
+from anet_tf.data.readers import READERS
+from anet_tf.data.readers import get_reader
+from anet_tf.data.readers import load_dataset
 from anet_tf.data.records import DataError
 from anet_tf.data.veri776 import read_veri776
 

@@ -10,7 +10,8 @@ from PIL import Image
 
 from anet_tf.config import load_config
 from anet_tf.data.readers import load_dataset
-from anet_tf.data.records import UNKNOWN, DataError
+from anet_tf.data.records import UNKNOWN
+from anet_tf.data.records import DataError
 from anet_tf.data.veriwild import read_veriwild
 
 HEADER = "id/image;Camera ID;Time;Model;Type;Color"

@@ -12,8 +12,13 @@ from __future__ import annotations
 import math
 import os
 
-from anet_tf.data.generic import image_problem, manifest_attributes, read_folder
-from anet_tf.data.records import SPLITS, Record, ReidDataset, pattern_index
+from anet_tf.data.generic import image_problem
+from anet_tf.data.generic import manifest_attributes
+from anet_tf.data.generic import read_folder
+from anet_tf.data.records import SPLITS
+from anet_tf.data.records import Record
+from anet_tf.data.records import ReidDataset
+from anet_tf.data.records import pattern_index
 
 UNKNOWN_KEY = "(unknown)"
 MAX_PRINTED_PROBLEMS = 50

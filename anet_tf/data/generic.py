@@ -23,17 +23,15 @@ from __future__ import annotations
 import csv
 import os
 
-from anet_tf.data.records import (
-    SPLITS,
-    UNKNOWN,
-    DataError,
-    FileIndex,
-    ProblemLog,
-    Record,
-    ReidDataset,
-    read_lines,
-    resolve_inside,
-)
+from anet_tf.data.records import SPLITS
+from anet_tf.data.records import UNKNOWN
+from anet_tf.data.records import DataError
+from anet_tf.data.records import FileIndex
+from anet_tf.data.records import ProblemLog
+from anet_tf.data.records import Record
+from anet_tf.data.records import ReidDataset
+from anet_tf.data.records import read_lines
+from anet_tf.data.records import resolve_inside
 
 MANIFEST = "manifest.csv"
 ATTRIBUTE_DIR = "attributes"

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from anet_tf.config import Config, ConfigError, check_data_root
+from anet_tf.config import Config
+from anet_tf.config import ConfigError
+from anet_tf.config import check_data_root
 from anet_tf.data.records import ReidDataset
 from anet_tf.data.vehicleid import read_vehicleid
 from anet_tf.data.veri776 import read_veri776

@@ -12,7 +12,6 @@ import os
 import re
 from dataclasses import dataclass
 from dataclasses import field
-from typing import Optional
 
 UNKNOWN = -1
 SPLITS = ("train", "query", "gallery")
@@ -110,7 +109,7 @@ def resolve_inside(root: str, relpath: str, where: str) -> str:
     return os.path.abspath(full)
 
 
-def optional_int(text: str) -> Optional[int]:
+def optional_int(text: str) -> int | None:
     text = text.strip()
     return int(text) if text else None
 

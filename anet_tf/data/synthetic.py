@@ -29,11 +29,18 @@ import shutil
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageChops, ImageDraw, ImageFilter
+from PIL import Image
+from PIL import ImageChops
+from PIL import ImageDraw
+from PIL import ImageFilter
 
 from anet_tf.config import SynthConfig
-from anet_tf.data.generic import ATTRIBUTE_DIR, MANIFEST, write_folder
-from anet_tf.data.records import UNKNOWN, Record, ReidDataset
+from anet_tf.data.generic import ATTRIBUTE_DIR
+from anet_tf.data.generic import MANIFEST
+from anet_tf.data.generic import write_folder
+from anet_tf.data.records import UNKNOWN
+from anet_tf.data.records import Record
+from anet_tf.data.records import ReidDataset
 
 ATTRIBUTES = ("color", "type")
 SETTINGS = "synth.yaml"  # the generator arguments, written beside the manifest

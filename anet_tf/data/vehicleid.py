@@ -33,17 +33,15 @@ import glob
 import os
 import re
 
-from anet_tf.data.records import (
-    UNKNOWN,
-    DataError,
-    FileIndex,
-    ProblemLog,
-    Record,
-    ReidDataset,
-    check_attributes,
-    read_lines,
-    resolve_listed,
-)
+from anet_tf.data.records import UNKNOWN
+from anet_tf.data.records import DataError
+from anet_tf.data.records import FileIndex
+from anet_tf.data.records import ProblemLog
+from anet_tf.data.records import Record
+from anet_tf.data.records import ReidDataset
+from anet_tf.data.records import check_attributes
+from anet_tf.data.records import read_lines
+from anet_tf.data.records import resolve_listed
 
 OFFERED = ("color", "model")
 TEST_LISTS = {"small": 800, "medium": 1600, "large": 2400}

@@ -35,16 +35,14 @@ import warnings
 import xml.parsers.expat
 from dataclasses import dataclass
 
-from anet_tf.data.records import (
-    DataError,
-    FileIndex,
-    ProblemLog,
-    Record,
-    ReidDataset,
-    check_attributes,
-    read_lines,
-    resolve_listed,
-)
+from anet_tf.data.records import DataError
+from anet_tf.data.records import FileIndex
+from anet_tf.data.records import ProblemLog
+from anet_tf.data.records import Record
+from anet_tf.data.records import ReidDataset
+from anet_tf.data.records import check_attributes
+from anet_tf.data.records import read_lines
+from anet_tf.data.records import resolve_listed
 
 OFFERED = ("color", "type")
 CLASS_FILES = {"color": "list_color.txt", "type": "list_type.txt"}

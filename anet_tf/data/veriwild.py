@@ -29,17 +29,15 @@ from __future__ import annotations
 import os
 import re
 
-from anet_tf.data.records import (
-    UNKNOWN,
-    DataError,
-    FileIndex,
-    ProblemLog,
-    Record,
-    ReidDataset,
-    check_attributes,
-    read_lines,
-    resolve_inside,
-)
+from anet_tf.data.records import UNKNOWN
+from anet_tf.data.records import DataError
+from anet_tf.data.records import FileIndex
+from anet_tf.data.records import ProblemLog
+from anet_tf.data.records import Record
+from anet_tf.data.records import ReidDataset
+from anet_tf.data.records import check_attributes
+from anet_tf.data.records import read_lines
+from anet_tf.data.records import resolve_inside
 
 OFFERED = ("color", "type", "model")
 INFO_COLUMNS = {"model": 3, "type": 4, "color": 5}

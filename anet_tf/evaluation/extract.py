@@ -7,7 +7,7 @@ optional flip test-time augmentation, and scores it with the dataset's protocol.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import tensorflow as tf

@@ -13,7 +13,6 @@ per sample on a pooled vector; the counter checks the first of these assumptions
 
 from __future__ import annotations
 
-
 import keras
 import numpy as np
 

@@ -11,8 +11,7 @@ import csv
 import math
 import os
 import time
-from typing import Callable
-from typing import Optional
+from collections.abc import Callable
 
 import keras
 import tensorflow as tf
@@ -71,9 +70,9 @@ class RunCallback(keras.callbacks.Callback):
         batch_size: int,
         columns: list[str],
         is_chief: bool = True,
-        evaluate_fn: Optional[Callable] = None,
+        evaluate_fn: Callable | None = None,
         eval_every: int = 0,
-        best_score: Optional[float] = None,
+        best_score: float | None = None,
         best_key: str = "",
         is_final_stage: bool = False,
     ):

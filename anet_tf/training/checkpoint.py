@@ -23,7 +23,6 @@ import os
 import shutil
 from dataclasses import asdict
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 
@@ -46,9 +45,9 @@ class TrainState:
     stage: int
     stage_epoch: int
     global_epoch: int
-    best_score: Optional[float] = None
+    best_score: float | None = None
     best_key: str = ""
-    metrics: Optional[dict] = None
+    metrics: dict | None = None
 
 
 def _fsync_dir(path: str) -> None:
@@ -155,7 +154,7 @@ class CheckpointManager:
                         pass
 
     # ------------------------------------------------------------- restoring
-    def latest(self) -> Optional[tuple[str, TrainState]]:
+    def latest(self) -> tuple[str, TrainState] | None:
         """The newest complete checkpoint folder and its state, or None."""
         pointer = os.path.join(self.directory, POINTER)
         if not os.path.exists(pointer):

@@ -14,9 +14,8 @@ import dataclasses
 import json
 import os
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
-from typing import Optional
 
 import keras
 import numpy as np
@@ -135,7 +134,7 @@ def train(
     *,
     resume: bool = False,
     dataset=None,
-    evaluate_fn: Optional[Callable] = None,
+    evaluate_fn: Callable | None = None,
     extra_callbacks: tuple = (),
     verbose: int = 1,
 ) -> TrainResult:
