@@ -329,3 +329,33 @@ def test_multi_worker_two_processes(tiny_data, tmp_path):
     rows = read_log(str(tmp_path / "run-0"))
     assert len(rows) == 2 and all(np.isfinite(float(r["total"])) for r in rows)
     assert not os.path.exists(str(tmp_path / "run-1" / "log.csv"))
+
+
+def test_mixed_precision_and_xla_switches(tiny_data, tmp_path):
+    """train.mixed_precision (float16 compute, loss scaling) and train.jit_compile
+    (XLA) train both stages; run in a subprocess since the dtype policy is global."""
+    run_dir = tmp_path / "mp"
+    cmd = [sys.executable, "-m", "anet_tf.cli", "fit", "--quiet", "--no-export", "--out", str(run_dir)]
+    for item in [f"data.root={tiny_data}", *TINY, "train.mixed_precision=true", "train.jit_compile=true"]:
+        cmd += ["--set", item]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=420)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = read_log(str(run_dir))
+    assert [r["stage"] for r in rows] == ["1", "1", "2"]
+    assert all(np.isfinite(float(r["total"])) for r in rows)
+
+
+@pytest.mark.slow
+def test_default_fit_end_to_end(tmp_path):
+    """`anet-tf fit` with no arguments, as the README's first command runs it: generate
+    the synthetic dataset, train the CPU default, evaluate, export. Minutes on 2 cores."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+    proc = subprocess.run(
+        [sys.executable, "-m", "anet_tf.cli", "fit", "--quiet", "--out", "runs/default"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1800,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((tmp_path / "runs" / "default" / "metrics.json").read_text())
+    assert metrics["metrics"]["mAP"] > 5 * metrics["chance"]["mAP"]
+    assert os.path.exists(os.path.join(metrics["saved_model"], "saved_model.pb"))
