@@ -358,4 +358,4 @@ def test_default_fit_end_to_end(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((tmp_path / "runs" / "default" / "metrics.json").read_text())
     assert metrics["metrics"]["mAP"] > 5 * metrics["chance"]["mAP"]
-    assert os.path.exists(os.path.join(metrics["saved_model"], "saved_model.pb"))
+    assert os.path.exists(os.path.join(tmp_path, metrics["saved_model"], "saved_model.pb"))
