@@ -95,3 +95,15 @@ def test_lr_schedule_counts_over_both_stages():
     """Section 4.2: 6e-4, x0.1 at epochs 60, 120 and 150 (stage 2 starts at 150)."""
     lr = [lr_at_epoch(e, 6e-4, [60, 120, 150], 0.1) for e in (0, 59, 60, 119, 120, 149, 150, 209)]
     np.testing.assert_allclose(lr, [6e-4, 6e-4, 6e-5, 6e-5, 6e-6, 6e-6, 6e-7, 6e-7], rtol=1e-9)
+
+
+def test_best_is_recovered_after_a_kill_between_renames(tmp_path):
+    """best/ is replaced by two renames; a kill between them leaves only best.old-*,
+    which the next save puts back instead of deleting."""
+    net = tiny_net()
+    mgr = CheckpointManager(str(tmp_path / "ckpt"))
+    mgr.save(net, None, TrainState(1, 1, 1, best_score=-1.0, best_key="-total@stage1"), is_best=True)
+    os.replace(tmp_path / "ckpt" / "best", tmp_path / "ckpt" / "best.old-4242")
+    mgr.save(net, None, TrainState(1, 2, 2, best_score=-1.0, best_key="-total@stage1"), is_best=False)
+    assert CheckpointManager.read_state(str(tmp_path / "ckpt" / "best")).global_epoch == 1
+    assert not any(".old-" in d for d in os.listdir(tmp_path / "ckpt"))

@@ -123,6 +123,12 @@ class RunCallback(keras.callbacks.Callback):
                 )
 
     def on_epoch_end(self, epoch, logs=None):
+        strategy = self.model.distribute_strategy
+        if strategy.num_replicas_in_sync > 1:
+            # Every replica (and worker) joins; before the chief-only writing below.
+            from anet_tf.training.loop import sync_moving_statistics
+
+            sync_moving_statistics(self.model.net, strategy)
         logs = {k: float(v) for k, v in (logs or {}).items()}
         elapsed = time.perf_counter() - self._t0
         global_epoch = self.stage_offset + epoch + 1
@@ -140,12 +146,14 @@ class RunCallback(keras.callbacks.Callback):
         if "mAP" in eval_metrics:
             score, key = float(eval_metrics["mAP"]), "mAP"
         else:
-            score, key = -logs.get("total", float("inf")), "-total"
+            # L (stage 1) and L' (stage 2) are different quantities: compare losses
+            # within a stage only; a later stage supersedes an earlier one.
+            score, key = -logs.get("total", float("inf")), f"-total@stage{self.stage}"
         # An evaluated mAP outranks a training-loss score; scores of one kind compare.
         if self.best_score is None or key == self.best_key:
             is_best = self.best_score is None or score > self.best_score
         else:
-            is_best = key == "mAP"
+            is_best = key == "mAP" or self.best_key != "mAP"
         if is_best:
             self.best_score, self.best_key = score, key
         row = {

@@ -142,6 +142,12 @@ class CheckpointManager:
         for d in epochs[: -self.keep] if self.keep > 0 else []:
             if d != current:
                 shutil.rmtree(os.path.join(self.directory, d), ignore_errors=True)
+        best = os.path.join(self.directory, BEST)
+        if not os.path.exists(best):
+            # A kill between the two renames of a best/ update: put the old one back.
+            olds = sorted(d for d in os.listdir(self.directory) if d.startswith(f"{BEST}.old-"))
+            if olds:
+                os.replace(os.path.join(self.directory, olds[-1]), best)
         for d in os.listdir(self.directory):
             if ".tmp-" in d or ".old-" in d:
                 path = os.path.join(self.directory, d)

@@ -149,11 +149,20 @@ def train(
             ``train.eval_every`` epochs to choose the best checkpoint.
         extra_callbacks: more Keras callbacks (tests use this).
     """
+    policy = keras.mixed_precision.global_policy()
+    if cfg.train.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        return _train(cfg, run_dir, resume=resume, dataset=dataset, evaluate_fn=evaluate_fn,
+                      extra_callbacks=extra_callbacks, verbose=verbose)
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
+
+
+def _train(cfg, run_dir, *, resume, dataset, evaluate_fn, extra_callbacks, verbose) -> TrainResult:
     from anet_tf.data.pipeline import build_train_dataset
     from anet_tf.data.readers import load_dataset
 
-    if cfg.train.mixed_precision:
-        keras.mixed_precision.set_global_policy("mixed_float16")
     seed_everything(cfg.train.seed)
     strategy = make_strategy(cfg.train.strategy)
     chief = is_chief(strategy)

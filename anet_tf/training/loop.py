@@ -95,8 +95,7 @@ def custom_fit(
         if verbose:
             terms = " ".join(f"{k}={v:.4f}" for k, v in logs.items())
             print(f"epoch {epoch + 1}/{epochs}: {terms}")
-        sync_moving_statistics(trainer.net, strategy)
-        cb.on_epoch_end(epoch, logs)
+        cb.on_epoch_end(epoch, logs)  # averages BatchNorm statistics across workers
         if trainer.stop_training:
             break
     cb.on_train_end()

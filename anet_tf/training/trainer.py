@@ -124,6 +124,8 @@ class ANetTrainer(keras.Model):
             if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
                 total = self.optimizer.scale_loss(total)
         grads = tape.gradient(total, variables)
+        if replicas > 1 and isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
+            grads = _poison_if_any_replica_overflowed(grads)
         self.optimizer.apply(grads, variables)
         return self._update_trackers(terms)
 
@@ -131,6 +133,25 @@ class ANetTrainer(keras.Model):
         images, targets = data
         terms = self.compute_terms(images, targets, training=False)
         return self._update_trackers(terms)
+
+
+def _poison_if_any_replica_overflowed(grads):
+    """Make a loss-scale overflow on any replica visible to every replica.
+
+    Keras' LossScaleOptimizer checks the gradients for Inf/NaN before they are
+    summed across replicas and acts on one replica's answer, so an overflow on
+    another replica would be applied. Counting non-finite values across replicas and
+    turning every gradient to NaN when there are any makes all replicas skip the step
+    and lower the scale together.
+    """
+    bad = tf.add_n(
+        [tf.reduce_sum(tf.cast(~tf.math.is_finite(g), tf.float32)) for g in grads if g is not None]
+    )
+    bad = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, bad)
+    return [
+        g if g is None else tf.where(bad > 0, tf.fill(tf.shape(g), tf.constant(float("nan"), g.dtype)), g)
+        for g in grads
+    ]
 
 
 def make_optimizer(train_cfg, mixed_precision: bool = False):
