@@ -187,6 +187,13 @@ def cmd_fit(args) -> int:
         return workflow.fit_and_report(None, args.resume, resume=True, export=not args.no_export, verbose=not args.quiet)
     cfg = _load_config(args)
     run_dir = args.out or workflow.default_run_dir(cfg)
+    if os.path.exists(os.path.join(run_dir, "config.yaml")):
+        print(
+            f"anet-tf fit: {run_dir} already holds a run; continue it with --resume "
+            f"{run_dir} or choose another --out",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     return workflow.fit_and_report(cfg, run_dir, resume=False, export=not args.no_export, verbose=not args.quiet)
 
 
@@ -247,8 +254,17 @@ def main(argv=None) -> int:
 
     try:
         return handler(args)
-    except (ConfigError, DataError, FileNotFoundError) as exc:
+    except (ConfigError, DataError, FileNotFoundError, ImportError) as exc:
         print(f"anet-tf {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except Exception as exc:  # TensorFlow's input errors (e.g. an undecodable image)
+        import tensorflow as tf
+
+        if not isinstance(exc, tf.errors.InvalidArgumentError):
+            raise
+        lines = exc.message.strip().splitlines()
+        wanted = [line for line in lines if "cannot decode image" in line] or lines[:1]
+        print(f"anet-tf {args.command}: error: {wanted[0].strip()}", file=sys.stderr)
         return EXIT_FAILED
 
 

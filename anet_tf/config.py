@@ -552,6 +552,11 @@ def _coerce(tp: Any, value: Any, key: str, origins: dict, path: str) -> Any:
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):
+            try:  # YAML 1.1 reads 6e-4 (no dot) as a string
+                return float(value)
+            except ValueError:
+                pass
         raise fail()
     if tp is str:
         if isinstance(value, str):

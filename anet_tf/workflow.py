@@ -114,20 +114,32 @@ def fit_and_report(
 
 def evaluate_command(args) -> int:
     """``anet-tf evaluate``: metrics of a run, checkpoint or SavedModel."""
+    from anet_tf.config import ConfigError
     from anet_tf.config import apply_overrides
     from anet_tf.config import load_config
     from anet_tf.data.readers import load_dataset
     from anet_tf.evaluation.extract import evaluate_net
     from anet_tf.evaluation.extract import format_results
+    from anet_tf.export import resolve_weights
     from anet_tf.training.fit import build_trainer
     from anet_tf.training.fit import load_run_config
 
-    if args.run:
-        cfg = load_run_config(args.run)
+    if args.model and args.feature:
+        raise ConfigError(
+            "--feature cannot change a SavedModel's embedding: it serves the "
+            "eval.feature it was exported with; evaluate a run or checkpoint instead"
+        )
+    if args.config:
+        cfg = load_config(args.config, args.overrides)
+    elif args.model:
+        from anet_tf.export.saved_model import saved_model_config
+
+        cfg = saved_model_config(args.model, args.overrides)
+    else:  # a run, or a checkpoint inside one: the run's own config
+        run_dir, _ = resolve_weights(args.run or args.checkpoint)
+        cfg = load_run_config(run_dir)
         if args.overrides:
             cfg = apply_overrides(cfg, args.overrides)
-    else:
-        cfg = load_config(args.config, args.overrides)
     if args.feature:
         cfg = apply_overrides(cfg, [f"eval.feature={args.feature}"])
     from anet_tf.cli import ensure_synthetic
@@ -144,10 +156,8 @@ def evaluate_command(args) -> int:
         metrics = evaluate_embedder(lambda x: tf.constant(embed(x)), dataset, cfg)
     else:
         if args.run:
-            from anet_tf.export import resolve_weights
-
             _, weights = resolve_weights(args.run)
-        else:  # a checkpoint folder or weights file, read with the given config
+        else:  # a checkpoint folder or weights file
             ckpt = args.checkpoint
             weights = os.path.join(ckpt, "net.weights.h5") if os.path.isdir(ckpt) else ckpt
             if not os.path.isfile(weights):

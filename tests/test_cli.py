@@ -110,3 +110,38 @@ def test_fit_evaluate_export_end_to_end(synth_dir, tmp_path, capsys):
     # (decode-free pixels in, normalisation inside) must rank the same.
     assert abs(b["mAP"] - metrics["metrics"]["mAP"]) < 1e-3
     assert abs(b["R1"] - metrics["metrics"]["R1"]) < 1e-6
+
+
+def test_fit_refuses_an_existing_run_directory(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("data: {}\n")
+    code = main(["fit", "--out", str(run)])
+    assert code == 2 and "--resume" in capsys.readouterr().err
+
+
+def test_scientific_notation_is_a_float():
+    from anet_tf.config import load_config
+
+    assert load_config(None, ["train.lr=6e-4"]).train.lr == 6e-4
+
+
+def test_evaluate_model_refuses_feature(tmp_path, capsys):
+    code = main(["evaluate", "--model", str(tmp_path), "--feature", "f"])
+    assert code == 1 and "eval.feature" in capsys.readouterr().err
+
+
+def test_corrupt_image_during_training_is_one_line_naming_the_file(synth_dir, tmp_path, capsys):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(synth_dir, data)
+    manifest = (data / "manifest.csv").read_text().splitlines()
+    first_train = next(line for line in manifest[1:] if ",train," in line)
+    broken = data / first_train.split(",")[0]
+    broken.write_bytes(broken.read_bytes()[:200])  # truncated JPEG
+    code = main(["fit", "--quiet", "--no-export", "--out", str(tmp_path / "run"), "--set", f"data.root={data}", *TINY_FIT])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "cannot decode image" in err and broken.name in err
+    assert "Traceback" not in err

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from anet_tf.data.records import DataError
+
 
 class PKSampler:
     """Yields batches of record indices: P distinct identities x K images each.
@@ -55,27 +57,27 @@ class PKSampler:
         seed: int = 0,
     ):
         if num_instances < 1:
-            raise ValueError(
+            raise DataError(
                 f"num_instances (K) must be >= 1. Received: num_instances={num_instances}"
             )
         if num_ids_per_batch < 1:
-            raise ValueError(
+            raise DataError(
                 "num_ids_per_batch (P) must be >= 1. Received: "
                 f"num_ids_per_batch={num_ids_per_batch}"
             )
         if num_replicas < 1:
-            raise ValueError(
+            raise DataError(
                 f"num_replicas must be >= 1. Received: num_replicas={num_replicas}"
             )
         pids = np.asarray(pids)
         if pids.ndim != 1 or pids.size == 0:
-            raise ValueError(
+            raise DataError(
                 f"pids must be a non-empty list of identities. Received: {pids.size} "
                 "records"
             )
         ids, inverse = np.unique(pids, return_inverse=True)
         if len(ids) < num_ids_per_batch:
-            raise ValueError(
+            raise DataError(
                 f"a batch needs P={num_ids_per_batch} distinct identities but the "
                 f"training split has only {len(ids)}; lower data.batch_size or "
                 "raise data.num_instances"

@@ -439,3 +439,19 @@ def load_embedder(path: str):
     embed = pixel_embedder(fn_pixels)
     embed.saved_model = loaded
     return embed
+
+
+def saved_model_config(saved_model_dir: str, overrides=None):
+    """The config a SavedModel was exported with (``assets/config.yaml``), with
+    optional ``--set`` overrides; FileNotFoundError if the export stores none."""
+    import yaml
+
+    from anet_tf.config import apply_overrides
+    from anet_tf.config import config_from_dict
+
+    path = os.path.join(saved_model_dir, "assets", CONFIG_FILE)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{saved_model_dir} stores no assets/{CONFIG_FILE}; give --config")
+    with open(path, encoding="utf-8") as fh:
+        cfg = config_from_dict(yaml.safe_load(fh), source=path)
+    return apply_overrides(cfg, overrides) if overrides else cfg

@@ -305,23 +305,15 @@ def _images(sources, split=None):
 
 def _model_config(model, args):
     """The config of ``--config/--set``, or the one stored in the SavedModel."""
-    import yaml
-
-    from anet_tf.config import apply_overrides
-    from anet_tf.config import config_from_dict
     from anet_tf.config import load_config
-    from anet_tf.export.saved_model import CONFIG_FILE
+    from anet_tf.export.saved_model import saved_model_config
 
     if args.config:
         return load_config(args.config, args.overrides)
-    path = os.path.join(model.path, "assets", CONFIG_FILE)
-    if not os.path.isfile(path):
-        raise SearchError(
-            f"{model.path} stores no {CONFIG_FILE}; give --config for {args.src}"
-        )
-    with open(path, encoding="utf-8") as fh:
-        cfg = config_from_dict(yaml.safe_load(fh), source=path)
-    return apply_overrides(cfg, args.overrides) if args.overrides else cfg
+    try:
+        return saved_model_config(model.path, args.overrides)
+    except FileNotFoundError as exc:
+        raise SearchError(f"{exc} for {args.src}") from None
 
 
 def _print_failures(command: str, failed) -> None:

@@ -115,11 +115,16 @@ class RunCallback(keras.callbacks.Callback):
                 continue
             if not math.isfinite(v):
                 self.model.stop_training = True
+                pointer = os.path.join(self.run_dir, "checkpoints", "last.json")
+                kept = (
+                    f"the last good checkpoint ({pointer}) is kept"
+                    if os.path.exists(pointer)
+                    else "no checkpoint had been written yet"
+                )
                 raise NonFiniteLossError(
                     f"loss term '{name}' is {v} at stage {self.stage}, epoch "
                     f"{self._epoch + 1} (global epoch {self.stage_offset + self._epoch + 1}), "
-                    f"step {batch + 1}; the run stops and the last good checkpoint "
-                    f"({os.path.join(self.run_dir, 'checkpoints', 'last.json')}) is kept"
+                    f"step {batch + 1}; the run stops and {kept}"
                 )
 
     def on_epoch_end(self, epoch, logs=None):
@@ -146,9 +151,9 @@ class RunCallback(keras.callbacks.Callback):
         if "mAP" in eval_metrics:
             score, key = float(eval_metrics["mAP"]), "mAP"
         else:
-            # L (stage 1) and L' (stage 2) are different quantities: compare losses
-            # within a stage only; a later stage supersedes an earlier one.
-            score, key = -logs.get("total", float("inf")), f"-total@stage{self.stage}"
+            # A training loss does not rank models (and L, L' differ): without an
+            # evaluation the newest checkpoint is the best, so best/ = what fit ships.
+            score, key = float(global_epoch), "epoch"
         # An evaluated mAP outranks a training-loss score; scores of one kind compare.
         if self.best_score is None or key == self.best_key:
             is_best = self.best_score is None or score > self.best_score

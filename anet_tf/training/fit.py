@@ -99,9 +99,12 @@ def seed_everything(seed: int) -> None:
 def save_run_config(cfg: Config, run_dir: str) -> str:
     os.makedirs(run_dir, exist_ok=True)
     path = os.path.join(run_dir, CONFIG_FILE)
+    raw = cfg.to_dict()
+    # An absolute data.root keeps the run usable from any working directory.
+    raw["data"]["root"] = os.path.abspath(cfg.data.root)
     with open(path, "w", encoding="utf-8") as fh:
         fh.write(f"# resolved config of this run (from {cfg.source})\n")
-        fh.write(cfg.to_yaml())
+        fh.write(yaml.safe_dump(raw, sort_keys=False))
     return path
 
 
