@@ -159,10 +159,23 @@ def cmd_data_check(args) -> int:
 
 
 def cmd_summary(args) -> int:
+    from anet_tf.data.records import DataError
     from anet_tf.model.summary import summarize_config
 
     cfg = _load_config(args)
-    print(summarize_config(cfg))
+    counts = {}
+    note = "ID and attribute classifier sizes assume VeRi-776 (576 ids, 10 classes each): the dataset was not found at data.root"
+    if os.path.isdir(cfg.data.root):
+        from anet_tf.data.readers import load_dataset
+
+        try:
+            dataset = load_dataset(cfg, check_images=False)
+            counts = dict(num_ids=len(dataset.train_pids()), num_classes=dataset.num_classes)
+            note = f"classifier sizes from the dataset at {cfg.data.root}: {counts['num_ids']} ids, classes {counts['num_classes']}"
+        except (DataError, ValueError) as exc:
+            note += f" ({exc})"
+    print(summarize_config(cfg, **counts))
+    print(note)
     return 0
 
 
