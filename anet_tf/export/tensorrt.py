@@ -50,7 +50,10 @@ def unavailable_reason() -> str | None:
             "TensorFlow 2.18+ is not built with TensorRT. Install TensorRT (e.g. "
             "`pip install tensorrt-cu12`) on the GPU machine that will serve and run "
             "the export there, or build the engine from the ONNX file with "
-            "`trtexec --onnx=model.onnx --saveEngine=model.engine --fp16`"
+            "`trtexec --onnx=model.onnx --saveEngine=model.engine --fp16 "
+            "--minShapes=images:1xHxWx3 --optShapes=images:8xHxWx3 "
+            "--maxShapes=images:32xHxWx3` (H, W: the model's input size; see "
+            "export/README.md)"
         )
     if not _has_nvidia_gpu():
         return (

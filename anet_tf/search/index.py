@@ -436,7 +436,7 @@ def _class_codes(values: np.ndarray, classes: list[str]) -> np.ndarray:
 
 
 def default_ivfpq_params(n: int, dim: int) -> dict:
-    """nlist about 4·sqrt(N) (a power of two, at most N/39 so each list trains on
+    """nlist about 4·sqrt(N) (a power of two, capped at N/39 so each list trains on
     39+ points), m the largest divisor of D up to min(64, D/4) (D/m dims per
     sub-quantizer, m bytes per image), 8 bits, nprobe = min(32, nlist)."""
     nlist = 2 ** max(0, round(math.log2(max(1.0, 4 * math.sqrt(n)))))
