@@ -17,24 +17,9 @@ EXIT_USAGE = 2
 EXIT_FAILED = 1
 
 
-def _add_config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--config",
-        "-c",
-        default=None,
-        help="YAML config file or the name of a shipped one (default: synthetic)",
-    )
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. --set train.stage1.epochs=3 (repeatable)",
-    )
-
-
 def build_parser() -> argparse.ArgumentParser:
+    from anet_tf.config import add_config_arguments
+
     parser = argparse.ArgumentParser(
         prog="anet-tf",
         description="AttributeNet (ANet) vehicle re-identification: train, evaluate, "
@@ -46,14 +31,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("fit", help="train both stages, evaluate, export a SavedModel")
-    _add_config_args(p)
+    add_config_arguments(p)
     p.add_argument("--out", default=None, help="run directory (default: runs/<config>-<time>)")
     p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue an interrupted run")
     p.add_argument("--no-export", action="store_true", help="skip the SavedModel export")
     p.add_argument("--quiet", action="store_true", help="no per-step progress bar")
 
     p = sub.add_parser("evaluate", help="evaluate a checkpoint or run on its dataset's protocol")
-    _add_config_args(p)
+    add_config_arguments(p)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--run", help="run directory (uses its config and best checkpoint)")
     src.add_argument("--checkpoint", help="checkpoint folder or .weights.h5 file")
@@ -74,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("data", help="dataset tools")
     dsub = p.add_subparsers(dest="data_command", metavar="ACTION")
     c = dsub.add_parser("check", help="validate a dataset and print its statistics")
-    _add_config_args(c)
+    add_config_arguments(c)
     c.add_argument("dir", nargs="?", default=None, help="a dataset folder in the generic format")
     c.add_argument("--json", action="store_true", help="print JSON")
 
@@ -89,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     search_commands.add_parsers(sub)
 
     p = sub.add_parser("summary", help="parameters and FLOPs per part of the model")
-    _add_config_args(p)
+    add_config_arguments(p)
 
     p = sub.add_parser("weights", help="pretrained weight tools")
     wsub = p.add_subparsers(dest="weights_command", metavar="ACTION")

@@ -359,6 +359,27 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
     return new
 
 
+def add_config_arguments(parser, config_help: str | None = None, config: bool = True) -> None:
+    """Add the ``--config`` and ``--set KEY=VALUE`` options every command shares
+    (parsed values: ``args.config``, ``args.overrides``)."""
+    if config:
+        parser.add_argument(
+            "--config",
+            "-c",
+            default=None,
+            help=config_help
+            or "YAML config file or the name of a shipped one (default: synthetic)",
+        )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set train.stage1.epochs=3 (repeatable)",
+    )
+
+
 def _load_yaml_tree(path: str, chain: tuple[str, ...]) -> tuple[dict, dict[str, str]]:
     apath = os.path.abspath(path)
     if apath in chain:

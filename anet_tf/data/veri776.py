@@ -159,10 +159,8 @@ def read_veri776(
         root=root,
         attribute_names=list(attributes),
         attribute_classes=classes,
-        train=splits["train"],
-        query=splits["query"],
-        gallery=splits["gallery"],
         problems=log.messages,
+        **splits,
     )
 
 

@@ -152,10 +152,8 @@ def read_veriwild(
         root=root,
         attribute_names=list(attributes),
         attribute_classes=classes,
-        train=splits["train"],
-        query=splits["query"],
-        gallery=splits["gallery"],
         problems=log.messages,
+        **splits,
     )
 
 

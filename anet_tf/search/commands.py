@@ -20,28 +20,12 @@ import json
 import os
 import sys
 
+from anet_tf.config import add_config_arguments
 from anet_tf.search.embed import DATASET_PREFIX
 from anet_tf.search.embed import SearchError
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
-
-
-def _config_args(p: argparse.ArgumentParser, what: str) -> None:
-    p.add_argument(
-        "--config",
-        "-c",
-        default=None,
-        help=f"YAML config or shipped config name, for {what}",
-    )
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value (repeatable)",
-    )
 
 
 def _filter_args(p: argparse.ArgumentParser) -> None:
@@ -108,7 +92,9 @@ def add_parsers(subparsers) -> None:
         "--batch-size", type=int, default=32, help="images per request (default 32)"
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    _config_args(p, f"{DATASET_PREFIX}SPLIT (default: the config stored in the model)")
+    add_config_arguments(
+        p, f"YAML config or shipped config name, for {DATASET_PREFIX}SPLIT (default: the config stored in the model)"
+    )
 
     p = subparsers.add_parser("index", help="gallery index tools")
     isub = p.add_subparsers(dest="index_command", metavar="ACTION")
@@ -212,14 +198,7 @@ def add_parsers(subparsers) -> None:
     v.add_argument(
         "--max-images", type=int, default=8, help="columns at most (default 8)"
     )
-    v.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a value of the run's config, e.g. data.root=...",
-    )
+    add_config_arguments(v, config=False)
     v.add_argument("-o", "--out", required=True, help="output PNG")
 
     v = vsub.add_parser("curves", help="training curves of a run's log.csv")
