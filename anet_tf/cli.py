@@ -108,19 +108,6 @@ def cmd_synth(args) -> int:
     return 0
 
 
-def ensure_synthetic(cfg, verbose: bool = True) -> None:
-    """Generate the synthetic dataset at ``data.root`` when it is absent."""
-    from anet_tf.data.synthetic import generate_from_config
-
-    if cfg.data.name != "synthetic":
-        return
-    if os.path.exists(os.path.join(cfg.data.root, "manifest.csv")):
-        return
-    if verbose:
-        print(f"[anet-tf] generating the synthetic dataset in {cfg.data.root} ...")
-    generate_from_config(cfg.data.synth, cfg.data.root)
-
-
 def cmd_data_check(args) -> int:
     from anet_tf.data.check import check
     from anet_tf.data.check import format_report
@@ -134,6 +121,8 @@ def cmd_data_check(args) -> int:
         from anet_tf.data.readers import load_dataset
 
         cfg = _load_config(args)
+        from anet_tf.workflow import ensure_synthetic
+
         ensure_synthetic(cfg, verbose=not args.json)
         report = check(load_dataset(cfg, strict=False))
     if args.json:

@@ -21,6 +21,19 @@ def default_run_dir(cfg: Config) -> str:
     return os.path.join("runs", f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
 
 
+def ensure_synthetic(cfg, verbose: bool = True) -> None:
+    """Generate the synthetic dataset at ``data.root`` when it is absent."""
+    from anet_tf.data.synthetic import generate_from_config
+
+    if cfg.data.name != "synthetic":
+        return
+    if os.path.exists(os.path.join(cfg.data.root, "manifest.csv")):
+        return
+    if verbose:
+        print(f"[anet-tf] generating the synthetic dataset in {cfg.data.root} ...")
+    generate_from_config(cfg.data.synth, cfg.data.root)
+
+
 def make_evaluate_fn(cfg: Config, dataset):
     """``fn(net) -> metrics`` on the dataset's test protocol (used during training)."""
     from anet_tf.evaluation.extract import evaluate_net
@@ -47,7 +60,6 @@ def fit_and_report(
     verbose: bool = True,
 ) -> int:
     """``anet-tf fit``: train both stages, evaluate, export, print where things are."""
-    from anet_tf.cli import ensure_synthetic
     from anet_tf.training.callbacks import NonFiniteLossError
     from anet_tf.training.fit import load_run_config
     from anet_tf.training.fit import train
@@ -142,8 +154,6 @@ def evaluate_command(args) -> int:
             cfg = apply_overrides(cfg, args.overrides)
     if args.feature:
         cfg = apply_overrides(cfg, [f"eval.feature={args.feature}"])
-    from anet_tf.cli import ensure_synthetic
-
     ensure_synthetic(cfg)
     dataset = load_dataset(cfg)
     if args.model:

@@ -59,7 +59,7 @@ def evaluate_embedder(embed_fn: Callable, dataset, cfg: Config) -> dict:
     if len(q) == 0:
         q = np.zeros((0, g.shape[1]), np.float32)
     results = evaluate_protocol(
-        dataset.name if dataset.name != "folder" else "folder",
+        dataset.name,
         q,
         g,
         dataset.query,
