@@ -88,9 +88,15 @@ def _prepare_features(
     for name, x in (("query_features", q), ("gallery_features", g)):
         if not np.isfinite(x).all():
             raise ValueError(f"{name} contains NaN or infinite values")
+    # Normalised (cosine) in float32, then held as float64 for _distance_block.
     if metric == "cosine":
-        return l2_normalize(q), l2_normalize(g), None, None
-    return q, g, np.einsum("ij,ij->i", q, q), np.einsum("ij,ij->i", g, g)
+        return _f64(l2_normalize(q)), _f64(l2_normalize(g)), None, None
+    q_sq, g_sq = np.einsum("ij,ij->i", q, q), np.einsum("ij,ij->i", g, g)
+    return _f64(q), _f64(g), q_sq, g_sq
+
+
+def _f64(x: np.ndarray) -> np.ndarray:
+    return np.asarray(x, dtype=np.float64)
 
 
 def _distance_block(
@@ -102,14 +108,15 @@ def _distance_block(
 ) -> np.ndarray:
     """Distances of a block of queries to the whole gallery, [len(q), len(g)].
 
-    NumPy hands a one-row product to BLAS gemv, whose rounding differs from the
-    gemm used for several rows; a single row is therefore computed as two, so that
-    the distance of a pair never depends on how the queries were chunked.
+    The distance of a pair must not depend on how the queries were chunked, or ties
+    would be broken differently by chunk size. BLAS picks its kernel by the shape
+    (gemv for one row, small-matrix or blocked gemm paths for more), each summing in
+    its own order, so float32 products differ in the last bit between chunkings
+    (seen with OpenBLAS). The products are therefore summed in float64, where the
+    product of two float32 values is exact and the order barely matters, and then
+    rounded to float32: the same float32 distance whatever the kernel.
     """
-    if q.shape[0] == 1:
-        d = np.matmul(np.concatenate([q, q]), g.T)[:1]
-    else:
-        d = np.matmul(q, g.T)
+    d = np.matmul(q, g.T).astype(np.float32)
     if metric == "cosine":
         np.subtract(np.float32(1.0), d, out=d)
     else:
@@ -279,8 +286,9 @@ def evaluate_features(
 ) -> dict:
     """The numbers of :func:`evaluate_rank` without the full distance matrix.
 
-    Distances are computed for ``chunk_size`` queries at a time (one float32
-    [chunk_size, num_gallery] block, the same arithmetic as
+    Distances are computed for ``chunk_size`` queries at a time (one
+    [chunk_size, num_gallery] block, summed in float64 and kept in float32, the
+    same arithmetic as
     :func:`pairwise_distance`). A gallery row is never sorted: for each query only
     its true matches are sorted, by (distance, gallery index), and one pass over the
     items no farther than the last match counts how many valid items precede each
@@ -294,9 +302,9 @@ def evaluate_features(
         q_pids, g_pids, q_camids, g_camids, max_rank, trapezoid_ap: as
             :func:`evaluate_rank`.
         metric: cosine | euclidean, see :func:`pairwise_distance`.
-        chunk_size: queries per distance block. Peak memory is the features (and
-            their normalised copy for cosine) plus ``4 * chunk_size * num_gallery``
-            bytes for the block and O(num_gallery) per query.
+        chunk_size: queries per distance block. Peak memory is the features and
+            their float64 copy plus ``12 * chunk_size * num_gallery`` bytes for the
+            block (float64 products, float32 distances) and O(num_gallery) per query.
 
     Returns:
         the dict of :func:`evaluate_rank`.
