@@ -111,6 +111,34 @@ def test_fit_evaluate_export_end_to_end(synth_dir, tmp_path, capsys):
     assert abs(b["mAP"] - metrics["metrics"]["mAP"]) < 1e-3
     assert abs(b["R1"] - metrics["metrics"]["R1"]) < 1e-6
 
+    # Attribute accuracy: printed under the re-id table by fit and both evaluate
+    # paths, in metrics.json and --json-out; --model measures the served labels.
+    assert out.count("attribute accuracy") == 1
+    fit_attr = metrics["metrics"]["attributes"]
+    assert sorted(fit_attr) == ["color", "type"]
+    for attrs in (fit_attr, a["attributes"], b["attributes"]):
+        for acc in attrs.values():
+            assert acc["count"] > 0 and 0.0 <= acc["top1"] <= 1.0
+            assert sum(map(sum, acc["confusion"])) == acc["count"]
+    for name, acc in fit_attr.items():  # the same weights, served
+        assert b["attributes"][name]["count"] == acc["count"]
+        assert abs(b["attributes"][name]["top1"] - acc["top1"]) <= 1 / acc["count"]
+    printed = capsys.readouterr().out
+    assert printed.count("| color |") == 2 and "majority class (chance)" in printed
+    # evaluate --run recorded its metrics in the run, keeping what fit wrote
+    updated = json.loads((run / "metrics.json").read_text())
+    assert updated["evaluations"]["j"] == a and updated["saved_model"] == saved
+    assert updated["metrics"] == metrics["metrics"]
+
+    from anet_tf.visualize import confusion_size
+
+    assert main(["visualize", "confusion", "--run", str(run), "-o", str(tmp_path / "cm")]) == 0
+    for name, acc in fit_attr.items():
+        from PIL import Image
+
+        with Image.open(tmp_path / "cm" / f"confusion_{name}.png") as im:
+            assert im.size == confusion_size(len(acc["classes"]))
+
 
 def test_fit_refuses_an_existing_run_directory(tmp_path, capsys):
     run = tmp_path / "run"

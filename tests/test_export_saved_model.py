@@ -252,6 +252,29 @@ def test_load_embedder_takes_normalised_images(exported):
         load_embedder(os.path.dirname(path))
 
 
+def test_load_predictor_maps_served_labels_to_class_indices(exported):
+    """`evaluate --model` measures the served `<name>_label` outputs: they come
+    back as indices into the model's class lists, equal to the Keras argmax."""
+    from anet_tf.export.saved_model import load_predictor
+
+    net, cfg, dataset, path, _ = exported
+    predict = load_predictor(path)
+    assert predict.attribute_classes == {
+        n: list(c)
+        for n, c in zip(dataset.attribute_names, dataset.attribute_classes, strict=True)
+    }
+    pixels = np.stack([random_pixels(*IMAGE_SIZE, seed=s) for s in (8, 9, 10)])
+    images = normalize(tf.constant(pixels, tf.float32))
+    embedding, classes = predict(images)
+    out = net(images, training=False)
+    assert embedding.shape == (3, 16) and sorted(classes) == ["color", "type"]
+    for name, predicted in classes.items():
+        assert predicted.dtype == np.int64
+        np.testing.assert_array_equal(
+            predicted, np.argmax(out[f"a_{name}_logits"].numpy(), axis=-1)
+        )
+
+
 def test_baseline_has_only_the_embedding(exported):
     from anet_tf.export.saved_model import build_serving_module
 

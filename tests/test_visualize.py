@@ -227,3 +227,31 @@ def test_sprite_stays_within_tensorboards_limit():
     assert sprite_layout(20000) == (142, 57)
     with pytest.raises(SearchError, match="do not fit"):
         sprite_layout(9000 * 9000)
+
+
+def test_confusion_png_per_attribute_from_a_runs_metrics(tmp_path, capsys):
+    from anet_tf.evaluation.attributes import attribute_accuracy
+
+    run = tmp_path / "run"
+    run.mkdir()
+    color = attribute_accuracy([0, 1, 1, 2], [0, 1, 2, -1], ["red", "blue", "white"])
+    kinds = attribute_accuracy([0, 0], [0, 1], ["sedan", "suv"])
+    # written by `evaluate --run` only (a run fitted before attribute accuracy)
+    payload = {
+        "feature": "j",
+        "metrics": {"mAP": 0.5},
+        "evaluations": {"j": {"mAP": 0.5, "attributes": {"color": color, "type": kinds}}},
+    }
+    (run / "metrics.json").write_text(json.dumps(payload))
+    out = tmp_path / "pictures"
+    code = run_command(["visualize", "confusion", "--run", str(run), "-o", str(out)])
+    assert code == 0
+    # a 3.0 in matrix (the minimum) with 1.6 + 1.1 in and 0.7 + 1.4 in margins
+    assert_png(out / "confusion_color.png", (570, 510))
+    assert_png(out / "confusion_type.png", (570, 510))
+    assert "confusion_type.png" in capsys.readouterr().out
+
+    (run / "metrics.json").write_text(json.dumps({"metrics": {"mAP": 0.5}}))
+    code = run_command(["visualize", "confusion", "--run", str(run)])
+    assert code == 1
+    assert "anet-tf evaluate --run" in capsys.readouterr().err

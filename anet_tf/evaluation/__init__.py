@@ -1,6 +1,10 @@
 """Evaluation: re-id metrics (CMC, mAP, mINP), each dataset's protocol, test-time
-features and k-reciprocal re-ranking. NumPy only; no TensorFlow import."""
+features, k-reciprocal re-ranking and attribute accuracy. NumPy only; no TensorFlow
+import."""
 
+from anet_tf.evaluation.attributes import attribute_accuracy
+from anet_tf.evaluation.attributes import format_attribute_table
+from anet_tf.evaluation.attributes import per_attribute_accuracy
 from anet_tf.evaluation.metrics import METRICS
 from anet_tf.evaluation.metrics import evaluate_features
 from anet_tf.evaluation.metrics import evaluate_rank
@@ -23,16 +27,19 @@ __all__ = [
     "METRICS",
     "PROTOCOLS",
     "assemble_feature",
+    "attribute_accuracy",
     "combine_flip",
     "evaluate_features",
     "evaluate_protocol",
     "evaluate_rank",
     "finalize_features",
+    "format_attribute_table",
     "format_table",
     "k_reciprocal_rerank",
     "l2_normalize",
     "labels",
     "pairwise_distance",
+    "per_attribute_accuracy",
     "protocol_kwargs",
     "vehicleid_protocol",
     "vehicleid_split",

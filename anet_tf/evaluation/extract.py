@@ -3,16 +3,29 @@
 ``evaluate_net(net, dataset, cfg)`` runs the evaluation pipeline (no augmentation,
 record order), takes the configured test-time feature (f, fa or j; Table 1), with
 optional flip test-time augmentation, and scores it with the dataset's protocol.
+For VAN and ANet the same forward pass also gives each attribute branch's
+prediction (argmax of ``a_<name>_logits``), scored on the test images (query and
+gallery) with a known label under the key ``"attributes"``
+(:func:`anet_tf.evaluation.attributes.attribute_accuracy`); the baseline has no
+attribute branch and no such key.
+
+A *predictor* is ``fn(images) -> (features [B, D], {attribute: class index [B]})``
+on a batch of normalised images; an *embedder* ``fn(images) -> features [B, D]`` is
+a predictor without attributes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from collections.abc import Mapping
+from collections.abc import Sequence
 
 import numpy as np
 import tensorflow as tf
 
 from anet_tf.config import Config
+from anet_tf.evaluation.attributes import format_attribute_table
+from anet_tf.evaluation.attributes import per_attribute_accuracy
 from anet_tf.evaluation.protocols import evaluate_protocol
 from anet_tf.evaluation.protocols import finalize_features
 from anet_tf.evaluation.protocols import format_table
@@ -31,31 +44,132 @@ def keras_embed_fn(net, feature: str, attribute_names: list[str]) -> Callable:
     return embed
 
 
-def extract_features(embed_fn: Callable, records, cfg: Config, num_classes, flip: bool = False) -> np.ndarray:
-    """Features of ``records`` in order, ``[len(records), dim]`` float32 (not normalised)."""
+def keras_predict_fn(net, feature: str, attribute_names: list[str]) -> Callable:
+    """A compiled predictor of a functional ANet network: the test feature and the
+    argmax of each ``a_<name>_logits``, from one forward pass."""
+    from anet_tf.model.anet import test_feature
+
+    @tf.function(reduce_retracing=True)
+    def predict(images):
+        outputs = net(images, training=False)
+        feats = tf.cast(test_feature(outputs, feature, attribute_names), tf.float32)
+        classes = {
+            name: tf.argmax(outputs[f"a_{name}_logits"], axis=-1, output_type=tf.int32)
+            for name in attribute_names
+        }
+        return feats, classes
+
+    return predict
+
+
+def extract_outputs(
+    predict_fn: Callable, records, cfg: Config, num_classes, flip: bool = False
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Features ``[len(records), dim]`` float32 (not normalised) and predicted
+    attribute classes (int64 [len(records)] per attribute) of ``records`` in order,
+    each image decoded once."""
     from anet_tf.data.pipeline import build_eval_dataset
 
     if not records:
-        return np.zeros((0, 0), np.float32)
+        return np.zeros((0, 0), np.float32), {}
     ds = build_eval_dataset(records, cfg.data, num_classes, flip=flip)
-    chunks = [embed_fn(images).numpy() for images, _ in ds]
+    chunks, predicted = [], {}
+    for images, _ in ds:
+        feats, classes = predict_fn(images)
+        chunks.append(np.asarray(feats, np.float32))
+        for name, value in classes.items():
+            predicted.setdefault(name, []).append(np.asarray(value, np.int64))
     feats = np.concatenate(chunks, axis=0)
     if feats.shape[0] != len(records):
-        raise RuntimeError(f"extracted {feats.shape[0]} features for {len(records)} images")
-    return feats
+        raise RuntimeError(
+            f"extracted {feats.shape[0]} features for {len(records)} images"
+        )
+    return feats, {name: np.concatenate(v) for name, v in predicted.items()}
+
+
+def extract_features(embed_fn: Callable, records, cfg: Config, num_classes, flip: bool = False) -> np.ndarray:
+    """Features of ``records`` in order, ``[len(records), dim]`` float32 (not normalised)."""
+    return extract_outputs(_as_predictor(embed_fn), records, cfg, num_classes, flip)[0]
+
+
+def split_outputs(
+    predict_fn: Callable, records, cfg: Config, num_classes
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """L2-normalised test features, flip-averaged when ``eval.flip`` is set, and the
+    attribute classes predicted on the unflipped images (what is served)."""
+    feats, classes = extract_outputs(predict_fn, records, cfg, num_classes)
+    flipped = None
+    if cfg.eval.flip:
+        flipped = extract_outputs(predict_fn, records, cfg, num_classes, flip=True)[0]
+    return (finalize_features(feats, flipped) if len(feats) else feats), classes
 
 
 def split_features(embed_fn: Callable, records, cfg: Config, num_classes) -> np.ndarray:
     """L2-normalised test features, flip-averaged when ``eval.flip`` is set."""
-    feats = extract_features(embed_fn, records, cfg, num_classes)
-    flipped = extract_features(embed_fn, records, cfg, num_classes, flip=True) if cfg.eval.flip else None
-    return finalize_features(feats, flipped) if len(feats) else feats
+    return split_outputs(_as_predictor(embed_fn), records, cfg, num_classes)[0]
 
 
-def evaluate_embedder(embed_fn: Callable, dataset, cfg: Config) -> dict:
-    """Evaluate any ``fn(images) -> features`` on the dataset's protocol."""
-    q = split_features(embed_fn, dataset.query, cfg, dataset.num_classes)
-    g = split_features(embed_fn, dataset.gallery, cfg, dataset.num_classes)
+def _as_predictor(embed_fn: Callable) -> Callable:
+    return lambda images: (embed_fn(images), {})
+
+
+def dataset_attribute_classes(dataset, names: Sequence[str]) -> dict[str, list[str]]:
+    """``{name: class names}`` of the dataset's attributes ``names``.
+
+    Raises:
+        KeyError: an attribute the dataset does not label, listing those it does.
+    """
+    offered = list(dataset.attribute_names)
+    missing = [n for n in names if n not in offered]
+    if missing:
+        raise KeyError(
+            f"attributes {missing} are not labelled in the dataset {dataset.name!r} "
+            f"at {dataset.root} (it has {offered})"
+        )
+    return {n: list(dataset.attribute_classes[offered.index(n)]) for n in names}
+
+
+def true_attributes(records, dataset, names: Sequence[str]) -> dict[str, np.ndarray]:
+    """Known class index per record (-1 unknown), int64 [len(records)] per attribute
+    of ``names`` (in the dataset's attribute order)."""
+    offered = list(dataset.attribute_names)
+    return {
+        n: np.asarray([r.attributes[offered.index(n)] for r in records], np.int64)
+        for n in names
+    }
+
+
+def evaluate_predictor(
+    predict_fn: Callable,
+    dataset,
+    cfg: Config,
+    attributes: Mapping[str, Sequence[str]] | None = None,
+) -> dict:
+    """Re-id metrics of a predictor on the dataset's protocol and, for
+    ``attributes``, attribute accuracy on the query and gallery images together.
+
+    Args:
+        predict_fn: ``fn(images) -> (features, {attribute: class index})``.
+        dataset: the :class:`~anet_tf.data.records.ReidDataset`.
+        cfg: reads ``data`` (pipeline) and ``eval`` (protocol, flip).
+        attributes: ``{name: class names}`` of the attributes to score, the class
+            index ``predict_fn`` returns indexing these names; they must be the
+            dataset's classes of that attribute. None or empty: no
+            ``"attributes"`` key in the result.
+
+    Raises:
+        ValueError: an attribute's classes differ from the dataset's.
+    """
+    attributes = dict(attributes or {})
+    expected = dataset_attribute_classes(dataset, list(attributes))
+    for name, classes in attributes.items():
+        if list(classes) != expected[name]:
+            raise ValueError(
+                f"attribute {name!r}: the model's classes {list(classes)} differ "
+                f"from the dataset's {expected[name]} ({dataset.root})"
+            )
+    q, q_classes = split_outputs(predict_fn, dataset.query, cfg, dataset.num_classes)
+    g, g_classes = split_outputs(predict_fn, dataset.gallery, cfg, dataset.num_classes)
     if len(q) == 0:
         q = np.zeros((0, g.shape[1]), np.float32)
     results = evaluate_protocol(
@@ -66,13 +180,39 @@ def evaluate_embedder(embed_fn: Callable, dataset, cfg: Config) -> dict:
         dataset.gallery,
         **protocol_kwargs(cfg.eval),
     )
-    return to_jsonable(results)
+    results = to_jsonable(results)
+    if attributes:
+        records = dataset.query + dataset.gallery
+        empty = np.zeros(0, np.int64)
+        predicted = {}
+        for name in attributes:
+            parts = [c.get(name, empty) for c in (q_classes, g_classes)]
+            predicted[name] = np.concatenate(parts)
+            if len(predicted[name]) != len(records):
+                raise RuntimeError(
+                    f"attribute {name!r} was predicted for {len(predicted[name])} of "
+                    f"{len(records)} test images"
+                )
+        true = true_attributes(records, dataset, list(attributes))
+        results["attributes"] = per_attribute_accuracy(predicted, true, attributes)
+    return results
+
+
+def evaluate_embedder(embed_fn: Callable, dataset, cfg: Config) -> dict:
+    """Evaluate any ``fn(images) -> features`` on the dataset's protocol."""
+    return evaluate_predictor(_as_predictor(embed_fn), dataset, cfg)
 
 
 def evaluate_net(net, dataset, cfg: Config) -> dict:
-    """Metrics of a functional ANet network on the dataset's test protocol."""
+    """Metrics of a functional ANet network on the dataset's test protocol, with the
+    accuracy of its attribute branches (van, anet) under ``"attributes"``."""
     names = list(cfg.data.attributes) if cfg.model.variant != "baseline" else []
-    return evaluate_embedder(keras_embed_fn(net, cfg.eval.feature, names), dataset, cfg)
+    return evaluate_predictor(
+        keras_predict_fn(net, cfg.eval.feature, names),
+        dataset,
+        cfg,
+        dataset_attribute_classes(dataset, names),
+    )
 
 
 def chance_metrics(dataset, cfg: Config, seeds=(0, 1, 2)) -> dict:
@@ -107,7 +247,8 @@ def to_jsonable(results: dict) -> dict:
 
 
 def format_results(metrics: dict, dataset: str, chance: dict | None = None) -> str:
-    """The paper-style table, with the chance level underneath when given."""
+    """The paper-style table, with the chance level underneath when given, then the
+    attribute accuracy table when ``metrics`` has ``"attributes"``."""
     shown = dict(metrics)
     if isinstance(shown.get("cmc"), list):
         shown["cmc"] = np.asarray(shown["cmc"])
@@ -115,4 +256,10 @@ def format_results(metrics: dict, dataset: str, chance: dict | None = None) -> s
     if chance:
         parts = ", ".join(f"{k} {100 * v:.2f}" for k, v in chance.items())
         text += f"\nchance level (random features, same protocol): {parts}"
+    if metrics.get("attributes"):
+        text += (
+            "\n\nattribute accuracy (%) on the test images with a known label; "
+            "chance = always answering the majority class:\n"
+            + format_attribute_table(metrics["attributes"])
+        )
     return text

@@ -425,13 +425,7 @@ def load_embedder(path: str):
     round trip adds float32 round-off only (embeddings within ~1e-6 of the Keras
     model's). The embeddings are already L2-normalised.
     """
-    if not os.path.exists(os.path.join(path, "saved_model.pb")):
-        raise FileNotFoundError(
-            f"{path} is not a SavedModel version folder (no saved_model.pb); give "
-            f"<base>/<model_name>/<version>"
-        )
-    loaded = tf.saved_model.load(path)
-    signature = loaded.signatures[SIGNATURE_IMAGES]
+    loaded, signature = _load_serve_images(path)
 
     def fn_pixels(pixels):
         return signature(**{INPUT_IMAGES: pixels})[EMBEDDING].numpy()
@@ -439,6 +433,53 @@ def load_embedder(path: str):
     embed = pixel_embedder(fn_pixels)
     embed.saved_model = loaded
     return embed
+
+
+def load_predictor(path: str):
+    """``fn(normalised images float32 [B, H, W, 3]) -> (embeddings [B, D],
+    {attribute: class index int64 [B]})`` (NumPy) of an exported SavedModel, for
+    ``anet-tf evaluate --model``: what is served is what is measured.
+
+    One ``serve_images`` call per batch, as in :func:`load_embedder`, gives the
+    embeddings and the served ``<name>_label`` strings; those are mapped back to
+    class indices through the class lists of ``assets/metadata.json``.
+    ``fn.attribute_classes`` is ``{name: class names}`` (empty for a baseline).
+
+    Raises:
+        ValueError: a served label is not among its attribute's classes.
+    """
+    loaded, signature = _load_serve_images(path)
+    classes = {a["name"]: list(a["classes"]) for a in read_metadata(path)["attributes"]}
+    index = {n: {c: i for i, c in enumerate(cs)} for n, cs in classes.items()}
+
+    def predict(images):
+        out = signature(**{INPUT_IMAGES: denormalize(images)})
+        predicted = {}
+        for name, lookup in index.items():
+            labels = [v.decode("utf-8") for v in out[label_key(name)].numpy()]
+            unknown = sorted(set(labels) - set(lookup))
+            if unknown:
+                raise ValueError(
+                    f"{path}: output {label_key(name)} gave {unknown}, not among the "
+                    f"classes {classes[name]} of assets/{METADATA_FILE}"
+                )
+            predicted[name] = np.asarray([lookup[v] for v in labels], np.int64)
+        return np.asarray(out[EMBEDDING].numpy(), np.float32), predicted
+
+    predict.saved_model = loaded
+    predict.attribute_classes = classes
+    return predict
+
+
+def _load_serve_images(path: str):
+    """(the loaded SavedModel, its ``serve_images`` signature)."""
+    if not os.path.exists(os.path.join(path, "saved_model.pb")):
+        raise FileNotFoundError(
+            f"{path} is not a SavedModel version folder (no saved_model.pb); give "
+            f"<base>/<model_name>/<version>"
+        )
+    loaded = tf.saved_model.load(path)
+    return loaded, loaded.signatures[SIGNATURE_IMAGES]
 
 
 def saved_model_config(saved_model_dir: str, overrides=None):

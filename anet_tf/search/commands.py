@@ -150,7 +150,8 @@ def add_parsers(subparsers) -> None:
 
     p = subparsers.add_parser(
         "visualize",
-        help="pictures: ranked lists, activation maps, curves, CMC, projector",
+        help="pictures: ranked lists, activation maps, curves, CMC, confusion "
+        "matrices, projector",
     )
     vsub = p.add_subparsers(dest="visualize_command", metavar="PICTURE")
     p.set_defaults(_usage=p.format_help)
@@ -212,6 +213,19 @@ def add_parsers(subparsers) -> None:
     )
     v.add_argument("--max-rank", type=int, default=20, help="ranks shown (default 20)")
     v.add_argument("-o", "--out", required=True, help="output PNG")
+
+    v = vsub.add_parser(
+        "confusion",
+        help="confusion matrix of each attribute, from a run's metrics.json",
+    )
+    v.add_argument("--run", required=True, help="run directory (its metrics.json)")
+    v.add_argument(
+        "-o",
+        "--out",
+        default=None,
+        metavar="DIR",
+        help="folder for confusion_<attribute>.png (default: the run directory)",
+    )
 
     v = vsub.add_parser(
         "projector", help="TensorBoard projector export with sprites and attributes"
@@ -516,12 +530,13 @@ def cmd_search(args) -> int:
 
 @_reports_errors("visualize")
 def cmd_visualize(args) -> int:
-    """``anet-tf visualize ranked|activation|curves|cmc|projector ...``."""
+    """``anet-tf visualize ranked|activation|curves|cmc|confusion|projector ...``."""
     handler = {
         "ranked": _visualize_ranked,
         "activation": _visualize_activation,
         "curves": _visualize_curves,
         "cmc": _visualize_cmc,
+        "confusion": _visualize_confusion,
         "projector": _visualize_projector,
     }.get(getattr(args, "visualize_command", None))
     if handler is None:
@@ -677,6 +692,19 @@ def _visualize_cmc(args) -> int:
         curves.append((label, cmc))
     plot_cmc(curves, args.out, max_rank=args.max_rank)
     print(f"wrote {args.out}")
+    return 0
+
+
+def _visualize_confusion(args) -> int:
+    from anet_tf.visualize import plot_confusion
+    from anet_tf.visualize import read_attribute_accuracy
+
+    attributes = read_attribute_accuracy(args.run)
+    out_dir = args.out or args.run
+    for name, accuracy in attributes.items():
+        path = os.path.join(out_dir, f"confusion_{name}.png")
+        plot_confusion(name, accuracy, path)
+        print(f"wrote {path}")
     return 0
 
 
