@@ -9,6 +9,9 @@ projector export.
 * :func:`plot_training_curves`: the loss terms, learning rate and throughput of a
   run's ``log.csv``.
 * :func:`plot_cmc`: CMC curves of ``anet-tf evaluate --json-out`` files.
+* :func:`plot_confusion`: the confusion matrix of one attribute branch, from the
+  attribute accuracy in a run's ``metrics.json``.
+* :func:`plot_ablation`: mean ± std bars of the variants of ``anet-tf ablate``.
 * :func:`export_projector`: embeddings with thumbnail sprites and attributes as
   metadata, for TensorBoard's projector.
 
@@ -43,6 +46,13 @@ ACT_CELL = 1.6
 ACT_LABEL_W = 0.35
 CURVES_SIZE = (10.0, 7.5)
 CMC_SIZE = (6.0, 4.5)
+# Confusion matrix: square cells, the matrix between CONF_MIN and CONF_MAX inches a
+# side; margins for class names (left, bottom), the title and the colour bar.
+CONF_CELL = 0.5
+CONF_MIN = 3.0
+CONF_MAX = 10.0
+CONF_MARGINS = {"left": 1.6, "right": 1.1, "top": 0.7, "bottom": 1.4}
+ABLATION_SIZE = (8.0, 4.5)
 COLORS = {
     "match": "#1a9850",
     "wrong": "#d73027",
@@ -553,6 +563,195 @@ def plot_cmc(
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     ax.set_title(title, fontsize=10)
+    return _save(fig, out_path)
+
+
+# --------------------------------------------------------------------- ablation
+
+
+def plot_ablation(
+    labels: Sequence[str],
+    series: dict[str, tuple[Sequence[float], Sequence[float]]],
+    out_path: str,
+    *,
+    title: str = "ablation",
+    dpi: int = DPI,
+) -> str:
+    """Grouped bars with error bars: one group per variant (``labels``), one bar per
+    metric of ``series`` (``{metric: (means, stds)}`` in percent, one value per
+    label; NaN = no value, no bar; a NaN std draws no error bar).
+
+    Returns:
+        ``out_path``; the PNG is ``ABLATION_SIZE`` inches at ``dpi``.
+    """
+    if not labels or not series:
+        raise SearchError("an ablation picture needs a variant and a metric")
+    fig = _figure(*ABLATION_SIZE, dpi)
+    ax = fig.add_axes([0.08, 0.12, 0.9, 0.78])
+    x = np.arange(len(labels))
+    width = 0.8 / len(series)
+    for i, (metric, (means, stds)) in enumerate(series.items()):
+        means = np.asarray(means, np.float64)
+        stds = np.nan_to_num(np.asarray(stds, np.float64), nan=0.0)
+        offset = (i - (len(series) - 1) / 2) * width
+        ax.bar(x + offset, means, width, yerr=stds, capsize=3, label=metric)
+        for xi, m, s in zip(x + offset, means, stds):
+            if np.isfinite(m):
+                ax.text(xi, m + s + 1, f"{m:.1f}", ha="center", va="bottom", fontsize=7)
+    ax.set_xticks(x)
+    ax.set_xticklabels(labels, fontsize=8)
+    ax.set_ylabel("%", fontsize=9)
+    ax.set_ylim(0, 108)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left")
+    ax.set_title(title, fontsize=10)
+    return _save(fig, out_path)
+
+
+# ------------------------------------------------------------ confusion matrix
+
+
+def read_attribute_accuracy(run_dir: str) -> dict[str, dict]:
+    """The attribute accuracy (``{attribute: dict}`` of
+    :func:`anet_tf.evaluation.attributes.attribute_accuracy`) of a run's
+    ``metrics.json``: what ``fit`` measured (``metrics``), else what
+    ``anet-tf evaluate --run`` recorded (``evaluations``, the run's own feature
+    first; the attribute branches do not depend on the feature).
+
+    Raises:
+        SearchError: no metrics.json, or none of its results has attribute
+            accuracy (a baseline, or a run evaluated before it was measured).
+    """
+    import json
+
+    from anet_tf.workflow import METRICS_FILE
+
+    path = os.path.join(run_dir, METRICS_FILE)
+    hint = f"run `anet-tf evaluate --run {run_dir}` to measure it"
+    try:
+        with open(path, encoding="utf-8") as fh:
+            payload = json.load(fh)
+    except FileNotFoundError:
+        raise SearchError(f"{path}: no such file; {hint}") from None
+    except OSError as exc:
+        raise SearchError(f"{path}: cannot read: {exc.strerror}") from None
+    except json.JSONDecodeError as exc:
+        raise SearchError(f"{path}: not JSON ({exc})") from None
+    payload = payload if isinstance(payload, dict) else {}
+    evaluations = payload.get("evaluations")
+    evaluations = evaluations if isinstance(evaluations, dict) else {}
+    feature = payload.get("feature")
+    order = [payload.get("metrics")]
+    order += [evaluations.get(feature)] + [evaluations[k] for k in sorted(evaluations)]
+    for metrics in order:
+        if isinstance(metrics, dict) and metrics.get("attributes"):
+            attributes = metrics["attributes"]
+            break
+    else:
+        raise SearchError(
+            f"{path}: no attribute accuracy (a baseline has no attribute branch); "
+            f"for a van or anet run, {hint}"
+        )
+    for name, acc in attributes.items():
+        m = len(acc.get("classes", []))
+        confusion = np.asarray(acc.get("confusion", []))
+        if m < 1 or confusion.shape != (m, m):
+            raise SearchError(
+                f"{path}: attributes.{name}: expected 'classes' and an m x m "
+                f"'confusion'; got {m} classes and a matrix of shape {confusion.shape}"
+            )
+    return attributes
+
+
+def confusion_size(num_classes: int, dpi: int = DPI) -> tuple[int, int]:
+    """(width, height) in pixels of :func:`plot_confusion`'s picture."""
+    side = min(max(num_classes * CONF_CELL, CONF_MIN), CONF_MAX)
+    w = CONF_MARGINS["left"] + side + CONF_MARGINS["right"]
+    h = CONF_MARGINS["top"] + side + CONF_MARGINS["bottom"]
+    return round(w * dpi), round(h * dpi)
+
+
+def _rate(value) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def plot_confusion(name: str, accuracy: dict, out_path: str, *, dpi: int = DPI) -> str:
+    """The confusion matrix of one attribute: rows = true class (with its number of
+    labelled images), columns = predicted class; colours are row-normalised (the
+    share of each true class predicted as each class, so rare classes show as
+    clearly as common ones) and each cell shows its count (zeros in grey; no counts
+    where cells are under 14 pt, i.e. beyond about 50 classes). The title gives
+    top-1, balanced accuracy and the majority-class rate (chance).
+
+    Args:
+        name: the attribute.
+        accuracy: its :func:`~anet_tf.evaluation.attributes.attribute_accuracy`.
+        out_path: the PNG to write.
+
+    Returns:
+        ``out_path``; the PNG is :func:`confusion_size` pixels.
+    """
+    classes = list(accuracy["classes"])
+    counts = np.asarray(accuracy["confusion"], np.int64)
+    m = len(classes)
+    totals = counts.sum(axis=1)
+    rates = np.divide(counts, np.maximum(totals, 1)[:, None], dtype=np.float64)
+    w_px, h_px = confusion_size(m, dpi)
+    fig = _figure(w_px / dpi, h_px / dpi, dpi)
+    side = min(max(m * CONF_CELL, CONF_MIN), CONF_MAX)
+    w_in, h_in = w_px / dpi, h_px / dpi
+    left, bottom = CONF_MARGINS["left"], CONF_MARGINS["bottom"]
+    ax = fig.add_axes([left / w_in, bottom / h_in, side / w_in, side / h_in])
+    bar = fig.add_axes(
+        [(left + side + 0.15) / w_in, bottom / h_in, 0.18 / w_in, side / h_in]
+    )
+    image = ax.imshow(
+        rates, cmap="Blues", vmin=0.0, vmax=1.0, aspect="auto", interpolation="nearest"
+    )
+    cell_pt = 72 * side / m
+    label_size = max(4.0, min(8.0, 0.6 * cell_pt))
+    if cell_pt >= 14:
+        text_size = max(5.0, min(9.0, 0.35 * cell_pt))
+        for i in range(m):
+            for j in range(m):
+                ax.text(
+                    j,
+                    i,
+                    str(counts[i, j]),
+                    ha="center",
+                    va="center",
+                    fontsize=text_size,
+                    color="white"
+                    if rates[i, j] > 0.5
+                    else ("black" if counts[i, j] else "#b0b0b0"),
+                )
+    ax.set_xticks(range(m))
+    ax.set_yticks(range(m))
+    ax.set_xticklabels(classes, rotation=45, ha="right", fontsize=label_size)
+    ax.set_yticklabels(
+        [f"{c} ({t})" for c, t in zip(classes, totals, strict=True)],
+        fontsize=label_size,
+    )
+    ax.set_xlabel("predicted", fontsize=9)
+    ax.set_ylabel("true (labelled images)", fontsize=9)
+    colorbar = fig.colorbar(image, cax=bar)
+    colorbar.ax.tick_params(labelsize=7)
+    colorbar.set_label("share of the true class", fontsize=8)
+    if accuracy.get("count"):
+        summary = (
+            f"top-1 {_rate(accuracy['top1'])}, balanced {_rate(accuracy['balanced'])}"
+            f", majority class {_rate(accuracy['majority_rate'])}"
+        )
+    else:
+        summary = "no labelled test image"
+    fig.text(
+        (left + side / 2) / w_in,
+        1 - 0.1 / h_in,
+        f"{name} (n={accuracy.get('count', 0)})\n{summary}",
+        ha="center",
+        va="top",
+        fontsize=10,
+    )
     return _save(fig, out_path)
 
 
