@@ -233,10 +233,19 @@ class VehicleSpec:
     round_lights: bool
 
 
-def sample_vehicle(rng: np.random.Generator) -> VehicleSpec:
-    """Draw a vehicle identity: type, colour and fine details."""
-    type_ = TYPES[int(rng.integers(len(TYPES)))]
-    color = list(COLORS)[int(rng.choice(len(COLORS), p=_color_probabilities()))]
+def sample_vehicle(
+    rng: np.random.Generator, color: str | None = None, type_: str | None = None
+) -> VehicleSpec:
+    """Draw a vehicle identity: type, colour and fine details.
+
+    ``color`` and ``type_`` impose the attributes (the balanced training design of
+    :func:`balanced_attributes`); the random draws are made either way, so the
+    details of every other identity stay the same whether or not they are imposed.
+    """
+    drawn_type = TYPES[int(rng.integers(len(TYPES)))]
+    drawn_color = list(COLORS)[int(rng.choice(len(COLORS), p=_color_probabilities()))]
+    type_ = drawn_type if type_ is None else type_
+    color = drawn_color if color is None else color
     base = np.array(COLORS[color], float)
     body = tuple(int(v) for v in np.clip(base + rng.integers(-10, 11, 3), 0, 255))
     far = [c for c in DETAIL_COLORS if np.abs(np.array(c) - base).sum() > 180]
@@ -262,6 +271,24 @@ def sample_vehicle(rng: np.random.Generator) -> VehicleSpec:
         glass_rgb=pick(GLASS_COLORS),
         round_lights=bool(rng.random() < 0.5),
     )
+
+
+def balanced_attributes(count: int, rng: np.random.Generator) -> list[tuple[str, str]]:
+    """(colour, type) of ``count`` training identities, every class equally often.
+
+    Drawn independently per identity (as for the test split), 80 training vehicles
+    left one colour with a single vehicle (12 images) while the test split held 106
+    images of it: an attribute branch cannot learn a colour from one car. Here each
+    colour and each type gets ``count // classes`` or one more identities, and the
+    colours are paired with the types in a random order, so the training split covers
+    every class several times while vehicles of one colour and type still differ only
+    in details.
+    """
+    colors = [list(COLORS)[k % len(COLORS)] for k in range(count)]
+    types = [TYPES[k % len(TYPES)] for k in range(count)]
+    color_order = rng.permutation(count)
+    type_order = rng.permutation(count)
+    return [(colors[int(c)], types[int(t)]) for c, t in zip(color_order, type_order, strict=True)]
 
 
 def _color_probabilities() -> np.ndarray:
@@ -775,6 +802,7 @@ def generate(
     image_size: int = 128,
     unlabelled_fraction: float = 0.1,
     seed: int = 0,
+    balanced_train: bool = True,
     overwrite: bool = False,
 ) -> str:
     """Render the synthetic dataset into ``out_dir`` in the folder format.
@@ -791,6 +819,9 @@ def generate(
             attribute cells are left empty (unknown).
         seed: a non-negative integer; the same arguments give byte-identical
             files (with the same NumPy and Pillow versions).
+        balanced_train: give every colour and type the same number of training
+            identities (:func:`balanced_attributes`) instead of drawing them
+            independently; the test split is the same either way.
         overwrite: replace a dataset already in ``out_dir`` (only the files this
             generator writes are removed).
 
@@ -822,9 +853,15 @@ def generate(
         attribute_names=list(ATTRIBUTES),
         attribute_classes=[color_names, type_names],
     )
+    design = (
+        balanced_attributes(num_train, np.random.default_rng([seed, 5]))
+        if balanced_train
+        else [(None, None)] * num_train
+    )
     for pid in range(1, ids + 1):
         rng = np.random.default_rng([seed, 3, pid])
-        spec = sample_vehicle(rng)
+        color, type_ = design[pid - 1] if pid <= num_train else (None, None)
+        spec = sample_vehicle(rng, color=color, type_=type_)
         attributes = (
             (UNKNOWN, UNKNOWN)
             if pid in unlabelled
@@ -857,6 +894,7 @@ def generate(
             image_size=image_size,
             unlabelled_fraction=unlabelled_fraction,
             seed=seed,
+            balanced_train=balanced_train,
         ).items():
             f.write(f"{key}: {value}\n")
     return out_dir
