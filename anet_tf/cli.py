@@ -1,7 +1,7 @@
 """The ``anet-tf`` command: the one place that imports every part of the package.
 
-Subcommands: fit, evaluate, export, client, embed, index build, search, visualize,
-synth, data check, summary, weights convert.
+Subcommands: fit, evaluate, ablate, export, client, embed, index build, search,
+visualize, synth, data check, summary, weights convert.
 Imports are done inside each command so ``anet-tf --help`` is instant and a command
 only pays for TensorFlow when it needs it.
 """
@@ -46,6 +46,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--feature", choices=["f", "fa", "j"], default=None, help="test-time feature")
     p.add_argument("--json-out", default=None, help="write the metrics as JSON here")
 
+    p = sub.add_parser(
+        "ablate",
+        help="the paper's ablation study (Tables 1, 2): variants x seeds, mean ± std",
+    )
+    add_config_arguments(p)
+    p.add_argument(
+        "--out", required=True, help="study directory (continued when it exists)"
+    )
+    p.add_argument(
+        "--variants",
+        default=None,
+        help="comma-separated, of baseline,van_f,van_fa,anet_noac,anet,van_fc,anet_fc "
+        "(default: the study's, or Table 1's five for a new study)",
+    )
+    p.add_argument(
+        "--seeds",
+        default=None,
+        help="N (seeds 0..N-1) or a list such as 0,3,5 (default: the study's, or 0)",
+    )
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="only rewrite the reports from the runs finished so far",
+    )
+    p.add_argument("--quiet", action="store_true", help="no per-step progress bar")
+
     p = sub.add_parser("synth", help="generate the synthetic vehicle dataset")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--ids", type=int, default=None, help="identities in total")
@@ -55,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, default=None)
     p.add_argument("--unlabelled-fraction", type=float, default=None)
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument(
+        "--balanced-train",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="every colour and type gets the same number of training vehicles (default: on)",
+    )
 
     p = sub.add_parser("data", help="dataset tools")
     dsub = p.add_subparsers(dest="data_command", metavar="ACTION")
@@ -100,7 +132,7 @@ def cmd_synth(args) -> int:
 
     defaults = SynthConfig()
     kwargs = {}
-    for key in ("ids", "test_ids", "cameras", "images_per_id", "image_size", "unlabelled_fraction", "seed"):
+    for key in ("ids", "test_ids", "cameras", "images_per_id", "image_size", "unlabelled_fraction", "seed", "balanced_train"):
         value = getattr(args, key)
         kwargs[key] = getattr(defaults, key) if value is None else value
     out = generate(args.out, **kwargs)
@@ -190,6 +222,12 @@ def cmd_evaluate(args) -> int:
     return workflow.evaluate_command(args)
 
 
+def cmd_ablate(args) -> int:
+    from anet_tf.ablation import ablate_command
+
+    return ablate_command(args)
+
+
 def cmd_export(args) -> int:
     from anet_tf.export.commands import export_command
 
@@ -205,6 +243,7 @@ def cmd_client(args) -> int:
 COMMANDS = {
     "fit": cmd_fit,
     "evaluate": cmd_evaluate,
+    "ablate": cmd_ablate,
     "export": cmd_export,
     "client": cmd_client,
     "synth": cmd_synth,

@@ -28,10 +28,39 @@ def ensure_synthetic(cfg, verbose: bool = True) -> None:
     if cfg.data.name != "synthetic":
         return
     if os.path.exists(os.path.join(cfg.data.root, "manifest.csv")):
+        _warn_if_settings_differ(cfg, verbose)
         return
     if verbose:
         print(f"[anet-tf] generating the synthetic dataset in {cfg.data.root} ...")
     generate_from_config(cfg.data.synth, cfg.data.root)
+
+
+def _warn_if_settings_differ(cfg, verbose: bool) -> None:
+    """Say so when the dataset at ``data.root`` was generated with other settings
+    than ``data.synth`` (e.g. by an older version): it is used as it is, never
+    overwritten."""
+    import dataclasses
+
+    import yaml
+
+    from anet_tf.data.synthetic import SETTINGS
+
+    path = os.path.join(cfg.data.root, SETTINGS)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            recorded = yaml.safe_load(fh) or {}
+    except (OSError, yaml.YAMLError):
+        return
+    if not isinstance(recorded, dict):
+        return
+    wanted = dataclasses.asdict(cfg.data.synth)
+    differ = sorted(k for k, v in wanted.items() if recorded.get(k) != v)
+    if differ and verbose:
+        print(
+            f"[anet-tf] note: {cfg.data.root} was generated with other settings than "
+            f"data.synth ({', '.join(differ)}); using it as it is. Regenerate with "
+            f"`anet-tf synth --out DIR` (or delete the folder) to match the config."
+        )
 
 
 def make_evaluate_fn(cfg: Config, dataset):
@@ -49,6 +78,45 @@ def chance_level(dataset, cfg: Config) -> dict:
     from anet_tf.evaluation.extract import chance_metrics
 
     return chance_metrics(dataset, cfg)
+
+
+def evaluate_run(run_dir: str, overrides=(), weights: str | None = None) -> dict:
+    """Evaluate a trained run again, e.g. on another test feature, without training.
+
+    Args:
+        run_dir: a run directory (its ``config.yaml`` gives the network and data).
+        overrides: ``--set`` items applied to the run's config, e.g.
+            ``["eval.feature=fa"]``.
+        weights: a ``net.weights.h5`` file; default: the run's ``checkpoints/best``,
+            else its newest checkpoint (as ``evaluate --run``).
+
+    Returns:
+        ``{"dataset", "feature", "metrics", "chance", "weights"}``, the schema of the
+        run's ``metrics.json``.
+    """
+    from anet_tf.config import apply_overrides
+    from anet_tf.data.readers import load_dataset
+    from anet_tf.evaluation.extract import evaluate_net
+    from anet_tf.export import resolve_weights
+    from anet_tf.training.fit import build_trainer
+    from anet_tf.training.fit import load_run_config
+
+    cfg = load_run_config(run_dir)
+    if overrides:
+        cfg = apply_overrides(cfg, list(overrides))
+    if weights is None:
+        _, weights = resolve_weights(run_dir)
+    ensure_synthetic(cfg, verbose=False)
+    dataset = load_dataset(cfg)
+    trainer = build_trainer(cfg, len(dataset.train_pids()), dataset.num_classes)
+    trainer.net.load_weights(weights)
+    return {
+        "dataset": cfg.data.name,
+        "feature": cfg.eval.feature,
+        "metrics": evaluate_net(trainer.net, dataset, cfg),
+        "chance": chance_level(dataset, cfg),
+        "weights": weights,
+    }
 
 
 def fit_and_report(
@@ -157,13 +225,12 @@ def evaluate_command(args) -> int:
     ensure_synthetic(cfg)
     dataset = load_dataset(cfg)
     if args.model:
-        import tensorflow as tf
+        from anet_tf.evaluation.extract import evaluate_predictor
+        from anet_tf.export.saved_model import load_predictor
 
-        from anet_tf.evaluation.extract import evaluate_embedder
-        from anet_tf.export.saved_model import load_embedder
-
-        embed = load_embedder(args.model)
-        metrics = evaluate_embedder(lambda x: tf.constant(embed(x)), dataset, cfg)
+        predict = load_predictor(args.model)
+        scored = comparable_attributes(predict.attribute_classes, dataset)
+        metrics = evaluate_predictor(predict, dataset, cfg, scored)
     else:
         if args.run:
             _, weights = resolve_weights(args.run)
@@ -180,4 +247,62 @@ def evaluate_command(args) -> int:
         with open(args.json_out, "w", encoding="utf-8") as fh:
             json.dump({"dataset": cfg.data.name, "feature": cfg.eval.feature, "metrics": metrics}, fh, indent=2, default=float)
         print(f"metrics written to {args.json_out}")
+    if args.run and not (args.config or args.overrides):
+        path = record_evaluation(args.run, cfg.eval.feature, metrics)
+        print(f"metrics recorded in {path} (evaluations.{cfg.eval.feature})")
+    elif args.run:
+        print(
+            f"not recorded in {os.path.join(args.run, METRICS_FILE)}: "
+            f"--config/--set change what is evaluated"
+        )
     return 0
+
+
+def comparable_attributes(classes: dict, dataset) -> dict:
+    """The attributes of ``classes`` ({name: class names}, a SavedModel's) that the
+    dataset labels with the same classes; each other one is named on stderr and
+    left out of the attribute accuracy (e.g. a model evaluated on another dataset)."""
+    offered = dict(zip(dataset.attribute_names, dataset.attribute_classes))
+    kept = {}
+    for name, names in classes.items():
+        if name not in offered:
+            reason = f"the dataset {dataset.name!r} does not label it"
+        elif list(offered[name]) != list(names):
+            reason = (
+                f"the model's classes {list(names)} differ from the dataset's "
+                f"{list(offered[name])}"
+            )
+        else:
+            kept[name] = list(names)
+            continue
+        print(
+            f"anet-tf evaluate: attribute {name!r} not scored: {reason}",
+            file=sys.stderr,
+        )
+    return kept
+
+
+def record_evaluation(run_dir: str, feature: str, metrics: dict) -> str:
+    """Store ``metrics`` in ``run_dir/metrics.json`` under ``"evaluations"`` →
+    ``feature``, keeping every other key; the file is replaced atomically.
+
+    Raises:
+        ValueError: the existing file is not a JSON object (it is left as it is).
+    """
+    from anet_tf.training.fit import write_json
+
+    path = os.path.join(run_dir, METRICS_FILE)
+    payload: dict = {}
+    if os.path.exists(path):
+        try:
+            with open(path, encoding="utf-8") as fh:
+                payload = json.load(fh)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: not JSON ({exc}); left as it is") from None
+        if not isinstance(payload, dict):
+            raise ValueError(f"{path}: not a JSON object; left as it is")
+    evaluations = payload.get("evaluations")
+    evaluations = evaluations if isinstance(evaluations, dict) else {}
+    payload["evaluations"] = {**evaluations, feature: metrics}
+    write_json(path, payload)
+    return path

@@ -48,7 +48,9 @@ class RunCallback(keras.callbacks.Callback):
         run_dir: the run directory.
         stage: 1 or 2.
         stage_offset: global epochs completed before this stage began.
-        base_lr, milestones, gamma: the lr schedule.
+        base_lr, milestones, gamma: the lr schedule (:func:`lr_at_epoch`).
+        stage_lr: a constant lr for every epoch of this stage instead of the
+            schedule (``train.stage2.lr``); None = the schedule.
         batch_size: global batch size (for images/s).
         columns: CSV columns (all loss terms of the variant).
         is_chief: only the chief writes files (multi-worker).
@@ -68,6 +70,7 @@ class RunCallback(keras.callbacks.Callback):
         milestones,
         gamma: float,
         batch_size: int,
+        stage_lr: float | None = None,
         columns: list[str],
         is_chief: bool = True,
         evaluate_fn: Callable | None = None,
@@ -84,6 +87,7 @@ class RunCallback(keras.callbacks.Callback):
         self.base_lr = base_lr
         self.milestones = list(milestones)
         self.gamma = gamma
+        self.stage_lr = stage_lr
         self.batch_size = batch_size
         self.columns = columns
         self.is_chief = is_chief
@@ -101,7 +105,11 @@ class RunCallback(keras.callbacks.Callback):
     # ------------------------------------------------------------------ epochs
     def on_epoch_begin(self, epoch, logs=None):
         global_epoch = self.stage_offset + epoch
-        _set_lr(self.model.optimizer, lr_at_epoch(global_epoch, self.base_lr, self.milestones, self.gamma))
+        if self.stage_lr is not None:
+            lr = self.stage_lr
+        else:
+            lr = lr_at_epoch(global_epoch, self.base_lr, self.milestones, self.gamma)
+        _set_lr(self.model.optimizer, lr)
         self._t0 = time.perf_counter()
         self._steps = 0
         self._epoch = epoch
@@ -229,4 +237,9 @@ class RunCallback(keras.callbacks.Callback):
             for name, value in eval_metrics.items():
                 if isinstance(value, (int, float)):
                     tf.summary.scalar(f"eval/{name}", value)
+            # attribute accuracy (van, anet): None where no test image is labelled
+            for name, acc in (eval_metrics.get("attributes") or {}).items():
+                for key in ("top1", "balanced"):
+                    if acc.get(key) is not None:
+                        tf.summary.scalar(f"eval/attr/{name}_{key}", acc[key])
         self._writer.flush()

@@ -29,6 +29,7 @@ from anet_tf.training.checkpoint import CheckpointManager
 from anet_tf.training.trainer import STAGE1
 from anet_tf.training.trainer import STAGE2
 from anet_tf.training.trainer import ANetTrainer
+from anet_tf.training.trainer import coupled_weight_decay
 from anet_tf.training.trainer import make_optimizer
 from anet_tf.training.trainer import term_names
 
@@ -96,6 +97,55 @@ def seed_everything(seed: int) -> None:
     keras.utils.set_random_seed(seed)
 
 
+def set_determinism(enabled: bool) -> tuple[bool, bool]:
+    """Make the ops of a run repeatable (``train.deterministic``); ``False`` leaves
+    the process's settings as they are.
+
+    Returns the previous settings, for :func:`restore_determinism`.
+
+    On: TensorFlow op determinism (ops with a nondeterministic fast path take a
+    deterministic one, ops without one raise ``UnimplementedError``, tf.data runs
+    in order) *and* no Grappler graph optimisation. Op determinism alone was not
+    enough on CPU (TF 2.21, measured on the synthetic config at 128x128): one
+    trace of the train step gave different gradients from call to call, because
+    the optimised graph sums some gradients with ``AddN`` that accumulates into
+    whichever input buffer it can reuse first (an order that depends on which
+    other ops have finished), and two traces of the same step could be optimised
+    into graphs that round differently. With Grappler off both went away: every
+    same-seed run gave bit-identical weights. The price is the unoptimised graph
+    (see the README for the measured cost).
+
+    Seeds and the input pipeline are repeatable in either case
+    (:func:`seed_everything`; ``data.seed`` drives the sampler and the stateless
+    augmentation).
+    """
+    # tf.config.experimental exports only enable_op_determinism; the query and the
+    # switch back (so one process can run both kinds) live beside it.
+    from tensorflow.python.framework import config as tf_config
+
+    before = (
+        tf_config.is_op_determinism_enabled(),
+        bool(tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer")),
+    )
+    if enabled:
+        tf_config.enable_op_determinism()
+        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+    return before
+
+
+def restore_determinism(before: tuple[bool, bool]) -> None:
+    """Put back the settings :func:`set_determinism` returned."""
+    from tensorflow.python.framework import config as tf_config
+
+    op_determinism, no_grappler = before
+    if op_determinism != tf_config.is_op_determinism_enabled():
+        if op_determinism:
+            tf_config.enable_op_determinism()
+        else:
+            tf_config.disable_op_determinism()
+    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": no_grappler})
+
+
 def save_run_config(cfg: Config, run_dir: str) -> str:
     os.makedirs(run_dir, exist_ok=True)
     path = os.path.join(run_dir, CONFIG_FILE)
@@ -128,6 +178,7 @@ def build_trainer(cfg: Config, num_ids: int, num_classes: list[int]) -> ANetTrai
         attribute_names=cfg.data.attributes if cfg.model.variant != "baseline" else [],
         variant=cfg.model.variant,
         loss_kwargs=loss_kwargs_from_config(cfg.loss),
+        weight_decay=coupled_weight_decay(cfg.train),
     )
 
 
@@ -155,11 +206,13 @@ def train(
     policy = keras.mixed_precision.global_policy()
     if cfg.train.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
+    determinism = set_determinism(cfg.train.deterministic)
     try:
         return _train(cfg, run_dir, resume=resume, dataset=dataset, evaluate_fn=evaluate_fn,
                       extra_callbacks=extra_callbacks, verbose=verbose)
     finally:
         keras.mixed_precision.set_global_policy(policy)
+        restore_determinism(determinism)
 
 
 def _train(cfg, run_dir, *, resume, dataset, evaluate_fn, extra_callbacks, verbose) -> TrainResult:
@@ -236,6 +289,7 @@ def _train(cfg, run_dir, *, resume, dataset, evaluate_fn, extra_callbacks, verbo
             base_lr=cfg.train.lr,
             milestones=cfg.train.lr_milestones,
             gamma=cfg.train.lr_gamma,
+            stage_lr=stage_cfg.lr,
             batch_size=data_cfg.batch_size * replicas,
             columns=columns,
             is_chief=chief,

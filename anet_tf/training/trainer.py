@@ -15,7 +15,9 @@ Distribution: every loss function returns values averaged over the *local*
 per GPU; the input pipeline keeps the P x K layout within each replica's slice.
 Gradients are summed across replicas, so the step divides the total by the number of
 replicas: with equal per-replica batches this is exactly the global-batch average that
-``tf.nn.compute_average_loss`` gives.
+``tf.nn.compute_average_loss`` gives. Coupled weight decay (``weight_decay``) is added
+to every replica's gradient divided by the number of replicas too, so the sum adds it
+once.
 """
 
 from __future__ import annotations
@@ -50,14 +52,23 @@ class ANetTrainer(keras.Model):
         variant: baseline | van | anet.
         loss_kwargs: keyword arguments for :func:`anet_tf.losses.compute_losses`
             (see ``loss_kwargs_from_config``).
+        weight_decay: coupled L2 weight decay: ``weight_decay * w`` is added to the
+            gradient of every trained variable before ``optimizer.apply`` (PyTorch's
+            ``weight_decay``; ``train.weight_decay_mode: coupled``). 0 = none, e.g.
+            when the optimizer applies Keras' decoupled decay instead.
     """
 
-    def __init__(self, net, attribute_names, variant, loss_kwargs, **kwargs):
+    def __init__(self, net, attribute_names, variant, loss_kwargs, weight_decay=0.0, **kwargs):
         super().__init__(**kwargs)
+        if not weight_decay >= 0:
+            raise ValueError(
+                f"weight_decay must be >= 0. Received: weight_decay={weight_decay}"
+            )
         self.net = net
         self.attribute_names = list(attribute_names)
         self.variant = variant
         self.loss_kwargs = dict(loss_kwargs)
+        self.weight_decay = float(weight_decay)
         self.stage = STAGE1
         self.trackers = {
             name: keras.metrics.Mean(name=name)
@@ -118,13 +129,22 @@ class ANetTrainer(keras.Model):
         images, targets = data
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         variables = self.net.trainable_variables
+        loss_scaled = isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer)
         with tf.GradientTape() as tape:
             terms = self.compute_terms(images, targets, training=True)
             total = tf.cast(terms["total"], tf.float32) / float(replicas)
-            if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
+            if loss_scaled:
                 total = self.optimizer.scale_loss(total)
         grads = tape.gradient(total, variables)
-        if replicas > 1 and isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
+        if self.weight_decay:
+            # In the units of these gradients: per replica (summed across replicas
+            # by the optimizer) and multiplied by the loss scale (a power of 2, so
+            # the optimizer's unscaling recovers weight_decay * w exactly).
+            decay = self.weight_decay / replicas
+            if loss_scaled:
+                decay = self.optimizer.scale_loss(decay)
+            grads = _add_weight_decay(grads, variables, decay)
+        if replicas > 1 and loss_scaled:
             grads = _poison_if_any_replica_overflowed(grads)
         self.optimizer.apply(grads, variables)
         return self._update_trackers(terms)
@@ -133,6 +153,18 @@ class ANetTrainer(keras.Model):
         images, targets = data
         terms = self.compute_terms(images, targets, training=False)
         return self._update_trackers(terms)
+
+
+def _add_weight_decay(grads, variables, decay):
+    """``g + decay * w`` for each gradient; a variable without a gradient (not
+    reached by the loss) is left alone, as PyTorch does."""
+    out = []
+    for g, v in zip(grads, variables):
+        if g is not None:
+            g = tf.convert_to_tensor(g)  # IndexedSlices -> dense
+            g = g + tf.cast(decay, g.dtype) * tf.cast(v, g.dtype)
+        out.append(g)
+    return out
 
 
 def _poison_if_any_replica_overflowed(grads):
@@ -155,12 +187,17 @@ def _poison_if_any_replica_overflowed(grads):
 
 
 def make_optimizer(train_cfg, mixed_precision: bool = False):
-    """Amsgrad (section 4.2) or Adam/SGD, with decoupled weight decay.
+    """Amsgrad (section 4.2) or Adam/SGD.
+
+    With ``train.weight_decay_mode: decoupled`` the optimizer applies Keras'
+    decoupled ``weight_decay``; with ``coupled`` it has none and the trainer adds
+    the decay to the gradients (see :func:`coupled_weight_decay`).
 
     The learning rate is a variable set each epoch by the schedule callback, so it
     can follow the milestones counted over both stages.
     """
-    kwargs = dict(learning_rate=train_cfg.lr, weight_decay=train_cfg.weight_decay or None)
+    decoupled = train_cfg.weight_decay if train_cfg.weight_decay_mode == "decoupled" else 0.0
+    kwargs = dict(learning_rate=train_cfg.lr, weight_decay=decoupled or None)
     if train_cfg.optimizer == "amsgrad":
         opt = keras.optimizers.Adam(amsgrad=True, **kwargs)
     elif train_cfg.optimizer == "adam":
@@ -170,6 +207,12 @@ def make_optimizer(train_cfg, mixed_precision: bool = False):
     if mixed_precision:
         opt = keras.optimizers.LossScaleOptimizer(opt)
     return opt
+
+
+def coupled_weight_decay(train_cfg) -> float:
+    """The ``weight_decay`` argument of :class:`ANetTrainer`: ``train.weight_decay``
+    in coupled mode, 0 in decoupled mode (the optimizer applies it)."""
+    return train_cfg.weight_decay if train_cfg.weight_decay_mode == "coupled" else 0.0
 
 
 def lr_at_epoch(global_epoch: int, base_lr: float, milestones, gamma: float) -> float:
