@@ -169,3 +169,40 @@ def test_refuses_a_non_empty_folder_unless_overwrite(tmp_path):
 def test_bad_arguments(tmp_path, change, message):
     with pytest.raises(ValueError, match=f"Received: {message}"):
         generate(str(tmp_path / "x"), **{**TINY, **change})
+
+
+def test_balanced_attributes_cover_every_class_evenly():
+    from collections import Counter
+
+    from anet_tf.data.synthetic import balanced_attributes
+
+    design = balanced_attributes(80, np.random.default_rng(0))
+    colors = Counter(c for c, _ in design)
+    types = Counter(t for _, t in design)
+    assert set(colors) == set(COLORS) and set(types) == set(TYPES)
+    assert max(colors.values()) - min(colors.values()) <= 1
+    assert max(types.values()) - min(types.values()) <= 1
+    # Not one fixed pairing: colours meet several types.
+    assert len(set(design)) > len(COLORS)
+
+
+def test_balanced_train_leaves_the_test_split_unchanged(tmp_path):
+    args = dict(TINY, ids=30, test_ids=6, seed=3)
+    on = generate(str(tmp_path / "on"), **args, balanced_train=True)
+    off = generate(str(tmp_path / "off"), **args, balanced_train=False)
+    a, b = read_folder(on, ["color", "type"]), read_folder(off, ["color", "type"])
+    da, db = digest(on), digest(off)
+    for split in ("query", "gallery"):
+        ra, rb = a.split(split), b.split(split)
+        assert [(r.pid, r.camid, r.attributes) for r in ra] == [
+            (r.pid, r.camid, r.attributes) for r in rb
+        ]
+        for r in ra:
+            rel = os.path.relpath(r.path, on)
+            assert da[rel] == db[rel]
+    # ... while the training identities' colours do change.
+    assert [r.attributes for r in a.train] != [r.attributes for r in b.train]
+    counts = np.bincount(
+        [r.attributes[0] for r in a.train if r.attributes[0] >= 0], minlength=len(COLORS)
+    )
+    assert (counts > 0).sum() >= len(COLORS) - 3  # 24 ids, 10 colours, some unlabelled
