@@ -240,10 +240,13 @@ class TrainConfig:
 
     Args:
         deterministic: make a run repeatable bit for bit on the same machine and
-            software: TensorFlow op determinism
-            (``tf.config.experimental.enable_op_determinism``) on top of the seeding
-            every run does (``seed``; the input pipeline is always a function of
-            ``data.seed``). Slower, and some GPU ops raise ``UnimplementedError``.
+            software: TensorFlow op determinism and no Grappler graph
+            optimisation while training (see ``anet_tf.training.fit.set_determinism``
+            for why both), on top of the seeding every run does (``seed``; the
+            input pipeline is always a function of ``data.seed``). Without it,
+            same-seed runs of the synthetic config drift apart from the first
+            epoch on CPU. Some GPU ops raise ``UnimplementedError`` under op
+            determinism, and the unoptimised graph may be slower on GPU.
         seed: seed of Python, NumPy, TensorFlow and Keras (weight initialisation).
     """
 
@@ -721,7 +724,8 @@ def validate(cfg: Config, origins: dict | None = None, path: str = "") -> None:
             f"must be null, got {t.stage1.lr}: stage 1 runs at train.lr with "
             "train.lr_milestones; a per-stage lr exists for stage 2 (train.stage2.lr)",
         )
-    if t.stage2.lr is not None and not (math.isfinite(t.stage2.lr) and t.stage2.lr > 0):
+    lr2 = t.stage2.lr
+    if lr2 is not None and not (math.isfinite(lr2) and lr2 > 0):
         raise err(
             "train.stage2.lr",
             f"must be a positive number or null (the schedule), got {t.stage2.lr}",

@@ -33,6 +33,9 @@ def test_paper_hyper_parameters(name):
     assert cfg.train.lr_milestones == [60, 120, 150]
     assert cfg.train.lr_gamma == pytest.approx(0.1)
     assert (cfg.train.stage1.epochs, cfg.train.stage2.epochs) == (150, 60)
+    assert cfg.train.stage2.lr is None  # the schedule: 6e-7 in stage 2
+    # Bag of Tricks' L2 5e-4 on the gradient, not Keras' decoupled decay
+    assert (cfg.train.weight_decay_mode, cfg.train.weight_decay) == ("coupled", 5e-4)
     assert (cfg.model.s_f, cfg.model.s_a, cfg.model.s_j) == (512, 128, 512)
     assert cfg.model.backbone == "resnet50_ibn_a" and cfg.model.last_stride == 1
     assert cfg.model.se_reduction == 16 and cfg.model.attribute_branch == "se"
@@ -47,6 +50,9 @@ def test_default_is_synthetic_and_small():
     assert cfg.data.name == "synthetic"
     assert cfg.model.backbone in ("resnet18_ibn_a", "resnet18")
     assert cfg.data.image_size[0] <= 128
+    # unchanged by paper_base's coupled decay until it is measured on this config
+    assert cfg.train.weight_decay_mode == "decoupled"
+    assert cfg.train.deterministic is False
 
 
 def test_base_inheritance_and_override_order(tmp_path):
@@ -101,6 +107,17 @@ def test_bool_is_not_an_int():
         ("data.batch_size=30", "data.batch_size"),  # not a multiple of K=4
         ("data.num_instances=1", "data.num_instances"),  # K < 2
         ("train.lr=-0.1", "train.lr"),
+        ("train.lr=nan", "train.lr"),
+        ("train.lr=.inf", "train.lr"),
+        ("train.weight_decay=-1e-4", "train.weight_decay"),
+        ("train.weight_decay=nan", "train.weight_decay"),
+        ("train.weight_decay=inf", "train.weight_decay"),
+        ("train.weight_decay_mode=l2", "train.weight_decay_mode"),
+        ("train.stage2.lr=0", "train.stage2.lr"),
+        ("train.stage2.lr=nan", "train.stage2.lr"),
+        ("train.stage2.lr=-6e-5", "train.stage2.lr"),
+        ("train.stage1.lr=6e-4", "train.stage1.lr"),  # stage 1 is train.lr
+        ("train.stage2.lr=6e-5", None),
         ("train.lr_milestones=[10, 5]", "train.lr_milestones"),
         ("data.augment.flip_prob=1.5", "data.augment.flip_prob"),
         ("model.variant=resnet", "model.variant"),

@@ -359,3 +359,160 @@ def test_default_fit_end_to_end(tmp_path):
     metrics = json.loads((tmp_path / "runs" / "default" / "metrics.json").read_text())
     assert metrics["metrics"]["mAP"] > 5 * metrics["chance"]["mAP"]
     assert os.path.exists(os.path.join(tmp_path, metrics["saved_model"], "saved_model.pb"))
+
+
+def test_deterministic_runs_repeat_bit_for_bit_and_seeds_differ(tiny_data, tmp_path):
+    """train.deterministic: two same-seed runs give identical weights and losses, a
+    different train.seed does not; the process's settings are restored after."""
+    from tensorflow.python.framework import config as tf_config
+
+    from anet_tf.training.fit import train
+
+    extra = [
+        "train.deterministic=true",
+        "train.stage1.epochs=1",
+        "train.stage1.steps_per_epoch=1",
+        "train.stage2.steps_per_epoch=1",
+        "train.stage2.lr=1e-5",
+    ]
+    weights, logs = {}, {}
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        run_dir = str(tmp_path / name)
+        result = train(tiny_cfg(tiny_data, *extra, f"train.seed={seed}"), run_dir, verbose=0)
+        weights[name] = [w.numpy() for w in result.net.weights]
+        logs[name] = read_log(run_dir)
+    assert not tf_config.is_op_determinism_enabled()
+    for a, b in zip(weights["a"], weights["b"]):
+        np.testing.assert_array_equal(a, b)
+    assert [r["total"] for r in logs["a"]] == [r["total"] for r in logs["b"]]
+    assert any(not np.array_equal(a, c) for a, c in zip(weights["a"], weights["c"]))
+    # train.stage2.lr reaches the optimizer: stage 2 at 1e-5 instead of the schedule
+    assert [r["stage"] for r in logs["a"]] == ["1", "2"]
+    np.testing.assert_allclose([float(r["lr"]) for r in logs["a"]], [6e-4, 1e-5], rtol=1e-6)
+
+
+def test_stage2_lr_replaces_the_schedule_in_that_stage(tmp_path):
+    import types
+
+    import keras
+
+    from anet_tf.training.callbacks import RunCallback
+
+    def lr_of_epochs(stage_lr):
+        cb = RunCallback(
+            str(tmp_path),
+            stage=2,
+            stage_offset=150,
+            stage_epochs=60,
+            base_lr=6e-4,
+            milestones=[60, 120, 150, 180],
+            gamma=0.1,
+            batch_size=8,
+            columns=["total"],
+            stage_lr=stage_lr,
+        )
+        optimizer = keras.optimizers.Adam(learning_rate=6e-4)
+        cb.set_model(types.SimpleNamespace(optimizer=optimizer))
+        lrs = []
+        for epoch in (0, 29, 30, 59):
+            cb.on_epoch_begin(epoch)
+            lrs.append(float(optimizer.learning_rate.numpy()))
+        return lrs
+
+    # The paper: 6e-7 from global epoch 150 (a milestone at 180 would drop it again).
+    np.testing.assert_allclose(lr_of_epochs(None), [6e-7, 6e-7, 6e-8, 6e-8], rtol=1e-5)
+    # train.stage2.lr: constant over the whole stage, milestones ignored.
+    np.testing.assert_allclose(lr_of_epochs(6e-5), [6e-5] * 4, rtol=1e-6)
+
+
+def test_make_optimizer_weight_decay_modes():
+    from anet_tf.training.trainer import coupled_weight_decay
+    from anet_tf.training.trainer import make_optimizer
+
+    coupled = load_config("veri776").train
+    decoupled = load_config("synthetic").train
+    assert coupled.weight_decay_mode == "coupled"
+    assert make_optimizer(coupled).weight_decay is None  # added to the gradients instead
+    assert coupled_weight_decay(coupled) == pytest.approx(5e-4)
+    assert make_optimizer(decoupled).weight_decay == pytest.approx(5e-4)
+    assert coupled_weight_decay(decoupled) == 0.0
+
+
+# One SGD step (no momentum) with coupled weight decay on a linear model, against
+# NumPy: w1 = w0 - lr * (dL/dw + wd * w0), L the mean squared error of the *global*
+# batch. The trainer's train_step is used as is; only compute_terms is replaced.
+_COUPLED_STEP = """
+import json, sys
+import numpy as np
+import keras, tensorflow as tf
+from anet_tf.training.trainer import ANetTrainer
+
+LR, WD = 0.1, 0.05
+
+class Linear(ANetTrainer):
+    def compute_terms(self, images, targets, training):
+        residual = self.net(images, training=training) - targets
+        return {"total": tf.reduce_mean(0.5 * tf.reduce_sum(residual**2, axis=1))}
+
+def reference(x, y, w, b):
+    residual = x @ w + b - y
+    dw = x.T @ residual / len(x) + WD * w
+    db = residual.mean(0) + WD * b
+    return w - LR * dw, b - LR * db
+
+def coupled_step(strategy, loss_scale):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((8, 3))
+    y = rng.standard_normal((8, 2))
+    with strategy.scope():
+        net = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, bias_initializer="ones")])
+        trainer = Linear(net, [], "baseline", {}, weight_decay=WD)
+        optimizer = keras.optimizers.SGD(learning_rate=LR, momentum=0.0)
+        if loss_scale:
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        optimizer.build(net.trainable_variables)  # as fit.train does
+        trainer.compile(optimizer=optimizer)
+    w0, b0 = (v.numpy().astype(np.float64) for v in net.weights)
+    ds = tf.data.Dataset.from_tensors((x.astype(np.float32), y.astype(np.float32)))
+    trainer.fit(ds, epochs=1, verbose=0, shuffle=False)
+    w1, b1 = (v.numpy() for v in net.weights)
+    w_ref, b_ref = reference(x, y, w0, b0)
+    np.testing.assert_allclose(w1, w_ref, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(b1, b_ref, rtol=1e-5, atol=1e-6)
+    return strategy.num_replicas_in_sync
+"""
+
+
+@pytest.mark.parametrize("loss_scale", [False, True], ids=["sgd", "loss_scaled"])
+def test_coupled_weight_decay_step_matches_numpy(loss_scale):
+    import tensorflow as tf
+
+    namespace = {}
+    exec(_COUPLED_STEP, namespace)
+    assert namespace["coupled_step"](tf.distribute.get_strategy(), loss_scale) == 1
+
+
+def test_coupled_weight_decay_is_added_once_across_replicas(tmp_path):
+    """MirroredStrategy over 2 logical CPUs: each replica adds wd * w / 2, the sum
+    of the replicas' gradients carries it once (also with loss scaling)."""
+    script = textwrap.dedent(
+        """
+        import tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        """
+    ) + _COUPLED_STEP + textwrap.dedent(
+        """
+        devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+        # One strategy for both: a second MirroredStrategy in the same process
+        # mixed up collective instance keys (shape mismatch) even without decay.
+        strategy = tf.distribute.MirroredStrategy(devices)
+        for loss_scale in (False, True):
+            assert coupled_step(strategy, loss_scale) == 2
+        print("ok")
+        """
+    )
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+    proc = _run_script(script, env)
+    assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-3000:]

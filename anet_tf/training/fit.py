@@ -123,9 +123,10 @@ def set_determinism(enabled: bool) -> tuple[bool, bool]:
     # switch back (so one process can run both kinds) live beside it.
     from tensorflow.python.framework import config as tf_config
 
+    options = tf.config.optimizer.get_experimental_options()
     before = (
         tf_config.is_op_determinism_enabled(),
-        bool(tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer")),
+        bool(options.get("disable_meta_optimizer")),
     )
     if enabled:
         tf_config.enable_op_determinism()

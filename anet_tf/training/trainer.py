@@ -58,7 +58,9 @@ class ANetTrainer(keras.Model):
             when the optimizer applies Keras' decoupled decay instead.
     """
 
-    def __init__(self, net, attribute_names, variant, loss_kwargs, weight_decay=0.0, **kwargs):
+    def __init__(
+        self, net, attribute_names, variant, loss_kwargs, weight_decay=0.0, **kwargs
+    ):
         super().__init__(**kwargs)
         if not weight_decay >= 0:
             raise ValueError(
@@ -196,7 +198,9 @@ def make_optimizer(train_cfg, mixed_precision: bool = False):
     The learning rate is a variable set each epoch by the schedule callback, so it
     can follow the milestones counted over both stages.
     """
-    decoupled = train_cfg.weight_decay if train_cfg.weight_decay_mode == "decoupled" else 0.0
+    decoupled = (
+        train_cfg.weight_decay if train_cfg.weight_decay_mode == "decoupled" else 0.0
+    )
     kwargs = dict(learning_rate=train_cfg.lr, weight_decay=decoupled or None)
     if train_cfg.optimizer == "amsgrad":
         opt = keras.optimizers.Adam(amsgrad=True, **kwargs)
