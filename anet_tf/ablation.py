@@ -56,12 +56,19 @@ class Variant:
         paper: where the row is in the paper.
         evaluates: the variant whose trained runs this one evaluates on
             ``feature`` instead of training a model of its own.
+        stage1_from: a variant whose stage 1 is the same training as this one's
+            (same network, same L of eq. 10; only stage 2's L' differs): when that
+            variant's run of the seed has finished stage 1, this run starts from its
+            ``checkpoints/stage1`` and trains stage 2 only. Besides saving the
+            compute, the two rows then differ by stage 2 alone, which is what the
+            comparison is about.
     """
 
     overrides: tuple[str, ...]
     feature: str
     paper: str
     evaluates: str | None = None
+    stage1_from: str | None = None
 
     @property
     def settings(self) -> list[str]:
@@ -77,7 +84,10 @@ VARIANTS: dict[str, Variant] = {
     "van_f": Variant(_VAN, "f", "Table 1: VAN (f); Table 2: att"),
     "van_fa": Variant(_VAN, "fa", "Table 1: VAN (fa)", evaluates="van_f"),
     "anet_noac": Variant(
-        (*_ANET, "loss.use_ac=false"), "j", "Table 1: ANet (j) w/o AC"
+        (*_ANET, "loss.use_ac=false"),
+        "j",
+        "Table 1: ANet (j) w/o AC",
+        stage1_from="anet",
     ),
     "anet": Variant((*_ANET, "loss.use_ac=true"), "j", "Table 1: ANet (j)"),
     "van_fc": Variant(
@@ -290,8 +300,49 @@ def run_state(run_dir: str) -> str:
     return "new"
 
 
-def train_run(cfg: Config, run_dir: str, verbose: bool) -> str:
-    """Train (or resume) one run of the study to its metrics.json; what happened."""
+def start_from_stage1(cfg: Config, run_dir: str, source_run: str) -> bool:
+    """Make ``run_dir`` a run of ``cfg`` that has finished stage 1 with the weights
+    and optimizer state of ``source_run``'s ``checkpoints/stage1`` (and its stage-1
+    rows of log.csv). False (nothing written) when the source has no such snapshot
+    or the stage-1 settings differ."""
+    import csv
+
+    from anet_tf.training.checkpoint import CheckpointManager
+    from anet_tf.training.fit import STAGE1_SNAPSHOT
+    from anet_tf.training.fit import load_run_config
+    from anet_tf.training.fit import save_run_config
+
+    snapshot = os.path.join(source_run, "checkpoints", STAGE1_SNAPSHOT)
+    if not os.path.isfile(os.path.join(snapshot, "state.json")):
+        return False
+    source_cfg = load_run_config(source_run)
+    mine, theirs = _base_dict(cfg), _base_dict(source_cfg)
+    for raw in (mine, theirs):  # what may differ: stage 2's loss and its lr
+        raw["loss"].pop("use_ac", None)
+        raw["train"].pop("stage2", None)
+    if _differences(theirs, mine):
+        return False
+    save_run_config(cfg, run_dir)
+    CheckpointManager(os.path.join(run_dir, "checkpoints")).start_from(snapshot)
+    source_log = os.path.join(source_run, "log.csv")
+    if os.path.exists(source_log):
+        with open(source_log, encoding="utf-8", newline="") as fh:
+            rows = list(csv.reader(fh))
+        keep = [rows[0]] + [r for r in rows[1:] if r and r[0] == "1"] if rows else []
+        with open(os.path.join(run_dir, "log.csv"), "w", encoding="utf-8", newline="") as fh:
+            csv.writer(fh).writerows(keep)
+    with open(os.path.join(run_dir, "stage1_from.txt"), "w", encoding="utf-8") as fh:
+        fh.write(f"stage 1 copied from {os.path.abspath(snapshot)}\n")
+    return True
+
+
+def train_run(
+    cfg: Config, run_dir: str, verbose: bool, stage1_source: str | None = None
+) -> str:
+    """Train (or resume) one run of the study to its metrics.json; what happened.
+
+    ``stage1_source``: a run whose stage 1 this new run may start from
+    (:func:`start_from_stage1`)."""
     import keras
 
     from anet_tf.workflow import fit_and_report
@@ -299,6 +350,10 @@ def train_run(cfg: Config, run_dir: str, verbose: bool) -> str:
     state = run_state(run_dir)
     if state == "finished":
         return "skipped (finished)"
+    shared = ""
+    if state == "new" and stage1_source and start_from_stage1(cfg, run_dir, stage1_source):
+        state = "interrupted"
+        shared = f", stage 1 from {stage1_source}"
     keras.backend.clear_session()
     # A run stopped before its first checkpoint has nothing to resume: start it again.
     resume = state == "interrupted"
@@ -307,6 +362,8 @@ def train_run(cfg: Config, run_dir: str, verbose: bool) -> str:
     )
     if code:
         return f"failed (exit code {code}; see the messages above)"
+    if shared:
+        return f"trained stage 2{shared}"
     return "resumed, finished" if resume else "trained"
 
 
@@ -360,7 +417,16 @@ def run_study(
     Returns:
         one line per run that failed (empty: all finished).
     """
-    jobs = [(seed, name) for seed in study["seeds"] for name in study["variants"]]
+    # A variant that takes stage 1 from another runs after it.
+    order = sorted(
+        study["variants"],
+        key=lambda n: (
+            (list(VARIANTS).index(VARIANTS[n].stage1_from), 1)
+            if VARIANTS[n].stage1_from in study["variants"]
+            else (list(VARIANTS).index(n), 0)
+        ),
+    )
+    jobs = [(seed, name) for seed in study["seeds"] for name in order]
     failed = []
     for i, (seed, name) in enumerate(jobs, 1):
         run_dir = run_dir_of(out_dir, name, seed)
@@ -369,7 +435,13 @@ def run_study(
         if VARIANTS[name].evaluates:
             outcome = evaluate_variant_run(out_dir, name, seed, verbose)
         else:
-            outcome = train_run(variant_config(base, name, seed), run_dir, verbose)
+            source = VARIANTS[name].stage1_from
+            outcome = train_run(
+                variant_config(base, name, seed),
+                run_dir,
+                verbose,
+                stage1_source=run_dir_of(out_dir, source, seed) if source else None,
+            )
         print(f"{label}: {outcome}", flush=True)
         if outcome.startswith("failed"):
             failed.append(f"{name} seed {seed}: {outcome}")

@@ -193,3 +193,52 @@ def test_parse_variants_and_seeds():
     for bad in ("0", "x", "-1,2"):
         with pytest.raises(ConfigError, match="--seeds"):
             parse_seeds(bad)
+
+
+def test_anet_noac_trains_stage_2_from_anets_stage_1(tmp_path):
+    """ANet with and without AC share stage 1: the w/o-AC run starts from the ANet
+    run's checkpoints/stage1 (run first whatever the order asked) and trains stage 2
+    only, with AC off."""
+    import csv
+
+    import h5py
+
+    from anet_tf.data.synthetic import generate
+    from anet_tf.training.fit import load_run_config
+
+    data = str(tmp_path / "synth")
+    generate(data, ids=8, test_ids=4, cameras=2, images_per_id=4, image_size=32, seed=1)
+    out = str(tmp_path / "study")
+    code = main(
+        ["ablate", "--quiet", *_args(f"data.root={data}", *TINY),
+         "--variants", "anet_noac,anet", "--seeds", "1", "--out", out]
+    )
+    assert code == 0
+    anet, noac = os.path.join(out, "anet", "seed0"), os.path.join(out, "anet_noac", "seed0")
+    assert os.path.isfile(_metrics(out, "anet", 0)) and os.path.isfile(_metrics(out, "anet_noac", 0))
+    assert load_run_config(noac).loss.use_ac is False
+    assert load_run_config(anet).loss.use_ac is True
+    # Stage 1 of the w/o-AC run is ANet's: the copied stage-1 rows, then its own stage 2.
+    with open(os.path.join(noac, "log.csv"), encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    with open(os.path.join(anet, "log.csv"), encoding="utf-8") as fh:
+        anet_rows = list(csv.DictReader(fh))
+    assert [r["stage"] for r in rows] == ["1", "2"]
+    assert rows[0] == anet_rows[0]
+    assert rows[1].get("ac_id", "") in ("", None)  # no AC term in stage 2
+    assert anet_rows[1]["ac_id"] not in ("", None)
+    assert os.path.isfile(os.path.join(noac, "stage1_from.txt"))
+    # The snapshot is the end of ANet's stage 1 and survives pruning.
+    snap = os.path.join(anet, "checkpoints", "stage1", "state.json")
+    with open(snap, encoding="utf-8") as fh:
+        assert json.load(fh)["stage"] == 1
+
+    def weights(path):
+        with h5py.File(path) as f:
+            out = {}
+            f.visititems(lambda k, v: out.setdefault(k, np.array(v)) if hasattr(v, "shape") else None)
+            return out
+
+    a = weights(os.path.join(anet, "checkpoints", "stage1", "net.weights.h5"))
+    b = weights(os.path.join(noac, "checkpoints", "epoch-0001", "net.weights.h5"))
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)

@@ -133,6 +133,45 @@ class CheckpointManager:
         self._cleanup(current=name)
         return final
 
+    def snapshot(self, name: str) -> str | None:
+        """Copy the newest complete checkpoint to ``directory/name`` (atomically; an
+        older copy is replaced), where pruning never removes it. Used to keep the
+        end of stage 1, which ``anet-tf ablate`` shares between ANet with and
+        without AC. Returns the copy, or None when there is no checkpoint yet."""
+        latest = self.latest()
+        if latest is None:
+            return None
+        target = os.path.join(self.directory, name)
+        tmp = f"{target}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(latest[0], tmp)
+        _fsync_tree(tmp)
+        if os.path.exists(target):
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+        _fsync_dir(self.directory)
+        return target
+
+    def start_from(self, source: str) -> str:
+        """Make a complete checkpoint folder (e.g. another run's ``stage1`` snapshot)
+        this run's newest checkpoint, so that resuming continues from it."""
+        state = self.read_state(source)
+        name = f"epoch-{state.global_epoch:04d}"
+        final = os.path.join(self.directory, name)
+        tmp = f"{final}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(source, tmp)
+        _fsync_tree(tmp)
+        if os.path.exists(final):
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        _fsync_dir(self.directory)
+        _atomic_write_text(
+            os.path.join(self.directory, POINTER),
+            json.dumps({"checkpoint": name, **asdict(state)}, indent=2),
+        )
+        return final
+
     def _cleanup(self, current: str) -> None:
         epochs = sorted(
             d

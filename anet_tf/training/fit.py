@@ -34,6 +34,7 @@ from anet_tf.training.trainer import make_optimizer
 from anet_tf.training.trainer import term_names
 
 CONFIG_FILE = "config.yaml"
+STAGE1_SNAPSHOT = "stage1"  # checkpoints/stage1: the checkpoint that ends stage 1
 
 
 @dataclass
@@ -334,6 +335,10 @@ def _train(cfg, run_dir, *, resume, dataset, evaluate_fn, extra_callbacks, verbo
             )
         best_score, best_key = callback.best_score, callback.best_key
         last_metrics = callback.last_metrics or last_metrics
+        if stage == STAGE1 and len(stages) > 1 and chief:
+            # The end of stage 1 outlives checkpoint pruning: ANet with and without
+            # AC share it (they differ only in stage 2's L').
+            ckpts.snapshot(STAGE1_SNAPSHOT)
         offset += stage_cfg.epochs
         global_epoch = offset
     return TrainResult(
