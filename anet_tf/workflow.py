@@ -80,6 +80,17 @@ def chance_level(dataset, cfg: Config) -> dict:
     return chance_metrics(dataset, cfg)
 
 
+def evaluate_weights(cfg: Config, dataset, weights: str) -> dict:
+    """Metrics of the network ``cfg`` describes with ``weights`` (a net.weights.h5)
+    loaded, on ``dataset``'s test protocol."""
+    from anet_tf.evaluation.extract import evaluate_net
+    from anet_tf.training.fit import build_trainer
+
+    trainer = build_trainer(cfg, len(dataset.train_pids()), dataset.num_classes)
+    trainer.net.load_weights(weights)
+    return evaluate_net(trainer.net, dataset, cfg)
+
+
 def evaluate_run(run_dir: str, overrides=(), weights: str | None = None) -> dict:
     """Evaluate a trained run again, e.g. on another test feature, without training.
 
@@ -96,9 +107,7 @@ def evaluate_run(run_dir: str, overrides=(), weights: str | None = None) -> dict
     """
     from anet_tf.config import apply_overrides
     from anet_tf.data.readers import load_dataset
-    from anet_tf.evaluation.extract import evaluate_net
     from anet_tf.export import resolve_weights
-    from anet_tf.training.fit import build_trainer
     from anet_tf.training.fit import load_run_config
 
     cfg = load_run_config(run_dir)
@@ -108,12 +117,10 @@ def evaluate_run(run_dir: str, overrides=(), weights: str | None = None) -> dict
         _, weights = resolve_weights(run_dir)
     ensure_synthetic(cfg, verbose=False)
     dataset = load_dataset(cfg)
-    trainer = build_trainer(cfg, len(dataset.train_pids()), dataset.num_classes)
-    trainer.net.load_weights(weights)
     return {
         "dataset": cfg.data.name,
         "feature": cfg.eval.feature,
-        "metrics": evaluate_net(trainer.net, dataset, cfg),
+        "metrics": evaluate_weights(cfg, dataset, weights),
         "chance": chance_level(dataset, cfg),
         "weights": weights,
     }
@@ -198,10 +205,8 @@ def evaluate_command(args) -> int:
     from anet_tf.config import apply_overrides
     from anet_tf.config import load_config
     from anet_tf.data.readers import load_dataset
-    from anet_tf.evaluation.extract import evaluate_net
     from anet_tf.evaluation.extract import format_results
     from anet_tf.export import resolve_weights
-    from anet_tf.training.fit import build_trainer
     from anet_tf.training.fit import load_run_config
 
     if args.model and args.feature:
@@ -239,9 +244,7 @@ def evaluate_command(args) -> int:
             weights = os.path.join(ckpt, "net.weights.h5") if os.path.isdir(ckpt) else ckpt
             if not os.path.isfile(weights):
                 raise FileNotFoundError(f"checkpoint weights not found: {weights}")
-        trainer = build_trainer(cfg, len(dataset.train_pids()), dataset.num_classes)
-        trainer.net.load_weights(weights)
-        metrics = evaluate_net(trainer.net, dataset, cfg)
+        metrics = evaluate_weights(cfg, dataset, weights)
     print(format_results(metrics, cfg.data.name, chance=chance_level(dataset, cfg)))
     if args.json_out:
         with open(args.json_out, "w", encoding="utf-8") as fh:
