@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 
 EXIT_USAGE = 2
@@ -33,7 +34,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fit", help="train both stages, evaluate, export a SavedModel")
     add_config_arguments(p)
     p.add_argument("--out", default=None, help="run directory (default: runs/<config>-<time>)")
-    p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue an interrupted run")
+    p.add_argument(
+        "--resume",
+        default=None,
+        metavar="RUN_DIR",
+        help="continue an interrupted run; --set may change the schedule ahead and "
+        "evaluation settings (train.lr, train.stageN.epochs/lr/steps_per_epoch, eval.*)",
+    )
+    p.add_argument(
+        "--reevaluate",
+        action="store_true",
+        help="with --resume on a finished run: evaluate (and export) it again",
+    )
     p.add_argument("--no-export", action="store_true", help="skip the SavedModel export")
     p.add_argument("--quiet", action="store_true", help="no per-step progress bar")
 
@@ -197,13 +209,29 @@ def cmd_fit(args) -> int:
     from anet_tf import workflow
 
     if args.resume:
-        if args.config or args.overrides:
+        if args.config:
             print(
-                "anet-tf fit: --resume uses the run's own config.yaml; drop --config/--set",
+                "anet-tf fit: --resume uses the run's own config.yaml; drop --config "
+                "(--set may change the schedule ahead)",
                 file=sys.stderr,
             )
             return EXIT_USAGE
-        return workflow.fit_and_report(None, args.resume, resume=True, export=not args.no_export, verbose=not args.quiet)
+        return workflow.fit_and_report(
+            None,
+            args.resume,
+            resume=True,
+            export=not args.no_export,
+            verbose=not args.quiet,
+            overrides=args.overrides or [],
+            reevaluate=args.reevaluate,
+            command=shlex.join(
+                ["anet-tf", "fit", "--resume", args.resume]
+                + [a for o in args.overrides or [] for a in ("--set", o)]
+            ),
+        )
+    if args.reevaluate:
+        print("anet-tf fit: --reevaluate goes with --resume RUN_DIR", file=sys.stderr)
+        return EXIT_USAGE
     cfg = _load_config(args)
     run_dir = args.out or workflow.default_run_dir(cfg)
     if os.path.exists(os.path.join(run_dir, "config.yaml")):

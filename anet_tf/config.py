@@ -514,7 +514,7 @@ def _set_dotted(raw: dict, key: str, value: Any, origins: dict, source: str) -> 
 
 
 def _where(key: str, origins: dict[str, str], default: str) -> str:
-    probe = key
+    probe = key.split("[", 1)[0]  # a list item comes from where its list came from
     while probe:
         if probe in origins:
             return origins[probe]
@@ -645,6 +645,14 @@ def validate(cfg: Config, origins: dict | None = None, path: str = "") -> None:
     def err(key: str, message: str) -> ConfigError:
         return ConfigError(f"{_where(key, origins, path)}: {key}: {message}")
 
+    # Every number must be finite (YAML reads .nan and .inf as floats) and every seed
+    # a non-negative int (NumPy's generators refuse negative seeds deep in a run).
+    for key, value in _leaves(cfg.to_dict()):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise err(key, f"must be a finite number, got {value}")
+        if key.rsplit(".", 1)[-1] == "seed" and isinstance(value, int) and value < 0:
+            raise err(key, f"must be >= 0, got {value}")
+
     d = cfg.data
     if d.num_instances < 2:
         raise err(
@@ -762,6 +770,35 @@ def validate(cfg: Config, origins: dict | None = None, path: str = "") -> None:
             raise err("export.formats", f"unknown format {fmt!r}; valid: {', '.join(valid_formats)}")
     if x.version < 1:
         raise err("export.version", f"must be >= 1, got {x.version}")
+    problem = path_name_problem(x.model_name)
+    if problem:
+        raise err("export.model_name", problem)
+
+
+def path_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be one folder name inside another folder (a model name, a
+    run name), or None. A name with a separator or ``..`` would write elsewhere."""
+    if not name or not name.strip():
+        return "must not be empty"
+    if "/" in name or "\\" in name or (os.sep in name) or (os.altsep and os.altsep in name):
+        return f"must be a single folder name without path separators, got {name!r}"
+    if name == "." or ".." in name:
+        return f"must not be '.' or '..' or contain '..', got {name!r}"
+    if "\0" in name:
+        return f"must not contain NUL, got {name!r}"
+    return None
+
+
+def _leaves(node: Any, prefix: str = ""):
+    """(dotted key, value) of every leaf of a config dict; list items as key[i]."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _leaves(v, f"{prefix}{k}.")
+    elif isinstance(node, (list, tuple)):
+        for i, v in enumerate(node):
+            yield from _leaves(v, f"{prefix[:-1]}[{i}].")
+    else:
+        yield prefix[:-1], node
 
 
 def check_data_root(cfg: Config) -> str:

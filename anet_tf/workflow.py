@@ -12,8 +12,7 @@ import sys
 import time
 
 from anet_tf.config import Config
-
-METRICS_FILE = "metrics.json"
+from anet_tf.training.run import METRICS_FILE
 
 
 def default_run_dir(cfg: Config) -> str:
@@ -133,15 +132,45 @@ def fit_and_report(
     resume: bool = False,
     export: bool = True,
     verbose: bool = True,
+    overrides: list[str] | tuple = (),
+    reevaluate: bool = False,
+    command: str = "anet-tf fit",
 ) -> int:
-    """``anet-tf fit``: train both stages, evaluate, export, print where things are."""
+    """``anet-tf fit``: train both stages, evaluate, export, print where things are.
+
+    ``resume``: continue the run in ``run_dir`` from its newest checkpoint, with
+    ``overrides`` applied to the keys that may change mid-run (recorded in the run's
+    changes.yaml). A finished run (training complete and metrics.json written) is
+    left as it is unless ``reevaluate``.
+    """
     from anet_tf.training.callbacks import NonFiniteLossError
-    from anet_tf.training.fit import load_run_config
     from anet_tf.training.fit import train
     from anet_tf.training.fit import write_json
+    from anet_tf.training.run import RunFolderError
+    from anet_tf.training.run import apply_resume_overrides
+    from anet_tf.training.run import finished_state
+    from anet_tf.training.run import load_run_config
 
     if resume:
-        cfg = load_run_config(run_dir)
+        try:
+            cfg = (
+                apply_resume_overrides(run_dir, list(overrides), command)
+                if overrides
+                else load_run_config(run_dir)
+            )
+        except RunFolderError as exc:
+            print(f"anet-tf fit: error: {exc}", file=sys.stderr)
+            return 2
+        done = finished_state(cfg, run_dir)
+        if done is not None and not reevaluate:
+            print(
+                f"anet-tf fit: {run_dir} is finished (epoch {done.global_epoch} of "
+                f"{done.global_epoch}, {os.path.join(run_dir, METRICS_FILE)} written); "
+                "nothing was changed. Evaluate it again with --reevaluate or anet-tf "
+                f"evaluate --run {run_dir}; train longer with --set "
+                "train.stageN.epochs=..."
+            )
+            return 0
     assert cfg is not None
     ensure_synthetic(cfg, verbose=verbose)
     from anet_tf.data.readers import load_dataset
@@ -160,7 +189,12 @@ def fit_and_report(
     except NonFiniteLossError as exc:
         print(f"anet-tf fit: stopped: {exc}", file=sys.stderr)
         return 3
-    train_s = time.perf_counter() - t0
+    except RunFolderError as exc:  # the folder is in use, or the disk is full
+        print(f"anet-tf fit: error: {exc}", file=sys.stderr)
+        return 4
+    # Training wall time over every session of the run (kept in the checkpoints);
+    # a run whose training had finished before this call keeps its own.
+    train_s = result.train_seconds or (time.perf_counter() - t0)
 
     from anet_tf.evaluation.extract import evaluate_net
     from anet_tf.evaluation.extract import format_results

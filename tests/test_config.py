@@ -177,3 +177,39 @@ def test_round_trip_through_yaml(tmp_path):
     again = config_from_dict(yaml.safe_load(cfg.to_yaml()), source="run.yaml")
     assert again.to_dict() == cfg.to_dict()
     assert os.path.basename(again.source) == "run.yaml"
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("train.lr=.nan", "train.lr"),
+        ("train.weight_decay=.inf", "train.weight_decay"),
+        ("loss.lambda_a=.nan", "loss.lambda_a"),
+        ("data.augment.erasing_area=[0.02, .nan]", "data.augment.erasing_area[1]"),
+        ("train.seed=-1", "train.seed"),
+        ("data.seed=-1", "data.seed"),
+        ("eval.seed=-3", "eval.seed"),
+        ("export.model_name=../victim", "export.model_name"),
+        ("export.model_name=a/b", "export.model_name"),
+        ("export.model_name=..", "export.model_name"),
+    ],
+)
+def test_nonfinite_numbers_negative_seeds_and_path_names_are_refused(override, key):
+    with pytest.raises(ConfigError) as err:
+        load_config("synthetic", [override])
+    msg = str(err.value)
+    assert msg.startswith(f"--set: {key}:") and "\n" not in msg
+
+
+def test_export_model_name_escaping_out_is_one_line_before_loading(tmp_path, capsys):
+    from anet_tf.cli import main
+
+    victim = tmp_path / "victim" / "1"
+    victim.mkdir(parents=True)
+    (victim / "important.txt").write_text("keep")
+    code = main(["export", "--run", str(tmp_path / "no-such-run"), "--out", str(tmp_path / "out"),
+                 "--model-name", "../victim"])
+    err = capsys.readouterr().err
+    assert code == 1 and "--model-name: must be a single folder name" in err
+    assert len(err.strip().splitlines()) == 1
+    assert (victim / "important.txt").read_text() == "keep"

@@ -190,6 +190,25 @@ def test_save_load_round_trip(gallery, index, tmp_path):
         load_index(str(tmp_path))
 
 
+def test_index_target_of_the_wrong_kind_is_one_line_before_any_work(gallery, index, tmp_path, capsys):
+    from anet_tf.cli import main
+
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("keep me")
+    with pytest.raises(SearchError, match="exists and is a file"):
+        index.save(str(a_file))
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "x.txt").write_text("mine")
+    # The embeddings file does not even exist: the target is checked first.
+    for target, why in ((a_file, "exists and is a file"), (busy, "is not an anet-tf index"),
+                        (a_file / "idx", "is a file, not a folder")):
+        code = main(["index", "build", str(tmp_path / "missing.npz"), "-o", str(target)])
+        err = capsys.readouterr().err
+        assert code == 1 and why in err and len(err.strip().splitlines()) == 1
+    assert a_file.read_text() == "keep me" and os.listdir(busy) == ["x.txt"]
+
+
 def test_ivfpq_finds_most_vectors_themselves(tmp_path):
     gallery = random_embeddings(1500, 32, seed=4)
     index = build_index([gallery], kind="ivfpq", nlist=8, m=8, bits=5, nprobe=4)

@@ -164,7 +164,7 @@ def test_nan_loss_stops_with_term_and_step(tiny_data, tmp_path, monkeypatch):
     with pytest.raises(NonFiniteLossError) as err:
         train(cfg, run_dir, verbose=0)
     msg = str(err.value)
-    assert "'tri_g'" in msg or "'total'" in msg
+    assert "'tri_g'" in msg  # the term that went wrong, not 'total' (Keras sorts logs)
     assert "step 2" in msg and "epoch 2" in msg
     with open(os.path.join(run_dir, "checkpoints", "last.json")) as fh:
         assert json.load(fh)["global_epoch"] == 1  # the last good checkpoint stays

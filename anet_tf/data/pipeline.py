@@ -267,6 +267,7 @@ def build_train_dataset(
     num_replicas: int = 1,
     epoch_seed_offset: int = 0,
     erasing_fill: str = "random",
+    steps_per_epoch: int | None = None,
 ) -> tuple[tf.data.Dataset, int]:
     """The endless stream of augmented, identity-balanced training batches.
 
@@ -288,6 +289,8 @@ def build_train_dataset(
             passes e here and continues the same stream.
         erasing_fill: random (per-pixel uniform, the paper) | mean (the ImageNet
             mean, i.e. zero after normalisation).
+        steps_per_epoch: batches per training epoch when not the sampler's own
+            (``train.stageN.steps_per_epoch``); None = the sampler's epoch.
 
     Returns:
         (dataset, steps_per_epoch); an epoch is about one pass over the train images.
@@ -313,11 +316,24 @@ def build_train_dataset(
     }
     seed = tf.constant(cfg.seed, tf.int64)
 
+    steps = steps_per_epoch or sampler.steps_per_epoch
+    rounds = -(-steps // sampler.steps_per_epoch)  # sampler epochs per training epoch
+
     def index_batches():
+        # Training epoch e takes its batches from sampler epochs e*rounds ..
+        # e*rounds+rounds-1 only, so its batches depend on (seed, e) alone also
+        # when train.stageN.steps_per_epoch differs from the sampler's epoch: a run
+        # resumed at epoch e draws what the uninterrupted run drew.
         epoch = epoch_seed_offset
         while True:
-            for step, indices in enumerate(sampler.iter_epoch(epoch)):
-                yield epoch, step, indices
+            taken = 0
+            for r in range(rounds):
+                sampler_epoch = epoch * rounds + r
+                for step, indices in enumerate(sampler.iter_epoch(sampler_epoch)):
+                    if taken == steps:
+                        break
+                    yield sampler_epoch, step, indices
+                    taken += 1
             epoch += 1
 
     def spread(epoch, step, indices):

@@ -84,6 +84,13 @@ def export_command(args) -> int:
     from anet_tf.export import export_formats
     from anet_tf.export import load_trained
 
+    from anet_tf.config import ConfigError
+    from anet_tf.config import path_name_problem
+
+    # The name becomes a folder under --out: checked before any work is spent.
+    problem = args.model_name is not None and path_name_problem(args.model_name)
+    if problem:
+        raise ConfigError(f"--model-name: {problem}")
     net, cfg, dataset = load_trained(args.run or args.checkpoint)
     overrides = []
     if args.model_name is not None:

@@ -406,7 +406,9 @@ def cmd_index(args) -> int:
         return EXIT_USAGE
     from anet_tf.search.embed import load_embeddings
     from anet_tf.search.index import build_index
+    from anet_tf.search.index import check_index_target
 
+    check_index_target(args.out)
     embeddings = [load_embeddings(p) for p in args.embeddings]
     index = build_index(
         embeddings,

@@ -377,14 +377,8 @@ class GalleryIndex:
         faiss = _faiss()
         out_dir = os.path.abspath(out_dir)
         parent = os.path.dirname(out_dir)
+        check_index_target(out_dir)
         os.makedirs(parent, exist_ok=True)
-        if os.path.exists(out_dir) and not os.path.isfile(
-            os.path.join(out_dir, META_FILE)
-        ):
-            if os.listdir(out_dir):
-                raise SearchError(
-                    f"{out_dir} exists and is not an anet-tf index; give a new folder"
-                )
         staging = tempfile.mkdtemp(prefix=".index-tmp-", dir=parent)
         umask = os.umask(0)
         os.umask(umask)
@@ -402,6 +396,22 @@ class GalleryIndex:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return out_dir
+
+
+def check_index_target(out_dir: str) -> None:
+    """Raise :class:`SearchError` (one line) unless ``out_dir`` can receive an index:
+    a new path, an empty folder or an existing index (replaced). Called before any
+    work is spent, and again when saving."""
+    path = os.path.abspath(out_dir)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise SearchError(f"-o {out_dir}: exists and is a file; an index is a folder, give a new path")
+    if os.path.isdir(path) and not os.path.isfile(os.path.join(path, META_FILE)) and os.listdir(path):
+        raise SearchError(f"-o {out_dir}: exists and is not an anet-tf index; give a new folder")
+    probe = os.path.dirname(path)
+    while probe and not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    if probe and not os.path.isdir(probe):
+        raise SearchError(f"-o {out_dir}: {probe} is a file, not a folder")
 
 
 def check_same_model(

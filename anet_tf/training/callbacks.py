@@ -7,22 +7,68 @@ multi-worker loop.
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 import time
 from collections.abc import Callable
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from anet_tf.training.checkpoint import CheckpointManager
 from anet_tf.training.checkpoint import TrainState
+from anet_tf.training.run import append_log_row
 from anet_tf.training.trainer import lr_at_epoch
 
 
 class NonFiniteLossError(RuntimeError):
     """A loss term became NaN or Inf; the message names the term and the step."""
+
+
+def first_non_finite(logs: dict, columns: list[str]) -> tuple[str | None, float]:
+    """The first loss term in ``logs`` that is NaN or Inf, in the order of
+    ``columns`` (the variant's terms in the paper's order, then ``total``), then any
+    other key; (None, 0.0) if all are finite. Keras hands logs sorted by name, where
+    ``total`` would come before ``tri_*`` and hide the term that went wrong."""
+    order = [c for c in columns if c != "total" and c in logs]
+    order += [c for c in ("total",) if c in logs]
+    order += sorted(k for k in logs if k not in order)
+    for name in order:
+        try:
+            value = float(logs[name])
+        except (TypeError, ValueError):
+            continue
+        if not math.isfinite(value):
+            return name, value
+    return None, 0.0
+
+
+def unusable_weights(net, probe_batch: int = 2) -> str | None:
+    """Why ``net``'s weights must not be saved, or None.
+
+    Two checks, both cheap beside an epoch: every weight array (moving statistics
+    included) is finite, and a forward pass in inference mode over a fixed random
+    batch gives finite outputs. The second catches weights that are finite but
+    useless, e.g. |w| = 1e30 after a step at an absurd learning rate, which the next
+    step's loss would report as NaN only after they had been saved."""
+    bad = [w.path for w in net.weights if not np.isfinite(keras.ops.convert_to_numpy(w)).all()]
+    if bad:
+        return (
+            f"{len(bad)} of {len(net.weights)} weight arrays are not finite "
+            f"(first: {bad[0]})"
+        )
+    shape = [probe_batch, *(d or 64 for d in net.input_shape[1:])]
+    probe = np.random.default_rng(0).standard_normal(shape).astype("float32")
+    outputs = net(probe, training=False)
+    for name, value in sorted(outputs.items() if isinstance(outputs, dict) else [("output", outputs)]):
+        values = keras.ops.convert_to_numpy(keras.ops.cast(value, "float32"))
+        if not np.isfinite(values).all():
+            return (
+                f"the weights are finite but the network's output '{name}' is not "
+                "finite on a probe batch (weights too large to use)"
+            )
+    return None
 
 
 def _set_lr(optimizer, value: float) -> None:
@@ -56,7 +102,9 @@ class RunCallback(keras.callbacks.Callback):
         is_chief: only the chief writes files (multi-worker).
         evaluate_fn: optional ``fn(net) -> dict`` with at least "mAP", run every
             ``eval_every`` epochs and at the last epoch of stage 2.
-        state: best score so far (carried over stages and resumes).
+        best_score, best_key: best score so far (carried over stages and resumes).
+        train_seconds: training wall time before this stage (all sessions); the
+            callback adds its own and saves the sum in every checkpoint.
     """
 
     def __init__(
@@ -78,6 +126,7 @@ class RunCallback(keras.callbacks.Callback):
         best_score: float | None = None,
         best_key: str = "",
         is_final_stage: bool = False,
+        train_seconds: float = 0.0,
     ):
         super().__init__()
         self.run_dir = run_dir
@@ -101,6 +150,9 @@ class RunCallback(keras.callbacks.Callback):
         self._t0 = 0.0
         self._steps = 0
         self.last_metrics: dict = {}
+        self.train_seconds = train_seconds  # before this stage; grows per epoch
+        self._prior_seconds = train_seconds
+        self._session_t0: float | None = None
 
     # ------------------------------------------------------------------ epochs
     def on_epoch_begin(self, epoch, logs=None):
@@ -111,29 +163,36 @@ class RunCallback(keras.callbacks.Callback):
             lr = lr_at_epoch(global_epoch, self.base_lr, self.milestones, self.gamma)
         _set_lr(self.model.optimizer, lr)
         self._t0 = time.perf_counter()
+        if self._session_t0 is None:
+            self._session_t0 = self._t0
         self._steps = 0
         self._epoch = epoch
 
     def on_train_batch_end(self, batch, logs=None):
         self._steps += 1
-        for name, value in (logs or {}).items():
-            try:
-                v = float(value)
-            except (TypeError, ValueError):
-                continue
-            if not math.isfinite(v):
-                self.model.stop_training = True
-                pointer = os.path.join(self.run_dir, "checkpoints", "last.json")
-                kept = (
-                    f"the last good checkpoint ({pointer}) is kept"
-                    if os.path.exists(pointer)
-                    else "no checkpoint had been written yet"
-                )
-                raise NonFiniteLossError(
-                    f"loss term '{name}' is {v} at stage {self.stage}, epoch "
-                    f"{self._epoch + 1} (global epoch {self.stage_offset + self._epoch + 1}), "
-                    f"step {batch + 1}; the run stops and {kept}"
-                )
+        name, value = first_non_finite(logs or {}, self.columns)
+        if name is not None:
+            self.model.stop_training = True
+            raise NonFiniteLossError(
+                f"loss term '{name}' is {value} at {self._where(batch + 1)}; the run "
+                f"stops and {self._kept()}"
+            )
+
+    def _where(self, step: int | None = None) -> str:
+        text = (
+            f"stage {self.stage}, epoch {self._epoch + 1} "
+            f"(global epoch {self.stage_offset + self._epoch + 1})"
+        )
+        return f"{text}, step {step}" if step is not None else text
+
+    def _kept(self) -> str:
+        latest = self.ckpt.latest()
+        if latest is None:
+            return "no checkpoint had been written yet"
+        return (
+            f"the last good checkpoint ({latest[0]}, global epoch "
+            f"{latest[1].global_epoch}) is kept"
+        )
 
     def on_epoch_end(self, epoch, logs=None):
         strategy = self.model.distribute_strategy
@@ -180,11 +239,21 @@ class RunCallback(keras.callbacks.Callback):
             **{f"eval_{k}": v for k, v in eval_metrics.items() if isinstance(v, (int, float))},
         }
         self.last_metrics = {**logs, **eval_metrics}
+        # The loss of a step is computed before its update: a finite loss says
+        # nothing about the weights the last update produced. Check them before
+        # they become a checkpoint (every worker checks: all stop together).
+        problem = unusable_weights(net)
+        if problem:
+            self.model.stop_training = True
+            raise NonFiniteLossError(
+                f"after the last update of {self._where()}, {problem}; the run stops "
+                f"and {self._kept()}"
+            )
+        self.train_seconds = self._prior_seconds + (time.perf_counter() - self._session_t0)
         if not self.is_chief:
             return
-        self._write_csv(row)
-        self._write_tensorboard(global_epoch, logs, lr, elapsed, images_per_s, eval_metrics)
         state = TrainState(
+            train_seconds=round(self.train_seconds, 3),
             stage=self.stage,
             stage_epoch=epoch + 1,
             global_epoch=global_epoch,
@@ -193,37 +262,17 @@ class RunCallback(keras.callbacks.Callback):
             metrics={k: v for k, v in row.items() if isinstance(v, (int, float))},
         )
         self.ckpt.save(net, self.model.optimizer, state, is_best=is_best)
+        # Only after the checkpoint is published: a kill in between loses the row,
+        # which resume restores from the checkpoint (run.reconcile_log), never
+        # leaves one twice.
+        append_log_row(self.run_dir, row, self.columns)
+        self._write_tensorboard(global_epoch, logs, lr, elapsed, images_per_s, eval_metrics)
 
     def on_train_end(self, logs=None):
         if self._writer is not None:
             self._writer.flush()
 
     # ----------------------------------------------------------------- writers
-    def _write_csv(self, row: dict) -> None:
-        path = os.path.join(self.run_dir, "log.csv")
-        fixed = ["stage", "epoch", "global_epoch", "lr", "epoch_time_s", "images_per_s"] + list(self.columns)
-        extra = sorted(k for k in row if k not in fixed)
-        header = fixed + extra
-        exists = os.path.exists(path)
-        if exists:
-            with open(path, encoding="utf-8") as fh:
-                old_header = fh.readline().strip().split(",")
-            if old_header != header and set(header) <= set(old_header):
-                header = old_header
-            elif old_header != header:
-                header = old_header + [k for k in header if k not in old_header]
-                with open(path, encoding="utf-8") as fh:
-                    rows = list(csv.DictReader(fh))
-                with open(path, "w", newline="", encoding="utf-8") as fh:
-                    w = csv.DictWriter(fh, fieldnames=header)
-                    w.writeheader()
-                    w.writerows(rows)
-        with open(path, "a", newline="", encoding="utf-8") as fh:
-            w = csv.DictWriter(fh, fieldnames=header, extrasaction="ignore")
-            if not exists:
-                w.writeheader()
-            w.writerow(row)
-
     def _write_tensorboard(self, step, logs, lr, elapsed, images_per_s, eval_metrics):
         if self._writer is None:
             self._writer = tf.summary.create_file_writer(os.path.join(self.run_dir, "tensorboard"))

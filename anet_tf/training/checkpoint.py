@@ -7,7 +7,7 @@ Layout inside ``RUN_DIR/checkpoints/``::
         optimizer.npz      every optimizer variable (iterations, moments, lr)
         state.json         stage, epoch within the stage, global epoch, metrics
     last.json              pointer to the newest complete checkpoint
-    best/                  a copy of the best checkpoint so far
+    best/                  the best checkpoint so far (hard links to its files)
 
 A checkpoint is written into ``epoch-NNNN.tmp-<pid>/``, flushed to disk, renamed to
 ``epoch-NNNN/`` and only then published by atomically replacing ``last.json``
@@ -18,6 +18,7 @@ ignored and cleaned up at the next save.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -25,6 +26,8 @@ from dataclasses import asdict
 from dataclasses import dataclass
 
 import numpy as np
+
+from anet_tf.training.run import RunFolderError
 
 POINTER = "last.json"
 BEST = "best"
@@ -40,6 +43,9 @@ class TrainState:
         global_epoch: epochs completed over both stages (drives the lr schedule).
         best_score: best value of the selection score so far (higher is better).
         best_key: what the score is (e.g. "mAP" or "-total").
+        metrics: the epoch's log row (numbers), from which a lost row is restored.
+        train_seconds: wall time of training so far, summed over interrupted and
+            resumed sessions (older checkpoints: 0).
     """
 
     stage: int
@@ -48,6 +54,51 @@ class TrainState:
     best_score: float | None = None
     best_key: str = ""
     metrics: dict | None = None
+    train_seconds: float = 0.0  # wall time spent training up to here, all sessions
+
+
+class DiskFullError(RunFolderError):
+    """No space left while writing a checkpoint; the previous one is intact."""
+
+
+def _is_disk_full(exc: BaseException) -> bool:
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    # h5py and TensorFlow wrap the C error: only the text is left.
+    return "No space left on device" in str(exc) or "Disk quota exceeded" in str(exc)
+
+
+def _mb(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB"
+
+
+def folder_bytes(path: str) -> int:
+    total = 0
+    for dirpath, _, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.path.getsize(os.path.join(dirpath, name))
+            except OSError:
+                pass
+    return total
+
+
+def _link_or_copy(src: str, dst: str) -> str:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+    return dst
+
+
+def _remove(path: str) -> None:
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        try:
+            os.remove(path)
+        except OSError:
+            pass
 
 
 def _fsync_dir(path: str) -> None:
@@ -96,42 +147,102 @@ class CheckpointManager:
 
     # ---------------------------------------------------------------- saving
     def save(self, net, optimizer, state: TrainState, is_best: bool = False) -> str:
+        """Write, publish (last.json) and, if ``is_best``, link as ``best/`` one
+        checkpoint. Any failure leaves the previous checkpoint published and removes
+        what this save wrote; a full disk raises :class:`DiskFullError` (one line)."""
         name = f"epoch-{state.global_epoch:04d}"
         final = os.path.join(self.directory, name)
         tmp = os.path.join(self.directory, f"{name}.tmp-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        os.makedirs(tmp)
-        net.save_weights(os.path.join(tmp, "net.weights.h5"))
-        if optimizer is not None:
-            np.savez(
-                os.path.join(tmp, "optimizer.npz"),
-                **{f"v{i:05d}": v.numpy() for i, v in enumerate(optimizer.variables)},
-                __paths__=np.array([v.path for v in optimizer.variables]),
+        published = False
+        try:
+            shutil.rmtree(tmp, ignore_errors=True)
+            os.makedirs(tmp)
+            net.save_weights(os.path.join(tmp, "net.weights.h5"))
+            if optimizer is not None:
+                np.savez(
+                    os.path.join(tmp, "optimizer.npz"),
+                    **{f"v{i:05d}": v.numpy() for i, v in enumerate(optimizer.variables)},
+                    __paths__=np.array([v.path for v in optimizer.variables]),
+                )
+            with open(os.path.join(tmp, "state.json"), "w", encoding="utf-8") as fh:
+                json.dump(asdict(state), fh, indent=2)
+            _fsync_tree(tmp)
+            if os.path.exists(final):
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+            _fsync_dir(self.directory)
+            _atomic_write_text(
+                os.path.join(self.directory, POINTER),
+                json.dumps({"checkpoint": name, **asdict(state)}, indent=2),
             )
-        with open(os.path.join(tmp, "state.json"), "w", encoding="utf-8") as fh:
-            json.dump(asdict(state), fh, indent=2)
-        _fsync_tree(tmp)
-        if os.path.exists(final):
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        _fsync_dir(self.directory)
-        if is_best:
-            best_tmp = os.path.join(self.directory, f"{BEST}.tmp-{os.getpid()}")
-            shutil.rmtree(best_tmp, ignore_errors=True)
-            shutil.copytree(final, best_tmp)
-            _fsync_tree(best_tmp)
-            old = os.path.join(self.directory, f"{BEST}.old-{os.getpid()}")
-            best = os.path.join(self.directory, BEST)
-            if os.path.exists(best):
-                os.replace(best, old)
-            os.replace(best_tmp, best)
-            shutil.rmtree(old, ignore_errors=True)
-        _atomic_write_text(
-            os.path.join(self.directory, POINTER),
-            json.dumps({"checkpoint": name, **asdict(state)}, indent=2),
-        )
+            published = True
+            if is_best:
+                self._replace_with_links(final, os.path.join(self.directory, BEST))
+        except BaseException as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if not published:
+                shutil.rmtree(final, ignore_errors=True)
+            for d in os.listdir(self.directory):
+                if d.endswith(f".tmp-{os.getpid()}"):
+                    _remove(os.path.join(self.directory, d))
+            if _is_disk_full(exc):
+                raise DiskFullError(self._disk_full_message(name, net, optimizer, published)) from None
+            raise
         self._cleanup(current=name)
         return final
+
+    def _replace_with_links(self, source: str, target: str) -> None:
+        """Make ``target`` an atomic copy of the checkpoint folder ``source`` made
+        of hard links (no second copy of the bytes on disk: checkpoint files are
+        never rewritten in place), or of copies where links are not possible."""
+        tmp = f"{target}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(source, tmp, copy_function=_link_or_copy)
+        _fsync_tree(tmp)
+        old = f"{target}.old-{os.getpid()}"
+        if os.path.exists(target):
+            os.replace(target, old)
+        os.replace(tmp, target)
+        shutil.rmtree(old, ignore_errors=True)
+        _fsync_dir(self.directory)
+
+    def _disk_full_message(self, name: str, net, optimizer, published: bool) -> str:
+        latest = self.latest()
+        if latest is not None and os.path.isdir(latest[0]) and latest[0] != os.path.join(self.directory, name):
+            needed = folder_bytes(latest[0])
+        else:  # no earlier checkpoint to measure: the arrays' own size
+            variables = list(net.weights) + (list(optimizer.variables) if optimizer is not None else [])
+            needed = sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in variables)
+        free = shutil.disk_usage(self.directory).free
+        if published:
+            kept = f"{name} was saved but best/ could not be updated"
+        elif latest is not None:
+            kept = f"the previous checkpoint ({os.path.basename(latest[0])}) is kept"
+        else:
+            kept = "no checkpoint had been written yet"
+        run_dir = os.path.dirname(os.path.abspath(self.directory))
+        return (
+            f"{self.directory}: no space left on the device while saving {name} "
+            f"(a checkpoint needs about {_mb(needed)}, {_mb(free)} free); {kept}; free "
+            f"space, then continue with anet-tf fit --resume {run_dir}"
+        )
+
+    def remove_unpublished(self) -> list[str]:
+        """Remove epoch folders newer than the published checkpoint (a save that was
+        interrupted after its rename), so they are never mistaken for progress."""
+        latest = self.latest()
+        newest = latest[1].global_epoch if latest else 0
+        removed = []
+        for d in os.listdir(self.directory):
+            if d.startswith("epoch-") and ".tmp-" not in d:
+                try:
+                    number = int(d.split("-", 1)[1])
+                except ValueError:
+                    continue
+                if number > newest:
+                    _remove(os.path.join(self.directory, d))
+                    removed.append(d)
+        return removed
 
     def snapshot(self, name: str) -> str | None:
         """Copy the newest complete checkpoint to ``directory/name`` (atomically; an
@@ -142,14 +253,7 @@ class CheckpointManager:
         if latest is None:
             return None
         target = os.path.join(self.directory, name)
-        tmp = f"{target}.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(latest[0], tmp)
-        _fsync_tree(tmp)
-        if os.path.exists(target):
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-        _fsync_dir(self.directory)
+        self._replace_with_links(latest[0], target)
         return target
 
     def start_from(self, source: str) -> str:

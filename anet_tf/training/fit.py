@@ -20,12 +20,16 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 import tensorflow as tf
-import yaml
 
 from anet_tf.config import Config
-from anet_tf.config import config_from_dict
 from anet_tf.training.callbacks import RunCallback
 from anet_tf.training.checkpoint import CheckpointManager
+from anet_tf.training.run import CONFIG_FILE  # noqa: F401  (re-exported)
+from anet_tf.training.run import RunLock
+from anet_tf.training.run import load_run_config  # noqa: F401  (re-exported)
+from anet_tf.training.run import reconcile_log
+from anet_tf.training.run import remove_stale_temporaries
+from anet_tf.training.run import save_run_config
 from anet_tf.training.trainer import STAGE1
 from anet_tf.training.trainer import STAGE2
 from anet_tf.training.trainer import ANetTrainer
@@ -33,7 +37,6 @@ from anet_tf.training.trainer import coupled_weight_decay
 from anet_tf.training.trainer import make_optimizer
 from anet_tf.training.trainer import term_names
 
-CONFIG_FILE = "config.yaml"
 STAGE1_SNAPSHOT = "stage1"  # checkpoints/stage1: the checkpoint that ends stage 1
 
 
@@ -46,6 +49,7 @@ class TrainResult:
     dataset: object
     metrics: dict
     global_epoch: int
+    train_seconds: float = 0.0  # wall time of training, summed over resumed sessions
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
@@ -148,27 +152,6 @@ def restore_determinism(before: tuple[bool, bool]) -> None:
     tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": no_grappler})
 
 
-def save_run_config(cfg: Config, run_dir: str) -> str:
-    os.makedirs(run_dir, exist_ok=True)
-    path = os.path.join(run_dir, CONFIG_FILE)
-    raw = cfg.to_dict()
-    # An absolute data.root keeps the run usable from any working directory.
-    raw["data"]["root"] = os.path.abspath(cfg.data.root)
-    with open(path, "w", encoding="utf-8") as fh:
-        fh.write(f"# resolved config of this run (from {cfg.source})\n")
-        fh.write(yaml.safe_dump(raw, sort_keys=False))
-    return path
-
-
-def load_run_config(run_dir: str) -> Config:
-    path = os.path.join(run_dir, CONFIG_FILE)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{run_dir} is not a run directory: {CONFIG_FILE} is missing")
-    with open(path, encoding="utf-8") as fh:
-        raw = yaml.safe_load(fh)
-    return config_from_dict(raw, source=path)
-
-
 def build_trainer(cfg: Config, num_ids: int, num_classes: list[int]) -> ANetTrainer:
     """Build the network and its training wrapper from the config."""
     from anet_tf.losses import loss_kwargs_from_config
@@ -218,18 +201,39 @@ def train(
 
 
 def _train(cfg, run_dir, *, resume, dataset, evaluate_fn, extra_callbacks, verbose) -> TrainResult:
-    from anet_tf.data.pipeline import build_train_dataset
     from anet_tf.data.readers import load_dataset
 
     seed_everything(cfg.train.seed)
     strategy = make_strategy(cfg.train.strategy)
     chief = is_chief(strategy)
-    replicas = strategy.num_replicas_in_sync
     if dataset is None:
         dataset = load_dataset(cfg)
+    lock = RunLock(run_dir)
+    if chief:
+        # One process trains in a run folder; the lock lives as long as training.
+        lock.acquire()
+        if lock.took_over and verbose:
+            print(f"[anet-tf] {run_dir}: took over the lock of {lock.took_over}, which has ended")
+    try:
+        return _train_locked(cfg, run_dir, strategy, chief, dataset, resume=resume,
+                             evaluate_fn=evaluate_fn, extra_callbacks=extra_callbacks,
+                             verbose=verbose)
+    finally:
+        lock.release()
+
+
+def _train_locked(cfg, run_dir, strategy, chief, dataset, *, resume, evaluate_fn,
+                  extra_callbacks, verbose) -> TrainResult:
+    from anet_tf.data.pipeline import build_train_dataset
+
+    replicas = strategy.num_replicas_in_sync
+    ckpts = CheckpointManager(os.path.join(run_dir, "checkpoints"))
+    if chief:
+        removed = remove_stale_temporaries(run_dir) + ckpts.remove_unpublished()
+        if removed and verbose:
+            print(f"[anet-tf] removed what an interrupted save left: {', '.join(map(str, removed))}")
     if chief and not resume:
         save_run_config(cfg, run_dir)
-    ckpts = CheckpointManager(os.path.join(run_dir, "checkpoints"))
     latest = ckpts.latest() if resume else None
     if resume and latest is None and verbose:
         print(f"[anet-tf] no checkpoint in {run_dir}; starting from the beginning")
@@ -254,6 +258,11 @@ def _train(cfg, run_dir, *, resume, dataset, evaluate_fn, extra_callbacks, verbo
             )
 
     columns = term_names(cfg.model.variant, trainer.attribute_names)
+    if chief:
+        # One row per epoch the checkpoint completed (a kill can fall between the
+        # checkpoint and its row, and older versions wrote the row first).
+        reconcile_log(run_dir, state.global_epoch if state else 0,
+                      (state.metrics if state else None), columns)
     stages = [(STAGE1, cfg.train.stage1)]
     if cfg.model.variant == "anet":
         stages.append((STAGE2, cfg.train.stage2))
@@ -263,6 +272,7 @@ def _train(cfg, run_dir, *, resume, dataset, evaluate_fn, extra_callbacks, verbo
     best_key = state.best_key if state else ""
     last_metrics: dict = dict(state.metrics or {}) if state else {}
     global_epoch = state.global_epoch if state else 0
+    train_seconds = state.train_seconds if state else 0.0
     offset = 0
     for stage, stage_cfg in stages:
         start = 0
@@ -280,7 +290,11 @@ def _train(cfg, run_dir, *, resume, dataset, evaluate_fn, extra_callbacks, verbo
             trainer.compile(optimizer=optimizer, jit_compile=cfg.train.jit_compile)
         data_cfg = per_replica_data_config(cfg, replicas)
         train_ds, steps = build_train_dataset(
-            dataset, data_cfg, num_replicas=replicas, epoch_seed_offset=offset + start
+            dataset,
+            data_cfg,
+            num_replicas=replicas,
+            epoch_seed_offset=offset + start,
+            steps_per_epoch=stage_cfg.steps_per_epoch,
         )
         steps = stage_cfg.steps_per_epoch or steps
         callback = RunCallback(
@@ -300,6 +314,7 @@ def _train(cfg, run_dir, *, resume, dataset, evaluate_fn, extra_callbacks, verbo
             best_score=best_score,
             best_key=best_key,
             is_final_stage=stage == stages[-1][0],
+            train_seconds=train_seconds,
         )
         if verbose:
             print(
@@ -334,6 +349,7 @@ def _train(cfg, run_dir, *, resume, dataset, evaluate_fn, extra_callbacks, verbo
                 shuffle=False,  # the P x K sampler already orders the stream
             )
         best_score, best_key = callback.best_score, callback.best_key
+        train_seconds = callback.train_seconds
         last_metrics = callback.last_metrics or last_metrics
         if stage == STAGE1 and len(stages) > 1 and chief:
             # The end of stage 1 outlives checkpoint pruning: ANet with and without
@@ -347,6 +363,7 @@ def _train(cfg, run_dir, *, resume, dataset, evaluate_fn, extra_callbacks, verbo
         dataset=dataset,
         metrics=last_metrics,
         global_epoch=global_epoch,
+        train_seconds=train_seconds,
     )
 
 

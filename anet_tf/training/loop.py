@@ -62,6 +62,7 @@ def custom_fit(
             per_worker_cfg,
             num_replicas=local_replicas,
             epoch_seed_offset=epoch_seed_offset,
+            steps_per_epoch=steps_per_epoch,
         )
         # build_train_dataset batches num_replicas x (P x K); split into per-replica
         # batches, which distribute_datasets_from_function hands out in turn.
