@@ -367,3 +367,42 @@ def test_epoch_batches_depend_on_the_epoch_alone_with_steps_per_epoch(make_tiny_
         for k, (im, t) in enumerate(resumed.take(steps)):
             np.testing.assert_array_equal(t["pid"].numpy(), batches[2 * steps + k][1])
             np.testing.assert_array_equal(im.numpy(), batches[2 * steps + k][0])
+
+
+def test_killed_and_resumed_equals_uninterrupted_with_steps_per_epoch(make_tiny_cfg, tmp_path):
+    """train.deterministic: a run stopped after epoch 2 and resumed (through the new
+    --set path, extending stage 1 to 3 epochs) ends with the very weights of a run
+    that trained 3 epochs at once, with steps_per_epoch unlike the sampler's."""
+    from anet_tf import workflow
+    from anet_tf.training.fit import train
+
+    extra = ["train.deterministic=true", "train.stage1.steps_per_epoch=1", "train.stage2.epochs=0",
+             "train.lr_milestones=[5]"]
+    whole = train(make_tiny_cfg(*extra, "train.stage1.epochs=3"), str(tmp_path / "whole"), verbose=0)
+    run_dir = str(tmp_path / "parts")
+    train(make_tiny_cfg(*extra, "train.stage1.epochs=2"), run_dir, verbose=0)
+    assert workflow.fit_and_report(
+        None, run_dir, resume=True, export=False, verbose=False, overrides=["train.stage1.epochs=3"]
+    ) == 0
+    from anet_tf.training.checkpoint import CheckpointManager
+
+    path, state = CheckpointManager(os.path.join(run_dir, "checkpoints")).latest()
+    assert state.global_epoch == 3
+    import h5py
+
+    def arrays(p):
+        out = {}
+
+        def keep(name, item):  # returns None: visititems stops at a non-None value
+            if isinstance(item, h5py.Dataset):
+                out[name] = item[()]
+
+        with h5py.File(os.path.join(p, "net.weights.h5")) as fh:
+            fh.visititems(keep)
+        return out
+
+    whole_path, _ = CheckpointManager(os.path.join(whole.run_dir, "checkpoints")).latest()
+    a, b = arrays(whole_path), arrays(path)
+    assert a.keys() == b.keys() and len(a) > 10
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
