@@ -87,7 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("synth", help="generate the synthetic vehicle dataset")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--ids", type=int, default=None, help="identities in total")
-    p.add_argument("--test-ids", type=int, default=None, help="test identities")
+    p.add_argument(
+        "--test-ids", type=int, default=None, help="test identities (default: a third of --ids)"
+    )
     p.add_argument("--cameras", type=int, default=None)
     p.add_argument("--images-per-id", type=int, default=None)
     p.add_argument("--image-size", type=int, default=None)
@@ -147,6 +149,16 @@ def cmd_synth(args) -> int:
     for key in ("ids", "test_ids", "cameras", "images_per_id", "image_size", "unlabelled_fraction", "seed", "balanced_train"):
         value = getattr(args, key)
         kwargs[key] = getattr(defaults, key) if value is None else value
+    if args.test_ids is None and args.ids is not None:
+        # The default's share of test identities (40 of 120), whatever --ids is.
+        kwargs["test_ids"] = max(2, round(args.ids * defaults.test_ids / defaults.ids))
+    if not 2 <= kwargs["test_ids"] < kwargs["ids"]:
+        print(
+            f"anet-tf synth: error: --test-ids must be at least 2 and below --ids "
+            f"({kwargs['ids']}), got {kwargs['test_ids']}",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     out = generate(args.out, **kwargs)
     print(f"synthetic dataset written to {out}")
     return 0
@@ -308,8 +320,12 @@ def main(argv=None) -> int:
 
     try:
         return handler(args)
-    except (ConfigError, DataError, FileNotFoundError, ImportError) as exc:
-        print(f"anet-tf {args.command}: error: {exc}", file=sys.stderr)
+    except (ConfigError, DataError, FileNotFoundError, ImportError, ValueError) as exc:
+        # Bad input reaches the user as one line; ANET_TF_DEBUG=1 shows the traceback.
+        if os.environ.get("ANET_TF_DEBUG"):
+            raise
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"anet-tf {args.command}: error: {text}", file=sys.stderr)
         return EXIT_FAILED
     except Exception as exc:  # TensorFlow's input errors (e.g. an undecodable image)
         import tensorflow as tf

@@ -500,8 +500,9 @@ def _set_dotted(raw: dict, key: str, value: Any, origins: dict, source: str) -> 
     node = raw
     for i, part in enumerate(parts[:-1]):
         child = node.get(part)
-        if child is None:
+        if child is None:  # a section the override creates (or a typo) is its own
             child = node[part] = {}
+            origins.setdefault(".".join(parts[: i + 1]), source)
         if not isinstance(child, dict):
             raise ConfigError(
                 f"{source}: {'.'.join(parts[: i + 1])} is not a section, cannot set "

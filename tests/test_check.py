@@ -172,3 +172,20 @@ def test_format_report():
     assert "m.csv:49: bad" in text and "m.csv:50: bad" not in text
     assert "... and 10 more" in text
     assert lines[-1] == "NOT OK"
+
+
+def test_missing_folder_and_latin1_manifest_are_one_line(tmp_path, capsys):
+    from anet_tf.cli import main
+
+    assert main(["data", "check", str(tmp_path / "nope")]) == 1
+    err = capsys.readouterr().err
+    assert err.strip() == f"anet-tf data: error: {tmp_path / 'nope'}: no such folder"
+    root = tmp_path / "latin1"
+    root.mkdir()
+    (root / "manifest.csv").write_bytes(
+        b"path,vehicle_id,camera_id,split\nimages/a.jpg,1,1,train\nimages/caf\xe9.jpg,1,2,train\n"
+    )
+    assert main(["data", "check", str(root)]) == 1
+    err = capsys.readouterr().err
+    assert f"{root / 'manifest.csv'}:3: not UTF-8 text (byte 0xe9 at column 11)" in err
+    assert len(err.strip().splitlines()) == 1

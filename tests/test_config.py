@@ -213,3 +213,23 @@ def test_export_model_name_escaping_out_is_one_line_before_loading(tmp_path, cap
     assert code == 1 and "--model-name: must be a single folder name" in err
     assert len(err.strip().splitlines()) == 1
     assert (victim / "important.txt").read_text() == "keep"
+
+
+def test_a_typo_in_a_section_name_is_blamed_on_the_override():
+    with pytest.raises(ConfigError) as err:
+        load_config("synthetic", ["modle.variant=anet"])
+    assert str(err.value).startswith("--set: unknown key 'modle'")
+
+
+def test_synth_test_ids_follow_ids_and_bad_values_are_one_line(tmp_path, capsys):
+    from anet_tf.cli import main
+
+    out = tmp_path / "s"
+    assert main(["synth", "--out", str(out), "--ids", "9", "--cameras", "2", "--images-per-id", "2",
+                 "--image-size", "32", "--seed", "7"]) == 0
+    text = (out / "synth.yaml").read_text()
+    assert "test_ids: 3" in text and "ids: 9" in text
+    code = main(["synth", "--out", str(tmp_path / "t"), "--ids", "5", "--test-ids", "5"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--test-ids must be at least 2 and below --ids (5), got 5" in err
+    assert "Traceback" not in err and not (tmp_path / "t").exists()

@@ -16,6 +16,7 @@ from anet_tf.data.generic import image_problem
 from anet_tf.data.generic import manifest_attributes
 from anet_tf.data.generic import read_folder
 from anet_tf.data.records import SPLITS
+from anet_tf.data.records import DataError
 from anet_tf.data.records import Record
 from anet_tf.data.records import ReidDataset
 from anet_tf.data.records import pattern_index
@@ -83,6 +84,11 @@ def check(
             problems += image_problems(dataset)
     else:
         root = os.fspath(source)
+        if not os.path.isdir(root):
+            raise DataError(
+                f"{root}: "
+                + ("is a file, not a dataset folder" if os.path.exists(root) else "no such folder")
+            )
         if attributes is None:
             attributes = manifest_attributes(root)
         dataset = read_folder(

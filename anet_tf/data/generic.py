@@ -70,12 +70,29 @@ def read_attribute_classes(root: str, attribute: str) -> list[str]:
     return classes
 
 
+def check_utf8(path: str) -> None:
+    """Raise :class:`DataError` naming the line and column of the first byte of
+    ``path`` that is not UTF-8 (a manifest saved as Latin-1 or cp1252, say)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise DataError(
+            f"{path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x} at column "
+            f"{column}); save the file as UTF-8"
+        ) from None
+
+
 def manifest_attributes(root: str) -> list[str]:
     """The attribute columns of ``<root>/manifest.csv`` (header order), or [] when
     the manifest is missing or empty; ``data check`` uses them by default."""
     path = os.path.join(root, MANIFEST)
     if not os.path.isfile(path):
         return []
+    check_utf8(path)
     with open(path, newline="", encoding="utf-8-sig") as f:
         header = next(csv.reader(f), [])
     return [h.strip() for h in header if h.strip() and h.strip() not in COLUMNS]
@@ -250,6 +267,7 @@ def _read_manifest(
 ) -> list[tuple[int, Record]] | None:
     """Header, attribute class files and rows; None when the header is unusable.
     Fills ``dataset.attribute_names`` and ``attribute_classes``."""
+    check_utf8(manifest)
     with open(manifest, newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f)
         header = [h.strip() for h in next(reader, [])]
