@@ -402,7 +402,8 @@ def evaluate_variant_run(out_dir: str, name: str, seed: int, verbose: bool) -> s
 
         print(
             format_results(
-                payload["metrics"], payload["dataset"], chance=payload["chance"]
+                payload["metrics"], payload["dataset"], chance=payload["chance"],
+                feature=payload.get("feature"),
             )
         )
     return f"evaluated {payload['source_run']} on {variant.feature}"

@@ -184,7 +184,9 @@ def fit_and_report(
             resume=resume,
             dataset=dataset,
             evaluate_fn=make_evaluate_fn(cfg, dataset) if cfg.train.eval_every else None,
-            verbose=1 if verbose else 2,
+            # Keras' bar only on a terminal: in a file it is ANSI codes and one line
+            # of thousands of characters per epoch.
+            verbose=1 if verbose and sys.stdout.isatty() else 2,
         )
     except NonFiniteLossError as exc:
         print(f"anet-tf fit: stopped: {exc}", file=sys.stderr)
@@ -199,6 +201,7 @@ def fit_and_report(
     from anet_tf.evaluation.extract import evaluate_net
     from anet_tf.evaluation.extract import format_results
 
+    print(f"[anet-tf] evaluating on the {cfg.data.name} test split (feature {cfg.eval.feature}) ...", flush=True)
     metrics = evaluate_net(result.net, dataset, cfg)
     chance = chance_level(dataset, cfg)
     payload = {
@@ -213,13 +216,14 @@ def fit_and_report(
     if export:
         from anet_tf.export.saved_model import export_saved_model
 
+        print("[anet-tf] exporting the SavedModel ...", flush=True)
         exported = export_saved_model(
             result.net, cfg, dataset, os.path.join(run_dir, "export")
         )
         payload["saved_model"] = exported
     write_json(os.path.join(run_dir, METRICS_FILE), payload)
     print()
-    print(format_results(metrics, cfg.data.name, chance=chance))
+    print(format_results(metrics, cfg.data.name, chance=chance, feature=cfg.eval.feature))
     print()
     print(f"run directory : {run_dir}")
     print(f"  config      : {os.path.join(run_dir, 'config.yaml')}")
@@ -279,7 +283,7 @@ def evaluate_command(args) -> int:
             if not os.path.isfile(weights):
                 raise FileNotFoundError(f"checkpoint weights not found: {weights}")
         metrics = evaluate_weights(cfg, dataset, weights)
-    print(format_results(metrics, cfg.data.name, chance=chance_level(dataset, cfg)))
+    print(format_results(metrics, cfg.data.name, chance=chance_level(dataset, cfg), feature=cfg.eval.feature))
     if args.json_out:
         with open(args.json_out, "w", encoding="utf-8") as fh:
             json.dump({"dataset": cfg.data.name, "feature": cfg.eval.feature, "metrics": metrics}, fh, indent=2, default=float)

@@ -173,3 +173,28 @@ def test_corrupt_image_during_training_is_one_line_naming_the_file(synth_dir, tm
     assert code == 1
     assert "cannot decode image" in err and broken.name in err
     assert "Traceback" not in err
+
+
+def test_fit_output_to_a_file_is_one_plain_line_per_epoch(tiny_overrides, tmp_path):
+    """Not a terminal: no progress bar, no ANSI codes, one readable line per epoch,
+    and a word before the silent evaluation."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "anet_tf.cli", "fit", "--out", str(tmp_path / "run"), "--no-export"]
+    for item in tiny_overrides:
+        cmd += ["--set", item]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    out = tmp_path / "fit.txt"
+    with open(out, "w") as fh:
+        proc = subprocess.run(cmd, env=env, stdout=fh, stderr=subprocess.PIPE, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    text = out.read_text()
+    assert "\x1b[" not in text and "\r" not in text
+    assert max(len(line) for line in text.splitlines()) < 400
+    epochs = [line for line in text.splitlines() if " epoch " in line and line.startswith("[anet-tf] stage")]
+    assert [line.split(" (")[0] for line in epochs] == [
+        "[anet-tf] stage 1 epoch 1/2", "[anet-tf] stage 1 epoch 2/2", "[anet-tf] stage 2 epoch 1/1"
+    ]
+    assert all("| lr " in line and "img/s" in line and "total " in line for line in epochs)
+    assert "[anet-tf] evaluating on the synthetic test split (feature j)" in text

@@ -319,3 +319,7 @@ def test_format_table():
     table = format_table(vid, "vehicleid")
     assert table.splitlines()[0] == "| dataset | R1 | R5 | trials |"
     assert "75.00 ± 1.00" in table and "| 10 |" in table
+    with_feature = format_table(result, "veri776", "fa").splitlines()
+    assert with_feature[0] == "| dataset | feature | mAP | R1 | R5 | R10 | mINP |"
+    assert with_feature[1] == "|---|---|---|---|---|---|---|"
+    assert with_feature[2].startswith("| veri776 | fa | 81.23 |")

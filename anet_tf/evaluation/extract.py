@@ -246,13 +246,15 @@ def to_jsonable(results: dict) -> dict:
     return out
 
 
-def format_results(metrics: dict, dataset: str, chance: dict | None = None) -> str:
+def format_results(
+    metrics: dict, dataset: str, chance: dict | None = None, feature: str | None = None
+) -> str:
     """The paper-style table, with the chance level underneath when given, then the
     attribute accuracy table when ``metrics`` has ``"attributes"``."""
     shown = dict(metrics)
     if isinstance(shown.get("cmc"), list):
         shown["cmc"] = np.asarray(shown["cmc"])
-    text = format_table(shown, dataset)
+    text = format_table(shown, dataset, feature)
     if chance:
         parts = ", ".join(f"{k} {100 * v:.2f}" for k, v in chance.items())
         text += f"\nchance level (random features, same protocol): {parts}"

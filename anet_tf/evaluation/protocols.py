@@ -367,12 +367,26 @@ def protocol_kwargs(cfg: EvalConfig) -> dict:
 # -------------------------------------------------------------------------- table
 
 
-def format_table(results: dict, dataset: str) -> str:
+def format_table(results: dict, dataset: str, feature: str | None = None) -> str:
     """A paper-style Markdown table of one result, in percent.
 
     VeRi-776 / VeRi-Wild style: mAP, R1, R5, R10, mINP. VehicleID: R1 and R5 (the
-    means over trials, with their standard deviation).
+    means over trials, with their standard deviation). ``feature`` (f, fa, j), when
+    given, is a column: which test-time feature the numbers are of.
     """
+    header, row = _table_cells(results, dataset)
+    if feature is not None:
+        header.insert(1, "feature")
+        row.insert(1, feature)
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---" for _ in header) + "|",
+        "| " + " | ".join(row) + " |",
+    ]
+    return "\n".join(lines)
+
+
+def _table_cells(results: dict, dataset: str) -> tuple[list[str], list[str]]:
     if dataset == "vehicleid":
         header = ["dataset", "R1", "R5", "trials"]
         row = [
@@ -390,9 +404,4 @@ def format_table(results: dict, dataset: str) -> str:
         if "mAP_trapezoid" in results:
             header.append("mAP (trapezoid)")
             row.append(f"{100 * results['mAP_trapezoid']:.2f}")
-    lines = [
-        "| " + " | ".join(header) + " |",
-        "|" + "|".join("---" for _ in header) + "|",
-        "| " + " | ".join(row) + " |",
-    ]
-    return "\n".join(lines)
+    return header, row

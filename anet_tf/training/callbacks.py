@@ -71,6 +71,24 @@ def unusable_weights(net, probe_batch: int = 2) -> str | None:
     return None
 
 
+def format_epoch_line(row: dict, stage_epochs: int, columns: list[str]) -> str:
+    """One plain line for an epoch (no progress bar, no terminal codes): what a log
+    file or a pipe should get instead of Keras' bar."""
+    terms = " ".join(
+        f"{c} {row[c]:.4f}" for c in ["total", *(c for c in columns if c != "total")]
+        if isinstance(row.get(c), (int, float))
+    )
+    evals = " ".join(
+        f"{k[5:]} {v:.2f}" for k, v in row.items() if k.startswith("eval_") and isinstance(v, (int, float))
+    )
+    return (
+        f"[anet-tf] stage {row['stage']} epoch {row['epoch']}/{stage_epochs} "
+        f"(global {row['global_epoch']}): {terms} | lr {row['lr']:.2e} | "
+        f"{row['images_per_s']:.1f} img/s | {row['epoch_time_s']:.1f} s"
+        + (f" | eval {evals}" if evals else "")
+    )
+
+
 def _set_lr(optimizer, value: float) -> None:
     opt = getattr(optimizer, "inner_optimizer", optimizer)
     opt.learning_rate.assign(value)
@@ -127,6 +145,7 @@ class RunCallback(keras.callbacks.Callback):
         best_key: str = "",
         is_final_stage: bool = False,
         train_seconds: float = 0.0,
+        print_epochs: bool = False,
     ):
         super().__init__()
         self.run_dir = run_dir
@@ -153,6 +172,7 @@ class RunCallback(keras.callbacks.Callback):
         self.train_seconds = train_seconds  # before this stage; grows per epoch
         self._prior_seconds = train_seconds
         self._session_t0: float | None = None
+        self.print_epochs = print_epochs
 
     # ------------------------------------------------------------------ epochs
     def on_epoch_begin(self, epoch, logs=None):
@@ -266,6 +286,8 @@ class RunCallback(keras.callbacks.Callback):
         # which resume restores from the checkpoint (run.reconcile_log), never
         # leaves one twice.
         append_log_row(self.run_dir, row, self.columns)
+        if self.print_epochs:
+            print(format_epoch_line(row, self.stage_epochs, self.columns), flush=True)
         self._write_tensorboard(global_epoch, logs, lr, elapsed, images_per_s, eval_metrics)
 
     def on_train_end(self, logs=None):

@@ -187,6 +187,8 @@ def train(
         evaluate_fn: ``fn(net) -> dict`` evaluation metrics, used every
             ``train.eval_every`` epochs to choose the best checkpoint.
         extra_callbacks: more Keras callbacks (tests use this).
+        verbose: 0 silent; 1 Keras' progress bar (for a terminal); 2 one plain line
+            per epoch (terms, lr, images/s, time), for logs and files.
     """
     policy = keras.mixed_precision.global_policy()
     if cfg.train.mixed_precision:
@@ -315,6 +317,7 @@ def _train_locked(cfg, run_dir, strategy, chief, dataset, *, resume, evaluate_fn
             best_key=best_key,
             is_final_stage=stage == stages[-1][0],
             train_seconds=train_seconds,
+            print_epochs=verbose == 2,
         )
         if verbose:
             print(
@@ -336,7 +339,7 @@ def _train_locked(cfg, run_dir, strategy, chief, dataset, *, resume, evaluate_fn
                 steps_per_epoch=steps,
                 callbacks=callbacks,
                 epoch_seed_offset=offset + start,
-                verbose=verbose,
+                verbose=0,  # the run callback prints the epoch (verbose=2)
             )
         else:
             trainer.fit(
@@ -345,7 +348,7 @@ def _train_locked(cfg, run_dir, strategy, chief, dataset, *, resume, evaluate_fn
                 initial_epoch=start,
                 steps_per_epoch=steps,
                 callbacks=callbacks,
-                verbose=verbose,
+                verbose=1 if verbose == 1 else 0,  # 2: the run callback's plain lines
                 shuffle=False,  # the P x K sampler already orders the stream
             )
         best_score, best_key = callback.best_score, callback.best_key
