@@ -180,7 +180,7 @@ def cmd_data_check(args) -> int:
         from anet_tf.workflow import ensure_synthetic
 
         ensure_synthetic(cfg, verbose=not args.json)
-        report = check(load_dataset(cfg, strict=False))
+        report = check(load_dataset(cfg, strict=False), max_pixels=cfg.data.max_image_pixels)
     if args.json:
         print(json.dumps(report, indent=2))
     else:

@@ -94,6 +94,9 @@ class DataConfig:
         vehicleid_test_list: VehicleID test list: small | medium | large or a size.
         num_parallel_calls: tf.data parallelism; -1 = AUTOTUNE.
         seed: sampler and augmentation seed.
+        max_image_pixels: the largest image (width x height) accepted by ``fit``'s
+            pre-flight check and ``data check``; larger ones are refused by name
+            (decompression bombs; decoding 14000 x 14000 pixels costs 2 GB).
     """
 
     name: Literal["synthetic", "folder", "veri776", "veriwild", "vehicleid"] = (
@@ -109,6 +112,7 @@ class DataConfig:
     vehicleid_test_list: str | int = "small"
     num_parallel_calls: int = -1
     seed: int = 0
+    max_image_pixels: int = 40_000_000
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     synth: SynthConfig = field(default_factory=SynthConfig)
 
@@ -673,6 +677,8 @@ def validate(cfg: Config, origins: dict | None = None, path: str = "") -> None:
             f"needs at least 2 identities per batch (P = batch_size / K), got "
             f"P={d.batch_size // d.num_instances}",
         )
+    if d.max_image_pixels <= 0:
+        raise err("data.max_image_pixels", f"must be positive, got {d.max_image_pixels}")
     if d.test_batch_size <= 0:
         raise err("data.test_batch_size", f"must be positive, got {d.test_batch_size}")
     if not d.root:

@@ -176,6 +176,10 @@ def fit_and_report(
     from anet_tf.data.readers import load_dataset
 
     dataset = load_dataset(cfg)
+    from anet_tf.data.check import preflight
+
+    # Every image's header before any training: a bad one is named in seconds.
+    preflight(dataset, cfg.data.max_image_pixels, verbose=verbose)
     t0 = time.perf_counter()
     try:
         result = train(

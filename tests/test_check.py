@@ -189,3 +189,64 @@ def test_missing_folder_and_latin1_manifest_are_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"{root / 'manifest.csv'}:3: not UTF-8 text (byte 0xe9 at column 11)" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def _copy_dataset(src, dst):
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_fit_preflight_names_truncated_huge_and_unreadable_images_before_training(
+    tiny_dataset, tmp_path, capsys
+):
+    """fit checks every image's header and end marker before training starts: a
+    truncated gallery JPEG, an image over data.max_image_pixels and a non-image are
+    named in one line within seconds (no training happens)."""
+    import csv
+
+    from PIL import Image
+
+    from anet_tf.cli import main
+
+    root = _copy_dataset(tiny_dataset, str(tmp_path / "data"))
+    with open(f"{root}/manifest.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    gallery = next(r["path"] for r in rows if r["split"] == "gallery")
+    data = open(f"{root}/{gallery}", "rb").read()
+    open(f"{root}/{gallery}", "wb").write(data[: len(data) // 2])
+    out = str(tmp_path / "run")
+    args = ["fit", "--out", out, "--no-export", "--quiet", "--set", f"data.root={root}",
+            "--set", "data.name=folder"]
+    assert main(args) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "1 of" in err
+    assert f"{gallery} (gallery) is a truncated JPEG (no end-of-image marker)" in err
+    assert not os.path.exists(os.path.join(out, "checkpoints"))
+
+    open(f"{root}/{gallery}", "wb").write(data)  # repaired; now one image is too large
+    train_image = next(r["path"] for r in rows if r["split"] == "train")
+    Image.new("RGB", (300, 200)).save(f"{root}/{train_image}", format="JPEG")
+    assert main([*args, "--set", "data.max_image_pixels=50000"]) == 1
+    err = capsys.readouterr().err
+    assert f"{train_image} (train) is 300 x 200 pixels, more than data.max_image_pixels=50000" in err
+
+
+def test_image_header_problem_cases(tmp_path):
+    from PIL import Image
+
+    from anet_tf.data.generic import image_header_problem
+
+    good = tmp_path / "a.png"
+    Image.new("RGB", (20, 10)).save(good)
+    assert image_header_problem(str(good)) is None
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    assert image_header_problem(str(tmp_path / "empty.jpg")) == "is empty"
+    (tmp_path / "text.jpg").write_text("hello")
+    assert image_header_problem(str(tmp_path / "text.jpg")).startswith("cannot be decoded")
+    data = good.read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) - 12])
+    assert image_header_problem(str(tmp_path / "cut.png")) == "is a truncated PNG (no IEND chunk)"
+    assert "more than data.max_image_pixels=100" in image_header_problem(str(good), max_pixels=100)
+    assert image_header_problem(str(tmp_path / "missing.png")) == "not found"

@@ -98,16 +98,62 @@ def manifest_attributes(root: str) -> list[str]:
     return [h.strip() for h in header if h.strip() and h.strip() not in COLUMNS]
 
 
-def image_problem(path: str) -> str | None:
-    """Why the image at ``path`` cannot feed the input pipeline, or None if it can.
+MAX_IMAGE_PIXELS = 40_000_000  # the default of data.max_image_pixels
+_TAIL_BYTES = 1024  # where a JPEG's end marker / a PNG's IEND chunk must be
 
-    The image is fully decoded (PIL's ``verify`` alone misses truncated JPEGs) and its
-    format must be one ``tf.io.decode_image`` reads.
+
+def image_header_problem(path: str, max_pixels: int = MAX_IMAGE_PIXELS) -> str | None:
+    """Why the image at ``path`` cannot feed the input pipeline, judged from its
+    header and its last bytes only (fast: no decoding), or None.
+
+    Catches a missing or empty file, a format the pipeline cannot decode, an image
+    larger than ``max_pixels``, and a JPEG or PNG cut short (no end-of-image marker /
+    IEND chunk). Damage inside a complete-looking file needs :func:`image_problem`.
     """
     from PIL import Image
 
     if not os.path.isfile(path):
         return "not found"
+    if os.path.getsize(path) == 0:
+        return "is empty"
+    try:
+        with Image.open(path) as image:  # reads the header only
+            fmt, (width, height) = image.format, image.size
+    except Image.DecompressionBombError:
+        return f"is larger than PIL's decompression-bomb limit, more than data.max_image_pixels={max_pixels}"
+    except Exception as exc:  # PIL raises many types for broken files
+        return f"cannot be decoded ({type(exc).__name__}: {exc})"
+    if fmt not in DECODABLE_FORMATS:
+        return (
+            f"is {fmt}, which tf.io.decode_image cannot read; convert it to one of "
+            f"{', '.join(DECODABLE_FORMATS)}"
+        )
+    if width * height > max_pixels:
+        return (
+            f"is {width} x {height} pixels, more than data.max_image_pixels="
+            f"{max_pixels} (raise it with --set data.max_image_pixels=N if it is meant)"
+        )
+    marker = {"JPEG": b"\xff\xd9", "PNG": b"IEND"}.get(fmt)
+    if marker is not None:
+        with open(path, "rb") as fh:
+            fh.seek(max(0, os.path.getsize(path) - _TAIL_BYTES))
+            if marker not in fh.read():
+                return f"is a truncated {fmt} (no {'end-of-image marker' if fmt == 'JPEG' else 'IEND chunk'})"
+    return None
+
+
+def image_problem(path: str, max_pixels: int = MAX_IMAGE_PIXELS) -> str | None:
+    """Why the image at ``path`` cannot feed the input pipeline, or None if it can.
+
+    The header check of :func:`image_header_problem`, then a full decode (PIL's
+    ``verify`` alone misses truncated JPEGs, and only decoding finds damaged scan
+    data in a complete-looking file).
+    """
+    from PIL import Image
+
+    problem = image_header_problem(path, max_pixels)
+    if problem:
+        return problem
     try:
         with Image.open(path) as image:
             fmt = image.format
