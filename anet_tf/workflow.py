@@ -195,6 +195,9 @@ def fit_and_report(
     except NonFiniteLossError as exc:
         print(f"anet-tf fit: stopped: {exc}", file=sys.stderr)
         return 3
+    except Exception as exc:  # a decoder error inside the input pipeline
+        _name_undecodable_images(exc, dataset, run_dir)
+        raise
     except RunFolderError as exc:  # the folder is in use, or the disk is full
         print(f"anet-tf fit: error: {exc}", file=sys.stderr)
         return 4
@@ -206,7 +209,11 @@ def fit_and_report(
     from anet_tf.evaluation.extract import format_results
 
     print(f"[anet-tf] evaluating on the {cfg.data.name} test split (feature {cfg.eval.feature}) ...", flush=True)
-    metrics = evaluate_net(result.net, dataset, cfg)
+    try:
+        metrics = evaluate_net(result.net, dataset, cfg)
+    except Exception as exc:
+        _name_undecodable_images(exc, dataset, run_dir)
+        raise
     chance = chance_level(dataset, cfg)
     payload = {
         "dataset": cfg.data.name,
@@ -239,6 +246,43 @@ def fit_and_report(
         print(f"  saved model : {exported}")
     print(f"training took {train_s:.0f} s")
     return 0
+
+
+def _name_undecodable_images(exc: Exception, dataset, run_dir: str) -> None:
+    """After a TensorFlow decode error (whose message names no file), decode every
+    image of the dataset with the same decoder to find which ones fail, and raise a
+    DataError naming them; return when ``exc`` is not such an error or none fails."""
+    import tensorflow as tf
+
+    if not isinstance(exc, tf.errors.InvalidArgumentError):
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    from anet_tf.data.pipeline import decode_image
+    from anet_tf.data.records import DataError
+    from anet_tf.search.embed import decoder_reason
+
+    print("[anet-tf] an image could not be decoded; decoding every image to find which ...",
+          file=sys.stderr, flush=True)
+    paths = sorted({r.path for split in ("train", "query", "gallery") for r in dataset.split(split)})
+
+    def reason(path: str) -> str | None:
+        try:
+            decode_image(tf.io.read_file(path), path)
+        except tf.errors.OpError as err:
+            return decoder_reason(err.message) or type(err).__name__
+        return None
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        found = list(pool.map(reason, paths))
+    bad = [f"{p}: {r}" for p, r in zip(paths, found) if r]
+    if not bad:
+        return
+    raise DataError(
+        f"{len(bad)} image(s) cannot be decoded: {'; '.join(bad[:3])}"
+        + ("; ..." if len(bad) > 3 else "")
+        + f". Replace or remove them, then continue with anet-tf fit --resume {run_dir}"
+    ) from None
 
 
 def evaluate_command(args) -> int:

@@ -199,7 +199,7 @@ def _copy_dataset(src, dst):
 
 
 def test_fit_preflight_names_truncated_huge_and_unreadable_images_before_training(
-    tiny_dataset, tmp_path, capsys
+    tiny_dataset, tiny_overrides, tmp_path, capsys
 ):
     """fit checks every image's header and end marker before training starts: a
     truncated gallery JPEG, an image over data.max_image_pixels and a non-image are
@@ -217,8 +217,9 @@ def test_fit_preflight_names_truncated_huge_and_unreadable_images_before_trainin
     data = open(f"{root}/{gallery}", "rb").read()
     open(f"{root}/{gallery}", "wb").write(data[: len(data) // 2])
     out = str(tmp_path / "run")
-    args = ["fit", "--out", out, "--no-export", "--quiet", "--set", f"data.root={root}",
-            "--set", "data.name=folder"]
+    args = ["fit", "--out", out, "--no-export", "--quiet"]
+    for item in [*tiny_overrides, f"data.root={root}", "data.name=folder"]:
+        args += ["--set", item]
     assert main(args) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "1 of" in err
@@ -250,3 +251,34 @@ def test_image_header_problem_cases(tmp_path):
     assert image_header_problem(str(tmp_path / "cut.png")) == "is a truncated PNG (no IEND chunk)"
     assert "more than data.max_image_pixels=100" in image_header_problem(str(good), max_pixels=100)
     assert image_header_problem(str(tmp_path / "missing.png")) == "not found"
+
+
+def damage_scan(path):
+    """Keep a JPEG's header and end marker, break its scan (the SOS segment's length
+    field): header checks pass, decoding fails."""
+    data = bytearray(open(path, "rb").read())
+    sos = data.find(b"\xff\xda")
+    data[sos + 2 : sos + 4] = b"\x00\x01"
+    open(path, "wb").write(bytes(data))
+
+
+def test_fit_names_an_image_whose_scan_data_is_damaged(tiny_dataset, tiny_overrides, tmp_path, capsys):
+    import csv
+
+    from anet_tf.cli import main
+
+    root = _copy_dataset(tiny_dataset, str(tmp_path / "data"))
+    with open(f"{root}/manifest.csv") as fh:
+        path = next(r["path"] for r in csv.DictReader(fh) if r["split"] == "train")
+    damage_scan(f"{root}/{path}")
+    out = str(tmp_path / "run")
+    args = ["fit", "--out", out, "--no-export", "--quiet"]
+    for item in [*tiny_overrides, f"data.root={root}", "data.name=folder", "train.stage1.steps_per_epoch=4"]:
+        args += ["--set", item]
+    code = main(args)
+    err = capsys.readouterr().err
+    assert code == 1, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("anet-tf fit: error: 1 image(s) cannot be decoded: ")
+    assert f"{root}/{path}: jpeg::Uncompress failed" in last and "--resume" in last
+    assert "Graph execution error" not in err

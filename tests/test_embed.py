@@ -112,6 +112,11 @@ def test_folder_to_documented_npz_with_bad_files_reported(assets, tmp_path, caps
         (tmp_path / "imgs" / "cut.jpg").write_bytes(fh.read()[:200])
     (tmp_path / "imgs" / "empty.png").write_bytes(b"")
     (tmp_path / "imgs" / "notes.txt").write_text("ignored, not an image")
+    with open(good[2], "rb") as fh:  # a JPEG: header and end marker intact, scan broken
+        damaged = bytearray(fh.read())
+    sos = damaged.find(b"\xff\xda")
+    damaged[sos + 2 : sos + 4] = b"\x00\x01"
+    (tmp_path / "imgs" / "damaged.jpg").write_bytes(bytes(damaged))
     out = tmp_path / "emb.npz"
 
     code = run_command(
@@ -120,8 +125,9 @@ def test_folder_to_documented_npz_with_bad_files_reported(assets, tmp_path, caps
 
     assert code == 0
     err = capsys.readouterr().err
-    for name in ("garbage.jpg", "cut.jpg", "empty.png"):
+    for name in ("garbage.jpg", "cut.jpg", "empty.png", "damaged.jpg"):
         assert f"skipped {tmp_path / 'imgs' / name}" in err
+    assert "Graph execution error" not in err
     data = np.load(out, allow_pickle=False)
     assert str(data["format"]) == FORMAT
     paths = [p.decode() for p in data["path"]]
@@ -149,6 +155,7 @@ def test_folder_to_documented_npz_with_bad_files_reported(assets, tmp_path, caps
     )
     assert failed == {
         str(tmp_path / "imgs" / "cut.jpg"): "truncated JPEG (no end-of-image marker)",
+        str(tmp_path / "imgs" / "damaged.jpg"): "jpeg::Uncompress failed. Invalid JPEG data or crop window.",
         str(tmp_path / "imgs" / "empty.png"): "the file is empty",
         str(
             tmp_path / "imgs" / "garbage.jpg"

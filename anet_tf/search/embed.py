@@ -425,13 +425,30 @@ class Embeddings:
 
 
 def _decode_error(exc: Exception) -> str:
+    """The reason inside a TensorFlow decode error, without the graph's wrapping
+    (``Graph execution error:``, ``Detected at node ...``, the Python frames)."""
     message = getattr(exc, "message", None) or str(exc)
     match = re.search(r"cannot decode image [^:]*: ([^\n\]]+)", message)
     if match:
         return match.group(1).strip()
-    return (
-        message.strip().splitlines()[0][:200] if message.strip() else type(exc).__name__
-    )
+    return decoder_reason(message) or type(exc).__name__
+
+
+def decoder_reason(message: str) -> str | None:
+    """The line of a TensorFlow error message that says what the decoder found
+    (e.g. ``jpeg::Uncompress failed. Invalid JPEG data or crop window.``), or None."""
+    for line in message.splitlines():
+        text = re.sub(r"\{\{[^}]*\}\}", "", line).strip()
+        if (
+            not text
+            or text.startswith(
+                ("Graph execution error", "Detected at node", "File ", "[[", "<stack traces")
+            )
+            or text.endswith(" in <module>")
+        ):
+            continue
+        return text[:200]
+    return None
 
 
 def _read_bytes(paths: Sequence[str]) -> list[bytes | str]:
