@@ -149,6 +149,21 @@ def test_path_outside_root(tmp_path, path, expected):
     assert expected in str(info.value)
 
 
+def test_symlink_out_of_the_root_is_refused_like_dotdot(tmp_path):
+    outside = tmp_path / "secret.txt"
+    outside.write_text("not yours")
+    root = make_folder(tmp_path / "data")
+    os.remove(os.path.join(root, "images", "a2.jpg"))
+    os.symlink(outside, os.path.join(root, "images", "a2.jpg"))
+    with pytest.raises(DataError) as info:
+        read_folder(root, ["color"])
+    assert "manifest.csv:3" in str(info.value) and f"is a link to {outside}" in str(info.value)
+    # A link that stays inside the root is fine.
+    os.remove(os.path.join(root, "images", "a2.jpg"))
+    os.symlink(os.path.join(root, "images", "a1.jpg"), os.path.join(root, "images", "a2.jpg"))
+    assert len(read_folder(root, ["color"]).train) == 4  # read without complaint
+
+
 def test_corrupt_and_truncated_images_are_problems(tmp_path):
     root = make_folder(tmp_path)
     (tmp_path / "images" / "c1.jpg").write_bytes(b"not a jpeg at all")

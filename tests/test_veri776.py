@@ -275,6 +275,19 @@ def test_path_escaping_root_is_rejected(tmp_path, line, message):
         _read(root)
 
 
+def test_listed_image_linking_out_of_the_root_is_rejected(tmp_path):
+    root = make_veri(tmp_path / "veri")
+    outside = tmp_path / "hostname"
+    outside.write_text("x")
+    with open(os.path.join(root, "name_query.txt")) as fh:
+        first = fh.readline().strip()
+    target = os.path.join(root, "image_query", first)
+    os.remove(target)
+    os.symlink(outside, target)
+    with pytest.raises(DataError, match=rf"name_query\.txt:1: .*is a link to {outside}"):
+        _read(root)
+
+
 def test_non_strict_lists_every_problem(tmp_path):
     root = make_veri(tmp_path)
     _edit(

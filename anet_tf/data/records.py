@@ -106,6 +106,15 @@ def resolve_inside(root: str, relpath: str, where: str) -> str:
     root_n = os.path.normpath(os.path.abspath(root))
     if os.path.commonpath([os.path.abspath(full), root_n]) != root_n:
         raise DataError(f"{where}: path {relpath!r} escapes the dataset root {root}")
+    # The same confinement after symbolic links are followed (a link inside the root
+    # may point anywhere, e.g. at /etc/hostname). The root's own links are its own.
+    real_root = os.path.realpath(root_n)
+    real = os.path.realpath(full)
+    if os.path.commonpath([real, real_root]) != real_root:
+        raise DataError(
+            f"{where}: path {relpath!r} is a link to {real}, outside the dataset root "
+            f"{root}; copy the file into the dataset instead"
+        )
     return os.path.abspath(full)
 
 
@@ -131,8 +140,36 @@ def resolve_listed(root: str, relpath: str, where: str) -> str:
         where: "file:line" for the error message.
     """
     if _PLAIN_PATH.fullmatch(relpath) and os.sep == "/":
-        return f"{root}/{relpath}"
+        full = f"{root}/{relpath}"
+        folder, name = full.rsplit("/", 1)
+        links, folder_inside = _folder_links(root, folder)
+        if folder_inside and name not in links:
+            return full
     return resolve_inside(root, relpath, where)
+
+
+_FOLDER_LINKS: dict[tuple[str, str, int], tuple[frozenset[str], bool]] = {}
+
+
+def _folder_links(root: str, folder: str) -> tuple[frozenset[str], bool]:
+    """(names of the symbolic links in ``folder``, whether the folder itself lies
+    inside ``root`` once links are followed): one directory scan per folder and
+    version of it (its mtime changes when an entry is added or removed)."""
+    try:
+        mtime = os.stat(folder).st_mtime_ns
+    except OSError:
+        return frozenset(), True  # a missing folder: the existence check reports it
+    key = (root, folder, mtime)
+    if key not in _FOLDER_LINKS:
+        try:
+            with os.scandir(folder) as it:
+                links = frozenset(e.name for e in it if e.is_symlink())
+        except OSError:
+            links = frozenset()
+        real_root = os.path.realpath(root)
+        real = os.path.realpath(folder)
+        _FOLDER_LINKS[key] = (links, os.path.commonpath([real, real_root]) == real_root)
+    return _FOLDER_LINKS[key]
 
 
 class ProblemLog:
