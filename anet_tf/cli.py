@@ -297,6 +297,30 @@ def _commands() -> dict:
     return {**COMMANDS, **search_commands.dispatch}
 
 
+# Arguments that name an existing input (file or folder), by argparse dest.
+INPUT_PATHS = {
+    "run": "--run",
+    "checkpoint": "--checkpoint",
+    "model": "--model",
+    "resume": "--resume",
+    "index": "--index",
+    "query_embeddings": "--query-embeddings",
+    "embeddings": "EMBEDDINGS",
+}
+
+
+def _missing_input_path(args) -> str | None:
+    """The first input path argument that does not exist, as a message; None if all
+    do. (Query images are not here: search reports an unreadable one and answers
+    the rest.)"""
+    for dest, flag in INPUT_PATHS.items():
+        value = getattr(args, dest, None)
+        for path in value if isinstance(value, list) else [value]:
+            if isinstance(path, str) and path and not os.path.exists(path):
+                return f"{flag} {path}: no such file or folder"
+    return None
+
+
 def main(argv=None) -> int:
     # TensorFlow's C++ start-up chatter (oneDNN, CPU features) is not for users.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -315,6 +339,11 @@ def main(argv=None) -> int:
         handler = cmd_weights_convert
     else:
         handler = _commands()[args.command]
+    missing = _missing_input_path(args)
+    if missing:
+        # Before TensorFlow is imported (seconds): a typo in a path is answered at once.
+        print(f"anet-tf {args.command}: error: {missing}", file=sys.stderr)
+        return EXIT_FAILED
     from anet_tf.config import ConfigError
     from anet_tf.data.records import DataError
 

@@ -207,7 +207,8 @@ def test_export_model_name_escaping_out_is_one_line_before_loading(tmp_path, cap
     victim = tmp_path / "victim" / "1"
     victim.mkdir(parents=True)
     (victim / "important.txt").write_text("keep")
-    code = main(["export", "--run", str(tmp_path / "no-such-run"), "--out", str(tmp_path / "out"),
+    (tmp_path / "run").mkdir()  # not even a run: the name is checked first
+    code = main(["export", "--run", str(tmp_path / "run"), "--out", str(tmp_path / "out"),
                  "--model-name", "../victim"])
     err = capsys.readouterr().err
     assert code == 1 and "--model-name: must be a single folder name" in err
@@ -233,3 +234,26 @@ def test_synth_test_ids_follow_ids_and_bad_values_are_one_line(tmp_path, capsys)
     err = capsys.readouterr().err
     assert code == 2 and "--test-ids must be at least 2 and below --ids (5), got 5" in err
     assert "Traceback" not in err and not (tmp_path / "t").exists()
+
+
+@pytest.mark.parametrize(
+    "argv, flag",
+    [
+        (["evaluate", "--run", "/no/such/run"], "--run /no/such/run"),
+        (["export", "--checkpoint", "/no/ckpt", "--out", "x"], "--checkpoint /no/ckpt"),
+        (["fit", "--resume", "/no/run"], "--resume /no/run"),
+        (["index", "build", "/no/e.npz", "-o", "x"], "EMBEDDINGS /no/e.npz"),
+    ],
+)
+def test_missing_input_paths_are_answered_before_tensorflow_loads(argv, flag):
+    import subprocess
+    import sys
+
+    script = (
+        "import sys; from anet_tf.cli import main; code = main(sys.argv[1:]); "
+        "print('tensorflow' in sys.modules); sys.exit(code)"
+    )
+    proc = subprocess.run([sys.executable, "-c", script, *argv], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == f"anet-tf {argv[0]}: error: {flag}: no such file or folder"
+    assert proc.stdout.strip() == "False"

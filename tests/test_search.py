@@ -200,10 +200,11 @@ def test_index_target_of_the_wrong_kind_is_one_line_before_any_work(gallery, ind
     busy = tmp_path / "busy"
     busy.mkdir()
     (busy / "x.txt").write_text("mine")
-    # The embeddings file does not even exist: the target is checked first.
+    # The embeddings file is not even an .npz: the target is checked first.
+    (tmp_path / "not-read.npz").write_bytes(b"")
     for target, why in ((a_file, "exists and is a file"), (busy, "is not an anet-tf index"),
                         (a_file / "idx", "is a file, not a folder")):
-        code = main(["index", "build", str(tmp_path / "missing.npz"), "-o", str(target)])
+        code = main(["index", "build", str(tmp_path / "not-read.npz"), "-o", str(target)])
         err = capsys.readouterr().err
         assert code == 1 and why in err and len(err.strip().splitlines()) == 1
     assert a_file.read_text() == "keep me" and os.listdir(busy) == ["x.txt"]
