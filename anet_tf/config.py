@@ -143,7 +143,9 @@ class ModelConfig:
         base_width: channels of the first residual stage (64 for the real ResNets;
             smaller values give a width-reduced network for CPUs and tests).
         last_stride: stride of the last residual stage (1 as in the paper).
-        pretrained: local weights file for the backbone, or null.
+        pretrained: local weights file for the backbone; "none" = random
+            initialisation on purpose; null = not chosen (``fit`` on VeRi-776,
+            VeRi-Wild and VehicleID refuses it: the paper starts from ImageNet).
         attribute_branch: se (SE channel attention, the paper) | fc (Table 2).
         se_reduction: SE reduction ratio (16).
         s_f: dimension of f; s_a: dimension of each a_i; s_j: dimension of j.
@@ -806,6 +808,23 @@ def _leaves(node: Any, prefix: str = ""):
             yield from _leaves(v, f"{prefix[:-1]}[{i}].")
     else:
         yield prefix[:-1], node
+
+
+REAL_DATASETS = ("veri776", "veriwild", "vehicleid")
+
+
+def check_pretrained_choice(cfg: Config) -> None:
+    """Refuse to train on a real dataset with ``model.pretrained`` unset: the paper's
+    results start from an ImageNet-pretrained backbone, and a silent random
+    initialisation costs days of training for a model far below them."""
+    if cfg.data.name in REAL_DATASETS and cfg.model.pretrained is None:
+        raise ConfigError(
+            f"{cfg.source}: model.pretrained is not set for {cfg.data.name}: the paper "
+            "starts from an ImageNet-pretrained backbone. Convert IBN-Net weights with "
+            "anet-tf weights convert resnet50_ibn_a.pth -o weights/r50_ibn_a.weights.h5 "
+            "and --set model.pretrained=weights/r50_ibn_a.weights.h5, or train from "
+            "random initialisation on purpose with --set model.pretrained=none"
+        )
 
 
 def check_data_root(cfg: Config) -> str:

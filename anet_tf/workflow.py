@@ -172,6 +172,9 @@ def fit_and_report(
             )
             return 0
     assert cfg is not None
+    from anet_tf.config import check_pretrained_choice
+
+    check_pretrained_choice(cfg)
     ensure_synthetic(cfg, verbose=verbose)
     from anet_tf.data.readers import load_dataset
 

@@ -257,3 +257,20 @@ def test_missing_input_paths_are_answered_before_tensorflow_loads(argv, flag):
     assert proc.returncode == 1
     assert proc.stderr.strip() == f"anet-tf {argv[0]}: error: {flag}: no such file or folder"
     assert proc.stdout.strip() == "False"
+
+
+def test_fit_on_a_real_dataset_needs_a_pretrained_choice(tmp_path, capsys):
+    from anet_tf.cli import main
+    from anet_tf.config import check_pretrained_choice
+    from anet_tf.model import build_model_from_config
+
+    for name in ("veri776", "veriwild", "vehicleid"):
+        assert main(["fit", "--config", name, "--out", str(tmp_path / name)]) == 1
+        err = capsys.readouterr().err
+        assert "model.pretrained is not set" in err and "--set model.pretrained=none" in err
+        assert "anet-tf weights convert" in err and not (tmp_path / name).exists()
+    check_pretrained_choice(load_config("veri776", ["model.pretrained=none"]))  # opted in
+    check_pretrained_choice(load_config("synthetic"))  # the default needs no weights
+    cfg = load_config("synthetic", ["model.pretrained=none", "data.image_size=[32, 32]",
+                                    "model.base_width=8"])
+    assert build_model_from_config(cfg, num_ids=4, num_classes=[3, 2]) is not None

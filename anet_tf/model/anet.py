@@ -195,7 +195,9 @@ def build_model_from_config(
         s_j=m.s_j,
         joint_width=m.joint_module.width,
         image_size=tuple(cfg.data.image_size),
-        pretrained=m.pretrained,
+        # "none": random initialisation chosen on purpose (fit asks for a choice on
+        # the real datasets).
+        pretrained=None if (m.pretrained or "").lower() == "none" else m.pretrained,
     )
 
 
