@@ -286,6 +286,17 @@ def test_build_anet_loads_converted_backbone(tmp_path):
     np.testing.assert_array_equal(
         kernel, np.transpose(sd["conv1.weight"], (2, 3, 1, 0))
     )
+    # Every backbone weight is the converted one (the loader silences a Keras warning
+    # claiming some layers keep fresh weights: this shows none does).
+    from anet_tf.model.backbone import build_backbone
+    from anet_tf.model.weights import assign_torch_state_dict
+
+    reference = build_backbone("resnet18_ibn_a", base_width=8, input_shape=(64, 64, 3))
+    assign_torch_state_dict(reference, sd)
+    loaded, expected = model.get_layer("backbone").weights, reference.weights
+    assert [w.path for w in loaded] == [w.path for w in expected] and len(expected) > 50
+    for got, want in zip(loaded, expected, strict=True):
+        np.testing.assert_array_equal(got.numpy(), want.numpy(), err_msg=want.path)
     with pytest.raises(WeightsError, match="does not fit"):
         build_anet(
             num_ids=3,
