@@ -201,11 +201,24 @@ def test_not_an_image_is_invalid_argument_and_the_model_keeps_serving(exported):
         (jpeg[: len(jpeg) // 2], "truncated JPEG"),
     ):
         with pytest.raises(
-            tf.errors.InvalidArgumentError, match="cannot decode image"
+            tf.errors.InvalidArgumentError, match=r"cannot decode image image_bytes\[1\]"
         ) as info:
-            serve(image_bytes=tf.constant([good, bad]))
+            serve(image_bytes=tf.constant([good, bad, good, bad]))  # the first bad one
         assert reason in str(info.value)
     assert serve(image_bytes=tf.constant([good]))["embedding"].shape == (1, 16)
+
+
+def test_nonfinite_pixels_are_invalid_argument(exported):
+    _, _, _, _, loaded = exported
+    h, w = IMAGE_SIZE
+    images = np.full([2, h, w, 3], 100.0, np.float32)
+    for bad in (np.nan, np.inf):
+        images[1, 3, 4, 0] = bad
+        with pytest.raises(tf.errors.InvalidArgumentError, match="pixels contain NaN or Inf"):
+            loaded.signatures["serve_images"](images=tf.constant(images))
+    images[1, 3, 4, 0] = 100.0
+    out = loaded.signatures["serve_images"](images=tf.constant(images))
+    assert np.isfinite(out["embedding"].numpy()).all()
 
 
 def test_grayscale_rgba_and_large_images(exported):

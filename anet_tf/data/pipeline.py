@@ -164,20 +164,27 @@ def read_image(path: tf.Tensor | str) -> tf.Tensor:
     return decode_image(tf.io.read_file(path), path)
 
 
-def decode_and_preprocess(contents: tf.Tensor, image_size: Sequence[int]) -> tf.Tensor:
+def decode_and_preprocess(
+    contents: tf.Tensor, image_size: Sequence[int], source: tf.Tensor | str = "<bytes>"
+) -> tf.Tensor:
     """One encoded image (scalar string) -> normalised float32 [h, w, 3]."""
-    return preprocess_for_inference(decode_image(contents), image_size)
+    return preprocess_for_inference(decode_image(contents, source), image_size)
 
 
 def preprocess_image_bytes(contents: tf.Tensor, image_size: Sequence[int]) -> tf.Tensor:
     """A batch of encoded images (string [B]) -> normalised float32 [B, h, w, 3].
 
-    Works eagerly and inside ``tf.function`` (serving signatures take raw bytes).
+    Works eagerly and inside ``tf.function`` (serving signatures take raw bytes). An
+    image that cannot be decoded fails the batch naming its index: ``cannot decode
+    image image_bytes[3]: ...``.
     """
     h, w = image_size
+    names = tf.strings.join(
+        ["image_bytes[", tf.strings.as_string(tf.range(tf.size(contents))), "]"]
+    )
     return tf.map_fn(
-        lambda c: decode_and_preprocess(c, image_size),
-        contents,
+        lambda item: decode_and_preprocess(item[0], image_size, item[1]),
+        (contents, names),
         fn_output_signature=tf.TensorSpec([h, w, 3], tf.float32),
     )
 

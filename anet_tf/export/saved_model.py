@@ -26,7 +26,9 @@ class name). Decoding, resizing and normalisation are
 :func:`anet_tf.data.pipeline.preprocess_image_bytes` and
 :func:`~anet_tf.data.pipeline.preprocess_for_inference`, the functions evaluation
 uses, so a client sends image files unchanged. An input that is not an image fails
-the request with InvalidArgument ("cannot decode image ..."), never the server.
+the request with InvalidArgument ("cannot decode image image_bytes[i]: ...", i the
+index of the first bad image of the batch), never the server; so do NaN or Inf
+pixels sent to ``serve_images``.
 
 Keras' ``model.export`` tracks the model's variables twice (a SavedModel twice the
 size of the weights); here a ``tf.Module`` holds the network once and
@@ -241,6 +243,11 @@ class AnetServing(tf.Module):
         return self._with_labels(self._batch_outputs(images))
 
     def _serve_pixels(self, images):
+        if images.dtype.is_floating:
+            # NaN or Inf pixels would give a NaN embedding with a confident label.
+            images = tf.debugging.assert_all_finite(
+                images, "images: the pixels contain NaN or Inf; send values in [0, 255]"
+            )
         return self._with_labels(self._batch_outputs(self.network_input(images)))
 
 
