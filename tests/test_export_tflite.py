@@ -126,3 +126,20 @@ def test_representative_images_come_from_the_training_split(exported):
     images = representative_images(dataset, IMAGE_SIZE, count=5)
     assert images.shape == (5, *IMAGE_SIZE, 3)
     assert images.dtype == np.float32 and 0 <= images.min() and images.max() <= 255
+
+
+def test_converter_and_interpreter_noise_is_filtered_never_errors(exported, capfd):
+    from anet_tf.export.tflite import LiteRTModel
+    from anet_tf.export.tflite import native_stderr_filtered
+
+    capfd.readouterr()
+    LiteRTModel(exported[0]["tflite"]["int8"])  # the real interpreter's start-up
+    assert "XNNPACK" not in capfd.readouterr().err
+    with native_stderr_filtered():
+        os.write(2, b"fully_quantize: 0, inference_type: 6, input_inference_type: FLOAT32\n")
+        os.write(2, b"something a user must see\n")
+    assert capfd.readouterr().err == "something a user must see\n"
+    with pytest.raises(RuntimeError), native_stderr_filtered():  # on failure: everything
+        os.write(2, b"fully_quantize: 0\n")
+        raise RuntimeError("conversion failed")
+    assert "fully_quantize: 0" in capfd.readouterr().err

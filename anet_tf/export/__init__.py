@@ -143,8 +143,8 @@ def export_formats(
 
         reason = unavailable_reason()
         if reason:
-            refused["tensorrt"] = reason
-            say(f"tensorrt refused: {reason}")
+            refused["tensorrt"] = reason  # reported once, by the caller, at the end
+            say("tensorrt cannot be built here (the reason follows at the end); exporting the other formats")
     paths: dict = {}
     module = build_serving_module(net, cfg, dataset)
     metadata = serving_metadata(module, cfg, dataset)

@@ -28,7 +28,11 @@ Variants (file name -> what it is):
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
+import sys
+import tempfile
 from collections.abc import Sequence
 
 import numpy as np
@@ -47,6 +51,44 @@ QUANTIZE_VARIANTS = {
 }
 INPUT_NAME = "images"
 REPRESENTATIVE_IMAGES = 128
+
+
+# What the converter and the interpreter print to the process's stderr from C++ on
+# every call, with nothing for a user to act on.
+_NATIVE_NOISE = re.compile(
+    r"(fully_quantize: \d|inference_type: \d|input_inference_type:|output_inference_type:"
+    r"|INFO: Created TensorFlow Lite XNNPACK delegate|Estimated count of arithmetic ops"
+    r"|^\s*$|^W0000 .*(tf_tfl_flatbuffer_helpers|flatbuffer_export)|^I0000 )"
+)
+
+
+@contextlib.contextmanager
+def native_stderr_filtered():
+    """Capture what C++ code writes to file descriptor 2 while the block runs, and
+    write back only the lines that are not known noise; everything is written back
+    when the block raises, so no error is ever hidden."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as capture:
+        os.dup2(capture.fileno(), 2)
+        failed = False
+        try:
+            yield
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            text = capture.read().decode("utf-8", "replace")
+            kept = [
+                line for line in text.splitlines() if failed or not _NATIVE_NOISE.search(line)
+            ]
+            if kept:
+                sys.stderr.write("\n".join(kept) + "\n")
+                sys.stderr.flush()
 
 
 def pixel_function(module, batch_size: int | None = None):
@@ -132,7 +174,8 @@ def convert(
                 yield [np.asarray(image, np.float32)[None]]
 
         converter.representative_dataset = representative_dataset
-    return converter.convert()
+    with native_stderr_filtered():
+        return converter.convert()
 
 
 def export_tflite(
@@ -205,7 +248,8 @@ class LiteRTModel:
                 "pip install 'anet-tf[tflite]' (ai-edge-litert)"
             ) from None
         self.path = path
-        self.interpreter = Interpreter(model_path=path, num_threads=num_threads)
+        with native_stderr_filtered():
+            self.interpreter = Interpreter(model_path=path, num_threads=num_threads)
         self.runner = self.interpreter.get_signature_runner()
 
     def __call__(self, pixels) -> dict[str, np.ndarray]:
