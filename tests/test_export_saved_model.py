@@ -312,3 +312,27 @@ def test_wrong_class_names_are_refused(exported):
             attribute_classes=[["red", "blue"], ["a", "b"]],
             image_size=IMAGE_SIZE,
         )
+
+
+def test_images_announcing_too_many_pixels_are_refused_before_decoding(exported):
+    """A file whose header claims 10000 x 10000 pixels (over data.max_image_pixels,
+    40 M by default) is refused from its header, before 300 MB are decoded."""
+    import struct
+
+    _, cfg, _, path, loaded = exported
+    serve = loaded.signatures["serving_default"]
+    png = bytearray(encode(random_pixels(20, 20)))
+    png[16:24] = struct.pack(">II", 10000, 10000)  # IHDR width, height
+    jpeg = bytearray(encode(random_pixels(20, 20), "JPEG"))
+    sof = jpeg.find(b"\xff\xc0")
+    jpeg[sof + 5 : sof + 9] = struct.pack(">HH", 10000, 10000)  # SOF0 height, width
+    good = encode(random_pixels(20, 20))
+    for big in (png, jpeg):
+        with pytest.raises(tf.errors.InvalidArgumentError) as info:
+            serve(image_bytes=tf.constant([good, bytes(big)]))
+        assert (
+            "cannot decode image image_bytes[1]: 100000000 pixels, more than the limit "
+            f"of {cfg.data.max_image_pixels}"
+        ) in str(info.value)
+    with open(os.path.join(path, "assets", "metadata.json")) as fh:
+        assert json.load(fh)["max_image_pixels"] == cfg.data.max_image_pixels == 40_000_000

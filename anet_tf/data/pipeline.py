@@ -145,15 +145,61 @@ def check_image_bytes(contents: tf.Tensor, source: tf.Tensor | str) -> tf.Operat
     return tf.debugging.Assert(tf.equal(reason, ""), [message])
 
 
-def decode_image(contents: tf.Tensor, source: tf.Tensor | str = "<bytes>") -> tf.Tensor:
+def _header_int(header: tf.Tensor, offset: int, size: int, big_endian: bool) -> tf.Tensor:
+    raw = tf.cast(tf.io.decode_raw(tf.strings.substr(header, offset, size), tf.uint8), tf.int64)
+    weights = [256 ** (size - 1 - i) if big_endian else 256**i for i in range(size)]
+    return tf.reduce_sum(raw * tf.constant(weights, tf.int64))
+
+
+def header_pixels(contents: tf.Tensor) -> tf.Tensor:
+    """Width x height (int64) from an image file's header, without decoding it: JPEG
+    (its SOF), PNG (IHDR), GIF and BMP; 0 where unknown (WebP). Call after
+    :func:`check_image_bytes` has passed."""
+    header = tf.strings.join([tf.strings.substr(contents, 0, 32), b"\0" * 32])
+    head3, head8 = tf.strings.substr(header, 0, 3), tf.strings.substr(header, 0, 8)
+    png = _header_int(header, 16, 4, True) * _header_int(header, 20, 4, True)
+    gif = _header_int(header, 6, 2, False) * _header_int(header, 8, 2, False)
+    bmp_h = _header_int(header, 22, 4, False)
+    bmp_h = tf.where(bmp_h >= 2**31, 2**32 - bmp_h, bmp_h)  # top-down BMPs: negative
+    bmp = _header_int(header, 18, 4, False) * bmp_h
+    return tf.case(
+        [
+            (head3 == b"\xff\xd8\xff",
+             lambda: tf.reduce_prod(tf.cast(tf.image.extract_jpeg_shape(contents)[:2], tf.int64))),
+            (head8 == _PNG_SIGNATURE, lambda: png),
+            (head3 == b"GIF", lambda: gif),
+            (tf.strings.substr(header, 0, 2) == b"BM", lambda: bmp),
+        ],
+        default=lambda: tf.constant(0, tf.int64),
+    )
+
+
+def decode_image(
+    contents: tf.Tensor,
+    source: tf.Tensor | str = "<bytes>",
+    max_pixels: int | None = None,
+) -> tf.Tensor:
     """Encoded JPEG/PNG/GIF/BMP/WebP bytes (scalar string) -> uint8 [H, W, 3].
 
     Args:
         contents: the encoded file.
         source: what to call the image in an error message (its path).
+        max_pixels: refuse an image whose header announces more pixels, before any
+            decoding (a 10000 x 10000 JPEG costs 300 MB decoded); None = no limit.
     """
     with tf.control_dependencies([check_image_bytes(contents, source)]):
         contents = tf.identity(contents)
+    if max_pixels is not None:
+        pixels = header_pixels(contents)
+        too_large = tf.debugging.Assert(
+            pixels <= max_pixels,
+            [tf.strings.join([
+                "cannot decode image ", source, ": ", tf.strings.as_string(pixels),
+                f" pixels, more than the limit of {max_pixels} (data.max_image_pixels)",
+            ])],
+        )
+        with tf.control_dependencies([too_large]):
+            contents = tf.identity(contents)
     image = tf.io.decode_image(contents, channels=3, expand_animations=False)
     image.set_shape([None, None, 3])
     return image
@@ -165,13 +211,18 @@ def read_image(path: tf.Tensor | str) -> tf.Tensor:
 
 
 def decode_and_preprocess(
-    contents: tf.Tensor, image_size: Sequence[int], source: tf.Tensor | str = "<bytes>"
+    contents: tf.Tensor,
+    image_size: Sequence[int],
+    source: tf.Tensor | str = "<bytes>",
+    max_pixels: int | None = None,
 ) -> tf.Tensor:
     """One encoded image (scalar string) -> normalised float32 [h, w, 3]."""
-    return preprocess_for_inference(decode_image(contents, source), image_size)
+    return preprocess_for_inference(decode_image(contents, source, max_pixels), image_size)
 
 
-def preprocess_image_bytes(contents: tf.Tensor, image_size: Sequence[int]) -> tf.Tensor:
+def preprocess_image_bytes(
+    contents: tf.Tensor, image_size: Sequence[int], max_pixels: int | None = None
+) -> tf.Tensor:
     """A batch of encoded images (string [B]) -> normalised float32 [B, h, w, 3].
 
     Works eagerly and inside ``tf.function`` (serving signatures take raw bytes). An
@@ -183,7 +234,7 @@ def preprocess_image_bytes(contents: tf.Tensor, image_size: Sequence[int]) -> tf
         ["image_bytes[", tf.strings.as_string(tf.range(tf.size(contents))), "]"]
     )
     return tf.map_fn(
-        lambda item: decode_and_preprocess(item[0], image_size, item[1]),
+        lambda item: decode_and_preprocess(item[0], image_size, item[1], max_pixels),
         (contents, names),
         fn_output_signature=tf.TensorSpec([h, w, 3], tf.float32),
     )

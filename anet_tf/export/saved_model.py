@@ -28,7 +28,8 @@ class name). Decoding, resizing and normalisation are
 uses, so a client sends image files unchanged. An input that is not an image fails
 the request with InvalidArgument ("cannot decode image image_bytes[i]: ...", i the
 index of the first bad image of the batch), never the server; so do NaN or Inf
-pixels sent to ``serve_images``.
+pixels sent to ``serve_images`` and a file whose header announces more than
+``data.max_image_pixels`` pixels (refused before it is decoded).
 
 Keras' ``model.export`` tracks the model's variables twice (a SavedModel twice the
 size of the weights); here a ``tf.Module`` holds the network once and
@@ -96,6 +97,9 @@ class AnetServing(tf.Module):
         attribute_names: attributes with a branch (empty for the baseline).
         attribute_classes: class names of each attribute, index = class id.
         image_size: (height, width) of the network input.
+        max_pixels: the largest image ``serving_default`` decodes (width x height
+            from the file's header, checked before decoding); None = no limit.
+            Exports use ``data.max_image_pixels``.
     """
 
     def __init__(
@@ -106,8 +110,10 @@ class AnetServing(tf.Module):
         attribute_names: Sequence[str],
         attribute_classes: Sequence[Sequence[str]],
         image_size: Sequence[int],
+        max_pixels: int | None = None,
     ):
         super().__init__(name="anet_serving")
+        self._max_pixels = max_pixels
         if len(attribute_names) != len(attribute_classes):
             raise ValueError(
                 f"attribute_names and attribute_classes need one entry per attribute."
@@ -239,7 +245,7 @@ class AnetServing(tf.Module):
         return result
 
     def _serve_bytes(self, image_bytes):
-        images = preprocess_image_bytes(image_bytes, self._image_size)
+        images = preprocess_image_bytes(image_bytes, self._image_size, self._max_pixels)
         return self._with_labels(self._batch_outputs(images))
 
     def _serve_pixels(self, images):
@@ -291,6 +297,7 @@ def build_serving_module(net, cfg: Config, dataset) -> AnetServing:
         attribute_names=names,
         attribute_classes=classes,
         image_size=cfg.data.image_size,
+        max_pixels=cfg.data.max_image_pixels,
     )
 
 
@@ -311,6 +318,7 @@ def serving_metadata(module: AnetServing, cfg: Config, dataset) -> dict:
         "variant": cfg.model.variant,
         "backbone": cfg.model.backbone,
         "input_size": [h, w],
+        "max_image_pixels": cfg.data.max_image_pixels,
         "pixels": "RGB, float in [0, 255] or uint8; resized bilinearly to input_size",
         "normalization": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
         "attributes": [
