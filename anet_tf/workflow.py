@@ -85,7 +85,9 @@ def evaluate_weights(cfg: Config, dataset, weights: str) -> dict:
     from anet_tf.evaluation.extract import evaluate_net
     from anet_tf.training.fit import build_trainer
 
-    trainer = build_trainer(cfg, len(dataset.train_pids()), dataset.num_classes)
+    trainer = build_trainer(
+        cfg, len(dataset.train_pids()), dataset.num_classes, load_pretrained=False
+    )
     trainer.net.load_weights(weights)
     return evaluate_net(trainer.net, dataset, cfg)
 

@@ -406,3 +406,26 @@ def test_killed_and_resumed_equals_uninterrupted_with_steps_per_epoch(make_tiny_
     assert a.keys() == b.keys() and len(a) > 10
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_a_trained_run_does_not_need_its_pretrained_file_any_more(make_tiny_cfg, tmp_path):
+    """Resume, export and evaluation load a checkpoint over the network: they must
+    not read model.pretrained (moved or deleted after training)."""
+    from anet_tf import workflow
+    from anet_tf.export import load_trained
+    from anet_tf.model.backbone import build_backbone
+    from anet_tf.training.fit import train
+
+    weights = str(tmp_path / "backbone.weights.h5")
+    build_backbone("resnet18_ibn_a", base_width=8, input_shape=(32, 32, 3)).save_weights(weights)
+    cfg = make_tiny_cfg(f"model.pretrained={weights}", "train.stage1.epochs=1", "train.stage2.epochs=0")
+    run_dir = str(tmp_path / "run")
+    train(cfg, run_dir, verbose=0)
+    os.remove(weights)
+    net, loaded_cfg, _ = load_trained(run_dir)
+    assert loaded_cfg.model.pretrained == weights and len(net.weights) > 50
+    assert "mAP" in workflow.evaluate_run(run_dir)["metrics"]
+    assert workflow.fit_and_report(
+        None, run_dir, resume=True, export=False, verbose=False, overrides=["train.stage1.epochs=2"]
+    ) == 0
+    assert [r["global_epoch"] for r in read_log(run_dir)] == ["1", "2"]

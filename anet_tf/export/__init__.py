@@ -94,7 +94,9 @@ def load_trained(source: str):
     run_dir, weights = resolve_weights(source)
     cfg = load_run_config(run_dir)
     dataset = load_dataset(cfg)
-    trainer = build_trainer(cfg, len(dataset.train_pids()), dataset.num_classes)
+    trainer = build_trainer(
+        cfg, len(dataset.train_pids()), dataset.num_classes, load_pretrained=False
+    )
     trainer.net.load_weights(weights)
     return trainer.net, cfg, dataset
 

@@ -170,9 +170,12 @@ def build_anet(
 
 
 def build_model_from_config(
-    cfg: Config, num_ids: int, num_classes: list[int]
+    cfg: Config, num_ids: int, num_classes: list[int], load_pretrained: bool = True
 ) -> keras.Model:
-    """Build the network of ``cfg.model`` for ``cfg.data`` (attributes, image size).
+    """(``load_pretrained=False``: leave ``model.pretrained`` unread, for a network
+    whose weights a checkpoint will replace; the file need not exist any more.)
+
+    Build the network of ``cfg.model`` for ``cfg.data`` (attributes, image size).
 
     Args:
         cfg: the run configuration.
@@ -197,7 +200,11 @@ def build_model_from_config(
         image_size=tuple(cfg.data.image_size),
         # "none": random initialisation chosen on purpose (fit asks for a choice on
         # the real datasets).
-        pretrained=None if (m.pretrained or "").lower() == "none" else m.pretrained,
+        pretrained=(
+            None
+            if not load_pretrained or (m.pretrained or "").lower() == "none"
+            else m.pretrained
+        ),
     )
 
 

@@ -649,7 +649,9 @@ def _visualize_activation(args) -> int:
         cfg, model=dataclasses.replace(cfg.model, pretrained=None)
     )
     dataset = load_dataset(cfg, check_images=False)
-    net = build_model_from_config(cfg, len(dataset.train_pids()), dataset.num_classes)
+    net = build_model_from_config(
+        cfg, len(dataset.train_pids()), dataset.num_classes, load_pretrained=False
+    )
     net.load_weights(run_weights(args.run))
     paths = _images(args.image).paths[: args.max_images]
     maps = activation_maps(net, paths, cfg.data.image_size)

@@ -152,12 +152,19 @@ def restore_determinism(before: tuple[bool, bool]) -> None:
     tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": no_grappler})
 
 
-def build_trainer(cfg: Config, num_ids: int, num_classes: list[int]) -> ANetTrainer:
-    """Build the network and its training wrapper from the config."""
+def build_trainer(
+    cfg: Config, num_ids: int, num_classes: list[int], load_pretrained: bool = True
+) -> ANetTrainer:
+    """Build the network and its training wrapper from the config.
+
+    ``load_pretrained=False`` when a checkpoint's weights will be loaded into it
+    (resume, evaluation, export): ``model.pretrained`` is then not read at all."""
     from anet_tf.losses import loss_kwargs_from_config
     from anet_tf.model import build_model_from_config
 
-    net = build_model_from_config(cfg, num_ids=num_ids, num_classes=num_classes)
+    net = build_model_from_config(
+        cfg, num_ids=num_ids, num_classes=num_classes, load_pretrained=load_pretrained
+    )
     return ANetTrainer(
         net,
         attribute_names=cfg.data.attributes if cfg.model.variant != "baseline" else [],
@@ -242,7 +249,7 @@ def _train_locked(cfg, run_dir, strategy, chief, dataset, *, resume, evaluate_fn
 
     num_ids = len(dataset.train_pids())
     with strategy.scope():
-        trainer = build_trainer(cfg, num_ids, dataset.num_classes)
+        trainer = build_trainer(cfg, num_ids, dataset.num_classes, load_pretrained=latest is None)
         optimizer = make_optimizer(cfg.train, cfg.train.mixed_precision)
         # Build the optimizer over the stage-1 variables so its state has the same
         # layout whether it is saved in stage 1 or 2 (stage 2 updates a subset).
