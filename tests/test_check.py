@@ -282,3 +282,23 @@ def test_fit_names_an_image_whose_scan_data_is_damaged(tiny_dataset, tiny_overri
     assert last.startswith("anet-tf fit: error: 1 image(s) cannot be decoded: ")
     assert f"{root}/{path}: jpeg::Uncompress failed" in last and "--resume" in last
     assert "Graph execution error" not in err
+
+
+def test_preflight_warns_once_about_single_image_training_identities(tmp_path, capsys):
+    from PIL import Image
+
+    from anet_tf.data.check import preflight
+    from anet_tf.data.generic import read_folder
+
+    rows = ["images/a1.jpg,1,1,train", "images/a2.jpg,1,2,train", "images/b1.jpg,2,1,train",
+            "images/c1.jpg,3,1,train", "images/d1.jpg,4,1,query", "images/d2.jpg,4,2,gallery"]
+    (tmp_path / "images").mkdir()
+    (tmp_path / "manifest.csv").write_text("\n".join(["path,vehicle_id,camera_id,split", *rows]) + "\n")
+    for row in rows:
+        Image.new("RGB", (8, 8)).save(tmp_path / row.split(",")[0], "JPEG")
+    ds = read_folder(str(tmp_path), [])
+    preflight(ds, max_pixels=10_000)
+    captured = capsys.readouterr()
+    assert "checked 6 images" in captured.out
+    warnings = [line for line in captured.err.splitlines() if "single image" in line]
+    assert len(warnings) == 1 and "2 of 3 training identities" in warnings[0]
