@@ -200,12 +200,12 @@ def fit_and_report(
     except NonFiniteLossError as exc:
         print(f"anet-tf fit: stopped: {exc}", file=sys.stderr)
         return 3
-    except Exception as exc:  # a decoder error inside the input pipeline
-        _name_undecodable_images(exc, dataset, run_dir)
-        raise
     except RunFolderError as exc:  # the folder is in use, or the disk is full
         print(f"anet-tf fit: error: {exc}", file=sys.stderr)
         return 4
+    except Exception as exc:  # a decoder error inside the input pipeline
+        _name_undecodable_images(exc, dataset, run_dir)
+        raise
     # Training wall time over every session of the run (kept in the checkpoints);
     # a run whose training had finished before this call keeps its own.
     train_s = result.train_seconds or (time.perf_counter() - t0)

@@ -171,8 +171,9 @@ def test_corrupt_image_during_training_is_one_line_naming_the_file(synth_dir, tm
     code = main(["fit", "--quiet", "--no-export", "--out", str(tmp_path / "run"), "--set", f"data.root={data}", *TINY_FIT])
     err = capsys.readouterr().err
     assert code == 1
-    assert "cannot decode image" in err and broken.name in err
-    assert "Traceback" not in err
+    # Named by fit's pre-flight check, before any training step.
+    assert f"{broken.name} (train) cannot be decoded" in err and "1 of" in err
+    assert "Traceback" not in err and not (tmp_path / "run" / "checkpoints").exists()
 
 
 def test_fit_output_to_a_file_is_one_plain_line_per_epoch(tiny_overrides, tmp_path):

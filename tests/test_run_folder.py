@@ -310,6 +310,7 @@ def _mount_tmpfs(path, size):
         pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
 
 
+@pytest.mark.slow  # three CLI runs (~2 min); the injected ENOSPC test runs by default
 def test_disk_full_on_a_real_small_filesystem(tiny_overrides, tmp_path):
     """A real full disk (a tmpfs that holds one checkpoint and a half), through the
     command line: one line on stderr, exit 4, the previous checkpoint intact, and
