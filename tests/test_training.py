@@ -13,34 +13,17 @@ import time
 
 import numpy as np
 import pytest
+from conftest import TINY_OVERRIDES
 
 from anet_tf.config import load_config
 
-TINY = [
-    "data.image_size=[32, 32]",
-    "data.batch_size=8",
-    "data.num_instances=4",
-    "data.test_batch_size=16",
-    "model.base_width=8",
-    "model.s_f=16",
-    "model.s_a=8",
-    "model.s_j=16",
-    "train.stage1.epochs=2",
-    "train.stage1.steps_per_epoch=2",
-    "train.stage2.epochs=1",
-    "train.stage2.steps_per_epoch=2",
-    "train.lr_milestones=[2]",
-    "train.strategy=one_device",
-]
+TINY = TINY_OVERRIDES  # the shared tiny settings (tests/conftest.py)
 
 
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    from anet_tf.data.synthetic import generate
-
-    root = tmp_path_factory.mktemp("synth")
-    generate(str(root), ids=10, test_ids=4, cameras=3, images_per_id=5, image_size=32, seed=3)
-    return str(root)
+@pytest.fixture
+def tiny_data(tiny_dataset):
+    """The session's tiny synthetic dataset (tests/conftest.py)."""
+    return tiny_dataset
 
 
 def tiny_cfg(root, *extra):

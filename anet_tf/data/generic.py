@@ -155,16 +155,10 @@ def image_problem(path: str, max_pixels: int = MAX_IMAGE_PIXELS) -> str | None:
     if problem:
         return problem
     try:
-        with Image.open(path) as image:
-            fmt = image.format
+        with Image.open(path) as image:  # the format was checked with the header
             image.load()
     except Exception as exc:  # PIL raises many types for broken files
         return f"cannot be decoded ({type(exc).__name__}: {exc})"
-    if fmt not in DECODABLE_FORMATS:
-        return (
-            f"is {fmt}, which tf.io.decode_image cannot read; convert it to one of "
-            f"{', '.join(DECODABLE_FORMATS)}"
-        )
     return None
 
 

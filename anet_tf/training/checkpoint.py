@@ -28,6 +28,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from anet_tf.training.run import RunFolderError
+from anet_tf.training.run import atomic_write_text as _atomic_write_text
+from anet_tf.training.run import fsync_dir as _fsync_dir
+from anet_tf.training.run import remove_path as _remove
 
 POINTER = "last.json"
 BEST = "best"
@@ -91,45 +94,12 @@ def _link_or_copy(src: str, dst: str) -> str:
     return dst
 
 
-def _remove(path: str) -> None:
-    if os.path.isdir(path) and not os.path.islink(path):
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        try:
-            os.remove(path)
-        except OSError:
-            pass
-
-
-def _fsync_dir(path: str) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _fsync_tree(path: str) -> None:
     for dirpath, _, files in os.walk(path):
         for name in files:
             with open(os.path.join(dirpath, name), "rb") as fh:
                 os.fsync(fh.fileno())
         _fsync_dir(dirpath)
-
-
-def _atomic_write_text(path: str, text: str) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(os.path.dirname(path) or ".")
 
 
 class CheckpointManager:
@@ -166,15 +136,7 @@ class CheckpointManager:
                 )
             with open(os.path.join(tmp, "state.json"), "w", encoding="utf-8") as fh:
                 json.dump(asdict(state), fh, indent=2)
-            _fsync_tree(tmp)
-            if os.path.exists(final):
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-            _fsync_dir(self.directory)
-            _atomic_write_text(
-                os.path.join(self.directory, POINTER),
-                json.dumps({"checkpoint": name, **asdict(state)}, indent=2),
-            )
+            self._publish(tmp, final, state)
             published = True
             if is_best:
                 self._replace_with_links(final, os.path.join(self.directory, BEST))
@@ -265,6 +227,12 @@ class CheckpointManager:
         tmp = f"{final}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.copytree(source, tmp)
+        self._publish(tmp, final, state)
+        return final
+
+    def _publish(self, tmp: str, final: str, state: TrainState) -> None:
+        """Flush the complete checkpoint folder ``tmp``, rename it to ``final`` and
+        point ``last.json`` at it: from here on it is the run's newest checkpoint."""
         _fsync_tree(tmp)
         if os.path.exists(final):
             shutil.rmtree(final)
@@ -272,9 +240,8 @@ class CheckpointManager:
         _fsync_dir(self.directory)
         _atomic_write_text(
             os.path.join(self.directory, POINTER),
-            json.dumps({"checkpoint": name, **asdict(state)}, indent=2),
+            json.dumps({"checkpoint": os.path.basename(final), **asdict(state)}, indent=2),
         )
-        return final
 
     def _cleanup(self, current: str) -> None:
         epochs = sorted(
@@ -293,14 +260,7 @@ class CheckpointManager:
                 os.replace(os.path.join(self.directory, olds[-1]), best)
         for d in os.listdir(self.directory):
             if ".tmp-" in d or ".old-" in d:
-                path = os.path.join(self.directory, d)
-                if os.path.isdir(path):
-                    shutil.rmtree(path, ignore_errors=True)
-                else:
-                    try:
-                        os.remove(path)
-                    except OSError:
-                        pass
+                _remove(os.path.join(self.directory, d))
 
     # ------------------------------------------------------------- restoring
     def latest(self) -> tuple[str, TrainState] | None:

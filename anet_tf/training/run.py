@@ -266,15 +266,20 @@ def remove_stale_temporaries(run_dir: str) -> list[str]:
             if ".tmp-" not in name and not name.endswith(".tmp"):
                 continue
             path = os.path.join(folder, name)
-            if os.path.isdir(path) and not os.path.islink(path):
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                try:
-                    os.remove(path)
-                except OSError:
-                    continue
+            remove_path(path)
             removed.append(path)
     return removed
+
+
+def remove_path(path: str) -> None:
+    """Remove a folder (not through a link) or a file; what cannot be removed stays."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        try:
+            os.remove(path)
+        except OSError:
+            pass
 
 
 def atomic_write_text(path: str, text: str) -> None:
@@ -286,12 +291,27 @@ def atomic_write_text(path: str, text: str) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+        fsync_dir(os.path.dirname(path) or ".")
     except BaseException:
         try:
             os.remove(tmp)
         except OSError:
             pass
         raise
+
+
+def fsync_dir(path: str) -> None:
+    """Flush a folder's entries (a rename into it) to disk; best effort."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 # --------------------------------------------------------------------- the log
