@@ -31,11 +31,47 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+_VECTOR_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "asimd", "sve")
+
+
+def vector_extensions() -> list[str]:
+    """The SIMD extensions oneDNN can use (from /proc/cpuinfo's flags), since machines
+    of the same core count differ 2-3x with them."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith(("flags", "Features")):
+                    flags = set(line.split(":", 1)[1].split())
+                    return [f for f in _VECTOR_FLAGS if f in flags]
+    except OSError:
+        pass
+    return []
+
+
+def allocator_in_use() -> str:
+    """tcmalloc / jemalloc / system: what this process's malloc is (see
+    anet_tf/allocator.py; `use_fast_allocator` re-executes a benchmark with it)."""
+    from anet_tf.allocator import in_use
+
+    return in_use()
+
+
+def use_fast_allocator() -> None:
+    """Re-execute this benchmark the way the `anet-tf` command runs: with tcmalloc
+    (or jemalloc) preloaded when installed, unless ANET_TF_MALLOC=system."""
+    import sys
+
+    from anet_tf.allocator import relaunch
+
+    relaunch(sys.argv[1:], command=[sys.executable, *sys.argv])
+
+
 def machine_info(gpus: bool = False) -> dict:
     """Cores, CPU, memory, load and versions; ``gpus=True`` also lists the GPUs
     TensorFlow sees (imports TensorFlow)."""
     info = {
         "cpu": cpu_model(),
+        "vector_extensions": " ".join(vector_extensions()),
         "cores": os.cpu_count(),
         "cores_usable": len(os.sched_getaffinity(0)),
         "memory_total_gb": round(
@@ -46,6 +82,7 @@ def machine_info(gpus: bool = False) -> dict:
         "numpy": _version("numpy"),
         "tensorflow": _version("tensorflow-cpu", "tensorflow"),
         "keras": _version("keras"),
+        "allocator": allocator_in_use(),
     }
     if gpus:
         import tensorflow as tf

@@ -16,11 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import sys
 import time
 
 from machine import machine_info  # noqa: E402
+from machine import use_fast_allocator  # noqa: E402
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -65,20 +67,83 @@ def measure(cfg, *, stage: int, batch: int, steps: int, warmup: int, mixed: bool
     for _ in range(warmup):
         logs = step((images, targets))
     float(logs["total"])
+    result = timed(lambda: float(step((images, targets))["total"]), batch, steps)
+    keras.mixed_precision.set_global_policy("float32")
+    return result
+
+
+def timed(run_step, batch: int, steps: int) -> dict:
+    """Median/min/max images/s over ``steps`` calls of ``run_step`` (which must wait
+    for its step to finish), with the CPU cores kept busy ((user+system)/wall) and
+    the minor page faults per step over the same steps."""
     times = []
+    r0, w0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
     for _ in range(steps):
         t0 = time.perf_counter()
-        logs = step((images, targets))
-        float(logs["total"])  # wait for the step to finish
+        run_step()
         times.append(time.perf_counter() - t0)
+    r1, wall = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter() - w0
+    user, system = r1.ru_utime - r0.ru_utime, r1.ru_stime - r0.ru_stime
     rates = [batch / t for t in times]
-    keras.mixed_precision.set_global_policy("float32")
     return {
         "images_per_s_median": statistics.median(rates),
         "images_per_s_min": min(rates),
         "images_per_s_max": max(rates),
         "step_s_median": statistics.median(times),
+        "cores_busy": (user + system) / wall,
+        "system_share": system / max(user + system, 1e-9),
+        "minor_faults_per_step": (r1.ru_minflt - r0.ru_minflt) / steps,
     }
+
+
+def measure_anchor(cfg, *, batch: int, steps: int, warmup: int, mixed: bool, xla: bool) -> dict:
+    """The in-TF anchor: ``keras.applications.ResNet50(weights=None)`` with the
+    config's last stride, input size and batch, a plain softmax CE head, trained by
+    the same optimizer as the project's step. What a stock Keras ResNet-50 step costs
+    on this machine, so the backbone's own cost can be judged by a ratio."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from anet_tf.training.trainer import make_optimizer
+
+    keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
+    keras.utils.set_random_seed(0)
+    h, w = cfg.data.image_size
+    body = keras.applications.ResNet50(weights=None, include_top=False, input_shape=(h, w, 3), pooling="avg")
+    if cfg.model.last_stride == 1:
+        # conv5_block1 downsamples in its first 1x1 conv and its projection shortcut.
+        def last_stride_one(layer):
+            config = layer.get_config()
+            if layer.name in ("conv5_block1_1_conv", "conv5_block1_0_conv"):
+                config["strides"] = (1, 1)
+            return layer.__class__.from_config(config)
+
+        body = keras.models.clone_model(body, clone_function=last_stride_one)
+    num_ids = max(batch // cfg.data.num_instances, 2) * 4
+    logits = keras.layers.Dense(num_ids, dtype="float32")(body.output)
+    model = keras.Model(body.input, logits)
+    optimizer = make_optimizer(cfg.train, mixed)
+    optimizer.build(model.trainable_variables)
+    rng = np.random.default_rng(0)
+    images = tf.constant(rng.standard_normal((batch, h, w, 3)).astype(np.float32))
+    labels = tf.constant(np.repeat(np.arange(batch // cfg.data.num_instances), cfg.data.num_instances).astype(np.int32))
+
+    def train_step(x, y):
+        with tf.GradientTape() as tape:
+            out = model(x, training=True)
+            loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y, out, from_logits=True))
+            scaled = optimizer.scale_loss(loss) if mixed else loss
+        grads = tape.gradient(scaled, model.trainable_variables)
+        optimizer.apply(grads, model.trainable_variables)
+        return loss
+
+    step = tf.function(train_step, jit_compile=xla)
+    for _ in range(warmup):
+        float(step(images, labels))
+    result = timed(lambda: float(step(images, labels)), batch, steps)
+    keras.mixed_precision.set_global_policy("float32")
+    return result
 
 
 def main(argv=None) -> int:
@@ -90,8 +155,13 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--gpu-matrix", action="store_true", help="also mixed precision and XLA on/off")
     parser.add_argument("--joint-width", type=int, default=None, help="model.joint_module.width")
+    parser.add_argument(
+        "--anchor", action=argparse.BooleanOptionalAction, default=None,
+        help="also time keras.applications.ResNet50 (default: on for ResNet-50 backbones)",
+    )
     parser.add_argument("--json-out", default=None)
     args = parser.parse_args(argv)
+    use_fast_allocator()
 
     from anet_tf.config import load_config
 
@@ -113,10 +183,16 @@ def main(argv=None) -> int:
     combos = [(False, False)]
     if args.gpu_matrix:
         combos += [(True, False), (False, True), (True, True)]
+    anchor = args.anchor if args.anchor is not None else cfg.model.backbone.startswith("resnet50")
     rows = []
     for mixed, xla in combos:
         common = dict(batch=cfg.data.batch_size, steps=args.steps, warmup=args.warmup, mixed=mixed, xla=xla)
+        if anchor:
+            a = measure_anchor(cfg, **common)
         base = measure(baseline_cfg, stage=1, **common)
+        if anchor:
+            rows.append({"model": "keras ResNet50 (anchor)", "stage": 1, "mixed_precision": mixed, "xla": xla, **a,
+                         "ratio_to_baseline": a["images_per_s_median"] / base["images_per_s_median"]})
         rows.append({"model": "baseline", "stage": 1, "mixed_precision": mixed, "xla": xla, **base, "ratio_to_baseline": 1.0})
         for stage in (1, 2):
             r = measure(cfg, stage=stage, **common)
@@ -125,13 +201,18 @@ def main(argv=None) -> int:
                 "ratio_to_baseline": r["images_per_s_median"] / base["images_per_s_median"],
             })
     print()
-    print("| model | stage | mixed precision | XLA | images/s median (min-max) | ratio to baseline |")
-    print("|---|---|---|---|---|---|")
+    print(f"allocator: {info['allocator']}; cpu: {info['cpu']} ({info['vector_extensions']})")
+    print(
+        "| model | stage | mixed precision | XLA | images/s median (min-max) | ratio to baseline "
+        "| cores busy | system share | minor faults/step |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
             f"| {r['model']} | {r['stage']} | {'on' if r['mixed_precision'] else 'off'} | "
             f"{'on' if r['xla'] else 'off'} | {r['images_per_s_median']:.1f} "
-            f"({r['images_per_s_min']:.1f}-{r['images_per_s_max']:.1f}) | {r['ratio_to_baseline']:.2f} |"
+            f"({r['images_per_s_min']:.1f}-{r['images_per_s_max']:.1f}) | {r['ratio_to_baseline']:.2f} "
+            f"| {r['cores_busy']:.2f} | {r['system_share']:.1%} | {r['minor_faults_per_step']:.0f} |"
         )
     if args.json_out:
         with open(args.json_out, "w") as fh:
