@@ -19,6 +19,9 @@ variants and seeds may be added. Seed k sets ``train.seed`` and ``data.seed``: t
 weight initialisation, the P x K sampling and the augmentation change; the dataset
 and its split (``data.synth.seed`` for the synthetic one) and the VehicleID test
 draws (``eval.seed``) do not.
+
+The command (its arguments, what it prints) is
+:func:`anet_tf.commands.fit.cmd_ablate`.
 """
 
 from __future__ import annotations
@@ -28,7 +31,6 @@ import json
 import os
 import platform
 import shlex
-import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,7 +38,7 @@ import yaml
 
 from anet_tf.config import Config
 from anet_tf.config import ConfigError
-from anet_tf.workflow import METRICS_FILE
+from anet_tf.training.run import METRICS_FILE
 
 STUDY_FILE = "study.yaml"
 REPORT_MD = "ablation.md"
@@ -345,6 +347,9 @@ def train_run(
     (:func:`start_from_stage1`)."""
     import keras
 
+    from anet_tf.commands.errors import report
+    from anet_tf.training.callbacks import NonFiniteLossError
+    from anet_tf.training.run import RunFolderError
     from anet_tf.workflow import fit_and_report
 
     state = run_state(run_dir)
@@ -357,10 +362,13 @@ def train_run(
     keras.backend.clear_session()
     # A run stopped before its first checkpoint has nothing to resume: start it again.
     resume = state == "interrupted"
-    code = fit_and_report(
-        None if resume else cfg, run_dir, resume=resume, export=False, verbose=verbose
-    )
-    if code:
+    try:
+        fit_and_report(
+            None if resume else cfg, run_dir, resume=resume, export=False, verbose=verbose
+        )
+    except (NonFiniteLossError, RunFolderError) as exc:
+        # The study goes on with its other runs; this one is listed at the end.
+        code = report("ablate", exc)
         return f"failed (exit code {code}; see the messages above)"
     if shared:
         return f"trained stage 2{shared}"
@@ -660,7 +668,7 @@ def write_reports(out_dir: str, study: dict) -> dict:
     return paths
 
 
-# ----------------------------------------------------------------------- command
+# ----------------------------------------------------------------------- machine
 
 
 def describe_machine() -> str:
@@ -684,64 +692,3 @@ def describe_machine() -> str:
         f"GPUs: {', '.join(names) or 'none'}, TensorFlow {tf.__version__}, "
         f"Keras {keras.__version__}"
     )
-
-
-def _command_line(args) -> str:
-    parts = ["anet-tf", "ablate"]
-    if args.config:
-        parts += ["--config", args.config]
-    for item in args.overrides:
-        parts += ["--set", item]
-    if args.variants:
-        parts += ["--variants", args.variants]
-    if args.seeds:
-        parts += ["--seeds", args.seeds]
-    parts += ["--out", args.out]
-    return shlex.join(parts)
-
-
-def ablate_command(args) -> int:
-    """``anet-tf ablate``: run (or continue) the study in ``--out``, then write its
-    reports; ``--report-only`` only rewrites the reports from the finished runs."""
-    out_dir = args.out
-    if args.report_only:
-        if args.config or args.overrides or args.variants or args.seeds:
-            raise ConfigError(
-                "--report-only reads the study's own settings from "
-                f"{os.path.join(out_dir, STUDY_FILE)}; drop "
-                "--config/--set/--variants/--seeds"
-            )
-        study = read_study(out_dir)
-        if study is None:
-            raise FileNotFoundError(
-                f"{out_dir}: no {STUDY_FILE}; start a study with "
-                f"anet-tf ablate --out {out_dir}"
-            )
-        failed = []
-    else:
-        variants = parse_variants(args.variants) if args.variants else None
-        seeds = parse_seeds(args.seeds) if args.seeds else None
-        study, base = open_study(
-            out_dir, args.config, list(args.overrides), variants, seeds
-        )
-        study["invocations"].append(
-            {
-                "command": _command_line(args),
-                "date": datetime.datetime.now().isoformat(timespec="seconds"),
-                "machine": describe_machine(),
-            }
-        )
-        write_study(out_dir, study)
-        failed = run_study(out_dir, study, base, verbose=not args.quiet)
-    paths = write_reports(out_dir, study)
-    print()
-    with open(paths["markdown"], encoding="utf-8") as fh:
-        print(fh.read())
-    for key, path in paths.items():
-        print(f"{key:9s}: {path}")
-    if failed:
-        print("anet-tf ablate: some runs did not finish:", file=sys.stderr)
-        for line in failed:
-            print(f"  {line}", file=sys.stderr)
-        return 1
-    return 0

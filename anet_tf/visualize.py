@@ -18,6 +18,11 @@ projector export.
 Every picture has a fixed size in pixels (no tight bounding box), given by the
 ``*_size`` functions, so the same call gives the same picture size whatever the
 labels.
+
+The pictures take plain data (paths, ids, arrays, and the objects of
+``anet_tf.search`` read by their attributes), so this module does not import the
+search package; the commands that draw them (:mod:`anet_tf.commands.visualize`)
+join the two. Bad input raises :class:`VisualizeError`.
 """
 
 from __future__ import annotations
@@ -30,9 +35,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from anet_tf.search.embed import Embeddings
-from anet_tf.search.embed import SearchError
-from anet_tf.search.index import Match
+
+class VisualizeError(ValueError):
+    """Input a picture cannot be drawn from, said for people (what, where, what
+    would be right)."""
+
 
 DPI = 100
 # Ranked list: one cell per image (inches), a header band of two lines (title;
@@ -75,7 +82,7 @@ def _figure(width_in: float, height_in: float, dpi: int):
     try:
         from matplotlib.figure import Figure
     except ImportError:
-        raise SearchError(
+        raise VisualizeError(
             "pictures need matplotlib: pip install 'anet-tf[viz]' (matplotlib)"
         ) from None
     return Figure(figsize=(width_in, height_in), dpi=dpi)
@@ -115,13 +122,15 @@ class RankedRow:
         query_path: the query image.
         query_pid: its vehicle id, -1 unknown (then frames stay grey).
         query_text: a line under the query (e.g. its predicted attributes).
-        matches: its top-k matches, best first.
+        matches: its top-k matches, best first: objects with ``rank``, ``score``,
+            ``path``, ``pid``, ``camid``, ``predicted`` and ``known`` (as
+            :class:`anet_tf.search.index.Match`).
     """
 
     query_path: str
     query_pid: int
     query_text: str
-    matches: list[Match]
+    matches: list
 
 
 def ranked_list_size(rows: int, top_k: int, dpi: int = DPI) -> tuple[int, int]:
@@ -158,9 +167,9 @@ def plot_ranked_list(
     from matplotlib.patches import Patch
 
     if not rows:
-        raise SearchError("a ranked list needs at least one query")
+        raise VisualizeError("a ranked list needs at least one query")
     if attributes not in ("predicted", "known"):
-        raise SearchError(
+        raise VisualizeError(
             f"attributes must be predicted or known. Received: {attributes!r}"
         )
     width_px, height_px = ranked_list_size(len(rows), top_k, dpi)
@@ -293,7 +302,7 @@ def activation_maps(net, image_paths: Sequence[str], image_size: Sequence[int]) 
         :func:`map_heat`, upsampled bilinearly to the input size.
 
     Raises:
-        SearchError: the network has no Joint Module (variant baseline or van).
+        VisualizeError: the network has no Joint Module (variant baseline or van).
     """
     import tensorflow as tf
 
@@ -303,7 +312,7 @@ def activation_maps(net, image_paths: Sequence[str], image_size: Sequence[int]) 
 
     missing = [k for k in ("G", "G_reid") if k not in net.output]
     if missing:
-        raise SearchError(
+        raise VisualizeError(
             f"activation maps need the Joint Module's G and G_reid (model.variant "
             f"anet); this network gives {sorted(net.output)}"
         )
@@ -313,7 +322,7 @@ def activation_maps(net, image_paths: Sequence[str], image_size: Sequence[int]) 
         try:
             image = read_image(path)
         except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as exc:
-            raise SearchError(
+            raise VisualizeError(
                 f"{path}: cannot read the image ({exc.message.splitlines()[0]})"
             ) from None
         pixels.append(
@@ -349,7 +358,7 @@ def plot_activation_maps(
     pixels = maps["pixels"]
     n = len(pixels)
     if n == 0:
-        raise SearchError("activation maps need at least one image")
+        raise VisualizeError("activation maps need at least one image")
     width_px, height_px = activation_size(n, dpi)
     fig = _figure(width_px / dpi, height_px / dpi, dpi)
     label_w = ACT_LABEL_W * dpi / width_px
@@ -405,14 +414,14 @@ def read_log(path: str) -> dict[str, np.ndarray]:
     if os.path.isdir(path):
         path = os.path.join(path, "log.csv")
     if not os.path.isfile(path):
-        raise SearchError(f"{path}: no such training log (a run directory has log.csv)")
+        raise VisualizeError(f"{path}: no such training log (a run directory has log.csv)")
     with open(path, encoding="utf-8", newline="") as fh:
         rows = list(csv.reader(fh))
     if len(rows) < 2:
-        raise SearchError(f"{path}: the log has no epochs yet")
+        raise VisualizeError(f"{path}: the log has no epochs yet")
     header = rows[0]
     if "global_epoch" not in header:
-        raise SearchError(
+        raise VisualizeError(
             f"{path}:1: not an anet-tf log (no global_epoch column); header {header}"
         )
     columns: dict[str, list[float]] = {h: [] for h in header}
@@ -420,14 +429,14 @@ def read_log(path: str) -> dict[str, np.ndarray]:
         if not row:
             continue
         if len(row) != len(header):
-            raise SearchError(
+            raise VisualizeError(
                 f"{path}:{line}: {len(row)} cells, the header has {len(header)}"
             )
         for h, cell in zip(header, row, strict=True):
             try:
                 columns[h].append(float(cell) if cell.strip() else math.nan)
             except ValueError:
-                raise SearchError(
+                raise VisualizeError(
                     f"{path}:{line}: column {h}: not a number: {cell!r}"
                 ) from None
     return {h: np.asarray(v, np.float64) for h, v in columns.items()}
@@ -514,13 +523,13 @@ def read_cmc(path: str) -> tuple[np.ndarray, dict]:
         with open(path, encoding="utf-8") as fh:
             payload = json.load(fh)
     except OSError as exc:
-        raise SearchError(f"{path}: cannot read: {exc.strerror}") from None
+        raise VisualizeError(f"{path}: cannot read: {exc.strerror}") from None
     except json.JSONDecodeError as exc:
-        raise SearchError(f"{path}: not JSON ({exc})") from None
+        raise VisualizeError(f"{path}: not JSON ({exc})") from None
     metrics = payload.get("metrics", payload) if isinstance(payload, dict) else {}
     cmc = metrics.get("cmc") if isinstance(metrics, dict) else None
     if not cmc:
-        raise SearchError(
+        raise VisualizeError(
             f'{path}: no CMC curve (expected {{"metrics": {{"cmc": [...]}}}} as '
             f"`anet-tf evaluate --json-out` writes)"
         )
@@ -541,7 +550,7 @@ def plot_cmc(
         ``out_path``; the PNG is ``CMC_SIZE`` inches at ``dpi``.
     """
     if not curves:
-        raise SearchError("a CMC picture needs at least one curve")
+        raise VisualizeError("a CMC picture needs at least one curve")
     fig = _figure(*CMC_SIZE, dpi)
     ax = fig.add_axes([0.12, 0.12, 0.84, 0.78])
     for label, cmc in curves:
@@ -585,7 +594,7 @@ def plot_ablation(
         ``out_path``; the PNG is ``ABLATION_SIZE`` inches at ``dpi``.
     """
     if not labels or not series:
-        raise SearchError("an ablation picture needs a variant and a metric")
+        raise VisualizeError("an ablation picture needs a variant and a metric")
     fig = _figure(*ABLATION_SIZE, dpi)
     ax = fig.add_axes([0.08, 0.12, 0.9, 0.78])
     x = np.arange(len(labels))
@@ -619,12 +628,12 @@ def read_attribute_accuracy(run_dir: str) -> dict[str, dict]:
     first; the attribute branches do not depend on the feature).
 
     Raises:
-        SearchError: no metrics.json, or none of its results has attribute
+        VisualizeError: no metrics.json, or none of its results has attribute
             accuracy (a baseline, or a run evaluated before it was measured).
     """
     import json
 
-    from anet_tf.workflow import METRICS_FILE
+    from anet_tf.training.run import METRICS_FILE
 
     path = os.path.join(run_dir, METRICS_FILE)
     hint = f"run `anet-tf evaluate --run {run_dir}` to measure it"
@@ -632,11 +641,11 @@ def read_attribute_accuracy(run_dir: str) -> dict[str, dict]:
         with open(path, encoding="utf-8") as fh:
             payload = json.load(fh)
     except FileNotFoundError:
-        raise SearchError(f"{path}: no such file; {hint}") from None
+        raise VisualizeError(f"{path}: no such file; {hint}") from None
     except OSError as exc:
-        raise SearchError(f"{path}: cannot read: {exc.strerror}") from None
+        raise VisualizeError(f"{path}: cannot read: {exc.strerror}") from None
     except json.JSONDecodeError as exc:
-        raise SearchError(f"{path}: not JSON ({exc})") from None
+        raise VisualizeError(f"{path}: not JSON ({exc})") from None
     payload = payload if isinstance(payload, dict) else {}
     evaluations = payload.get("evaluations")
     evaluations = evaluations if isinstance(evaluations, dict) else {}
@@ -648,7 +657,7 @@ def read_attribute_accuracy(run_dir: str) -> dict[str, dict]:
             attributes = metrics["attributes"]
             break
     else:
-        raise SearchError(
+        raise VisualizeError(
             f"{path}: no attribute accuracy (a baseline has no attribute branch); "
             f"for a van or anet run, {hint}"
         )
@@ -656,7 +665,7 @@ def read_attribute_accuracy(run_dir: str) -> dict[str, dict]:
         m = len(acc.get("classes", []))
         confusion = np.asarray(acc.get("confusion", []))
         if m < 1 or confusion.shape != (m, m):
-            raise SearchError(
+            raise VisualizeError(
                 f"{path}: attributes.{name}: expected 'classes' and an m x m "
                 f"'confusion'; got {m} classes and a matrix of shape {confusion.shape}"
             )
@@ -765,7 +774,7 @@ def sprite_layout(n: int, thumb_size: int | None = None) -> tuple[int, int]:
     limit = SPRITE_MAX // side
     thumb = min(thumb_size or 64, limit)
     if thumb < 1:
-        raise SearchError(
+        raise VisualizeError(
             f"{n} images do not fit a {SPRITE_MAX} px sprite; lower --max-images"
         )
     return side, thumb
@@ -776,7 +785,7 @@ def _tsv_cell(value) -> str:
 
 
 def export_projector(
-    emb: Embeddings,
+    emb,
     log_dir: str,
     *,
     max_images: int = 10000,
@@ -792,7 +801,8 @@ def export_projector(
     ``projector_config.pbtxt``.
 
     Args:
-        emb: the embeddings (``anet-tf embed`` output).
+        emb: the embeddings (``anet-tf embed`` output, an
+            :class:`anet_tf.search.embeddings.Embeddings`).
         log_dir: the TensorBoard log folder (created).
         max_images: a larger set is sampled down to this many (seeded).
         thumb_size: thumbnail side in pixels (default 64, less when the sprite
@@ -807,7 +817,7 @@ def export_projector(
 
     n = len(emb)
     if n == 0:
-        raise SearchError("no embeddings to export")
+        raise VisualizeError("no embeddings to export")
     keep = np.arange(n)
     if n > max_images:
         keep = np.sort(np.random.default_rng(seed).choice(n, max_images, replace=False))

@@ -92,6 +92,18 @@ def evaluate_weights(cfg: Config, dataset, weights: str) -> dict:
     return evaluate_net(trainer.net, dataset, cfg)
 
 
+def evaluate_saved_model(cfg: Config, dataset, model_dir: str) -> dict:
+    """Metrics of an exported SavedModel on ``dataset``'s test protocol, as it
+    serves (its own preprocessing, its embedding); attributes whose classes the
+    dataset labels differently are left out (:func:`comparable_attributes`)."""
+    from anet_tf.evaluation.extract import evaluate_predictor
+    from anet_tf.export.saved_model import load_predictor
+
+    predict = load_predictor(model_dir)
+    scored = comparable_attributes(predict.attribute_classes, dataset)
+    return evaluate_predictor(predict, dataset, cfg, scored)
+
+
 def evaluate_run(run_dir: str, overrides=(), weights: str | None = None) -> dict:
     """Evaluate a trained run again, e.g. on another test feature, without training.
 
@@ -127,6 +139,22 @@ def evaluate_run(run_dir: str, overrides=(), weights: str | None = None) -> dict
     }
 
 
+def resume_config(run_dir: str, overrides=(), command: str = "anet-tf fit") -> Config:
+    """The config a resumed run continues with: the run's own, with ``overrides``
+    applied to the keys that may change mid-run and recorded (with ``command``)
+    in its changes.yaml.
+
+    Raises:
+        RunFolderError: an override of a key that cannot change on resume.
+    """
+    from anet_tf.training.run import apply_resume_overrides
+    from anet_tf.training.run import load_run_config
+
+    if overrides:
+        return apply_resume_overrides(run_dir, list(overrides), command)
+    return load_run_config(run_dir)
+
+
 def fit_and_report(
     cfg: Config | None,
     run_dir: str,
@@ -137,32 +165,32 @@ def fit_and_report(
     overrides: list[str] | tuple = (),
     reevaluate: bool = False,
     command: str = "anet-tf fit",
-) -> int:
-    """``anet-tf fit``: train both stages, evaluate, export, print where things are.
+) -> dict | None:
+    """Train both stages, evaluate, export, print where things are (the job of
+    ``anet-tf fit``).
 
     ``resume``: continue the run in ``run_dir`` from its newest checkpoint, with
-    ``overrides`` applied to the keys that may change mid-run (recorded in the run's
-    changes.yaml). A finished run (training complete and metrics.json written) is
-    left as it is unless ``reevaluate``.
+    ``cfg`` (default: :func:`resume_config` of ``overrides`` and ``command``). A
+    finished run (training complete and metrics.json written) is left as it is
+    unless ``reevaluate``.
+
+    Returns:
+        What was written to the run's metrics.json; None when the run had finished
+        and was left as it is.
+
+    Raises:
+        NonFiniteLossError: training stopped on a non-finite loss or weights.
+        RunFolderError: the run folder is in use, the disk is full, or (resume) an
+            override the run cannot take.
+        DataError, ConfigError: bad data or settings (an undecodable image named).
     """
-    from anet_tf.training.callbacks import NonFiniteLossError
     from anet_tf.training.fit import train
     from anet_tf.training.fit import write_json
-    from anet_tf.training.run import RunFolderError
-    from anet_tf.training.run import apply_resume_overrides
     from anet_tf.training.run import finished_state
-    from anet_tf.training.run import load_run_config
 
     if resume:
-        try:
-            cfg = (
-                apply_resume_overrides(run_dir, list(overrides), command)
-                if overrides
-                else load_run_config(run_dir)
-            )
-        except RunFolderError as exc:
-            print(f"anet-tf fit: error: {exc}", file=sys.stderr)
-            return 2
+        if cfg is None:
+            cfg = resume_config(run_dir, overrides, command)
         done = finished_state(cfg, run_dir)
         if done is not None and not reevaluate:
             print(
@@ -172,7 +200,7 @@ def fit_and_report(
                 f"evaluate --run {run_dir}; train longer with --set "
                 "train.stageN.epochs=..."
             )
-            return 0
+            return None
     assert cfg is not None
     from anet_tf.config import check_pretrained_choice
 
@@ -197,12 +225,6 @@ def fit_and_report(
             # of thousands of characters per epoch.
             verbose=1 if verbose and sys.stdout.isatty() else 2,
         )
-    except NonFiniteLossError as exc:
-        print(f"anet-tf fit: stopped: {exc}", file=sys.stderr)
-        return 3
-    except RunFolderError as exc:  # the folder is in use, or the disk is full
-        print(f"anet-tf fit: error: {exc}", file=sys.stderr)
-        return 4
     except Exception as exc:  # a decoder error inside the input pipeline
         _name_undecodable_images(exc, dataset, run_dir)
         raise
@@ -250,7 +272,7 @@ def fit_and_report(
     if exported:
         print(f"  saved model : {exported}")
     print(f"training took {train_s:.0f} s")
-    return 0
+    return payload
 
 
 def _name_undecodable_images(exc: Exception, dataset, run_dir: str) -> None:
@@ -288,68 +310,6 @@ def _name_undecodable_images(exc: Exception, dataset, run_dir: str) -> None:
         + ("; ..." if len(bad) > 3 else "")
         + f". Replace or remove them, then continue with anet-tf fit --resume {run_dir}"
     ) from None
-
-
-def evaluate_command(args) -> int:
-    """``anet-tf evaluate``: metrics of a run, checkpoint or SavedModel."""
-    from anet_tf.config import ConfigError
-    from anet_tf.config import apply_overrides
-    from anet_tf.config import load_config
-    from anet_tf.data.readers import load_dataset
-    from anet_tf.evaluation.extract import format_results
-    from anet_tf.export import resolve_weights
-    from anet_tf.training.fit import load_run_config
-
-    if args.model and args.feature:
-        raise ConfigError(
-            "--feature cannot change a SavedModel's embedding: it serves the "
-            "eval.feature it was exported with; evaluate a run or checkpoint instead"
-        )
-    if args.config:
-        cfg = load_config(args.config, args.overrides)
-    elif args.model:
-        from anet_tf.export.saved_model import saved_model_config
-
-        cfg = saved_model_config(args.model, args.overrides)
-    else:  # a run, or a checkpoint inside one: the run's own config
-        run_dir, _ = resolve_weights(args.run or args.checkpoint)
-        cfg = load_run_config(run_dir)
-        if args.overrides:
-            cfg = apply_overrides(cfg, args.overrides)
-    if args.feature:
-        cfg = apply_overrides(cfg, [f"eval.feature={args.feature}"])
-    ensure_synthetic(cfg)
-    dataset = load_dataset(cfg)
-    if args.model:
-        from anet_tf.evaluation.extract import evaluate_predictor
-        from anet_tf.export.saved_model import load_predictor
-
-        predict = load_predictor(args.model)
-        scored = comparable_attributes(predict.attribute_classes, dataset)
-        metrics = evaluate_predictor(predict, dataset, cfg, scored)
-    else:
-        if args.run:
-            _, weights = resolve_weights(args.run)
-        else:  # a checkpoint folder or weights file
-            ckpt = args.checkpoint
-            weights = os.path.join(ckpt, "net.weights.h5") if os.path.isdir(ckpt) else ckpt
-            if not os.path.isfile(weights):
-                raise FileNotFoundError(f"checkpoint weights not found: {weights}")
-        metrics = evaluate_weights(cfg, dataset, weights)
-    print(format_results(metrics, cfg.data.name, chance=chance_level(dataset, cfg), feature=cfg.eval.feature))
-    if args.json_out:
-        with open(args.json_out, "w", encoding="utf-8") as fh:
-            json.dump({"dataset": cfg.data.name, "feature": cfg.eval.feature, "metrics": metrics}, fh, indent=2, default=float)
-        print(f"metrics written to {args.json_out}")
-    if args.run and not (args.config or args.overrides):
-        path = record_evaluation(args.run, cfg.eval.feature, metrics)
-        print(f"metrics recorded in {path} (evaluations.{cfg.eval.feature})")
-    elif args.run:
-        print(
-            f"not recorded in {os.path.join(args.run, METRICS_FILE)}: "
-            f"--config/--set change what is evaluated"
-        )
-    return 0
 
 
 def comparable_attributes(classes: dict, dataset) -> dict:

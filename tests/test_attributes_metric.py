@@ -173,19 +173,14 @@ def test_evaluate_predictor_scores_query_and_gallery_together(tiny_dataset):
 def test_tensorboard_gets_top1_and_balanced_per_attribute(tmp_path):
     import tensorflow as tf
 
-    from anet_tf.training.callbacks import RunCallback
+    from anet_tf.training.callbacks import EpochRecord
+    from anet_tf.training.callbacks import StageProgress
+    from anet_tf.training.callbacks import TensorBoardScalars
 
-    cb = RunCallback(
-        str(tmp_path),
-        stage=1,
-        stage_offset=0,
-        stage_epochs=1,
-        base_lr=0.1,
-        milestones=[],
-        gamma=0.1,
-        batch_size=4,
-        columns=["total"],
+    progress = StageProgress(
+        str(tmp_path), stage=1, stage_offset=0, stage_epochs=1, batch_size=4, columns=["total"]
     )
+    cb = TensorBoardScalars(progress)
     eval_metrics = {
         "mAP": 0.5,
         "attributes": {
@@ -193,7 +188,12 @@ def test_tensorboard_gets_top1_and_balanced_per_attribute(tmp_path):
             "type": attribute_accuracy([0], [-1], ["a", "b"]),
         },
     }
-    cb._write_tensorboard(1, {"total": 1.0}, 0.1, 1.0, 2.0, eval_metrics)
+    cb.write(
+        EpochRecord(
+            stage=1, epoch=1, global_epoch=1, logs={"total": 1.0}, lr=0.1, elapsed=1.0,
+            images_per_s=2.0, eval_metrics=eval_metrics,
+        )
+    )
     cb.on_train_end()
     values = {}
     for path in (tmp_path / "tensorboard").iterdir():

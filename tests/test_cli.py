@@ -199,3 +199,27 @@ def test_fit_output_to_a_file_is_one_plain_line_per_epoch(tiny_overrides, tmp_pa
     ]
     assert all("| lr " in line and "img/s" in line and "total " in line for line in epochs)
     assert "[anet-tf] evaluating on the synthetic test split (feature j)" in text
+
+
+def test_one_error_reporter_gives_one_line_and_the_exit_code(capsys):
+    from anet_tf.commands import errors
+    from anet_tf.config import ConfigError
+    from anet_tf.training.callbacks import NonFiniteLossError
+    from anet_tf.training.checkpoint import DiskFullError
+
+    cases = [
+        (ConfigError("bad\n  key"), 1, "anet-tf x: error: bad key"),
+        (errors.UsageError("--a goes with --b"), 2, "anet-tf x: error: --a goes with --b"),
+        (NonFiniteLossError("loss term 'total' is nan"), 3, "anet-tf x: stopped: loss term 'total' is nan"),
+        (DiskFullError("no space left"), 4, "anet-tf x: error: no space left"),
+    ]
+    for exc, code, line in cases:
+        assert errors.report("x", exc) == code
+        assert capsys.readouterr().err.strip() == line
+    with pytest.raises(KeyError):  # a bug keeps its traceback
+        errors.run("x", lambda args: {}["missing"], None)
+
+
+def test_a_group_without_its_action_is_a_usage_error(capsys):
+    assert main(["data"]) == 2
+    assert "check" in capsys.readouterr().err

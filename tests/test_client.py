@@ -3,7 +3,6 @@ file, the files in export/, and the client's REST and gRPC requests, run through
 exported signatures directly and through local stand-ins of TF Serving's two APIs
 (loopback only)."""
 
-import argparse
 import base64
 import json
 import os
@@ -16,9 +15,6 @@ from http.server import ThreadingHTTPServer
 import numpy as np
 import pytest
 import tensorflow as tf
-from test_export_saved_model import encode
-from test_export_saved_model import random_pixels
-from test_export_saved_model import tiny_run
 
 from anet_tf.export import client
 from anet_tf.export import serving_protos as sp
@@ -31,14 +27,14 @@ SERVING_DIR = os.path.join(os.path.dirname(__file__), os.pardir, "export")
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
+def served(tmp_path_factory, encode_image, random_pixels, tiny_export_run):
     from anet_tf.export.saved_model import export_saved_model
 
     tmp = str(tmp_path_factory.mktemp("client"))
-    net, cfg, dataset = tiny_run(tmp)
+    net, cfg, dataset = tiny_export_run(tmp)
     path = export_saved_model(net, cfg, dataset, os.path.join(tmp, "models"))
     loaded = tf.saved_model.load(path)
-    images = [encode(random_pixels(40, 30, seed=s), "JPEG") for s in range(3)]
+    images = [encode_image(random_pixels(40, 30, seed=s), "JPEG") for s in range(3)]
     direct = loaded.signatures["serving_default"](image_bytes=tf.constant(images))
     return path, loaded, images, direct
 
@@ -279,22 +275,17 @@ def test_grpc_client_gets_the_signature_outputs(served, grpc_server):
 def test_client_command_prints_attributes_and_saves_embeddings(
     served, rest_server, tmp_path, capsys
 ):
-    from anet_tf.export.commands import add_client_parser
-    from anet_tf.export.commands import client_command
+    from anet_tf.cli import main
 
     files = []
     for i, data in enumerate(served[2]):
         files.append(str(tmp_path / f"car{i}.jpg"))
         with open(files[-1], "wb") as fh:
             fh.write(data)
-    parser = argparse.ArgumentParser(prog="anet-tf")
-    add_client_parser(parser.add_subparsers(dest="command"))
     out = str(tmp_path / "emb.npy")
-    args = parser.parse_args(["client", *files, "--server", rest_server, "--out", out])
-    assert client_command(args) == 0
+    assert main(["client", *files, "--server", rest_server, "--out", out]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 3 and "color=" in lines[0] and "type=" in lines[0]
     np.testing.assert_allclose(np.load(out), served[3]["embedding"].numpy(), atol=1e-6)
-    args = parser.parse_args(["client", files[0], "--server", "http://127.0.0.1:9"])
-    assert client_command(args) == 1
+    assert main(["client", files[0], "--server", "http://127.0.0.1:9"]) == 1
     assert "cannot reach" in capsys.readouterr().err

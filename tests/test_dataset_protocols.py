@@ -9,9 +9,6 @@ draws 10 seeded random galleries and reports their mean R1/R5 and the per-trial 
 import json
 
 import pytest
-from test_vehicleid import make_vehicleid
-from test_veri776 import make_veri
-from test_veriwild import make_veriwild
 
 from anet_tf.cli import main
 from anet_tf.config import load_config
@@ -50,8 +47,8 @@ def run_evaluate(config, root, weights, out, capsys, *extra):
 
 
 @pytest.mark.filterwarnings("ignore:.*typeID.*:UserWarning")
-def test_veri776_protocol(tmp_path, capsys):
-    root = make_veri(tmp_path / "VeRi")
+def test_veri776_protocol(tmp_path, capsys, veri776_release):
+    root = veri776_release.make(tmp_path / "VeRi")
     weights = tiny_checkpoint("veri776", root, tmp_path)
     result, printed = run_evaluate("veri776", root, weights, tmp_path / "m.json", capsys)
     m = result["metrics"]
@@ -60,8 +57,8 @@ def test_veri776_protocol(tmp_path, capsys):
     assert "| veri776 |" in printed and "mINP" in printed
 
 
-def test_veriwild_protocol(tmp_path, capsys):
-    root = make_veriwild(tmp_path / "VERI-Wild")
+def test_veriwild_protocol(tmp_path, capsys, veriwild_release):
+    root = veriwild_release.make(tmp_path / "VERI-Wild")
     weights = tiny_checkpoint("veriwild", root, tmp_path)
     result, printed = run_evaluate("veriwild", root, weights, tmp_path / "m.json", capsys, "--feature", "f")
     assert result["feature"] == "f"
@@ -69,8 +66,8 @@ def test_veriwild_protocol(tmp_path, capsys):
     assert "| veriwild |" in printed
 
 
-def test_vehicleid_protocol_ten_seeded_trials(tmp_path, capsys):
-    root = make_vehicleid(tmp_path / "VehicleID")
+def test_vehicleid_protocol_ten_seeded_trials(tmp_path, capsys, vehicleid_release):
+    root = vehicleid_release.make(tmp_path / "VehicleID")
     weights = tiny_checkpoint("vehicleid", root, tmp_path)
     first, printed = run_evaluate("vehicleid", root, weights, tmp_path / "a.json", capsys)
     m = first["metrics"]

@@ -1,102 +1,32 @@
 """anet-tf embed: images from folders, manifests and dataset splits through a real
 exported SavedModel, bad files reported by path, the documented .npz format.
 
-:func:`tiny_assets` (a 32x32 synthetic dataset, a tiny ANet exported with
-``export_saved_model`` and a run directory holding its weights) is built once per
-test session and shared with test_search.py and test_visualize.py.
+The SavedModel is conftest.py's ``search_assets`` (built once per test session and
+shared with test_search.py and test_visualize.py).
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from PIL import Image
 
-from anet_tf.search import commands
-from anet_tf.search.embed import FORMAT
-from anet_tf.search.embed import SearchError
-from anet_tf.search.embed import ServingModel
+from anet_tf.cli import main
 from anet_tf.search.embed import embed_images
-from anet_tf.search.embed import list_images
-from anet_tf.search.embed import load_embeddings
-from anet_tf.search.embed import model_fingerprint
-from anet_tf.search.embed import resolve_model_dir
-
-TINY_OVERRIDES = [
-    "data.image_size=[32,32]",
-    "model.backbone=resnet18_ibn_a",
-    "model.base_width=8",
-    "model.s_f=16",
-    "model.s_a=8",
-    "model.s_j=16",
-]
-
-
-def tiny_assets(tmp_path_factory) -> SimpleNamespace:
-    """The shared dataset, SavedModel and run dir (built on first use, then read
-    from the session's temporary folder)."""
-    from anet_tf.config import Config
-    from anet_tf.config import apply_overrides
-
-    base = tmp_path_factory.getbasetemp() / "anet_search_assets"
-    data = base / "synthetic"
-    run = base / "run"
-    model = base / "export" / "anet" / "1"
-    cfg = apply_overrides(Config(), [f"data.root={data}", *TINY_OVERRIDES])
-    if not (model / "saved_model.pb").exists():
-        from anet_tf.data.readers import load_dataset
-        from anet_tf.data.synthetic import generate
-        from anet_tf.export.saved_model import export_saved_model
-        from anet_tf.model import build_model_from_config
-        from anet_tf.training.fit import save_run_config
-
-        shutil.rmtree(base, ignore_errors=True)
-        generate(
-            str(data), ids=6, test_ids=3, cameras=2, images_per_id=4, image_size=32
-        )
-        dataset = load_dataset(cfg)
-        net = build_model_from_config(
-            cfg, len(dataset.train_pids()), dataset.num_classes
-        )
-        save_run_config(cfg, str(run))
-        os.makedirs(run / "checkpoints" / "best")
-        net.save_weights(str(run / "checkpoints" / "best" / "net.weights.h5"))
-        export_saved_model(net, cfg, dataset, str(base / "export"), warmup=False)
-    return SimpleNamespace(data=str(data), run=str(run), model=str(model), cfg=cfg)
-
-
-def run_command(argv: list[str]) -> int:
-    """Parse ``argv`` with the parsers the CLI adds and run the command."""
-    parser = argparse.ArgumentParser(prog="anet-tf")
-    sub = parser.add_subparsers(dest="command")
-    commands.add_parsers(sub)
-    args = parser.parse_args(argv)
-    return commands.dispatch[args.command](args)
-
-
-def write_images(folder, count: int, seed: int = 0, size=(40, 36)) -> list[str]:
-    """Distinct random-block images (PNG and JPEG); returns their paths."""
-    rng = np.random.default_rng(seed)
-    os.makedirs(folder, exist_ok=True)
-    paths = []
-    for i in range(count):
-        blocks = rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)
-        image = Image.fromarray(blocks).resize(size, Image.NEAREST)
-        ext = "png" if i % 2 else "jpg"
-        path = os.path.join(folder, f"img_{i:02d}.{ext}")
-        image.save(path)
-        paths.append(path)
-    return paths
+from anet_tf.search.embeddings import FORMAT
+from anet_tf.search.embeddings import load_embeddings
+from anet_tf.search.errors import SearchError
+from anet_tf.search.serving import ServingModel
+from anet_tf.search.serving import model_fingerprint
+from anet_tf.search.serving import resolve_model_dir
+from anet_tf.search.sources import list_images
 
 
 @pytest.fixture(scope="module")
-def assets(tmp_path_factory):
-    return tiny_assets(tmp_path_factory)
+def assets(search_assets):
+    return search_assets
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +34,7 @@ def model(assets):
     return ServingModel(assets.model)
 
 
-def test_folder_to_documented_npz_with_bad_files_reported(assets, tmp_path, capsys):
+def test_folder_to_documented_npz_with_bad_files_reported(assets, tmp_path, capsys, write_images):
     good = write_images(tmp_path / "imgs", 4)
     write_images(tmp_path / "imgs" / "sub", 1, seed=1)
     (tmp_path / "imgs" / "garbage.jpg").write_bytes(b"not an image at all")
@@ -119,7 +49,7 @@ def test_folder_to_documented_npz_with_bad_files_reported(assets, tmp_path, caps
     (tmp_path / "imgs" / "damaged.jpg").write_bytes(bytes(damaged))
     out = tmp_path / "emb.npz"
 
-    code = run_command(
+    code = main(
         ["embed", str(tmp_path / "imgs"), "--model", assets.model, "-o", str(out)]
     )
 
@@ -166,7 +96,7 @@ def test_folder_to_documented_npz_with_bad_files_reported(assets, tmp_path, caps
 
 
 def test_embeddings_are_the_serving_signature_outputs_whatever_the_batching(
-    model, tmp_path
+    model, tmp_path, write_images
 ):
     paths = write_images(tmp_path, 5, seed=3)
     bad = tmp_path / "bad.jpg"
@@ -183,7 +113,7 @@ def test_embeddings_are_the_serving_signature_outputs_whatever_the_batching(
     np.testing.assert_array_equal(by_four.predicted["type"], direct["type_label"])
 
 
-def test_manifest_split_keeps_known_ids_and_labels(assets, tmp_path):
+def test_manifest_split_keeps_known_ids_and_labels(assets, tmp_path, write_images):
     paths = write_images(tmp_path / "images", 3, seed=5)
     rel = [os.path.relpath(p, tmp_path) for p in paths]
     (tmp_path / "list.csv").write_text(
@@ -195,7 +125,7 @@ def test_manifest_split_keeps_known_ids_and_labels(assets, tmp_path):
     out = tmp_path / "g.npz"
 
     assert (
-        run_command(
+        main(
             [
                 "embed",
                 str(tmp_path / "list.csv"),
@@ -219,7 +149,7 @@ def test_manifest_split_keeps_known_ids_and_labels(assets, tmp_path):
 
 def test_dataset_split_from_the_models_config(assets, tmp_path):
     out = tmp_path / "q.npz"
-    code = run_command(
+    code = main(
         [
             "embed",
             "dataset:query",
@@ -238,7 +168,7 @@ def test_dataset_split_from_the_models_config(assets, tmp_path):
     assert emb.model["fingerprint"] == model_fingerprint(assets.model)
 
 
-def test_text_list_and_missing_files(model, tmp_path):
+def test_text_list_and_missing_files(model, tmp_path, write_images):
     paths = write_images(tmp_path, 2, seed=7)
     (tmp_path / "list.txt").write_text(
         f"# queries\n{os.path.basename(paths[0])}\n\nmissing.jpg\n{paths[1]}\n"
@@ -273,7 +203,7 @@ def test_bad_sources_say_what_is_wrong(assets, tmp_path, capsys):
     (tmp_path / "m2.csv").write_text("path,vehicle_id\na.jpg,x\n")
     with pytest.raises(SearchError, match=r"m2.csv:2: vehicle_id must be an integer"):
         list_images(str(tmp_path / "m2.csv"))
-    code = run_command(
+    code = main(
         [
             "embed",
             str(tmp_path),

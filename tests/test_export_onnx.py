@@ -2,7 +2,6 @@
 with a clear message where there is no GPU; engine parity where there is), and
 ``anet-tf export`` from a run directory."""
 
-import argparse
 import json
 import os
 
@@ -13,35 +12,24 @@ import tensorflow as tf
 pytest.importorskip("tf2onnx")
 pytest.importorskip("onnxruntime")
 
-from test_export_saved_model import IMAGE_SIZE  # noqa: E402
-from test_export_saved_model import tiny_run  # noqa: E402
-
+from anet_tf.cli import main  # noqa: E402
 from anet_tf.export.tensorrt import unavailable_reason  # noqa: E402
 
 
-def _parser():
-    from anet_tf.export.commands import add_export_parser
-
-    parser = argparse.ArgumentParser(prog="anet-tf")
-    add_export_parser(parser.add_subparsers(dest="command"))
-    return parser
-
-
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
+def exported(tmp_path_factory, export_image_size, tiny_export_run):
     """``anet-tf export --run RUN --formats saved_model,onnx,tensorrt
     --model-version 3`` on a run directory holding a tiny untrained network."""
-    from anet_tf.export.commands import export_command
     from anet_tf.training.fit import save_run_config
 
     tmp = str(tmp_path_factory.mktemp("onnx"))
-    net, cfg, dataset = tiny_run(tmp)
+    net, cfg, dataset = tiny_export_run(tmp)
     run = os.path.join(tmp, "run")
     save_run_config(cfg, run)
     os.makedirs(os.path.join(run, "checkpoints", "best"))
     net.save_weights(os.path.join(run, "checkpoints", "best", "net.weights.h5"))
     out = os.path.join(tmp, "out")
-    args = _parser().parse_args(
+    rc = main(
         [
             "export",
             "--run",
@@ -55,24 +43,23 @@ def exported(tmp_path_factory):
             "--quiet",
         ]
     )
-    rc = export_command(args)
     from anet_tf.export.tflite import load_pixels
 
     records = dataset.query + dataset.gallery
-    pixels = load_pixels([r.path for r in records], IMAGE_SIZE)
+    pixels = load_pixels([r.path for r in records], export_image_size)
     return rc, out, cfg, dataset, pixels, run
 
 
-def test_export_writes_saved_model_and_onnx(exported):
+def test_export_writes_saved_model_and_onnx(exported, export_image_size):
     rc, out, *_ = exported
     assert os.path.isfile(os.path.join(out, "anet", "3", "saved_model.pb"))
     assert os.path.isfile(os.path.join(out, "onnx", "model.onnx"))
     with open(os.path.join(out, "onnx", "metadata.json")) as fh:
-        assert json.load(fh)["input_size"] == list(IMAGE_SIZE)
+        assert json.load(fh)["input_size"] == list(export_image_size)
     assert rc == (1 if unavailable_reason() else 0)
 
 
-def test_onnx_matches_the_saved_model_with_a_dynamic_batch(exported):
+def test_onnx_matches_the_saved_model_with_a_dynamic_batch(exported, export_image_size):
     import onnx
 
     from anet_tf.export.onnx import OnnxRuntimeModel
@@ -83,7 +70,7 @@ def test_onnx_matches_the_saved_model_with_a_dynamic_batch(exported):
     batch_dim = graph.input[0].type.tensor_type.shape.dim[0]
     assert batch_dim.dim_param and not batch_dim.dim_value, "batch axis must be dynamic"
     assert [d.dim_value for d in graph.input[0].type.tensor_type.shape.dim[1:]] == [
-        *IMAGE_SIZE,
+        *export_image_size,
         3,
     ]
     # The IBN InstanceNorm arrives as plain ops: no plugin needed downstream.
@@ -115,7 +102,7 @@ def test_tensorrt_is_refused_with_a_reason_where_it_cannot_run(exported):
     assert "TF-TRT" in reason, "say why TensorFlow's own TensorRT path is not used"
 
 
-def test_tensorrt_engines_match_onnx(exported, tmp_path):
+def test_tensorrt_engines_match_onnx(exported, tmp_path, export_image_size):
     if unavailable_reason() is not None:
         pytest.skip(f"TensorRT cannot run here: {unavailable_reason()[:80]}")
     pytest.importorskip("torch")
@@ -125,7 +112,7 @@ def test_tensorrt_engines_match_onnx(exported, tmp_path):
 
     _, out, _, _, pixels, _ = exported
     onnx_path = os.path.join(out, "onnx", "model.onnx")
-    engines = export_tensorrt(onnx_path, str(tmp_path), IMAGE_SIZE)
+    engines = export_tensorrt(onnx_path, str(tmp_path), export_image_size)
     reference = OnnxRuntimeModel(onnx_path)(pixels)["embedding"]
     for precision, bound in (("fp32", 0.9999), ("fp16", 0.999)):
         got = TensorRTModel(engines[precision])(pixels)["embedding"]
@@ -164,8 +151,6 @@ def test_a_checkpoint_folder_or_file_finds_its_run(exported):
 
 def test_unknown_format_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as info:
-        _parser().parse_args(
-            ["export", "--run", "x", "--out", "y", "--formats", "onnx,coreml"]
-        )
+        main(["export", "--run", "x", "--out", "y", "--formats", "onnx,coreml"])
     assert info.value.code == 2
     assert "coreml" in capsys.readouterr().err

@@ -1,11 +1,10 @@
 """The TF Serving SavedModel: layout, size, signatures, parity with Keras, bad input.
 
 One tiny ANet (ResNet-18-IBN-a at base width 8, 48x32 input so height and width
-cannot be swapped unnoticed) is exported once per module. The helpers at the top
-are shared with the other export tests.
+cannot be swapped unnoticed; ``tiny_export_run`` of conftest.py, shared with the
+other export tests) is exported once per module.
 """
 
-import io
 import json
 import os
 import shutil
@@ -14,62 +13,14 @@ import subprocess
 import numpy as np
 import pytest
 import tensorflow as tf
-from PIL import Image
 
-from anet_tf.config import load_config
 from anet_tf.data.pipeline import decode_image
 from anet_tf.data.pipeline import normalize
 from anet_tf.data.pipeline import preprocess_for_inference
-from anet_tf.data.readers import load_dataset
-from anet_tf.data.synthetic import generate
 from anet_tf.model import build_model_from_config
 from anet_tf.model import test_feature
 
-IMAGE_SIZE = (48, 32)
-
-
-# ---------------------------------------------------------------- shared helpers
-
-
-def tiny_config(root, overrides=()):
-    return load_config(
-        None,
-        [
-            "data.name=synthetic",
-            f"data.root={root}",
-            f"data.image_size=[{IMAGE_SIZE[0]}, {IMAGE_SIZE[1]}]",
-            "model.backbone=resnet18_ibn_a",
-            "model.base_width=8",
-            "model.s_f=16",
-            "model.s_a=8",
-            "model.s_j=16",
-            *overrides,
-        ],
-    )
-
-
-def tiny_run(tmp, overrides=()):
-    """(net, cfg, dataset): a tiny synthetic dataset and an untrained tiny ANet."""
-    root = os.path.join(tmp, "data")
-    generate(root, ids=8, test_ids=4, cameras=2, images_per_id=4, image_size=32)
-    cfg = tiny_config(root, overrides)
-    dataset = load_dataset(cfg)
-    tf.keras.utils.set_random_seed(0)
-    net = build_model_from_config(cfg, len(dataset.train_pids()), dataset.num_classes)
-    return net, cfg, dataset
-
-
-def encode(array, fmt="PNG", mode=None):
-    image = Image.fromarray(np.asarray(array, np.uint8), mode)
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt)
-    return buffer.getvalue()
-
-
-def random_pixels(h, w, seed=0, channels=3):
-    rng = np.random.default_rng(seed)
-    shape = (h, w) if channels == 1 else (h, w, channels)
-    return rng.integers(0, 256, shape, dtype=np.uint8)
+# ---------------------------------------------------------------- helpers
 
 
 def keras_reference(net, cfg, names, image_bytes):
@@ -92,16 +43,16 @@ def keras_reference(net, cfg, names, image_bytes):
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
+def exported(tmp_path_factory, tiny_export_run):
     from anet_tf.export.saved_model import export_saved_model
 
     tmp = str(tmp_path_factory.mktemp("saved_model"))
-    net, cfg, dataset = tiny_run(tmp)
+    net, cfg, dataset = tiny_export_run(tmp)
     path = export_saved_model(net, cfg, dataset, os.path.join(tmp, "export"))
     return net, cfg, dataset, path, tf.saved_model.load(path)
 
 
-def test_tf_serving_layout_and_assets(exported):
+def test_tf_serving_layout_and_assets(exported, export_image_size):
     net, cfg, dataset, path, _ = exported
     base = os.path.dirname(path)
     assert os.path.basename(base) == cfg.export.model_name == "anet"
@@ -111,7 +62,7 @@ def test_tf_serving_layout_and_assets(exported):
         assert os.path.exists(os.path.join(path, name)), name
     with open(os.path.join(path, "assets", "metadata.json")) as fh:
         meta = json.load(fh)
-    assert meta["input_size"] == list(IMAGE_SIZE)
+    assert meta["input_size"] == list(export_image_size)
     assert meta["feature"] == cfg.eval.feature == "j"
     assert meta["embedding_dim"] == 16
     assert meta["dataset"] == "synthetic"
@@ -158,11 +109,11 @@ def test_saved_model_cli_lists_the_signatures(exported):
         assert text in out.stdout, text
 
 
-def test_every_signature_matches_keras(exported):
+def test_every_signature_matches_keras(exported, encode_image, random_pixels):
     net, cfg, dataset, _, loaded = exported
     names = ["color", "type"]
     pixels = [random_pixels(60, 40, seed=1), random_pixels(48, 32, seed=2)]
-    files = [encode(p) for p in pixels]
+    files = [encode_image(p) for p in pixels]
     embedding, probs = keras_reference(net, cfg, names, files)
 
     by_bytes = loaded.signatures["serving_default"](image_bytes=tf.constant(files))
@@ -190,11 +141,11 @@ def test_every_signature_matches_keras(exported):
     )
 
 
-def test_not_an_image_is_invalid_argument_and_the_model_keeps_serving(exported):
+def test_not_an_image_is_invalid_argument_and_the_model_keeps_serving(exported, encode_image, random_pixels):
     _, _, _, _, loaded = exported
     serve = loaded.signatures["serving_default"]
-    good = encode(random_pixels(20, 20))
-    jpeg = encode(random_pixels(20, 20), "JPEG")
+    good = encode_image(random_pixels(20, 20))
+    jpeg = encode_image(random_pixels(20, 20), "JPEG")
     for bad, reason in (
         (b"hello, not an image", "not a JPEG, PNG, GIF, BMP or WebP file"),
         (b"", "the file is empty"),
@@ -208,9 +159,9 @@ def test_not_an_image_is_invalid_argument_and_the_model_keeps_serving(exported):
     assert serve(image_bytes=tf.constant([good]))["embedding"].shape == (1, 16)
 
 
-def test_nonfinite_pixels_are_invalid_argument(exported):
+def test_nonfinite_pixels_are_invalid_argument(exported, export_image_size):
     _, _, _, _, loaded = exported
-    h, w = IMAGE_SIZE
+    h, w = export_image_size
     images = np.full([2, h, w, 3], 100.0, np.float32)
     for bad in (np.nan, np.inf):
         images[1, 3, 4, 0] = bad
@@ -221,12 +172,12 @@ def test_nonfinite_pixels_are_invalid_argument(exported):
     assert np.isfinite(out["embedding"].numpy()).all()
 
 
-def test_grayscale_rgba_and_large_images(exported):
+def test_grayscale_rgba_and_large_images(exported, encode_image, random_pixels):
     net, cfg, _, _, loaded = exported
     files = [
-        encode(random_pixels(30, 20, seed=3, channels=1), "PNG", "L"),
-        encode(random_pixels(30, 20, seed=4, channels=4), "PNG", "RGBA"),
-        encode(random_pixels(1200, 1600, seed=5), "JPEG"),
+        encode_image(random_pixels(30, 20, seed=3, channels=1), "PNG", "L"),
+        encode_image(random_pixels(30, 20, seed=4, channels=4), "PNG", "RGBA"),
+        encode_image(random_pixels(1200, 1600, seed=5), "JPEG"),
     ]
     embedding, _ = keras_reference(net, cfg, ["color", "type"], files)
     out = loaded.signatures["serving_default"](image_bytes=tf.constant(files))
@@ -234,9 +185,9 @@ def test_grayscale_rgba_and_large_images(exported):
     np.testing.assert_allclose(out["embedding"].numpy(), embedding, atol=1e-5)
 
 
-def test_empty_batch_gives_empty_outputs(exported):
+def test_empty_batch_gives_empty_outputs(exported, export_image_size):
     _, _, _, _, loaded = exported
-    h, w = IMAGE_SIZE
+    h, w = export_image_size
     calls = {
         "serving_default": {"image_bytes": tf.constant([], tf.string)},
         "serve_images": {"images": tf.zeros([0, h, w, 3], tf.float32)},
@@ -249,12 +200,12 @@ def test_empty_batch_gives_empty_outputs(exported):
         assert out["type_label"].shape == (0,)
 
 
-def test_load_embedder_takes_normalised_images(exported):
+def test_load_embedder_takes_normalised_images(exported, export_image_size, random_pixels):
     from anet_tf.export.saved_model import load_embedder
 
     net, cfg, _, path, _ = exported
     embed = load_embedder(path)
-    pixels = np.stack([random_pixels(*IMAGE_SIZE, seed=s) for s in (6, 7)])
+    pixels = np.stack([random_pixels(*export_image_size, seed=s) for s in (6, 7)])
     images = normalize(tf.constant(pixels, tf.float32))
     out = embed(images)
     feature = test_feature(net(images, training=False), "j", ["color", "type"]).numpy()
@@ -265,7 +216,7 @@ def test_load_embedder_takes_normalised_images(exported):
         load_embedder(os.path.dirname(path))
 
 
-def test_load_predictor_maps_served_labels_to_class_indices(exported):
+def test_load_predictor_maps_served_labels_to_class_indices(exported, export_image_size, random_pixels):
     """`evaluate --model` measures the served `<name>_label` outputs: they come
     back as indices into the model's class lists, equal to the Keras argmax."""
     from anet_tf.export.saved_model import load_predictor
@@ -276,7 +227,7 @@ def test_load_predictor_maps_served_labels_to_class_indices(exported):
         n: list(c)
         for n, c in zip(dataset.attribute_names, dataset.attribute_classes, strict=True)
     }
-    pixels = np.stack([random_pixels(*IMAGE_SIZE, seed=s) for s in (8, 9, 10)])
+    pixels = np.stack([random_pixels(*export_image_size, seed=s) for s in (8, 9, 10)])
     images = normalize(tf.constant(pixels, tf.float32))
     embedding, classes = predict(images)
     out = net(images, training=False)
@@ -288,11 +239,11 @@ def test_load_predictor_maps_served_labels_to_class_indices(exported):
         )
 
 
-def test_baseline_has_only_the_embedding(exported):
+def test_baseline_has_only_the_embedding(exported, tiny_export_config):
     from anet_tf.export.saved_model import build_serving_module
 
     _, _, dataset, _, _ = exported
-    cfg = tiny_config(dataset.root, ["model.variant=baseline", "eval.feature=f"])
+    cfg = tiny_export_config(dataset.root, ["model.variant=baseline", "eval.feature=f"])
     net = build_model_from_config(cfg, len(dataset.train_pids()), dataset.num_classes)
     module = build_serving_module(net, cfg, dataset)
     out = module.serve_images(tf.zeros([2, 10, 10, 3]))
@@ -300,7 +251,7 @@ def test_baseline_has_only_the_embedding(exported):
     assert out["embedding"].shape == (2, 16)
 
 
-def test_wrong_class_names_are_refused(exported):
+def test_wrong_class_names_are_refused(exported, export_image_size):
     from anet_tf.export.saved_model import AnetServing
 
     net = exported[0]
@@ -310,23 +261,23 @@ def test_wrong_class_names_are_refused(exported):
             feature="j",
             attribute_names=["color", "type"],
             attribute_classes=[["red", "blue"], ["a", "b"]],
-            image_size=IMAGE_SIZE,
+            image_size=export_image_size,
         )
 
 
-def test_images_announcing_too_many_pixels_are_refused_before_decoding(exported):
+def test_images_announcing_too_many_pixels_are_refused_before_decoding(exported, encode_image, random_pixels):
     """A file whose header claims 10000 x 10000 pixels (over data.max_image_pixels,
     40 M by default) is refused from its header, before 300 MB are decoded."""
     import struct
 
     _, cfg, _, path, loaded = exported
     serve = loaded.signatures["serving_default"]
-    png = bytearray(encode(random_pixels(20, 20)))
+    png = bytearray(encode_image(random_pixels(20, 20)))
     png[16:24] = struct.pack(">II", 10000, 10000)  # IHDR width, height
-    jpeg = bytearray(encode(random_pixels(20, 20), "JPEG"))
+    jpeg = bytearray(encode_image(random_pixels(20, 20), "JPEG"))
     sof = jpeg.find(b"\xff\xc0")
     jpeg[sof + 5 : sof + 9] = struct.pack(">HH", 10000, 10000)  # SOF0 height, width
-    good = encode(random_pixels(20, 20))
+    good = encode_image(random_pixels(20, 20))
     for big in (png, jpeg):
         with pytest.raises(tf.errors.InvalidArgumentError) as info:
             serve(image_bytes=tf.constant([good, bytes(big)]))

@@ -9,8 +9,6 @@ import tensorflow as tf
 
 pytest.importorskip("ai_edge_litert")
 
-from test_export_saved_model import IMAGE_SIZE  # noqa: E402
-from test_export_saved_model import tiny_run  # noqa: E402
 
 # Cosine similarity to the SavedModel that each variant must reach (the issue's
 # bounds; int8 covers both the dynamic-range and the full-integer model).
@@ -18,13 +16,13 @@ THRESHOLDS = {"fp32": 0.9999, "fp16": 0.999, "int8_dynamic": 0.99, "int8": 0.99}
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
+def exported(tmp_path_factory, export_image_size, tiny_export_run):
     from anet_tf.export import export_formats
     from anet_tf.export import tflite
     from anet_tf.export.saved_model import build_serving_module
 
     tmp = str(tmp_path_factory.mktemp("tflite"))
-    net, cfg, dataset = tiny_run(tmp)
+    net, cfg, dataset = tiny_export_run(tmp)
     paths = export_formats(
         net,
         cfg,
@@ -39,7 +37,7 @@ def exported(tmp_path_factory):
         tflite.export_tflite(module, os.path.join(tmp, "out", "tflite"), ["fp16"])
     )
     records = dataset.query + dataset.gallery
-    pixels = tflite.load_pixels([r.path for r in records], IMAGE_SIZE)
+    pixels = tflite.load_pixels([r.path for r in records], export_image_size)
     loaded = tf.saved_model.load(paths["saved_model"])
     reference = loaded.signatures["serve_images"](images=tf.constant(pixels))
     return paths, cfg, dataset, pixels, reference, loaded
@@ -85,13 +83,13 @@ def test_variant_matches_the_saved_model(exported, variant):
         )
 
 
-def test_input_is_pixels_with_a_dynamic_batch(exported):
+def test_input_is_pixels_with_a_dynamic_batch(exported, export_image_size):
     from anet_tf.export.tflite import LiteRTModel
 
     paths, _, _, pixels, reference, _ = exported
     model = LiteRTModel(paths["tflite"]["fp32"])
     detail = model.interpreter.get_input_details()[0]
-    assert list(detail["shape_signature"]) == [-1, *IMAGE_SIZE, 3]
+    assert list(detail["shape_signature"]) == [-1, *export_image_size, 3]
     assert detail["dtype"] == np.float32
     for n in (1, 5):
         emb = model.embed(pixels[:n])
@@ -119,12 +117,12 @@ def test_rank1_matches_the_saved_model(exported):
         assert abs(lite["R1"] - sm["R1"]) <= 1.0, (variant, lite["R1"], sm["R1"])
 
 
-def test_representative_images_come_from_the_training_split(exported):
+def test_representative_images_come_from_the_training_split(exported, export_image_size):
     from anet_tf.export.tflite import representative_images
 
     _, _, dataset, _, _, _ = exported
-    images = representative_images(dataset, IMAGE_SIZE, count=5)
-    assert images.shape == (5, *IMAGE_SIZE, 3)
+    images = representative_images(dataset, export_image_size, count=5)
+    assert images.shape == (5, *export_image_size, 3)
     assert images.dtype == np.float32 and 0 <= images.min() and images.max() <= 255
 
 

@@ -10,62 +10,16 @@ import shutil
 
 import numpy as np
 import pytest
-from test_embed import run_command
-from test_embed import tiny_assets
-from test_embed import write_images
 
-from anet_tf.search.embed import Embeddings
-from anet_tf.search.embed import SearchError
-from anet_tf.search.embed import load_embeddings
-from anet_tf.search.embed import save_embeddings
+from anet_tf.cli import main
+from anet_tf.search.embeddings import Embeddings
+from anet_tf.search.embeddings import load_embeddings
+from anet_tf.search.embeddings import save_embeddings
+from anet_tf.search.errors import SearchError
 from anet_tf.search.index import IndexMismatchError
 from anet_tf.search.index import build_index
 from anet_tf.search.index import load_index
 from anet_tf.search.index import parse_where
-
-COLORS = ["red", "blue", "white"]
-TYPES = ["sedan", "suv"]
-
-
-def fake_model(dim: int, fingerprint: str = "f00d") -> dict:
-    return {
-        "path": f"/models/m-{fingerprint}",
-        "fingerprint": fingerprint,
-        "embedding_dim": dim,
-        "attributes": [
-            {"name": "color", "classes": COLORS},
-            {"name": "type", "classes": TYPES},
-        ],
-    }
-
-
-def random_embeddings(
-    n: int, dim: int, seed: int = 0, fingerprint: str = "f00d"
-) -> Embeddings:
-    """Random unit vectors with random predicted and known attributes."""
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((n, dim)).astype(np.float32)
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    probs = {
-        "color": rng.dirichlet(np.ones(3), n).astype(np.float32),
-        "type": rng.dirichlet(np.ones(2), n).astype(np.float32),
-    }
-    classes = {"color": COLORS, "type": TYPES}
-    predicted = {a: np.asarray(classes[a], str)[p.argmax(1)] for a, p in probs.items()}
-    known_color = np.asarray(COLORS + [""], str)[rng.integers(0, 4, n)]
-    return Embeddings(
-        paths=[f"/gallery/{i:05d}.jpg" for i in range(n)],
-        embedding=x,
-        attribute_names=["color", "type"],
-        attribute_classes=[COLORS, TYPES],
-        probs=probs,
-        predicted=predicted,
-        known={"color": known_color, "type": np.full(n, "", str)},
-        pids=rng.integers(0, 50, n).astype(np.int64),
-        camids=rng.integers(0, 5, n).astype(np.int64),
-        model=fake_model(dim, fingerprint),
-        source=f"random-{seed}",
-    )
 
 
 def brute_force(gallery: np.ndarray, queries: np.ndarray, k: int, mask=None):
@@ -77,7 +31,7 @@ def brute_force(gallery: np.ndarray, queries: np.ndarray, k: int, mask=None):
 
 
 @pytest.fixture(scope="module")
-def gallery():
+def gallery(random_embeddings):
     return random_embeddings(600, 24)
 
 
@@ -86,7 +40,7 @@ def index(gallery):
     return build_index([gallery])
 
 
-def test_flat_search_is_exact(gallery, index):
+def test_flat_search_is_exact(gallery, index, random_embeddings):
     queries = random_embeddings(7, 24, seed=1).embedding
     scores, ids = index.search(queries, 10)
     ref_scores, ref_ids = brute_force(gallery.embedding, queries, 10)
@@ -94,7 +48,7 @@ def test_flat_search_is_exact(gallery, index):
     np.testing.assert_allclose(scores, ref_scores, atol=1e-5)
 
 
-def test_filters_return_exactly_the_best_matching_items(gallery, index):
+def test_filters_return_exactly_the_best_matching_items(gallery, index, random_embeddings):
     queries = random_embeddings(5, 24, seed=2).embedding
     where = parse_where("color=red|white,type=suv")
     mask = np.isin(gallery.predicted["color"], ["red", "white"]) & (
@@ -191,8 +145,6 @@ def test_save_load_round_trip(gallery, index, tmp_path):
 
 
 def test_index_target_of_the_wrong_kind_is_one_line_before_any_work(gallery, index, tmp_path, capsys):
-    from anet_tf.cli import main
-
     a_file = tmp_path / "notes.txt"
     a_file.write_text("keep me")
     with pytest.raises(SearchError, match="exists and is a file"):
@@ -210,7 +162,7 @@ def test_index_target_of_the_wrong_kind_is_one_line_before_any_work(gallery, ind
     assert a_file.read_text() == "keep me" and os.listdir(busy) == ["x.txt"]
 
 
-def test_ivfpq_finds_most_vectors_themselves(tmp_path):
+def test_ivfpq_finds_most_vectors_themselves(tmp_path, random_embeddings):
     gallery = random_embeddings(1500, 32, seed=4)
     index = build_index([gallery], kind="ivfpq", nlist=8, m=8, bits=5, nprobe=4)
     assert index.meta["params"]["factory"] == "IVF8,PQ8x5np"
@@ -224,7 +176,7 @@ def test_ivfpq_finds_most_vectors_themselves(tmp_path):
         build_index([random_embeddings(100, 32)], kind="ivfpq")
 
 
-def test_another_models_embeddings_are_refused(gallery, index):
+def test_another_models_embeddings_are_refused(gallery, index, fake_model, random_embeddings):
     with pytest.raises(IndexMismatchError, match="holds 24-d embeddings.*gives 32-d"):
         index.check_model(fake_model(32, "beef"))
     with pytest.raises(
@@ -241,10 +193,10 @@ def test_another_models_embeddings_are_refused(gallery, index):
 
 
 @pytest.fixture(scope="module")
-def served_gallery(tmp_path_factory):
+def served_gallery(tmp_path_factory, search_assets, write_images):
     """A gallery of distinct images embedded by the tiny SavedModel and indexed,
     and a query that is a byte copy of gallery image 3 under another name."""
-    assets = tiny_assets(tmp_path_factory)
+    assets = search_assets
     root = tmp_path_factory.mktemp("served")
     paths = write_images(root / "gallery", 12, seed=11)
     query = root / "queries" / "planted.jpg"
@@ -252,7 +204,7 @@ def served_gallery(tmp_path_factory):
     shutil.copy(paths[3], query)
     emb_path = root / "gallery.npz"
     assert (
-        run_command(
+        main(
             [
                 "embed",
                 str(root / "gallery"),
@@ -266,7 +218,7 @@ def served_gallery(tmp_path_factory):
         == 0
     )
     assert (
-        run_command(["index", "build", str(emb_path), "-o", str(root / "index")]) == 0
+        main(["index", "build", str(emb_path), "-o", str(root / "index")]) == 0
     )
     return {
         "assets": assets,
@@ -281,7 +233,7 @@ def served_gallery(tmp_path_factory):
 def test_planted_duplicate_is_rank_1(served_gallery, capsys):
     g = served_gallery
     capsys.readouterr()
-    code = run_command(
+    code = main(
         [
             "search",
             "--index",
@@ -303,7 +255,7 @@ def test_planted_duplicate_is_rank_1(served_gallery, capsys):
     assert result["attributes"] == top["attributes"]
 
     assert (
-        run_command(["search", "--index", g["index"], "--query", g["query"], "-k", "2"])
+        main(["search", "--index", g["index"], "--query", g["query"], "-k", "2"])
         == 0
     )
     table = capsys.readouterr().out
@@ -316,7 +268,7 @@ def test_search_filter_returns_only_matching_attributes(served_gallery, capsys):
     emb = load_embeddings(g["emb"])
     color = str(emb.predicted["color"][3])
     capsys.readouterr()
-    code = run_command(
+    code = main(
         [
             "search",
             "--index",
@@ -337,14 +289,14 @@ def test_search_filter_returns_only_matching_attributes(served_gallery, capsys):
     assert {m["attributes"]["color"] for m in matches} == {color}
 
 
-def test_search_refuses_an_index_of_another_model(served_gallery, tmp_path, capsys):
+def test_search_refuses_an_index_of_another_model(served_gallery, tmp_path, capsys, random_embeddings):
     g = served_gallery
     other = random_embeddings(20, 8)
     save_embeddings(other, str(tmp_path / "other.npz"))
     build_index([load_embeddings(str(tmp_path / "other.npz"))]).save(
         str(tmp_path / "idx8")
     )
-    code = run_command(
+    code = main(
         [
             "search",
             "--index",
@@ -365,7 +317,7 @@ def test_search_refuses_an_index_of_another_model(served_gallery, tmp_path, caps
     meta["model"]["fingerprint"] = "0123456789abcdef"
     meta_path.write_text(json.dumps(meta))
     assert (
-        run_command(
+        main(
             ["search", "--index", str(tmp_path / "tampered"), "--query", g["query"]]
         )
         == 1
@@ -380,7 +332,7 @@ def test_unreadable_queries_are_reported_and_the_rest_answered(
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\nnope")
     capsys.readouterr()
-    code = run_command(
+    code = main(
         ["search", "--index", g["index"], "--query", str(bad), g["query"], "--json"]
     )
     assert code == 0

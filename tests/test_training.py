@@ -374,24 +374,19 @@ def test_deterministic_runs_repeat_bit_for_bit_and_seeds_differ(tiny_data, tmp_p
     np.testing.assert_allclose([float(r["lr"]) for r in logs["a"]], [6e-4, 1e-5], rtol=1e-6)
 
 
-def test_stage2_lr_replaces_the_schedule_in_that_stage(tmp_path):
+def test_stage2_lr_replaces_the_schedule_in_that_stage():
     import types
 
     import keras
 
-    from anet_tf.training.callbacks import RunCallback
+    from anet_tf.training.callbacks import LrSchedule
 
     def lr_of_epochs(stage_lr):
-        cb = RunCallback(
-            str(tmp_path),
-            stage=2,
+        cb = LrSchedule(
             stage_offset=150,
-            stage_epochs=60,
             base_lr=6e-4,
             milestones=[60, 120, 150, 180],
             gamma=0.1,
-            batch_size=8,
-            columns=["total"],
             stage_lr=stage_lr,
         )
         optimizer = keras.optimizers.Adam(learning_rate=6e-4)
@@ -499,3 +494,18 @@ def test_coupled_weight_decay_is_added_once_across_replicas(tmp_path):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
     proc = _run_script(script, env)
     assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-3000:]
+
+
+def test_epoch_end_callbacks_come_in_the_order_that_keeps_a_run_intact(tmp_path):
+    """evaluate -> check the weights -> checkpoint -> log row -> TensorBoard: Keras
+    calls the callbacks in list order."""
+    from anet_tf.training import callbacks as cb
+
+    progress = cb.StageProgress(
+        str(tmp_path), stage=1, stage_offset=0, stage_epochs=1, batch_size=8, columns=["total"]
+    )
+    order = [type(c) for c in cb.stage_callbacks(progress, base_lr=0.1, milestones=[], gamma=0.1)]
+    assert order == [
+        cb.LrSchedule, cb.SyncMovingStatistics, cb.EpochMeter, cb.Evaluation,
+        cb.NonFiniteGuard, cb.Checkpoint, cb.LogRow, cb.TensorBoardScalars,
+    ]

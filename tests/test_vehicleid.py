@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import io
 import os
 import shutil
 
 import pytest
-from PIL import Image
 
 from anet_tf.config import load_config
 from anet_tf.data.readers import load_dataset
@@ -16,55 +14,17 @@ from anet_tf.data.records import DataError
 from anet_tf.data.vehicleid import read_class_names
 from anet_tf.data.vehicleid import read_vehicleid
 
-COLORS = ["black", "blue", "gray", "red", "sliver", "white", "yellow"]
-MODELS = [f"大众 款{i}" for i in range(250)]  # Chinese names with a space
-TRAIN = [("0000001", 1), ("0000002", 1), ("0000003", 2), ("0000004", 2), ("0000005", 3)]
-TEST_800 = [("0000010", 10), ("0000011", 10), ("0000012", 11), ("0000013", 12)]
-TEST_1600 = TEST_800 + [("0000014", 13), ("0000015", 13)]
-# Per vehicle, partial: colour labels are a subset of model labels.
-MODEL_ATTR = {1: 5, 2: 17, 10: 249, 11: 3}
-COLOR_ATTR = {1: 0, 10: 3}
-
-
-def make_vehicleid(root) -> str:
-    root = str(root)
-    buf = io.BytesIO()
-    Image.new("RGB", (8, 8), (90, 90, 90)).save(buf, "JPEG")
-    os.makedirs(os.path.join(root, "image"))
-    for image, _ in TRAIN + TEST_1600:
-        with open(os.path.join(root, "image", image + ".jpg"), "wb") as fh:
-            fh.write(buf.getvalue())
-    for folder in ("train_test_split", "attribute"):
-        os.makedirs(os.path.join(root, folder))
-    texts = {
-        "train_test_split/train_list.txt": TRAIN,
-        "train_test_split/test_list_800.txt": TEST_800,
-        "train_test_split/test_list_1600.txt": TEST_1600,
-        "train_test_split/test_list_13164.txt": TEST_1600[:2],
-        "attribute/model_attr.txt": list(MODEL_ATTR.items()),
-        "attribute/color_attr.txt": list(COLOR_ATTR.items()),
-    }
-    for name, pairs in texts.items():
-        with open(os.path.join(root, name), "w") as fh:
-            fh.write("".join(f"{a} {b}\n" for a, b in pairs))
-    with open(os.path.join(root, "attribute", "color_names.txt"), "w") as fh:
-        fh.write("".join(f"{c} {i}\n" for i, c in enumerate(COLORS)))  # <name> <id>
-    with open(os.path.join(root, "attribute", "model_names.txt"), "wb") as fh:
-        text = "".join(f"{i} {m}\r\n" for i, m in enumerate(MODELS))  # <id> <name>
-        fh.write(text.encode("gb18030"))
-    return root
-
 
 def _write(root, name, text, mode="a"):
     with open(os.path.join(root, name), mode) as fh:
         fh.write(text)
 
 
-def test_reads_release_layout_with_partial_attributes(tmp_path):
-    root = make_vehicleid(tmp_path)
+def test_reads_release_layout_with_partial_attributes(tmp_path, vehicleid_release):
+    root = vehicleid_release.make(tmp_path)
     ds = read_vehicleid(root, ["color", "model"])
     assert ds.name == "vehicleid" and ds.problems == []
-    assert ds.attribute_classes == [COLORS, MODELS]
+    assert ds.attribute_classes == [vehicleid_release.COLORS, vehicleid_release.MODELS]
     assert ds.num_classes == [7, 250]
     assert [(r.pid, r.camid, r.attributes) for r in ds.train] == [
         (1, -1, (0, 5)),
@@ -86,8 +46,8 @@ def test_reads_release_layout_with_partial_attributes(tmp_path):
     assert all(r.split == "train" for r in ds.train)
 
 
-def test_test_list_choice(tmp_path):
-    root = make_vehicleid(tmp_path)
+def test_test_list_choice(tmp_path, vehicleid_release):
+    root = vehicleid_release.make(tmp_path)
     assert len(read_vehicleid(root, [], test_list="medium").gallery) == 6
     assert len(read_vehicleid(root, [], test_list="13164").gallery) == 2
     assert len(read_vehicleid(root, [], test_list="test_list_1600.txt").gallery) == 6
@@ -101,19 +61,19 @@ def test_test_list_choice(tmp_path):
         read_vehicleid(root, [], test_list="../test_list_800.txt")
 
 
-def test_attribute_choice_and_unknown_attribute(tmp_path):
-    root = make_vehicleid(tmp_path)
+def test_attribute_choice_and_unknown_attribute(tmp_path, vehicleid_release):
+    root = vehicleid_release.make(tmp_path)
     ds = read_vehicleid(root, ["model"])
     assert ds.train[2].attributes == (17,)
     with pytest.raises(DataError, match=r"'type'.*offered: color, model"):
         read_vehicleid(root, ["color", "type"])
 
 
-def test_class_names_are_optional(tmp_path):
-    root = make_vehicleid(tmp_path)
+def test_class_names_are_optional(tmp_path, vehicleid_release):
+    root = vehicleid_release.make(tmp_path)
     os.remove(os.path.join(root, "attribute", "color_names.txt"))
     ds = read_vehicleid(root, ["color"])
-    assert ds.attribute_classes == [COLORS]  # the release README's colours
+    assert ds.attribute_classes == [vehicleid_release.COLORS]  # the release README's colours
     os.remove(os.path.join(root, "attribute", "model_names.txt"))
     assert read_vehicleid(root, ["model"]).num_classes == [250]
     _write(root, "attribute/color_attr.txt", "12 7\n")
@@ -135,8 +95,8 @@ def test_class_name_formats(tmp_path):
         assert read_class_names(path) == expected
 
 
-def test_missing_file(tmp_path):
-    root = make_vehicleid(tmp_path)
+def test_missing_file(tmp_path, vehicleid_release):
+    root = vehicleid_release.make(tmp_path)
     os.remove(os.path.join(root, "train_test_split", "train_list.txt"))
     with pytest.raises(DataError, match=r"train_list\.txt: file not found"):
         read_vehicleid(root, ["color"])
@@ -148,14 +108,14 @@ def test_missing_file(tmp_path):
         read_vehicleid(root, ["model"], strict=False)
 
 
-def test_malformed_lines(tmp_path):
-    root = make_vehicleid(tmp_path)
+def test_malformed_lines(tmp_path, vehicleid_release):
+    root = vehicleid_release.make(tmp_path)
     _write(root, "train_test_split/train_list.txt", "0000006\n")
     with pytest.raises(
         DataError, match=r"train_list\.txt:6: expected '<image id> <vehicle id>'"
     ):
         read_vehicleid(root, [])
-    root = make_vehicleid(tmp_path / "b")
+    root = vehicleid_release.make(tmp_path / "b")
     _write(root, "attribute/model_attr.txt", "12 x\n")
     with pytest.raises(
         DataError, match=r"model_attr\.txt:5: expected '<vehicle id> <model id>'"
@@ -163,8 +123,8 @@ def test_malformed_lines(tmp_path):
         read_vehicleid(root, ["model"])
 
 
-def test_out_of_range_colour_id(tmp_path):
-    root = make_vehicleid(tmp_path)
+def test_out_of_range_colour_id(tmp_path, vehicleid_release):
+    root = vehicleid_release.make(tmp_path)
     _write(root, "attribute/color_attr.txt", "11 7\n")
     with pytest.raises(
         DataError, match=r"color_attr\.txt:3: color id 7 is out of range"
@@ -175,8 +135,8 @@ def test_out_of_range_colour_id(tmp_path):
     assert ds.problems[0].endswith("vehicle 11 left without color (-1)")
 
 
-def test_missing_image(tmp_path):
-    root = make_vehicleid(tmp_path)
+def test_missing_image(tmp_path, vehicleid_release):
+    root = vehicleid_release.make(tmp_path)
     os.remove(os.path.join(root, "image", "0000012.jpg"))
     with pytest.raises(DataError, match=r"test_list_800\.txt:3: image not found"):
         read_vehicleid(root, [])
@@ -197,15 +157,15 @@ def test_missing_image(tmp_path):
     "line, message",
     [("../../outside 5", "escapes the dataset root"), ("/etc/passwd 5", "absolute")],
 )
-def test_path_escaping_root_is_rejected(tmp_path, line, message):
-    root = make_vehicleid(tmp_path)
+def test_path_escaping_root_is_rejected(tmp_path, line, message, vehicleid_release):
+    root = vehicleid_release.make(tmp_path)
     _write(root, "train_test_split/test_list_800.txt", line + "\n")
     with pytest.raises(DataError, match=rf"test_list_800\.txt:5: .*{message}"):
         read_vehicleid(root, [])
 
 
-def test_non_strict_lists_every_problem(tmp_path):
-    root = make_vehicleid(tmp_path)
+def test_non_strict_lists_every_problem(tmp_path, vehicleid_release):
+    root = vehicleid_release.make(tmp_path)
     _write(root, "train_test_split/train_list.txt", "0000001 1\n0000099 4\nx\n")
     _write(root, "attribute/color_attr.txt", "10 4\n")  # contradicts line 2
     ds = read_vehicleid(root, ["color", "model"], strict=False)
@@ -219,8 +179,8 @@ def test_non_strict_lists_every_problem(tmp_path):
     assert len(ds.train) == 5 and ds.gallery[0].attributes == (3, 249)
 
 
-def test_load_dataset_from_config(tmp_path):
-    root = make_vehicleid(tmp_path)
+def test_load_dataset_from_config(tmp_path, vehicleid_release):
+    root = vehicleid_release.make(tmp_path)
     cfg = load_config(
         "vehicleid", [f"data.root={root}", "data.vehicleid_test_list='1600'"]
     )

@@ -3,11 +3,9 @@ reader table / load_dataset of anet_tf.data.readers."""
 
 from __future__ import annotations
 
-import io
 import os
 
 import pytest
-from PIL import Image
 
 from anet_tf.config import ConfigError
 from anet_tf.config import load_config
@@ -16,77 +14,6 @@ from anet_tf.data.readers import get_reader
 from anet_tf.data.readers import load_dataset
 from anet_tf.data.records import DataError
 from anet_tf.data.veri776 import read_veri776
-
-COLORS = ["yellow", "orange", "green", "gray", "red", "blue", "white", "golden",
-          "brown", "black"]  # fmt: skip
-TYPES = ["sedan", "suv", "van", "hatchback", "mpv", "pickup", "bus", "truck", "estate"]
-
-# (image name, vehicleID, cameraID, colorID, typeID); 0003 carries the typeID="0"
-# erratum of older copies.
-TRAIN = [
-    ("0001_c001_00016450_0.jpg", "0001", "c001", "1", "4"),
-    ("0001_c002_00016460_0.jpg", "0001", "c002", "1", "4"),
-    ("0003_c001_00020000_0.jpg", "0003", "c001", "10", "0"),
-    ("0003_c005_00020010_1.jpg", "0003", "c005", "10", "0"),
-]
-TEST = [
-    ("0002_c002_00030600_0.jpg", "0002", "c002", "7", "1"),
-    ("0002_c003_00030610_0.jpg", "0002", "c003", "7", "1"),
-    ("0004_c010_00040000_0.jpg", "0004", "c010", "5", "9"),
-    ("0004_c020_00040010_0.jpg", "0004", "c020", "5", "9"),
-]
-QUERY = ["0002_c002_00030600_0.jpg", "0004_c020_00040010_0.jpg"]
-
-
-def _jpeg() -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", (8, 8), (120, 30, 200)).save(buf, "JPEG")
-    return buf.getvalue()
-
-
-def _label_xml(root_tag: str, items) -> bytes:
-    lines = [
-        '<?xml version="1.0" encoding="gb2312" ?>',
-        "<!-- 车辆 (gb2312 bytes in a comment) -->",
-        f'<{root_tag} Version="1.0">',
-        f'    <Items number="{len(items)}">',
-    ]
-    for name, vid, cam, color, typ in items:
-        lines.append(
-            f'        <Item imageName="{name}" vehicleID="{vid}" cameraID="{cam}" '
-            f'colorID="{color}" typeID="{typ}" />'
-        )
-    lines += ["    </Items>", f"</{root_tag}>", ""]
-    return "\r\n".join(lines).encode("gb2312")
-
-
-def make_veri(root) -> str:
-    root = str(root)
-    jpeg = _jpeg()
-    for folder, names in (
-        ("image_train", [t[0] for t in TRAIN]),
-        ("image_test", [t[0] for t in TEST]),
-        ("image_query", QUERY),
-    ):
-        os.makedirs(os.path.join(root, folder))
-        for name in names:
-            with open(os.path.join(root, folder, name), "wb") as fh:
-                fh.write(jpeg)
-    files = {
-        "name_train.txt": "\n".join(t[0] for t in TRAIN) + "\n\n",
-        "name_test.txt": "\r\n".join(t[0] for t in TEST) + "\r\n",
-        "name_query.txt": "\n".join(QUERY),
-        "list_color.txt": "".join(f"{i} {c}\n" for i, c in enumerate(COLORS, 1)),
-        "list_type.txt": "".join(f"{i} {t}\n" for i, t in enumerate(TYPES, 1)),
-    }
-    for name, text in files.items():
-        with open(os.path.join(root, name), "w") as fh:
-            fh.write(text)
-    with open(os.path.join(root, "train_label.xml"), "wb") as fh:
-        fh.write(_label_xml("TrainingImages", TRAIN))
-    with open(os.path.join(root, "test_label.xml"), "wb") as fh:
-        fh.write(_label_xml("TestImages", TEST))
-    return root
 
 
 def _edit(root, name, old, new):
@@ -104,14 +31,14 @@ def _read(root, **kwargs):
         return read_veri776(root, **kwargs)
 
 
-def test_reads_release_layout_with_quirks(tmp_path):
-    root = make_veri(tmp_path)
+def test_reads_release_layout_with_quirks(tmp_path, veri776_release):
+    root = veri776_release.make(tmp_path)
     erratum = r'train_label\.xml:7: typeID="0" on 2 Item\(s\) of vehicle\(s\) 0003, '
     with pytest.warns(UserWarning, match=erratum):
         ds = read_veri776(root, ["color", "type"])
     assert ds.name == "veri776"
     assert ds.attribute_names == ["color", "type"]
-    assert ds.attribute_classes == [COLORS, TYPES]
+    assert ds.attribute_classes == [veri776_release.COLORS, veri776_release.TYPES]
     assert (len(ds.train), len(ds.query), len(ds.gallery)) == (4, 2, 4)
     assert [(r.pid, r.camid, r.attributes) for r in ds.train] == [
         (1, 1, (0, 3)),
@@ -134,12 +61,12 @@ def test_reads_release_layout_with_quirks(tmp_path):
         for r in ds.split(split):
             assert r.split == split
             assert os.path.isabs(r.path) and os.path.isfile(r.path)
-    assert ds.query[0].path == os.path.join(root, "image_query", QUERY[0])
+    assert ds.query[0].path == os.path.join(root, "image_query", veri776_release.QUERY[0])
     assert ds.problems == []  # the corrected erratum is a warning, not a problem
 
 
-def test_corrected_copy_gives_no_warning(tmp_path, recwarn):
-    root = make_veri(tmp_path)
+def test_corrected_copy_gives_no_warning(tmp_path, recwarn, veri776_release):
+    root = veri776_release.make(tmp_path)
     for _ in range(2):
         _edit(root, "train_label.xml", 'typeID="0"', 'typeID="2"')
     ds = read_veri776(root, ["type"])
@@ -147,8 +74,8 @@ def test_corrected_copy_gives_no_warning(tmp_path, recwarn):
     assert not recwarn.list
 
 
-def test_missing_image_folder_is_one_problem(tmp_path):
-    root = make_veri(tmp_path)
+def test_missing_image_folder_is_one_problem(tmp_path, veri776_release):
+    root = veri776_release.make(tmp_path)
     os.rename(os.path.join(root, "image_query"), os.path.join(root, "elsewhere"))
     with pytest.raises(DataError, match=r"image_query: image folder not found"):
         _read(root)
@@ -160,10 +87,10 @@ def test_missing_image_folder_is_one_problem(tmp_path):
     )
 
 
-def test_attribute_order_and_subset(tmp_path):
-    root = make_veri(tmp_path)
+def test_attribute_order_and_subset(tmp_path, veri776_release):
+    root = veri776_release.make(tmp_path)
     ds = _read(root, attributes=["type", "color"])
-    assert ds.attribute_classes == [TYPES, COLORS]
+    assert ds.attribute_classes == [veri776_release.TYPES, veri776_release.COLORS]
     assert ds.train[2].attributes == (1, 9)
     os.remove(os.path.join(root, "list_type.txt"))
     ds = read_veri776(root, ["color"])  # type is neither read nor checked
@@ -171,14 +98,14 @@ def test_attribute_order_and_subset(tmp_path):
     assert ds.train[2].attributes == (9,)
 
 
-def test_unknown_attribute_lists_offered(tmp_path):
-    root = make_veri(tmp_path)
+def test_unknown_attribute_lists_offered(tmp_path, veri776_release):
+    root = veri776_release.make(tmp_path)
     with pytest.raises(DataError, match=r"'model'.*offered: color, type"):
         read_veri776(root, ["color", "model"])
 
 
-def test_missing_file(tmp_path):
-    root = make_veri(tmp_path)
+def test_missing_file(tmp_path, veri776_release):
+    root = veri776_release.make(tmp_path)
     os.remove(os.path.join(root, "name_query.txt"))
     with pytest.raises(DataError, match=r"name_query\.txt: file not found"):
         _read(root)
@@ -190,8 +117,8 @@ def test_missing_file(tmp_path):
         read_veri776(root, ["color"], strict=False)  # the label space: always fatal
 
 
-def test_malformed_xml_names_file_and_line(tmp_path):
-    root = make_veri(tmp_path)
+def test_malformed_xml_names_file_and_line(tmp_path, veri776_release):
+    root = veri776_release.make(tmp_path)
     _edit(root, "test_label.xml", "    </Items>", "    </Itemz>")
     with pytest.raises(DataError, match=r"test_label\.xml:9: malformed XML"):
         _read(root)
@@ -200,8 +127,8 @@ def test_malformed_xml_names_file_and_line(tmp_path):
     assert sum("test_label.xml:9" in p for p in ds.problems) == 1
 
 
-def test_out_of_range_colour_id(tmp_path):
-    root = make_veri(tmp_path)
+def test_out_of_range_colour_id(tmp_path, veri776_release):
+    root = veri776_release.make(tmp_path)
     _edit(root, "test_label.xml", 'colorID="5"', 'colorID="11"')
     pattern = (
         r"test_label\.xml:7: <Item imageName='0004_c010_00040000_0\.jpg'>: "
@@ -211,8 +138,8 @@ def test_out_of_range_colour_id(tmp_path):
         _read(root)
 
 
-def test_type_zero_outside_erratum_is_an_error(tmp_path):
-    root = make_veri(tmp_path)
+def test_type_zero_outside_erratum_is_an_error(tmp_path, veri776_release):
+    root = veri776_release.make(tmp_path)
     _edit(root, "test_label.xml", 'typeID="9"', 'typeID="0"')
     with pytest.raises(
         DataError, match=r"test_label\.xml:7: .*typeID='0' is out of range"
@@ -220,13 +147,13 @@ def test_type_zero_outside_erratum_is_an_error(tmp_path):
         _read(root)
 
 
-def test_malformed_lines(tmp_path):
-    root = make_veri(tmp_path)
+def test_malformed_lines(tmp_path, veri776_release):
+    root = veri776_release.make(tmp_path)
     _edit(root, "list_type.txt", "3 van", "three van")
     with pytest.raises(DataError, match=r"list_type\.txt:3: expected '<id> <name>'"):
         read_veri776(root, ["type"])
-    root = make_veri(tmp_path / "b")
-    _edit(root, "name_train.txt", TRAIN[1][0], TRAIN[1][0] + " extra")
+    root = veri776_release.make(tmp_path / "b")
+    _edit(root, "name_train.txt", veri776_release.TRAIN[1][0], veri776_release.TRAIN[1][0] + " extra")
     with pytest.raises(
         DataError, match=r"name_train\.txt:2: expected one image file name"
     ):
@@ -240,9 +167,9 @@ def test_malformed_lines(tmp_path):
         read_veri776(root, ["color", "type"])  # raises before the erratum items
 
 
-def test_missing_image_and_label(tmp_path):
-    root = make_veri(tmp_path)
-    os.remove(os.path.join(root, "image_train", TRAIN[1][0]))
+def test_missing_image_and_label(tmp_path, veri776_release):
+    root = veri776_release.make(tmp_path)
+    os.remove(os.path.join(root, "image_train", veri776_release.TRAIN[1][0]))
     with pytest.raises(DataError, match=r"name_train\.txt:2: image not found"):
         _read(root)
     assert len(_read(root, check_images=False).train) == 4
@@ -250,7 +177,7 @@ def test_missing_image_and_label(tmp_path):
         fh.write("0009_c001_00000000_0.jpg\n")
     ds = _read(root, strict=False)
     assert [r.path for r in ds.train] == [
-        os.path.join(root, "image_train", TRAIN[i][0]) for i in (0, 2, 3)
+        os.path.join(root, "image_train", veri776_release.TRAIN[i][0]) for i in (0, 2, 3)
     ]
     assert len(ds.gallery) == 4
     assert len(ds.problems) == 2  # missing image, missing <Item>
@@ -267,16 +194,16 @@ def test_missing_image_and_label(tmp_path):
         ("/etc/passwd", "absolute path"),
     ],
 )
-def test_path_escaping_root_is_rejected(tmp_path, line, message):
-    root = make_veri(tmp_path)
+def test_path_escaping_root_is_rejected(tmp_path, line, message, veri776_release):
+    root = veri776_release.make(tmp_path)
     with open(os.path.join(root, "name_query.txt"), "a") as fh:
         fh.write("\n" + line + "\n")
     with pytest.raises(DataError, match=rf"name_query\.txt:3: .*{message}"):
         _read(root)
 
 
-def test_listed_image_linking_out_of_the_root_is_rejected(tmp_path):
-    root = make_veri(tmp_path / "veri")
+def test_listed_image_linking_out_of_the_root_is_rejected(tmp_path, veri776_release):
+    root = veri776_release.make(tmp_path / "veri")
     outside = tmp_path / "hostname"
     outside.write_text("x")
     with open(os.path.join(root, "name_query.txt")) as fh:
@@ -288,15 +215,15 @@ def test_listed_image_linking_out_of_the_root_is_rejected(tmp_path):
         _read(root)
 
 
-def test_non_strict_lists_every_problem(tmp_path):
-    root = make_veri(tmp_path)
+def test_non_strict_lists_every_problem(tmp_path, veri776_release):
+    root = veri776_release.make(tmp_path)
     _edit(
         root,
         "train_label.xml",
         'colorID="1" typeID="4" />',
         'colorID="99" typeID="4" />',
     )
-    os.remove(os.path.join(root, "image_test", TEST[3][0]))
+    os.remove(os.path.join(root, "image_test", veri776_release.TEST[3][0]))
     with open(os.path.join(root, "name_query.txt"), "a") as fh:
         fh.write("\n../x.jpg\n")
     ds = _read(root, strict=False)
@@ -313,11 +240,11 @@ def test_non_strict_lists_every_problem(tmp_path):
     assert (len(ds.train), len(ds.query), len(ds.gallery)) == (3, 2, 3)
 
 
-def test_reader_table_and_load_dataset(tmp_path):
+def test_reader_table_and_load_dataset(tmp_path, veri776_release):
     assert set(READERS) == {"synthetic", "folder", "veri776", "veriwild", "vehicleid"}
     with pytest.raises(KeyError, match="valid: synthetic, folder, veri776"):
         get_reader("veri")
-    root = make_veri(tmp_path)
+    root = veri776_release.make(tmp_path)
     cfg = load_config("veri776", [f"data.root={root}"])
     with pytest.warns(UserWarning, match="erratum"):
         ds = load_dataset(cfg)

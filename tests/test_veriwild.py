@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import io
 import os
 
 import pytest
-from PIL import Image
 
 from anet_tf.config import load_config
 from anet_tf.data.readers import load_dataset
@@ -14,67 +12,9 @@ from anet_tf.data.records import UNKNOWN
 from anet_tf.data.records import DataError
 from anet_tf.data.veriwild import read_veriwild
 
-HEADER = "id/image;Camera ID;Time;Model;Type;Color"
-# key, camera, model, type, color. Quirks: a type with a leading space, model names
-# with spaces, one empty model field (unknown).
-ROWS = [
-    ("00001/000001", 3, "Audi A6L", "sedan", "black"),
-    ("00001/000002", 7, "Audi A6L", "sedan", "black"),
-    ("00001/000003", 7, "Audi A6L", "sedan", "black"),  # in no list
-    ("00002/000004", 12, "Buick Excelle GT", " small-sized truck", "dark gray"),
-    ("00002/000005", 3, "Buick Excelle GT", "small-sized truck", "dark gray"),
-    ("00010/000100", 1, "Volkswagen Lavida", "SUV", "white"),
-    ("00010/000101", 2, "Volkswagen Lavida", "SUV", "white"),
-    ("00010/000102", 174, "", "SUV", "white"),
-    ("00011/000110", 5, "Audi A6L", "sedan", "red"),
-    ("00011/000111", 6, "Audi A6L", "sedan", "red"),
-    ("00012/000120", 8, "Buick Excelle GT", "minivan", "blue"),
-    ("00012/000121", 9, "Buick Excelle GT", "minivan", "blue"),
-]
-LISTS = {
-    "train_list.txt": [
-        "00001/000001",
-        "00001/000002.jpg",
-        "00002/000004",
-        "00002/000005",
-    ],
-    "test_3000_query.txt": ["00010/000100", "00011/000110"],
-    "test_3000.txt": ["00010/000101", "00010/000102", "00011/000111"],
-    "test_5000_query.txt": ["00010/000100", "00011/000110", "00012/000120"],
-    "test_5000.txt": ["00010/000101", "00010/000102", "00011/000111", "00012/000121"],
-}
-SPLIT = "train_test_split"
 
-
-def make_veriwild(root) -> str:
-    root = str(root)
-    buf = io.BytesIO()
-    Image.new("RGB", (8, 8), (10, 200, 30)).save(buf, "JPEG")
-    for key, *_ in ROWS:
-        path = os.path.join(root, "images", key + ".jpg")
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "wb") as fh:
-            fh.write(buf.getvalue())
-    os.makedirs(os.path.join(root, SPLIT))
-    lines = [HEADER] + [
-        f"{key};{cam};2018-03-0{i % 9 + 1} 17:54:23;{model};{typ};{color}"
-        for i, (key, cam, model, typ, color) in enumerate(ROWS)
-    ]
-    with open(os.path.join(root, SPLIT, "vehicle_info.txt"), "w") as fh:
-        fh.write("\n".join(lines) + "\n")
-    for name, keys in LISTS.items():
-        with open(os.path.join(root, SPLIT, name), "w") as fh:
-            fh.write("\n".join(keys) + "\n")
-    return root
-
-
-def _append(root, name, text):
-    with open(os.path.join(root, SPLIT, name), "a") as fh:
-        fh.write(text)
-
-
-def test_reads_release_layout_with_quirks(tmp_path):
-    root = make_veriwild(tmp_path)
+def test_reads_release_layout_with_quirks(tmp_path, veriwild_release):
+    root = veriwild_release.make(tmp_path)
     ds = read_veriwild(root, ["color", "type", "model"])
     assert ds.name == "veriwild" and ds.problems == []
     assert ds.attribute_classes == [
@@ -100,8 +40,8 @@ def test_reads_release_layout_with_quirks(tmp_path):
         assert all(r.split == split and os.path.isfile(r.path) for r in ds.split(split))
 
 
-def test_test_sizes_and_attribute_choice(tmp_path):
-    root = make_veriwild(tmp_path)
+def test_test_sizes_and_attribute_choice(tmp_path, veriwild_release):
+    root = veriwild_release.make(tmp_path)
     ds = read_veriwild(root, ["model"], test_size="medium")
     assert (len(ds.query), len(ds.gallery)) == (3, 4)
     assert ds.query[2].attributes == (1,)
@@ -112,51 +52,51 @@ def test_test_sizes_and_attribute_choice(tmp_path):
         read_veriwild(root, [], test_size="large")
 
 
-def test_unknown_attribute_lists_offered(tmp_path):
-    root = make_veriwild(tmp_path)
+def test_unknown_attribute_lists_offered(tmp_path, veriwild_release):
+    root = veriwild_release.make(tmp_path)
     with pytest.raises(DataError, match=r"'brand'.*offered: color, type, model"):
         read_veriwild(root, ["color", "brand"])
 
 
-def test_missing_file(tmp_path):
-    root = make_veriwild(tmp_path)
-    os.remove(os.path.join(root, SPLIT, "test_3000.txt"))
+def test_missing_file(tmp_path, veriwild_release):
+    root = veriwild_release.make(tmp_path)
+    os.remove(os.path.join(root, veriwild_release.SPLIT, "test_3000.txt"))
     with pytest.raises(DataError, match=r"test_3000\.txt: file not found.*rename"):
         read_veriwild(root, ["color"])
     ds = read_veriwild(root, ["color"], strict=False)
     assert (len(ds.train), len(ds.query), len(ds.gallery)) == (4, 2, 0)
     assert len(ds.problems) == 1 and "split 'gallery' skipped" in ds.problems[0]
-    os.remove(os.path.join(root, SPLIT, "vehicle_info.txt"))
+    os.remove(os.path.join(root, veriwild_release.SPLIT, "vehicle_info.txt"))
     with pytest.raises(DataError, match=r"vehicle_info\.txt: file not found"):
         read_veriwild(root, ["color"], strict=False)
 
 
-def test_malformed_lines(tmp_path):
-    root = make_veriwild(tmp_path)
-    _append(root, "train_list.txt", "00001 000003\n")
+def test_malformed_lines(tmp_path, veriwild_release):
+    root = veriwild_release.make(tmp_path)
+    veriwild_release.append(root, "train_list.txt", "00001 000003\n")
     with pytest.raises(DataError, match=r"train_list\.txt:5: expected 'VVVVV/IIIIII'"):
         read_veriwild(root, ["color"])
-    root = make_veriwild(tmp_path / "b")
-    _append(root, "vehicle_info.txt", "00001/000009;4;Audi;sedan\n")
+    root = veriwild_release.make(tmp_path / "b")
+    veriwild_release.append(root, "vehicle_info.txt", "00001/000009;4;Audi;sedan\n")
     with pytest.raises(
         DataError, match=r"vehicle_info\.txt:14: expected 6 ';'-separated"
     ):
         read_veriwild(root, ["color"])
-    root = make_veriwild(tmp_path / "c")
-    _append(root, "vehicle_info.txt", "00001/000009;c4;t;Audi;sedan;red\n")
+    root = veriwild_release.make(tmp_path / "c")
+    veriwild_release.append(root, "vehicle_info.txt", "00001/000009;c4;t;Audi;sedan;red\n")
     with pytest.raises(
         DataError, match=r"vehicle_info\.txt:14: Camera ID must be an integer"
     ):
         read_veriwild(root, ["color"])
 
 
-def test_missing_image_and_row(tmp_path):
-    root = make_veriwild(tmp_path)
+def test_missing_image_and_row(tmp_path, veriwild_release):
+    root = veriwild_release.make(tmp_path)
     os.remove(os.path.join(root, "images", "00010", "000102.jpg"))
     with pytest.raises(DataError, match=r"test_3000\.txt:2: image not found"):
         read_veriwild(root, ["color"])
     assert len(read_veriwild(root, ["color"], check_images=False).gallery) == 3
-    _append(root, "train_list.txt", "00003/000300\n")
+    veriwild_release.append(root, "train_list.txt", "00003/000300\n")
     ds = read_veriwild(root, ["color"], strict=False)
     assert [(r.pid, r.camid) for r in ds.gallery] == [(10, 2), (11, 6)]
     assert len(ds.train) == 4
@@ -172,18 +112,18 @@ def test_missing_image_and_row(tmp_path):
         ("/00001/000001", "absolute"),
     ],
 )
-def test_path_escaping_root_is_rejected(tmp_path, line, message):
-    root = make_veriwild(tmp_path)
-    _append(root, "test_3000_query.txt", line + "\n")
+def test_path_escaping_root_is_rejected(tmp_path, line, message, veriwild_release):
+    root = veriwild_release.make(tmp_path)
+    veriwild_release.append(root, "test_3000_query.txt", line + "\n")
     with pytest.raises(DataError, match=rf"test_3000_query\.txt:3: .*{message}"):
         read_veriwild(root, ["color"])
 
 
-def test_non_strict_lists_every_problem(tmp_path):
-    root = make_veriwild(tmp_path)
-    _append(root, "train_list.txt", "bad line\n../x/1\n")
-    _append(root, "vehicle_info.txt", "00001/000001;9;t;m;sedan;red\n")  # repeat
-    path = os.path.join(root, SPLIT, "vehicle_info.txt")
+def test_non_strict_lists_every_problem(tmp_path, veriwild_release):
+    root = veriwild_release.make(tmp_path)
+    veriwild_release.append(root, "train_list.txt", "bad line\n../x/1\n")
+    veriwild_release.append(root, "vehicle_info.txt", "00001/000001;9;t;m;sedan;red\n")  # repeat
+    path = os.path.join(root, veriwild_release.SPLIT, "vehicle_info.txt")
     with open(path) as fh:
         text = fh.read().replace("00011/000111;6;", "00011/000111;six;")
     with open(path, "w") as fh:
@@ -198,8 +138,8 @@ def test_non_strict_lists_every_problem(tmp_path):
     assert ds.train[0].camid == 3  # the first row wins
 
 
-def test_load_dataset_from_config(tmp_path):
-    root = make_veriwild(tmp_path)
+def test_load_dataset_from_config(tmp_path, veriwild_release):
+    root = veriwild_release.make(tmp_path)
     cfg = load_config(
         "veriwild", [f"data.root={root}", "data.veriwild_test_size=medium"]
     )

@@ -9,14 +9,11 @@ import os
 import numpy as np
 import pytest
 from PIL import Image
-from test_embed import run_command
-from test_embed import tiny_assets
-from test_embed import write_images
-from test_search import random_embeddings
 
-from anet_tf.search.embed import SearchError
-from anet_tf.search.embed import save_embeddings
+from anet_tf.cli import main
+from anet_tf.search.embeddings import save_embeddings
 from anet_tf.search.index import build_index
+from anet_tf.visualize import VisualizeError
 from anet_tf.visualize import map_heat
 from anet_tf.visualize import sprite_layout
 
@@ -36,7 +33,7 @@ def assert_png(path, size: tuple[int, int]) -> None:
 
 
 @pytest.fixture(scope="module")
-def labelled_gallery(tmp_path_factory):
+def labelled_gallery(tmp_path_factory, random_embeddings, write_images):
     """Real image files with known ids, random embeddings and an index of them;
     queries are embeddings near gallery items 0 and 5."""
     root = tmp_path_factory.mktemp("viz")
@@ -60,7 +57,7 @@ def labelled_gallery(tmp_path_factory):
 
 def test_ranked_list_png(labelled_gallery, tmp_path):
     out = tmp_path / "ranked.png"
-    code = run_command(
+    code = main(
         [
             "visualize",
             "ranked",
@@ -81,7 +78,7 @@ def test_ranked_list_png(labelled_gallery, tmp_path):
 
 def test_ranked_list_with_filter_and_no_match(labelled_gallery, tmp_path):
     out = tmp_path / "ranked_filtered.png"
-    code = run_command(
+    code = main(
         [
             "visualize",
             "ranked",
@@ -105,14 +102,14 @@ def test_ranked_list_with_filter_and_no_match(labelled_gallery, tmp_path):
     assert_png(out, (4 * 150, 200 + 55))
 
 
-def test_activation_maps_png_from_a_run(tmp_path_factory, tmp_path):
-    assets = tiny_assets(tmp_path_factory)
+def test_activation_maps_png_from_a_run(search_assets, tmp_path):
+    assets = search_assets
     images = sorted(
         os.path.join(assets.data, "images", f)
         for f in os.listdir(os.path.join(assets.data, "images"))
     )[:3]
     out = tmp_path / "act.png"
-    code = run_command(
+    code = main(
         [
             "visualize",
             "activation",
@@ -150,7 +147,7 @@ def test_training_curves_png(tmp_path):
     ]
     (run / "log.csv").write_text("\n".join([header, *rows]) + "\n")
     out = tmp_path / "curves.png"
-    assert run_command(["visualize", "curves", str(run), "-o", str(out)]) == 0
+    assert main(["visualize", "curves", str(run), "-o", str(out)]) == 0
     assert_png(out, (1000, 750))
 
 
@@ -163,7 +160,7 @@ def test_cmc_png(tmp_path, capsys):
         }
         (tmp_path / f"{name}.json").write_text(json.dumps(payload))
     out = tmp_path / "cmc.png"
-    code = run_command(
+    code = main(
         [
             "visualize",
             "cmc",
@@ -177,7 +174,7 @@ def test_cmc_png(tmp_path, capsys):
     assert_png(out, (600, 450))
     (tmp_path / "bad.json").write_text('{"metrics": {"mAP": 0.5}}')
     assert (
-        run_command(["visualize", "cmc", str(tmp_path / "bad.json"), "-o", str(out)])
+        main(["visualize", "cmc", str(tmp_path / "bad.json"), "-o", str(out)])
         == 1
     )
     assert "no CMC curve" in capsys.readouterr().err
@@ -185,7 +182,7 @@ def test_cmc_png(tmp_path, capsys):
 
 def test_projector_export(labelled_gallery, tmp_path):
     log_dir = tmp_path / "projector"
-    code = run_command(
+    code = main(
         [
             "visualize",
             "projector",
@@ -225,7 +222,7 @@ def test_projector_export(labelled_gallery, tmp_path):
 def test_sprite_stays_within_tensorboards_limit():
     assert sprite_layout(10000) == (100, 64)
     assert sprite_layout(20000) == (142, 57)
-    with pytest.raises(SearchError, match="do not fit"):
+    with pytest.raises(VisualizeError, match="do not fit"):
         sprite_layout(9000 * 9000)
 
 
@@ -244,7 +241,7 @@ def test_confusion_png_per_attribute_from_a_runs_metrics(tmp_path, capsys):
     }
     (run / "metrics.json").write_text(json.dumps(payload))
     out = tmp_path / "pictures"
-    code = run_command(["visualize", "confusion", "--run", str(run), "-o", str(out)])
+    code = main(["visualize", "confusion", "--run", str(run), "-o", str(out)])
     assert code == 0
     # a 3.0 in matrix (the minimum) with 1.6 + 1.1 in and 0.7 + 1.4 in margins
     assert_png(out / "confusion_color.png", (570, 510))
@@ -252,6 +249,6 @@ def test_confusion_png_per_attribute_from_a_runs_metrics(tmp_path, capsys):
     assert "confusion_type.png" in capsys.readouterr().out
 
     (run / "metrics.json").write_text(json.dumps({"metrics": {"mAP": 0.5}}))
-    code = run_command(["visualize", "confusion", "--run", str(run)])
+    code = main(["visualize", "confusion", "--run", str(run)])
     assert code == 1
     assert "anet-tf evaluate --run" in capsys.readouterr().err

@@ -43,9 +43,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from anet_tf.search.embed import Embeddings
-from anet_tf.search.embed import SearchError
-from anet_tf.search.embed import unknown_known_labels
+from anet_tf.search.embeddings import Embeddings
+from anet_tf.search.embeddings import unknown_known_labels
+from anet_tf.search.errors import SearchError
 
 FORMAT = "anet-tf-index/1"
 KINDS = ("flat", "ivfpq")
@@ -396,6 +396,14 @@ class GalleryIndex:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return out_dir
+
+
+def search_threads(num_queries: int) -> int:
+    """faiss threads for a search: 1 for a few queries (faiss then scans the
+    gallery once per query, and a second OpenMP thread made a batch-1 query 2x
+    slower on 2 cores, 8x on a busy machine: ``benchmarks/search.py``), all cores
+    (0) for a batch of 20 or more, which faiss runs as one matrix product."""
+    return 1 if num_queries < 20 else 0
 
 
 def check_index_target(out_dir: str) -> None:

@@ -1,8 +1,27 @@
-"""Callbacks of a training run: lr schedule, NaN guard, checkpoints, CSV and TensorBoard.
+"""Callbacks of a training run: lr schedule, NaN guard, evaluation, checkpoints,
+CSV log and TensorBoard.
 
-They are ordinary ``keras.callbacks.Callback`` objects, so ``model.fit`` drives them,
+Each is a small ordinary ``keras.callbacks.Callback``, so ``model.fit`` drives them,
 and :func:`anet_tf.training.loop.custom_fit` drives the same objects in the
-multi-worker loop.
+multi-worker loop. :func:`stage_callbacks` gives those of one stage in the order
+Keras must call them, because the order of an epoch's end is what keeps a run
+intact::
+
+    SyncMovingStatistics  every replica's BatchNorm statistics averaged
+    EpochMeter            the epoch's losses, lr, time and images/s recorded
+    Evaluation            evaluated (when due); is it the best epoch so far?
+    NonFiniteGuard        weights finite, and finite outputs on a probe batch
+    Checkpoint            the checkpoint written and published (last.json)
+    LogRow                the row appended to log.csv
+    TensorBoardScalars    the scalars written
+
+An exception stops the chain there: weights that fail the check never become a
+checkpoint, and a kill between the checkpoint and its row leaves at most a
+missing row, which resume restores. The callbacks hand the epoch on to each other
+through one :class:`StageProgress` (the stage's place in the run, the best score,
+the training time, the :class:`EpochRecord` under way). ``LrSchedule`` sets the lr
+at each epoch start; ``NonFiniteGuard`` also stops at the first NaN or Inf loss
+term of a step.
 """
 
 from __future__ import annotations
@@ -11,6 +30,8 @@ import math
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from dataclasses import field
 
 import keras
 import numpy as np
@@ -99,113 +120,110 @@ def _get_lr(optimizer) -> float:
     return float(keras.ops.convert_to_numpy(opt.learning_rate))
 
 
-class RunCallback(keras.callbacks.Callback):
-    """Everything that happens around epochs of one stage of a run.
+class LrSchedule(keras.callbacks.Callback):
+    """Sets the lr at each epoch start: the schedule over both stages
+    (:func:`lr_at_epoch` of the global epoch), or ``stage_lr`` for every epoch of
+    the stage (``train.stageN.lr``) when given."""
 
-    At each epoch start it sets the lr from the schedule (epochs counted over both
-    stages). After each batch it stops the run if any loss term is NaN or Inf,
-    naming the term and the step, before any checkpoint of that epoch is written.
-    At each epoch end it optionally evaluates, writes a CSV row and TensorBoard
-    scalars (every term, lr, epoch time, images/s) and saves an atomic checkpoint.
+    def __init__(self, *, stage_offset: int, base_lr: float, milestones, gamma: float,
+                 stage_lr: float | None = None):
+        super().__init__()
+        self.stage_offset = stage_offset
+        self.base_lr = base_lr
+        self.milestones = list(milestones)
+        self.gamma = gamma
+        self.stage_lr = stage_lr
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.stage_lr is not None:
+            lr = self.stage_lr
+        else:
+            lr = lr_at_epoch(self.stage_offset + epoch, self.base_lr, self.milestones, self.gamma)
+        _set_lr(self.model.optimizer, lr)
+
+
+@dataclass
+class EpochRecord:
+    """One epoch as the epoch-end callbacks fill it in, in their order."""
+
+    stage: int
+    epoch: int  # 1-based, within the stage
+    global_epoch: int
+    logs: dict[str, float]
+    lr: float
+    elapsed: float  # seconds of training steps (the evaluation not included)
+    images_per_s: float
+    eval_metrics: dict = field(default_factory=dict)
+    is_best: bool = False
+
+    def row(self, columns: list[str]) -> dict:
+        """The epoch's ``log.csv`` row (and the metrics of its checkpoint)."""
+        return {
+            "stage": self.stage,
+            "epoch": self.epoch,
+            "global_epoch": self.global_epoch,
+            "lr": self.lr,
+            "epoch_time_s": round(self.elapsed, 3),
+            "images_per_s": round(self.images_per_s, 2),
+            **{c: self.logs.get(c, "") for c in columns},
+            **{f"eval_{k}": v for k, v in self.eval_metrics.items() if isinstance(v, (int, float))},
+        }
+
+
+class StageProgress:
+    """One stage of a run, as its callbacks share it.
 
     Args:
         run_dir: the run directory.
         stage: 1 or 2.
         stage_offset: global epochs completed before this stage began.
-        base_lr, milestones, gamma: the lr schedule (:func:`lr_at_epoch`).
-        stage_lr: a constant lr for every epoch of this stage instead of the
-            schedule (``train.stage2.lr``); None = the schedule.
+        stage_epochs: epochs of this stage.
         batch_size: global batch size (for images/s).
         columns: CSV columns (all loss terms of the variant).
         is_chief: only the chief writes files (multi-worker).
-        evaluate_fn: optional ``fn(net) -> dict`` with at least "mAP", run every
-            ``eval_every`` epochs and at the last epoch of stage 2.
+        is_final_stage: the last stage of the run (evaluated at its last epoch).
         best_score, best_key: best score so far (carried over stages and resumes).
         train_seconds: training wall time before this stage (all sessions); the
-            callback adds its own and saves the sum in every checkpoint.
+            stage adds its own, saved in every checkpoint.
+
+    After the stage, ``best_score``, ``best_key``, ``train_seconds`` and
+    ``last_metrics`` (the last epoch's losses and evaluation) are what it reached.
     """
 
-    def __init__(
-        self,
-        run_dir: str,
-        *,
-        stage: int,
-        stage_offset: int,
-        stage_epochs: int,
-        base_lr: float,
-        milestones,
-        gamma: float,
-        batch_size: int,
-        stage_lr: float | None = None,
-        columns: list[str],
-        is_chief: bool = True,
-        evaluate_fn: Callable | None = None,
-        eval_every: int = 0,
-        best_score: float | None = None,
-        best_key: str = "",
-        is_final_stage: bool = False,
-        train_seconds: float = 0.0,
-        print_epochs: bool = False,
-    ):
-        super().__init__()
+    def __init__(self, run_dir: str, *, stage: int, stage_offset: int, stage_epochs: int,
+                 batch_size: int, columns: list[str], is_chief: bool = True,
+                 is_final_stage: bool = False, best_score: float | None = None,
+                 best_key: str = "", train_seconds: float = 0.0):
         self.run_dir = run_dir
         self.stage = stage
         self.stage_offset = stage_offset
         self.stage_epochs = stage_epochs
-        self.base_lr = base_lr
-        self.milestones = list(milestones)
-        self.gamma = gamma
-        self.stage_lr = stage_lr
         self.batch_size = batch_size
         self.columns = columns
         self.is_chief = is_chief
-        self.evaluate_fn = evaluate_fn
-        self.eval_every = eval_every
+        self.is_final_stage = is_final_stage
         self.best_score = best_score
         self.best_key = best_key
-        self.is_final_stage = is_final_stage
-        self.ckpt = CheckpointManager(os.path.join(run_dir, "checkpoints"))
-        self._writer = None
-        self._t0 = 0.0
-        self._steps = 0
-        self.last_metrics: dict = {}
         self.train_seconds = train_seconds  # before this stage; grows per epoch
+        self.last_metrics: dict = {}
+        self.ckpt = CheckpointManager(os.path.join(run_dir, "checkpoints"))
+        self.epoch = 0  # the epoch under way, 0-based within the stage
+        self.record: EpochRecord | None = None  # the epoch being ended
+        self.session_t0: float | None = None  # this session's first epoch start
         self._prior_seconds = train_seconds
-        self._session_t0: float | None = None
-        self.print_epochs = print_epochs
 
-    # ------------------------------------------------------------------ epochs
-    def on_epoch_begin(self, epoch, logs=None):
-        global_epoch = self.stage_offset + epoch
-        if self.stage_lr is not None:
-            lr = self.stage_lr
-        else:
-            lr = lr_at_epoch(global_epoch, self.base_lr, self.milestones, self.gamma)
-        _set_lr(self.model.optimizer, lr)
-        self._t0 = time.perf_counter()
-        if self._session_t0 is None:
-            self._session_t0 = self._t0
-        self._steps = 0
-        self._epoch = epoch
+    def seconds_trained(self) -> float:
+        """Training wall time of the run up to now, over every session."""
+        return self._prior_seconds + (time.perf_counter() - self.session_t0)
 
-    def on_train_batch_end(self, batch, logs=None):
-        self._steps += 1
-        name, value = first_non_finite(logs or {}, self.columns)
-        if name is not None:
-            self.model.stop_training = True
-            raise NonFiniteLossError(
-                f"loss term '{name}' is {value} at {self._where(batch + 1)}; the run "
-                f"stops and {self._kept()}"
-            )
-
-    def _where(self, step: int | None = None) -> str:
+    def where(self, step: int | None = None) -> str:
         text = (
-            f"stage {self.stage}, epoch {self._epoch + 1} "
-            f"(global epoch {self.stage_offset + self._epoch + 1})"
+            f"stage {self.stage}, epoch {self.epoch + 1} "
+            f"(global epoch {self.stage_offset + self.epoch + 1})"
         )
         return f"{text}, step {step}" if step is not None else text
 
-    def _kept(self) -> str:
+    def kept(self) -> str:
         latest = self.ckpt.latest()
         if latest is None:
             return "no checkpoint had been written yet"
@@ -214,103 +232,238 @@ class RunCallback(keras.callbacks.Callback):
             f"{latest[1].global_epoch}) is kept"
         )
 
+
+class SyncMovingStatistics(keras.callbacks.Callback):
+    """At each epoch end, averages the BatchNorm moving statistics over every
+    replica (and worker), before anything reads the network: all of them join."""
+
     def on_epoch_end(self, epoch, logs=None):
         strategy = self.model.distribute_strategy
         if strategy.num_replicas_in_sync > 1:
-            # Every replica (and worker) joins; before the chief-only writing below.
             from anet_tf.training.loop import sync_moving_statistics
 
             sync_moving_statistics(self.model.net, strategy)
-        logs = {k: float(v) for k, v in (logs or {}).items()}
+
+
+class EpochMeter(keras.callbacks.Callback):
+    """Times each epoch and counts its steps; at its end, opens the
+    :class:`EpochRecord` (losses, lr, time, images/s) the next callbacks fill in."""
+
+    def __init__(self, progress: StageProgress):
+        super().__init__()
+        self.progress = progress
+        self._t0 = 0.0
+        self._steps = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._t0 = time.perf_counter()
+        if self.progress.session_t0 is None:
+            self.progress.session_t0 = self._t0
+        self._steps = 0
+        self.progress.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._steps += 1
+
+    def on_epoch_end(self, epoch, logs=None):
+        p = self.progress
         elapsed = time.perf_counter() - self._t0
-        global_epoch = self.stage_offset + epoch + 1
-        lr = _get_lr(self.model.optimizer)
-        images_per_s = self._steps * self.batch_size / max(elapsed, 1e-9)
-        net = self.model.net
-        eval_metrics = {}
-        last_epoch = epoch + 1 == self.stage_epochs
+        p.record = EpochRecord(
+            stage=p.stage,
+            epoch=epoch + 1,
+            global_epoch=p.stage_offset + epoch + 1,
+            logs={k: float(v) for k, v in (logs or {}).items()},
+            lr=_get_lr(self.model.optimizer),
+            elapsed=elapsed,
+            images_per_s=self._steps * p.batch_size / max(elapsed, 1e-9),
+        )
+
+
+def is_better(score: float, key: str, best_score: float | None, best_key: str) -> bool:
+    """Whether ``score`` (of kind ``key``: "mAP" or "epoch") beats the best so far.
+    Scores of one kind compare; an evaluated mAP outranks a training-loss score."""
+    if best_score is None or key == best_key:
+        return best_score is None or score > best_score
+    return key == "mAP" or best_key != "mAP"
+
+
+class Evaluation(keras.callbacks.Callback):
+    """Evaluates the network every ``eval_every`` global epochs and at the last
+    epoch of the run, and ranks the epoch: by its mAP when evaluated, else by its
+    number (without an evaluation the newest checkpoint is the best, so ``best/``
+    is what fit ships; a training loss does not rank models, and L, L' differ).
+
+    Args:
+        evaluate_fn: optional ``fn(net) -> dict`` with at least "mAP".
+    """
+
+    def __init__(self, progress: StageProgress, evaluate_fn: Callable | None = None,
+                 eval_every: int = 0):
+        super().__init__()
+        self.progress = progress
+        self.evaluate_fn = evaluate_fn
+        self.eval_every = eval_every
+
+    def on_epoch_end(self, epoch, logs=None):
+        p, record = self.progress, self.progress.record
+        last_epoch = epoch + 1 == p.stage_epochs
         want_eval = self.evaluate_fn is not None and (
-            (self.eval_every and global_epoch % self.eval_every == 0)
-            or (last_epoch and self.is_final_stage and self.eval_every)
+            (self.eval_every and record.global_epoch % self.eval_every == 0)
+            or (last_epoch and p.is_final_stage and self.eval_every)
         )
         if want_eval:
-            eval_metrics = self.evaluate_fn(net)
-        if "mAP" in eval_metrics:
-            score, key = float(eval_metrics["mAP"]), "mAP"
+            record.eval_metrics = self.evaluate_fn(self.model.net)
+        if "mAP" in record.eval_metrics:
+            score, key = float(record.eval_metrics["mAP"]), "mAP"
         else:
-            # A training loss does not rank models (and L, L' differ): without an
-            # evaluation the newest checkpoint is the best, so best/ = what fit ships.
-            score, key = float(global_epoch), "epoch"
-        # An evaluated mAP outranks a training-loss score; scores of one kind compare.
-        if self.best_score is None or key == self.best_key:
-            is_best = self.best_score is None or score > self.best_score
-        else:
-            is_best = key == "mAP" or self.best_key != "mAP"
-        if is_best:
-            self.best_score, self.best_key = score, key
-        row = {
-            "stage": self.stage,
-            "epoch": epoch + 1,
-            "global_epoch": global_epoch,
-            "lr": lr,
-            "epoch_time_s": round(elapsed, 3),
-            "images_per_s": round(images_per_s, 2),
-            **{c: logs.get(c, "") for c in self.columns},
-            **{f"eval_{k}": v for k, v in eval_metrics.items() if isinstance(v, (int, float))},
-        }
-        self.last_metrics = {**logs, **eval_metrics}
+            score, key = float(record.global_epoch), "epoch"
+        record.is_best = is_better(score, key, p.best_score, p.best_key)
+        if record.is_best:
+            p.best_score, p.best_key = score, key
+        p.last_metrics = {**record.logs, **record.eval_metrics}
+
+
+class NonFiniteGuard(keras.callbacks.Callback):
+    """Stops the run with :class:`NonFiniteLossError`, before any checkpoint of the
+    epoch is written: after a step whose loss terms are not all finite (naming the
+    term and the step), and at the epoch end when the weights are unusable
+    (:func:`unusable_weights`)."""
+
+    def __init__(self, progress: StageProgress):
+        super().__init__()
+        self.progress = progress
+
+    def on_train_batch_end(self, batch, logs=None):
+        name, value = first_non_finite(logs or {}, self.progress.columns)
+        if name is not None:
+            self.model.stop_training = True
+            raise NonFiniteLossError(
+                f"loss term '{name}' is {value} at {self.progress.where(batch + 1)}; "
+                f"the run stops and {self.progress.kept()}"
+            )
+
+    def on_epoch_end(self, epoch, logs=None):
         # The loss of a step is computed before its update: a finite loss says
         # nothing about the weights the last update produced. Check them before
         # they become a checkpoint (every worker checks: all stop together).
-        problem = unusable_weights(net)
+        problem = unusable_weights(self.model.net)
         if problem:
             self.model.stop_training = True
             raise NonFiniteLossError(
-                f"after the last update of {self._where()}, {problem}; the run stops "
-                f"and {self._kept()}"
+                f"after the last update of {self.progress.where()}, {problem}; the "
+                f"run stops and {self.progress.kept()}"
             )
-        self.train_seconds = self._prior_seconds + (time.perf_counter() - self._session_t0)
-        if not self.is_chief:
+
+
+class Checkpoint(keras.callbacks.Callback):
+    """Writes the epoch's checkpoint and publishes it (``last.json``; ``best/``
+    when the epoch ranks best), with the run's training time so far."""
+
+    def __init__(self, progress: StageProgress):
+        super().__init__()
+        self.progress = progress
+
+    def on_epoch_end(self, epoch, logs=None):
+        p, record = self.progress, self.progress.record
+        p.train_seconds = p.seconds_trained()
+        if not p.is_chief:
             return
         state = TrainState(
-            train_seconds=round(self.train_seconds, 3),
-            stage=self.stage,
-            stage_epoch=epoch + 1,
-            global_epoch=global_epoch,
-            best_score=self.best_score,
-            best_key=self.best_key,
-            metrics={k: v for k, v in row.items() if isinstance(v, (int, float))},
+            train_seconds=round(p.train_seconds, 3),
+            stage=p.stage,
+            stage_epoch=record.epoch,
+            global_epoch=record.global_epoch,
+            best_score=p.best_score,
+            best_key=p.best_key,
+            metrics={k: v for k, v in record.row(p.columns).items() if isinstance(v, (int, float))},
         )
-        self.ckpt.save(net, self.model.optimizer, state, is_best=is_best)
-        # Only after the checkpoint is published: a kill in between loses the row,
-        # which resume restores from the checkpoint (run.reconcile_log), never
-        # leaves one twice.
-        append_log_row(self.run_dir, row, self.columns)
+        p.ckpt.save(self.model.net, self.model.optimizer, state, is_best=record.is_best)
+
+
+class LogRow(keras.callbacks.Callback):
+    """Appends the epoch's row to ``log.csv`` (and prints it as one plain line
+    with ``print_epochs``). Only after the checkpoint is published: a kill in
+    between loses the row, which resume restores from the checkpoint
+    (:func:`anet_tf.training.run.reconcile_log`), never leaves one twice."""
+
+    def __init__(self, progress: StageProgress, print_epochs: bool = False):
+        super().__init__()
+        self.progress = progress
+        self.print_epochs = print_epochs
+
+    def on_epoch_end(self, epoch, logs=None):
+        p = self.progress
+        if not p.is_chief:
+            return
+        row = p.record.row(p.columns)
+        append_log_row(p.run_dir, row, p.columns)
         if self.print_epochs:
-            print(format_epoch_line(row, self.stage_epochs, self.columns), flush=True)
-        self._write_tensorboard(global_epoch, logs, lr, elapsed, images_per_s, eval_metrics)
+            print(format_epoch_line(row, p.stage_epochs, p.columns), flush=True)
+
+
+class TensorBoardScalars(keras.callbacks.Callback):
+    """Writes each epoch's scalars to ``tensorboard/``: every loss term, lr, epoch
+    time, images/s, stage, and the evaluation (attribute accuracy included)."""
+
+    def __init__(self, progress: StageProgress):
+        super().__init__()
+        self.progress = progress
+        self._writer = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.progress.is_chief:
+            self.write(self.progress.record)
 
     def on_train_end(self, logs=None):
         if self._writer is not None:
             self._writer.flush()
 
-    # ----------------------------------------------------------------- writers
-    def _write_tensorboard(self, step, logs, lr, elapsed, images_per_s, eval_metrics):
+    def write(self, record: EpochRecord) -> None:
         if self._writer is None:
-            self._writer = tf.summary.create_file_writer(os.path.join(self.run_dir, "tensorboard"))
-        with self._writer.as_default(step=step):
-            for name, value in logs.items():
+            self._writer = tf.summary.create_file_writer(
+                os.path.join(self.progress.run_dir, "tensorboard")
+            )
+        with self._writer.as_default(step=record.global_epoch):
+            for name, value in record.logs.items():
                 tf.summary.scalar(f"loss/{name}", value)
-            tf.summary.scalar("train/lr", lr)
-            tf.summary.scalar("train/epoch_time_s", elapsed)
-            tf.summary.scalar("train/images_per_s", images_per_s)
-            tf.summary.scalar("train/stage", float(self.stage))
-            for name, value in eval_metrics.items():
+            tf.summary.scalar("train/lr", record.lr)
+            tf.summary.scalar("train/epoch_time_s", record.elapsed)
+            tf.summary.scalar("train/images_per_s", record.images_per_s)
+            tf.summary.scalar("train/stage", float(record.stage))
+            for name, value in record.eval_metrics.items():
                 if isinstance(value, (int, float)):
                     tf.summary.scalar(f"eval/{name}", value)
             # attribute accuracy (van, anet): None where no test image is labelled
-            for name, acc in (eval_metrics.get("attributes") or {}).items():
+            for name, acc in (record.eval_metrics.get("attributes") or {}).items():
                 for key in ("top1", "balanced"):
                     if acc.get(key) is not None:
                         tf.summary.scalar(f"eval/attr/{name}_{key}", acc[key])
         self._writer.flush()
+
+
+def stage_callbacks(
+    progress: StageProgress,
+    *,
+    base_lr: float,
+    milestones,
+    gamma: float,
+    stage_lr: float | None = None,
+    evaluate_fn: Callable | None = None,
+    eval_every: int = 0,
+    print_epochs: bool = False,
+) -> list[keras.callbacks.Callback]:
+    """The callbacks of one stage, in the order an epoch's end needs (module
+    docstring); ``base_lr``, ``milestones``, ``gamma``, ``stage_lr``: the lr
+    schedule (:class:`LrSchedule`); ``evaluate_fn``, ``eval_every``:
+    :class:`Evaluation`; ``print_epochs``: one plain line per epoch."""
+    return [
+        LrSchedule(stage_offset=progress.stage_offset, base_lr=base_lr,
+                   milestones=milestones, gamma=gamma, stage_lr=stage_lr),
+        SyncMovingStatistics(),
+        EpochMeter(progress),
+        Evaluation(progress, evaluate_fn, eval_every),
+        NonFiniteGuard(progress),
+        Checkpoint(progress),
+        LogRow(progress, print_epochs),
+        TensorBoardScalars(progress),
+    ]

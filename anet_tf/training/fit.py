@@ -22,7 +22,8 @@ import numpy as np
 import tensorflow as tf
 
 from anet_tf.config import Config
-from anet_tf.training.callbacks import RunCallback
+from anet_tf.training.callbacks import StageProgress
+from anet_tf.training.callbacks import stage_callbacks
 from anet_tf.training.checkpoint import CheckpointManager
 from anet_tf.training.run import CONFIG_FILE  # noqa: F401  (re-exported)
 from anet_tf.training.run import RunLock
@@ -306,24 +307,27 @@ def _train_locked(cfg, run_dir, strategy, chief, dataset, *, resume, evaluate_fn
             steps_per_epoch=stage_cfg.steps_per_epoch,
         )
         steps = stage_cfg.steps_per_epoch or steps
-        callback = RunCallback(
+        progress = StageProgress(
             run_dir,
             stage=stage,
             stage_offset=offset,
             stage_epochs=stage_cfg.epochs,
+            batch_size=data_cfg.batch_size * replicas,
+            columns=columns,
+            is_chief=chief,
+            is_final_stage=stage == stages[-1][0],
+            best_score=best_score,
+            best_key=best_key,
+            train_seconds=train_seconds,
+        )
+        run_callbacks = stage_callbacks(
+            progress,
             base_lr=cfg.train.lr,
             milestones=cfg.train.lr_milestones,
             gamma=cfg.train.lr_gamma,
             stage_lr=stage_cfg.lr,
-            batch_size=data_cfg.batch_size * replicas,
-            columns=columns,
-            is_chief=chief,
             evaluate_fn=evaluate_fn,
             eval_every=cfg.train.eval_every,
-            best_score=best_score,
-            best_key=best_key,
-            is_final_stage=stage == stages[-1][0],
-            train_seconds=train_seconds,
             print_epochs=verbose == 2,
         )
         if verbose:
@@ -332,7 +336,7 @@ def _train_locked(cfg, run_dir, strategy, chief, dataset, *, resume, evaluate_fn
                 f"{steps} steps of {data_cfg.batch_size * replicas} images, "
                 f"{replicas} replica(s)"
             )
-        callbacks = [callback, *extra_callbacks]
+        callbacks = [*run_callbacks, *extra_callbacks]
         if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
             from anet_tf.training.loop import custom_fit
 
@@ -346,7 +350,7 @@ def _train_locked(cfg, run_dir, strategy, chief, dataset, *, resume, evaluate_fn
                 steps_per_epoch=steps,
                 callbacks=callbacks,
                 epoch_seed_offset=offset + start,
-                verbose=0,  # the run callback prints the epoch (verbose=2)
+                verbose=0,  # LogRow prints the epoch (verbose=2)
             )
         else:
             trainer.fit(
@@ -355,12 +359,12 @@ def _train_locked(cfg, run_dir, strategy, chief, dataset, *, resume, evaluate_fn
                 initial_epoch=start,
                 steps_per_epoch=steps,
                 callbacks=callbacks,
-                verbose=1 if verbose == 1 else 0,  # 2: the run callback's plain lines
+                verbose=1 if verbose == 1 else 0,  # 2: LogRow's plain lines
                 shuffle=False,  # the P x K sampler already orders the stream
             )
-        best_score, best_key = callback.best_score, callback.best_key
-        train_seconds = callback.train_seconds
-        last_metrics = callback.last_metrics or last_metrics
+        best_score, best_key = progress.best_score, progress.best_key
+        train_seconds = progress.train_seconds
+        last_metrics = progress.last_metrics or last_metrics
         if stage == STAGE1 and len(stages) > 1 and chief:
             # The end of stage 1 outlives checkpoint pruning: ANet with and without
             # AC share it (they differ only in stage 2's L').

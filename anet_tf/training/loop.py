@@ -96,7 +96,7 @@ def custom_fit(
         if verbose:
             terms = " ".join(f"{k}={v:.4f}" for k, v in logs.items())
             print(f"epoch {epoch + 1}/{epochs}: {terms}")
-        cb.on_epoch_end(epoch, logs)  # averages BatchNorm statistics across workers
+        cb.on_epoch_end(epoch, logs)  # SyncMovingStatistics joins every worker first
         if trainer.stop_training:
             break
     cb.on_train_end()

@@ -1,9 +1,5 @@
-"""The ``anet-tf export`` and ``anet-tf client`` subcommands (argparse wiring).
-
-``cli.py`` adds them with :func:`add_export_parser` / :func:`add_client_parser` and
-dispatches to :func:`export_command` / :func:`client_command`, which return the
-process exit code.
-"""
+"""``anet-tf export`` (a run to SavedModel, TFLite, ONNX, TensorRT) and
+``anet-tf client`` (images to a running TF Serving model)."""
 
 from __future__ import annotations
 
@@ -11,7 +7,8 @@ import argparse
 import json
 import sys
 
-EXIT_FAILED = 1
+from anet_tf.commands.errors import EXIT_FAILED
+from anet_tf.commands.errors import CommandError
 
 
 def _formats(text: str) -> list[str]:
@@ -75,10 +72,11 @@ def add_export_parser(subparsers) -> argparse.ArgumentParser:
         "rank-1) and print the table",
     )
     p.add_argument("--quiet", action="store_true", help="print only the result")
+    p.set_defaults(handler=cmd_export)
     return p
 
 
-def export_command(args) -> int:
+def cmd_export(args) -> int:
     from anet_tf.config import ConfigError
     from anet_tf.config import apply_overrides
     from anet_tf.config import path_name_problem
@@ -151,10 +149,11 @@ def add_client_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=30.0, help="seconds")
     p.add_argument("--out", default=None, help="save the embeddings as .npy")
     p.add_argument("--json", action="store_true", help="print the outputs as JSON")
+    p.set_defaults(handler=cmd_client)
     return p
 
 
-def client_command(args) -> int:
+def cmd_client(args) -> int:
     import numpy as np
 
     from anet_tf.export import client
@@ -174,8 +173,7 @@ def client_command(args) -> int:
                 timeout=args.timeout,
             )
     except client.ServingError as exc:
-        print(f"anet-tf client: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        raise CommandError(str(exc)) from None
     if args.out and "embedding" in outputs:
         np.save(args.out, outputs["embedding"])
     if args.json:

@@ -1,0 +1,141 @@
+"""``anet-tf synth``, ``data check``, ``summary`` and ``weights convert``: the
+dataset and model tools."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+from anet_tf.commands.errors import EXIT_FAILED
+from anet_tf.commands.errors import UsageError
+from anet_tf.config import add_config_arguments
+
+
+def add_synth_parser(subparsers) -> None:
+    p = subparsers.add_parser("synth", help="generate the synthetic vehicle dataset")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--ids", type=int, default=None, help="identities in total")
+    p.add_argument(
+        "--test-ids", type=int, default=None, help="test identities (default: a third of --ids)"
+    )
+    p.add_argument("--cameras", type=int, default=None)
+    p.add_argument("--images-per-id", type=int, default=None)
+    p.add_argument("--image-size", type=int, default=None)
+    p.add_argument("--unlabelled-fraction", type=float, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument(
+        "--balanced-train",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="every colour and type gets the same number of training vehicles (default: on)",
+    )
+    p.set_defaults(handler=cmd_synth)
+
+
+def add_data_parser(subparsers) -> None:
+    p = subparsers.add_parser("data", help="dataset tools")
+    p.set_defaults(usage=p.format_help)
+    dsub = p.add_subparsers(dest="data_command", metavar="ACTION")
+    c = dsub.add_parser("check", help="validate a dataset and print its statistics")
+    add_config_arguments(c)
+    c.add_argument("dir", nargs="?", default=None, help="a dataset folder in the generic format")
+    c.add_argument("--json", action="store_true", help="print JSON")
+    c.set_defaults(handler=cmd_data_check)
+
+
+def add_summary_parser(subparsers) -> None:
+    p = subparsers.add_parser("summary", help="parameters and FLOPs per part of the model")
+    add_config_arguments(p)
+    p.set_defaults(handler=cmd_summary)
+
+
+def add_weights_parser(subparsers) -> None:
+    p = subparsers.add_parser("weights", help="pretrained weight tools")
+    p.set_defaults(usage=p.format_help)
+    wsub = p.add_subparsers(dest="weights_command", metavar="ACTION")
+    c = wsub.add_parser("convert", help="convert an IBN-Net PyTorch checkpoint")
+    c.add_argument("file", help="resnet50_ibn_a .pth file")
+    c.add_argument("-o", "--out", required=True, help="output FILE.weights.h5")
+    c.add_argument("--arch", default="resnet50_ibn_a")
+    c.set_defaults(handler=cmd_weights_convert)
+
+
+def load_config_of(args):
+    """The config of ``--config`` and ``--set``."""
+    from anet_tf.config import load_config
+
+    return load_config(args.config, args.overrides)
+
+
+def cmd_synth(args) -> int:
+    from anet_tf.config import SynthConfig
+    from anet_tf.data.synthetic import generate
+
+    defaults = SynthConfig()
+    kwargs = {}
+    for key in ("ids", "test_ids", "cameras", "images_per_id", "image_size", "unlabelled_fraction", "seed", "balanced_train"):
+        value = getattr(args, key)
+        kwargs[key] = getattr(defaults, key) if value is None else value
+    if args.test_ids is None and args.ids is not None:
+        # The default's share of test identities (40 of 120), whatever --ids is.
+        kwargs["test_ids"] = max(2, round(args.ids * defaults.test_ids / defaults.ids))
+    if not 2 <= kwargs["test_ids"] < kwargs["ids"]:
+        raise UsageError(
+            f"--test-ids must be at least 2 and below --ids ({kwargs['ids']}), got "
+            f"{kwargs['test_ids']}"
+        )
+    out = generate(args.out, **kwargs)
+    print(f"synthetic dataset written to {out}")
+    return 0
+
+
+def cmd_data_check(args) -> int:
+    from anet_tf.data.check import check
+    from anet_tf.data.check import format_report
+
+    if args.dir is not None:
+        if args.config or args.overrides:
+            raise UsageError("give either DIR or --config/--set, not both")
+        report = check(args.dir)
+    else:
+        from anet_tf.data.readers import load_dataset
+        from anet_tf.workflow import ensure_synthetic
+
+        cfg = load_config_of(args)
+        ensure_synthetic(cfg, verbose=not args.json)
+        report = check(load_dataset(cfg, strict=False), max_pixels=cfg.data.max_image_pixels)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(format_report(report))
+    return 0 if report.get("ok", False) else EXIT_FAILED
+
+
+def cmd_summary(args) -> int:
+    from anet_tf.data.records import DataError
+    from anet_tf.model.summary import summarize_config
+
+    cfg = load_config_of(args)
+    counts = {}
+    note = "ID and attribute classifier sizes assume VeRi-776 (576 ids, 10 classes each): the dataset was not found at data.root"
+    if os.path.isdir(cfg.data.root):
+        from anet_tf.data.readers import load_dataset
+
+        try:
+            dataset = load_dataset(cfg, check_images=False)
+            counts = dict(num_ids=len(dataset.train_pids()), num_classes=dataset.num_classes)
+            note = f"classifier sizes from the dataset at {cfg.data.root}: {counts['num_ids']} ids, classes {counts['num_classes']}"
+        except (DataError, ValueError) as exc:
+            note += f" ({exc})"
+    print(summarize_config(cfg, **counts))
+    print(note)
+    return 0
+
+
+def cmd_weights_convert(args) -> int:
+    from anet_tf.model.weights import convert_ibn_checkpoint
+
+    convert_ibn_checkpoint(args.file, args.out, arch=args.arch)
+    print(f"converted {args.file} -> {args.out}")
+    return 0

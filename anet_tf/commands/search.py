@@ -1,0 +1,368 @@
+"""``anet-tf embed`` (images -> an embeddings ``.npz``), ``anet-tf index build``
+(embeddings -> a faiss gallery index) and ``anet-tf search`` (query images -> the
+most similar gallery images, with attribute filters); the work is done by
+:mod:`anet_tf.search`. Heavy imports (TensorFlow, faiss) happen inside the
+functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from anet_tf.config import add_config_arguments
+from anet_tf.search.errors import SearchError
+from anet_tf.search.sources import DATASET_PREFIX
+
+
+def add_filter_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--where",
+        action="append",
+        default=[],
+        metavar="ATTR=CLASS[|CLASS],...",
+        help="keep gallery items with these attributes, e.g. color=red,type=sedan "
+        "(repeatable; conditions are ANDed, | separates allowed classes)",
+    )
+    p.add_argument(
+        "--labels",
+        choices=["predicted", "known"],
+        default="predicted",
+        help="filter on the predicted attributes (default) or the known labels "
+        "from the gallery's manifest or dataset",
+    )
+    p.add_argument(
+        "--nprobe", type=int, default=None, help="IVF lists to scan (ivfpq index)"
+    )
+
+
+def add_query_arguments(p: argparse.ArgumentParser, required: bool) -> None:
+    q = p.add_mutually_exclusive_group(required=required)
+    q.add_argument(
+        "--query",
+        nargs="+",
+        metavar="IMG",
+        help="query images (files, folders or lists of paths), embedded by the index's "
+        "model (or --model)",
+    )
+    q.add_argument(
+        "--query-embeddings",
+        metavar="FILE.npz",
+        help="queries already embedded by `anet-tf embed` (keeps their known ids)",
+    )
+    p.add_argument(
+        "--model",
+        default=None,
+        help="SavedModel to embed the queries with (default: the index's own)",
+    )
+
+
+def add_parsers(subparsers) -> None:
+    """Add ``embed``, ``index`` and ``search`` to the ``anet-tf`` sub-command
+    parsers."""
+    p = subparsers.add_parser(
+        "embed", help="embeddings and predicted attributes of images (SavedModel)"
+    )
+    p.add_argument(
+        "src",
+        metavar="SRC",
+        help="image folder, manifest .csv, text list of paths, or "
+        f"{DATASET_PREFIX}SPLIT "
+        "(train|query|gallery of the config's dataset)",
+    )
+    p.add_argument(
+        "--model", required=True, help="exported SavedModel (version folder or base)"
+    )
+    p.add_argument("-o", "--out", required=True, metavar="FILE.npz", help="output file")
+    p.add_argument("--split", default=None, help="keep one split of a manifest")
+    p.add_argument(
+        "--batch-size", type=int, default=32, help="images per request (default 32)"
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_config_arguments(
+        p, f"YAML config or shipped config name, for {DATASET_PREFIX}SPLIT (default: the config stored in the model)"
+    )
+    p.set_defaults(handler=cmd_embed)
+
+    p = subparsers.add_parser("index", help="gallery index tools")
+    p.set_defaults(usage=p.format_help)
+    isub = p.add_subparsers(dest="index_command", metavar="ACTION")
+    b = isub.add_parser(
+        "build", help="build a faiss gallery index from embeddings files"
+    )
+    b.add_argument(
+        "embeddings", nargs="+", metavar="EMBEDDINGS", help="`anet-tf embed` .npz files"
+    )
+    b.add_argument("-o", "--out", required=True, metavar="INDEX", help="index folder")
+    b.add_argument(
+        "--kind",
+        choices=["flat", "ivfpq"],
+        default="flat",
+        help="flat: exact inner product (default); ivfpq: approximate, for "
+        "galleries beyond about a million images",
+    )
+    b.add_argument(
+        "--nlist", type=int, default=None, help="IVF lists (ivfpq; default ~4*sqrt(N))"
+    )
+    b.add_argument(
+        "--pq-m", type=int, default=None, help="PQ sub-quantizers (ivfpq; divides D)"
+    )
+    b.add_argument(
+        "--pq-bits", type=int, default=None, help="bits per PQ code (ivfpq; default 8)"
+    )
+    b.add_argument(
+        "--nprobe",
+        type=int,
+        default=None,
+        help="default lists scanned per query (ivfpq)",
+    )
+    b.set_defaults(handler=cmd_index_build)
+
+    p = subparsers.add_parser(
+        "search", help="find gallery images like the query images"
+    )
+    p.add_argument(
+        "--index", required=True, help="index folder (`anet-tf index build`)"
+    )
+    add_query_arguments(p, required=True)
+    p.add_argument(
+        "--top-k", "-k", type=int, default=10, help="matches per query (default 10)"
+    )
+    add_filter_arguments(p)
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="faiss threads (default: 1 for fewer than 20 queries, else all cores)",
+    )
+    p.set_defaults(handler=cmd_search)
+
+
+# ----------------------------------------------------------------------- helpers
+
+
+def _model_config(model, args):
+    """The config of ``--config/--set``, or the one stored in the SavedModel."""
+    from anet_tf.config import load_config
+    from anet_tf.export.saved_model import saved_model_config
+
+    if args.config:
+        return load_config(args.config, args.overrides)
+    try:
+        return saved_model_config(model.path, args.overrides)
+    except FileNotFoundError as exc:
+        raise SearchError(f"{exc} for {args.src}") from None
+
+
+def _print_failures(command: str, failed) -> None:
+    for path, reason in failed:
+        print(f"anet-tf {command}: skipped {path}: {reason}", file=sys.stderr)
+
+
+def _open_model(path: str):
+    from anet_tf.search.serving import ServingModel
+
+    return ServingModel(path)
+
+
+def query_embeddings(args, index, *, progress: bool):
+    """The queries of ``--query`` (embedded by the index's model or ``--model``) or
+    ``--query-embeddings``, checked against the index's model (``search`` and
+    ``visualize ranked``)."""
+    from anet_tf.search.embed import embed_images
+    from anet_tf.search.embeddings import load_embeddings
+    from anet_tf.search.sources import list_sources
+
+    if args.query_embeddings:
+        emb = load_embeddings(args.query_embeddings)
+        index.check_model(
+            emb.model, what=f"the query embeddings {args.query_embeddings}, model"
+        )
+        return emb
+    model_path = args.model or index.model["path"]
+    if not args.model and not os.path.exists(model_path):
+        raise SearchError(
+            f"the index's model {model_path} is gone; give the SavedModel that built "
+            f"it with --model"
+        )
+    model = _open_model(model_path)
+    index.check_model(model.info(), what="--model" if args.model else "the model")
+    images = list_sources(args.query)
+    emb = embed_images(model, images, progress=progress and len(images) > 64)
+    _print_failures(args.command, emb.failed)
+    if not len(emb):
+        raise SearchError("no query image could be read")
+    return emb
+
+
+# ---------------------------------------------------------------------- commands
+
+
+def cmd_embed(args) -> int:
+    """``anet-tf embed SRC --model SAVED_MODEL -o FILE.npz``."""
+    from anet_tf.search.embed import embed_images
+    from anet_tf.search.embeddings import save_embeddings
+    from anet_tf.search.sources import dataset_images
+
+    if not args.out.endswith(".npz"):
+        raise SearchError(f"-o {args.out}: the embeddings file must end in .npz")
+    model = _open_model(args.model)
+    if args.src.startswith(DATASET_PREFIX):
+        from anet_tf.data.readers import load_dataset
+
+        if args.split:
+            raise SearchError(f"{args.src} names its split; drop --split")
+        cfg = _model_config(model, args)
+        images = dataset_images(load_dataset(cfg), args.src[len(DATASET_PREFIX) :])
+    else:
+        images = _source_images(args)
+    names = ", ".join(model.attribute_names) or "none"
+    print(
+        f"[anet-tf] embedding {len(images)} images from {images.source} with "
+        f"{model.path} ({model.embedding_dim}-d, attributes: {names})",
+        file=sys.stderr,
+    )
+    emb = embed_images(
+        model, images, batch_size=args.batch_size, progress=not args.quiet
+    )
+    _print_failures("embed", emb.failed)
+    if not len(emb):
+        raise SearchError("no image could be read")
+    save_embeddings(emb, args.out)
+    skipped = f", {len(emb.failed)} skipped (listed above)" if emb.failed else ""
+    print(f"wrote {args.out}: {len(emb)} embeddings ({emb.dim}-d){skipped}")
+    return 0
+
+
+def _source_images(args):
+    from anet_tf.search.sources import list_images
+
+    if args.config or args.overrides:
+        raise SearchError(
+            f"--config/--set choose the dataset of {DATASET_PREFIX}SPLIT; {args.src} "
+            f"is a folder or file"
+        )
+    return list_images(args.src, args.split)
+
+
+def cmd_index_build(args) -> int:
+    """``anet-tf index build EMBEDDINGS... -o INDEX``."""
+    from anet_tf.search.embeddings import load_embeddings
+    from anet_tf.search.index import build_index
+    from anet_tf.search.index import check_index_target
+
+    check_index_target(args.out)
+    embeddings = [load_embeddings(p) for p in args.embeddings]
+    index = build_index(
+        embeddings,
+        kind=args.kind,
+        nlist=args.nlist,
+        m=args.pq_m,
+        bits=args.pq_bits,
+        nprobe=args.nprobe,
+    )
+    for warning in index.meta["warnings"]:
+        print(f"anet-tf index: warning: {warning}", file=sys.stderr)
+    index.save(args.out)
+    params = index.meta["params"].get("factory", "IndexFlatIP, exact")
+    print(f"wrote {args.out}: {len(index)} items, {index.dim}-d, {params}")
+    return 0
+
+
+def search_payload(index, emb, matches, where, labels) -> dict:
+    """The ``--json`` output of ``anet-tf search``."""
+    results = []
+    for i, row in enumerate(matches):
+        results.append(
+            {
+                "query": emb.paths[i],
+                "attributes": {
+                    a: str(emb.predicted[a][i]) for a in emb.attribute_names
+                },
+                "matches": [m.to_dict() for m in row],
+            }
+        )
+    return {
+        "index": index.path,
+        "kind": index.kind,
+        "model": {k: index.model[k] for k in ("path", "fingerprint", "embedding_dim")},
+        "where": where,
+        "labels": labels,
+        "results": results,
+        "failed": [{"path": p, "reason": r} for p, r in emb.failed],
+    }
+
+
+def format_search_table(
+    emb, matches, attribute_names, labels: str = "predicted"
+) -> str:
+    """The table ``anet-tf search`` prints: per query (with its predicted
+    attributes), rank, score, the matches' ``labels`` (predicted or known)
+    attributes, ids and path."""
+    lines = []
+    for i, row in enumerate(matches):
+        attrs = " ".join(f"{a}={emb.predicted[a][i]}" for a in attribute_names)
+        lines.append(
+            f"query {emb.paths[i]}" + (f"  (predicted {attrs})" if attrs else "")
+        )
+        if not row:
+            lines.append("  no gallery item matches")
+            lines.append("")
+            continue
+
+        def value(m, a):
+            return (m.predicted if labels == "predicted" else m.known)[a] or "-"
+
+        heads = {
+            a: a if labels == "predicted" else f"{a} (known)" for a in attribute_names
+        }
+        widths = {
+            a: max(len(heads[a]), *(len(value(m, a)) for m in row))
+            for a in attribute_names
+        }
+        head = f"  {'rank':>4}  {'score':>6}  " + "  ".join(
+            f"{heads[a]:<{widths[a]}}" for a in attribute_names
+        )
+        lines.append(f"{head}  {'id':>5}  {'cam':>3}  path")
+        for m in row:
+            cells = "  ".join(f"{value(m, a):<{widths[a]}}" for a in attribute_names)
+            pid = str(m.pid) if m.pid >= 0 else "-"
+            cam = str(m.camid) if m.camid >= 0 else "-"
+            lines.append(
+                f"  {m.rank:>4}  {m.score:>6.3f}  {cells}  {pid:>5}  {cam:>3}  {m.path}"
+            )
+        lines.append("")
+    return "\n".join(lines).rstrip("\n")
+
+
+def cmd_search(args) -> int:
+    """``anet-tf search --index INDEX --query IMG... --top-k K [--where ...]``."""
+    from anet_tf.search.index import load_index
+    from anet_tf.search.index import parse_where
+    from anet_tf.search.index import search_threads
+
+    where = parse_where(args.where)
+    index = load_index(args.index)
+    index.filter_mask(where, args.labels)  # a bad filter fails before embedding
+    emb = query_embeddings(args, index, progress=not args.json)
+    scores, ids = index.search(
+        emb.embedding,
+        args.top_k,
+        where=where,
+        labels=args.labels,
+        nprobe=args.nprobe,
+        threads=args.threads or search_threads(len(emb)),
+    )
+    matches = index.matches(scores, ids)
+    if args.json:
+        print(
+            json.dumps(
+                search_payload(index, emb, matches, where, args.labels), indent=2
+            )
+        )
+    else:
+        print(format_search_table(emb, matches, index.attribute_names, args.labels))
+    return 0
