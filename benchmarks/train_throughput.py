@@ -91,6 +91,7 @@ def timed(run_step, batch: int, steps: int) -> dict:
         "images_per_s_max": max(rates),
         "step_s_median": statistics.median(times),
         "cores_busy": (user + system) / wall,
+        "cpu_s_per_image": (user + system) / (steps * batch),
         "system_share": system / max(user + system, 1e-9),
         "minor_faults_per_step": (r1.ru_minflt - r0.ru_minflt) / steps,
     }
