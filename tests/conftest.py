@@ -98,10 +98,10 @@ def _tiny_export_run(tmp, overrides=()):
     return net, cfg, dataset
 
 
-def _encode_image(array, fmt="PNG", mode=None):
+def _encode_image(array, fmt="PNG", mode=None, **options):
     image = Image.fromarray(np.asarray(array, np.uint8), mode)
     buffer = io.BytesIO()
-    image.save(buffer, format=fmt)
+    image.save(buffer, format=fmt, **options)
     return buffer.getvalue()
 
 
@@ -133,7 +133,8 @@ def tiny_export_run():
 
 @pytest.fixture(scope="session")
 def encode_image():
-    """``encode_image(array, fmt="PNG", mode=None)`` -> the encoded file's bytes."""
+    """``encode_image(array, fmt="PNG", mode=None, **PIL save options)`` -> the
+    encoded file's bytes."""
     return _encode_image
 
 

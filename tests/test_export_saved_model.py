@@ -277,8 +277,12 @@ def test_images_announcing_too_many_pixels_are_refused_before_decoding(exported,
     jpeg = bytearray(encode_image(random_pixels(20, 20), "JPEG"))
     sof = jpeg.find(b"\xff\xc0")
     jpeg[sof + 5 : sof + 9] = struct.pack(">HH", 10000, 10000)  # SOF0 height, width
+    webp = bytearray(encode_image(random_pixels(20, 20), "WEBP", lossless=True))
+    assert webp[12:16] == b"VP8L"
+    bits = struct.unpack("<I", webp[21:25])[0] & ~((1 << 28) - 1)  # keep alpha/version bits
+    webp[21:25] = struct.pack("<I", bits | 9999 | 9999 << 14)  # width-1, height-1
     good = encode_image(random_pixels(20, 20))
-    for big in (png, jpeg):
+    for big in (png, jpeg, webp):
         with pytest.raises(tf.errors.InvalidArgumentError) as info:
             serve(image_bytes=tf.constant([good, bytes(big)]))
         assert (

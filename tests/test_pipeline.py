@@ -19,6 +19,7 @@ from anet_tf.data.pipeline import build_eval_dataset
 from anet_tf.data.pipeline import build_train_dataset
 from anet_tf.data.pipeline import decode_and_preprocess
 from anet_tf.data.pipeline import flip_horizontal
+from anet_tf.data.pipeline import header_pixels
 from anet_tf.data.pipeline import label_arrays
 from anet_tf.data.pipeline import normalize
 from anet_tf.data.pipeline import pid_label_map
@@ -374,3 +375,25 @@ def test_train_error_names_the_path(dataset, tmp_path):
     with pytest.raises(tf.errors.InvalidArgumentError, match="broken.png"):
         for _ in ds.take(30):
             pass
+
+
+@pytest.mark.parametrize(
+    "fmt, options, mode",
+    [
+        ("JPEG", {}, "RGB"),
+        ("PNG", {}, "RGB"),
+        ("GIF", {}, "RGB"),
+        ("BMP", {}, "RGB"),
+        ("WEBP", {}, "RGB"),  # lossy: 'VP8 ' chunk
+        ("WEBP", {"lossless": True}, "RGB"),  # 'VP8L'
+        ("WEBP", {}, "RGBA"),  # lossy with alpha: 'VP8X'
+    ],
+)
+def test_header_pixels_reads_every_supported_format(tmp_path, fmt, options, mode):
+    """The pixel cap reads width x height from the header alone, WebP included."""
+    import io
+
+    pixels = np.random.default_rng(0).integers(0, 255, (37, 53, len(mode)), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels, mode).save(buf, fmt, **options)
+    assert int(header_pixels(tf.constant(buf.getvalue()))) == 37 * 53

@@ -151,10 +151,25 @@ def _header_int(header: tf.Tensor, offset: int, size: int, big_endian: bool) -> 
     return tf.reduce_sum(raw * tf.constant(weights, tf.int64))
 
 
+def _webp_pixels(header: tf.Tensor) -> tf.Tensor:
+    """Width x height of a WebP file from its first chunk: 'VP8 ' (lossy: 14-bit sizes
+    after the 9d 01 2a start code), 'VP8L' (lossless: 14-bit width-1, height-1 packed
+    after the 0x2f signature) or 'VP8X' (extended: 24-bit canvas width-1, height-1)."""
+    chunk = tf.strings.substr(header, 12, 4)
+    lossy = (_header_int(header, 26, 2, False) % 16384) * (_header_int(header, 28, 2, False) % 16384)
+    bits = _header_int(header, 21, 4, False)
+    lossless = (bits % 16384 + 1) * ((bits // 16384) % 16384 + 1)
+    extended = (_header_int(header, 24, 3, False) + 1) * (_header_int(header, 27, 3, False) + 1)
+    return tf.case(
+        [(chunk == b"VP8 ", lambda: lossy), (chunk == b"VP8L", lambda: lossless), (chunk == b"VP8X", lambda: extended)],
+        default=lambda: tf.constant(0, tf.int64),
+    )
+
+
 def header_pixels(contents: tf.Tensor) -> tf.Tensor:
     """Width x height (int64) from an image file's header, without decoding it: JPEG
-    (its SOF), PNG (IHDR), GIF and BMP; 0 where unknown (WebP). Call after
-    :func:`check_image_bytes` has passed."""
+    (its SOF), PNG (IHDR), GIF, BMP and WebP (VP8, VP8L, VP8X); 0 where the header
+    says nothing usable. Call after :func:`check_image_bytes` has passed."""
     header = tf.strings.join([tf.strings.substr(contents, 0, 32), b"\0" * 32])
     head3, head8 = tf.strings.substr(header, 0, 3), tf.strings.substr(header, 0, 8)
     png = _header_int(header, 16, 4, True) * _header_int(header, 20, 4, True)
@@ -162,6 +177,7 @@ def header_pixels(contents: tf.Tensor) -> tf.Tensor:
     bmp_h = _header_int(header, 22, 4, False)
     bmp_h = tf.where(bmp_h >= 2**31, 2**32 - bmp_h, bmp_h)  # top-down BMPs: negative
     bmp = _header_int(header, 18, 4, False) * bmp_h
+    webp = (tf.strings.substr(header, 0, 4) == b"RIFF") & (tf.strings.substr(header, 8, 4) == b"WEBP")
     return tf.case(
         [
             (head3 == b"\xff\xd8\xff",
@@ -169,6 +185,7 @@ def header_pixels(contents: tf.Tensor) -> tf.Tensor:
             (head8 == _PNG_SIGNATURE, lambda: png),
             (head3 == b"GIF", lambda: gif),
             (tf.strings.substr(header, 0, 2) == b"BM", lambda: bmp),
+            (webp, lambda: _webp_pixels(header)),
         ],
         default=lambda: tf.constant(0, tf.int64),
     )
