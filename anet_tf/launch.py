@@ -1,19 +1,38 @@
-"""The `anet-tf` console entry: choose the allocator, then run the command line.
+"""The `anet-tf` console entry: set up the process, then run the command line.
 
-Kept apart from `cli.py` so that the re-execution (see `allocator.py`) happens before
-anything heavy is imported, and so that calling `cli.main` in-process (tests,
-notebooks) never replaces the process.
+Two things must happen before TensorFlow is imported, so they live here and not in
+`cli.py`:
+
+* ``TF_ENABLE_ONEDNN_OPTS=1`` on x86-64 Linux unless the user set it. TensorFlow
+  enables its oneDNN kernels by default only on some CPUs (not, for example, on the
+  AMD EPYC machines we measure on, where its own kernels are built without AVX2/FMA);
+  with them the default train step costs 25-37% less CPU time per image (README,
+  Performance: ``benchmarks/train_throughput.py`` with the variable at 0 and 1).
+* the allocator (see `allocator.py`): re-execute once with tcmalloc preloaded.
+
+Calling `cli.main` in-process (tests, notebooks) does neither.
 """
 
 from __future__ import annotations
 
+import os
+import platform
 import sys
 
 from anet_tf import allocator
 
+ONEDNN = "TF_ENABLE_ONEDNN_OPTS"
+
+
+def tune_environment(environ=os.environ) -> None:
+    """The process environment the project's commands and benchmarks run with."""
+    if sys.platform.startswith("linux") and platform.machine() in ("x86_64", "AMD64"):
+        environ.setdefault(ONEDNN, "1")
+
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    tune_environment()
     try:
         allocator.relaunch(argv)
     except ValueError as exc:

@@ -57,12 +57,16 @@ def allocator_in_use() -> str:
 
 
 def use_fast_allocator() -> None:
-    """Re-execute this benchmark the way the `anet-tf` command runs: with tcmalloc
-    (or jemalloc) preloaded when installed, unless ANET_TF_MALLOC=system."""
+    """Run this benchmark the way the `anet-tf` command runs (anet_tf/launch.py):
+    oneDNN kernels on unless TF_ENABLE_ONEDNN_OPTS is set, and re-executed with
+    tcmalloc (or jemalloc) preloaded when installed, unless ANET_TF_MALLOC=system.
+    Call before anything imports TensorFlow."""
     import sys
 
     from anet_tf.allocator import relaunch
+    from anet_tf.launch import tune_environment
 
+    tune_environment()
     relaunch(sys.argv[1:], command=[sys.executable, *sys.argv])
 
 
@@ -83,6 +87,7 @@ def machine_info(gpus: bool = False) -> dict:
         "tensorflow": _version("tensorflow-cpu", "tensorflow"),
         "keras": _version("keras"),
         "allocator": allocator_in_use(),
+        "onednn_opts": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset"),
     }
     if gpus:
         import tensorflow as tf

@@ -84,3 +84,22 @@ def test_system_choice_runs_in_place():
     )
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "system"
+
+
+def test_tune_environment_turns_onednn_on_unless_the_user_chose(monkeypatch):
+    import platform
+
+    from anet_tf.launch import tune_environment
+
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    env = {}
+    tune_environment(env)
+    assert env == {"TF_ENABLE_ONEDNN_OPTS": "1"}
+    env = {"TF_ENABLE_ONEDNN_OPTS": "0"}
+    tune_environment(env)
+    assert env == {"TF_ENABLE_ONEDNN_OPTS": "0"}
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
+    env = {}
+    tune_environment(env)
+    assert env == {}
