@@ -14,6 +14,7 @@ import argparse
 import os
 import sys
 
+from anet_tf import native_output
 from anet_tf.commands import errors
 
 
@@ -71,6 +72,10 @@ def _missing_input_path(args) -> str | None:
     return None
 
 
+# Commands that never import TensorFlow (they start in well under a second).
+WITHOUT_TENSORFLOW = frozenset({"synth", "data", "client"})
+
+
 def main(argv=None) -> int:
     # TensorFlow's C++ start-up chatter (oneDNN, CPU features) is not for users.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -88,6 +93,8 @@ def main(argv=None) -> int:
     if missing:
         # Before TensorFlow is imported (seconds): a typo in a path is answered at once.
         return errors.report(command, FileNotFoundError(missing))
+    if command not in WITHOUT_TENSORFLOW:
+        native_output.import_tensorflow()  # without its C++ start-up lines
     return errors.run(command, handler, args)
 
 

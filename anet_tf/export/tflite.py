@@ -28,14 +28,14 @@ Variants (file name -> what it is):
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import sys
 import tempfile
 from collections.abc import Sequence
 
 import numpy as np
+
+from anet_tf.native_output import stderr_filtered
 
 TFLITE_FILES = {
     "fp32": "model.tflite",
@@ -62,33 +62,9 @@ _NATIVE_NOISE = re.compile(
 )
 
 
-@contextlib.contextmanager
 def native_stderr_filtered():
-    """Capture what C++ code writes to file descriptor 2 while the block runs, and
-    write back only the lines that are not known noise; everything is written back
-    when the block raises, so no error is ever hidden."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile(mode="w+b") as capture:
-        os.dup2(capture.fileno(), 2)
-        failed = False
-        try:
-            yield
-        except BaseException:
-            failed = True
-            raise
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            capture.seek(0)
-            text = capture.read().decode("utf-8", "replace")
-            kept = [
-                line for line in text.splitlines() if failed or not _NATIVE_NOISE.search(line)
-            ]
-            if kept:
-                sys.stderr.write("\n".join(kept) + "\n")
-                sys.stderr.flush()
+    """The converter's and interpreter's lines that are noise, kept from stderr."""
+    return stderr_filtered(_NATIVE_NOISE)
 
 
 def pixel_function(module, batch_size: int | None = None):
@@ -200,7 +176,6 @@ def export_tflite(
     """
     import json
     import shutil
-    import tempfile
 
     unknown = [v for v in variants if v not in TFLITE_FILES]
     if unknown:
