@@ -1,4 +1,8 @@
-"""The loss terms of ANet (section 3, eq. 4 and 9-13) as pure TensorFlow functions.
+"""The loss terms of ANet (section 3, eq. 4 and 9-13) as backend-agnostic functions.
+
+They are written with ``keras.ops`` only, so they run on whichever Keras backend is
+active (TensorFlow or JAX; this module never imports TensorFlow), eagerly, inside
+``tf.function`` / XLA and under ``jax.jit`` / ``jax.grad``.
 
 Every building block returns one value per sample (shape ``[B]``), computed in
 float32 whatever the input dtype (float16 under mixed precision), so that a training
@@ -23,16 +27,23 @@ Choices where the paper is open (each repeated where it is made):
   unknown pattern give no L_tri^g (section 4.2); masked terms are averaged over
   their valid samples and are 0 (with zero gradient) when there are none.
 * AC_ID and AC_tri treat every f-branch quantity as a fixed reference
-  (``tf.stop_gradient``): AC can only be lowered by improving j, never by making f
+  (``ops.stop_gradient``): AC can only be lowered by improving j, never by making f
   worse.
 """
 
 from __future__ import annotations
 
-import tensorflow as tf
+from typing import Any
+
+import numpy as np
+from keras import ops
 
 from anet_tf.config import VARIANTS
 from anet_tf.config import LossConfig
+
+# A tensor of the active Keras backend (tf.Tensor, jax.Array), or anything
+# ``keras.ops`` converts to one (NumPy arrays, nested lists).
+Tensor = Any
 
 METRICS = ("euclidean", "cosine")
 STAGES = (1, 2)
@@ -40,14 +51,20 @@ STAGES = (1, 2)
 # The clamp under the square root of Euclidean distances: sqrt has an infinite
 # derivative at 0, which would turn the gradient of identical features into NaN.
 _MIN_SQUARED_DISTANCE = 1e-12
+# The floor of the squared norm in the L2 normalisation of cosine distances (the
+# epsilon of tf.math.l2_normalize).
+_MIN_SQUARED_NORM = 1e-12
+# Fills the non-candidates before the argmin of batch-hard mining: larger than any
+# distance, and finite.
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 # ------------------------------------------------------------------ cross entropy
 
 
 def cross_entropy_label_smooth(
-    logits: tf.Tensor, labels: tf.Tensor, epsilon: float = 0.1
-) -> tf.Tensor:
+    logits: Tensor, labels: Tensor, epsilon: float = 0.1
+) -> Tensor:
     """Per-sample cross entropy with label smoothing (Szegedy et al. 2016).
 
     The identity loss L_ID of the paper (L_ID^f on f, L_ID^j on j; section 4.2 uses
@@ -65,25 +82,27 @@ def cross_entropy_label_smooth(
     """
     if not 0.0 <= epsilon < 1.0:
         raise ValueError(f"epsilon must be in [0, 1). Received: epsilon={epsilon}")
-    logits = tf.cast(logits, tf.float32)
-    num_classes = tf.shape(logits)[-1]
-    log_probs = tf.nn.log_softmax(logits, axis=-1)
-    onehot = tf.one_hot(tf.cast(labels, tf.int32), num_classes, dtype=tf.float32)
-    uniform = 1.0 / tf.cast(num_classes, tf.float32)
+    logits = ops.cast(logits, "float32")
+    num_classes = logits.shape[-1]
+    if num_classes is None:  # unknown in a TensorFlow graph: the dynamic size
+        num_classes = ops.shape(logits)[-1]
+    log_probs = ops.log_softmax(logits, axis=-1)
+    onehot = ops.one_hot(ops.cast(labels, "int32"), num_classes, dtype="float32")
+    uniform = 1.0 / ops.cast(num_classes, "float32")
     targets = (1.0 - epsilon) * onehot + epsilon * uniform
-    return -tf.reduce_sum(targets * log_probs, axis=-1)
+    return -ops.sum(targets * log_probs, axis=-1)
 
 
 def attribute_cross_entropy(
-    logits: tf.Tensor, labels: tf.Tensor, epsilon: float = 0.0
-) -> tuple[tf.Tensor, tf.Tensor]:
+    logits: Tensor, labels: Tensor, epsilon: float = 0.0
+) -> tuple[Tensor, Tensor]:
     """Per-sample attribute cross entropy L_att^i of eq. (4), with unknown labels.
 
     A negative label (-1) means the attribute is unknown for that image (VehicleID,
     section 4.2: "we simply do not backpropagate the losses from L_att^i"): its loss
     is exactly 0 and its mask 0. Unknown labels are replaced by class 0 before the
     one-hot, so -1 is never used as a class index; the replaced loss is then
-    discarded with ``tf.where``, which also gives it a zero (finite) gradient.
+    discarded with ``ops.where``, which also gives it a zero (finite) gradient.
 
     Args:
         logits: ``[B, m_i]`` attribute classifier outputs.
@@ -95,14 +114,14 @@ def attribute_cross_entropy(
         ``(loss, mask)``: ``[B]`` float32 losses (0 where unknown) and ``[B]`` float32
         mask (1 = known). Average with :func:`masked_mean`.
     """
-    labels = tf.cast(labels, tf.int32)
-    known = labels >= 0
-    safe_labels = tf.where(known, labels, tf.zeros_like(labels))
+    labels = ops.cast(labels, "int32")
+    known = ops.greater_equal(labels, 0)
+    safe_labels = ops.where(known, labels, ops.zeros_like(labels))
     loss = cross_entropy_label_smooth(logits, safe_labels, epsilon)
-    return tf.where(known, loss, tf.zeros_like(loss)), tf.cast(known, tf.float32)
+    return ops.where(known, loss, ops.zeros_like(loss)), ops.cast(known, "float32")
 
 
-def masked_mean(values: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+def masked_mean(values: Tensor, mask: Tensor) -> Tensor:
     """Mean of ``values`` over the samples where ``mask`` is non-zero.
 
     ``sum(values * mask) / sum(mask)``; 0 (not NaN) when the mask is all zero, and
@@ -116,18 +135,18 @@ def masked_mean(values: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
     Returns:
         float32 scalar.
     """
-    values = tf.cast(values, tf.float32)
-    mask = tf.cast(mask, tf.float32)
-    kept = tf.where(mask > 0, values * mask, tf.zeros_like(values))
-    return tf.math.divide_no_nan(tf.reduce_sum(kept), tf.reduce_sum(mask))
+    values = ops.cast(values, "float32")
+    mask = ops.cast(mask, "float32")
+    kept = ops.where(ops.greater(mask, 0.0), values * mask, ops.zeros_like(values))
+    return ops.divide_no_nan(ops.sum(kept), ops.sum(mask))
 
 
 # -------------------------------------------------------------------- distances
 
 
 def pairwise_distance(
-    x: tf.Tensor, y: tf.Tensor | None = None, metric: str = "euclidean"
-) -> tf.Tensor:
+    x: Tensor, y: Tensor | None = None, metric: str = "euclidean"
+) -> Tensor:
     """Distance matrix ``D[i, k] = D(x_i, y_k)``, the D(., .) of eq. (12).
 
     Args:
@@ -146,48 +165,62 @@ def pairwise_distance(
         raise ValueError(
             f"metric must be one of {', '.join(METRICS)}. Received: metric={metric!r}"
         )
-    x = tf.cast(x, tf.float32)
+    x = ops.cast(x, "float32")
     same = y is None
-    y = x if same else tf.cast(y, tf.float32)
+    y = x if same else ops.cast(y, "float32")
     if metric == "cosine":
-        x = tf.math.l2_normalize(x, axis=-1)
-        y = tf.math.l2_normalize(y, axis=-1)
-        return 1.0 - tf.matmul(x, y, transpose_b=True)
-    x2 = tf.reduce_sum(tf.square(x), axis=-1, keepdims=True)
-    y2 = tf.reduce_sum(tf.square(y), axis=-1, keepdims=True)
-    d2 = x2 + tf.transpose(y2) - 2.0 * tf.matmul(x, y, transpose_b=True)
+        x = _l2_normalize(x)
+        y = _l2_normalize(y)
+        return 1.0 - ops.matmul(x, ops.transpose(y))
+    x2 = ops.sum(ops.square(x), axis=-1, keepdims=True)
+    y2 = ops.sum(ops.square(y), axis=-1, keepdims=True)
+    d2 = x2 + ops.transpose(y2) - 2.0 * ops.matmul(x, ops.transpose(y))
     if same:
-        d2 = tf.linalg.set_diag(d2, tf.zeros_like(x2[:, 0]))
-    return tf.sqrt(tf.maximum(d2, _MIN_SQUARED_DISTANCE))
+        d2 = ops.where(_eye(ops.shape(d2)[0]), ops.zeros_like(d2), d2)
+    return ops.sqrt(ops.maximum(d2, _MIN_SQUARED_DISTANCE))
 
 
-def _paired_distance(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
+def _l2_normalize(x: Tensor) -> Tensor:
+    """``x / max(|x|, 1e-6)`` along the last axis, as ``tf.math.l2_normalize``."""
+    squared_norm = ops.sum(ops.square(x), axis=-1, keepdims=True)
+    return x * ops.rsqrt(ops.maximum(squared_norm, _MIN_SQUARED_NORM))
+
+
+def _eye(n: Tensor) -> Tensor:
+    """``[n, n]`` boolean identity; ``n`` may be a dynamic size (TensorFlow graph)."""
+    idx = ops.arange(n, dtype="int32")
+    return ops.equal(idx[:, None], idx[None, :])
+
+
+def _paired_distance(a: Tensor, b: Tensor) -> Tensor:
     """Row-wise Euclidean ``D(a_i, b_i)`` with the same clamp as pairwise_distance."""
-    d2 = tf.reduce_sum(tf.square(a - b), axis=-1)
-    return tf.sqrt(tf.maximum(d2, _MIN_SQUARED_DISTANCE))
+    d2 = ops.sum(ops.square(a - b), axis=-1)
+    return ops.sqrt(ops.maximum(d2, _MIN_SQUARED_DISTANCE))
 
 
-def _hardest(
-    dist: tf.Tensor, pos_mask: tf.Tensor, neg_mask: tf.Tensor
-) -> tuple[tf.Tensor, ...]:
+def _hardest(dist: Tensor, pos_mask: Tensor, neg_mask: Tensor) -> tuple[Tensor, ...]:
     """Batch-hard mining: farthest candidate positive, closest candidate negative.
 
     Returns ``(d_ap, d_an, pos_idx, neg_idx, has_pos, has_neg)``; where a row has no
     candidate its index is meaningless (callers replace it). The indices come from
-    argmax/argmin, so the gradient flows only through the two chosen distances.
+    argmax/argmin (the first index among ties), so the gradient flows only through
+    the two chosen distances. Non-candidates are filled with -1 (below any distance)
+    for the argmax and with the largest float32 for the argmin.
     """
-    pos_idx = tf.argmax(
-        tf.where(pos_mask, dist, -tf.ones_like(dist)), axis=1, output_type=tf.int32
+    pos_idx = ops.cast(
+        ops.argmax(ops.where(pos_mask, dist, ops.full_like(dist, -1.0)), axis=1),
+        "int32",
     )
-    neg_idx = tf.argmin(
-        tf.where(neg_mask, dist, tf.fill(tf.shape(dist), tf.float32.max)),
-        axis=1,
-        output_type=tf.int32,
+    neg_idx = ops.cast(
+        ops.argmin(
+            ops.where(neg_mask, dist, ops.full_like(dist, _FLOAT32_MAX)), axis=1
+        ),
+        "int32",
     )
-    d_ap = tf.gather(dist, pos_idx, batch_dims=1)
-    d_an = tf.gather(dist, neg_idx, batch_dims=1)
-    has_pos = tf.reduce_any(pos_mask, axis=1)
-    has_neg = tf.reduce_any(neg_mask, axis=1)
+    d_ap = ops.take_along_axis(dist, pos_idx[:, None], axis=1)[:, 0]
+    d_an = ops.take_along_axis(dist, neg_idx[:, None], axis=1)[:, 0]
+    has_pos = ops.any(pos_mask, axis=1)
+    has_neg = ops.any(neg_mask, axis=1)
     return d_ap, d_an, pos_idx, neg_idx, has_pos, has_neg
 
 
@@ -195,11 +228,11 @@ def _hardest(
 
 
 def batch_hard_triplet(
-    features: tf.Tensor,
-    labels: tf.Tensor,
+    features: Tensor,
+    labels: Tensor,
     margin: float = 0.3,
     soft_margin: bool = False,
-) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+) -> tuple[Tensor, Tensor, Tensor]:
     """Per-anchor batch-hard triplet loss (Hermans et al. 2017): L_tri^f and L_tri^j.
 
     For each anchor, the hardest positive is the farthest other sample of the same
@@ -229,29 +262,29 @@ def batch_hard_triplet(
         indices of the mined positive and negative of each anchor, reused by
         :func:`ac_tri`.
     """
-    labels = tf.cast(labels, tf.int32)
+    labels = ops.cast(labels, "int32")
     dist = pairwise_distance(features, metric="euclidean")
-    batch = tf.shape(dist)[0]
-    self_idx = tf.range(batch, dtype=tf.int32)
-    same = tf.equal(labels[:, None], labels[None, :])
-    not_self = tf.logical_not(tf.eye(batch, dtype=tf.bool))
+    batch = ops.shape(dist)[0]
+    self_idx = ops.arange(batch, dtype="int32")
+    same = ops.equal(labels[:, None], labels[None, :])
+    not_self = ops.logical_not(_eye(batch))
     d_ap, d_an, pos_idx, neg_idx, has_pos, has_neg = _hardest(
-        dist, tf.logical_and(same, not_self), tf.logical_not(same)
+        dist, ops.logical_and(same, not_self), ops.logical_not(same)
     )
-    d_ap = tf.where(has_pos, d_ap, tf.zeros_like(d_ap))
-    pos_idx = tf.where(has_pos, pos_idx, self_idx)
-    neg_idx = tf.where(has_neg, neg_idx, self_idx)
+    d_ap = ops.where(has_pos, d_ap, ops.zeros_like(d_ap))
+    pos_idx = ops.where(has_pos, pos_idx, self_idx)
+    neg_idx = ops.where(has_neg, neg_idx, self_idx)
     if soft_margin:
-        loss = tf.nn.softplus(d_ap - d_an)
+        loss = ops.softplus(d_ap - d_an)
     else:
-        loss = tf.nn.relu(d_ap - d_an + margin)
-    loss = tf.where(has_neg, loss, tf.zeros_like(loss))
+        loss = ops.relu(d_ap - d_an + margin)
+    loss = ops.where(has_neg, loss, ops.zeros_like(loss))
     return loss, pos_idx, neg_idx
 
 
 def pattern_triplet(
-    g: tf.Tensor, patterns: tf.Tensor, margin: float = 0.3
-) -> tuple[tf.Tensor, tf.Tensor]:
+    g: Tensor, patterns: Tensor, margin: float = 0.3
+) -> tuple[Tensor, Tensor]:
     """Per-anchor Attribute-based Triplet Loss L_tri^g of eq. (9) (section 3.2).
 
     Batch-hard triplet on g = GAP(G(I)) whose classes are attribute PATTERNS (the
@@ -273,28 +306,27 @@ def pattern_triplet(
         ``(loss, mask)``: ``[B]`` float32 losses (0 where masked) and ``[B]`` float32
         mask of the anchors that have a triplet. Average with :func:`masked_mean`.
     """
-    patterns = tf.cast(patterns, tf.int32)
+    patterns = ops.cast(patterns, "int32")
     dist = pairwise_distance(g, metric="euclidean")
-    batch = tf.shape(dist)[0]
-    known = patterns >= 0
-    both_known = tf.logical_and(known[:, None], known[None, :])
-    same = tf.equal(patterns[:, None], patterns[None, :])
-    not_self = tf.logical_not(tf.eye(batch, dtype=tf.bool))
-    pos_mask = tf.logical_and(tf.logical_and(same, not_self), both_known)
-    neg_mask = tf.logical_and(tf.logical_not(same), both_known)
+    known = ops.greater_equal(patterns, 0)
+    both_known = ops.logical_and(known[:, None], known[None, :])
+    same = ops.equal(patterns[:, None], patterns[None, :])
+    not_self = ops.logical_not(_eye(ops.shape(dist)[0]))
+    pos_mask = ops.logical_and(ops.logical_and(same, not_self), both_known)
+    neg_mask = ops.logical_and(ops.logical_not(same), both_known)
     d_ap, d_an, _, _, has_pos, has_neg = _hardest(dist, pos_mask, neg_mask)
-    valid = tf.logical_and(known, tf.logical_and(has_pos, has_neg))
-    loss = tf.nn.relu(d_ap - d_an + margin)
-    return tf.where(valid, loss, tf.zeros_like(loss)), tf.cast(valid, tf.float32)
+    valid = ops.logical_and(known, ops.logical_and(has_pos, has_neg))
+    loss = ops.relu(d_ap - d_an + margin)
+    return ops.where(valid, loss, ops.zeros_like(loss)), ops.cast(valid, "float32")
 
 
 # ------------------------------------------------------- amelioration constraint
 
 
-def ac_id(ce_j: tf.Tensor, ce_f: tf.Tensor) -> tf.Tensor:
+def ac_id(ce_j: Tensor, ce_f: Tensor) -> Tensor:
     """Per-sample AC for the cross entropy, eq. (11): softplus(L_ID^j(I) - L_ID^f(I)).
 
-    ``ce_f`` is under ``tf.stop_gradient``: in L' (eq. 13) the f-branch losses are
+    ``ce_f`` is under ``ops.stop_gradient``: in L' (eq. 13) the f-branch losses are
     disabled and f serves as a fixed reference, so AC_ID can only be lowered by
     making j classify better, never by making f worse.
 
@@ -305,21 +337,19 @@ def ac_id(ce_j: tf.Tensor, ce_f: tf.Tensor) -> tf.Tensor:
     Returns:
         ``[B]`` float32.
     """
-    ce_j = tf.cast(ce_j, tf.float32)
-    ce_f = tf.stop_gradient(tf.cast(ce_f, tf.float32))
-    return tf.nn.softplus(ce_j - ce_f)
+    ce_j = ops.cast(ce_j, "float32")
+    ce_f = ops.stop_gradient(ops.cast(ce_f, "float32"))
+    return ops.softplus(ce_j - ce_f)
 
 
-def ac_tri(
-    f: tf.Tensor, j: tf.Tensor, pos_idx: tf.Tensor, neg_idx: tf.Tensor
-) -> tf.Tensor:
+def ac_tri(f: Tensor, j: Tensor, pos_idx: Tensor, neg_idx: Tensor) -> Tensor:
     """Per-anchor AC for the triplet loss, eq. (12).
 
     ``softplus(D(j_a, j_p) - D(f_a, f_p)) + softplus(D(f_a, f_n) - D(j_a, j_n))``
     with Euclidean D. The paper leaves the pairs (I, I+, I-) open: we use one triple
     per anchor, the same for f and j, mined batch-hard on j (``pos_idx``/``neg_idx``
     from :func:`batch_hard_triplet` on j). The f distances are under
-    ``tf.stop_gradient`` (f is the fixed reference of eq. 13, see :func:`ac_id`). An
+    ``ops.stop_gradient`` (f is the fixed reference of eq. 13, see :func:`ac_id`). An
     anchor whose mined positive or negative is itself (degenerate batch) gets the
     constant ``softplus(0)`` with zero gradient for that half.
 
@@ -332,15 +362,15 @@ def ac_tri(
     Returns:
         ``[B]`` float32.
     """
-    f = tf.stop_gradient(tf.cast(f, tf.float32))
-    j = tf.cast(j, tf.float32)
-    pos_idx = tf.cast(pos_idx, tf.int32)
-    neg_idx = tf.cast(neg_idx, tf.int32)
-    d_j_pos = _paired_distance(j, tf.gather(j, pos_idx))
-    d_f_pos = _paired_distance(f, tf.gather(f, pos_idx))
-    d_j_neg = _paired_distance(j, tf.gather(j, neg_idx))
-    d_f_neg = _paired_distance(f, tf.gather(f, neg_idx))
-    return tf.nn.softplus(d_j_pos - d_f_pos) + tf.nn.softplus(d_f_neg - d_j_neg)
+    f = ops.stop_gradient(ops.cast(f, "float32"))
+    j = ops.cast(j, "float32")
+    pos_idx = ops.cast(pos_idx, "int32")
+    neg_idx = ops.cast(neg_idx, "int32")
+    d_j_pos = _paired_distance(j, ops.take(j, pos_idx, axis=0))
+    d_f_pos = _paired_distance(f, ops.take(f, pos_idx, axis=0))
+    d_j_neg = _paired_distance(j, ops.take(j, neg_idx, axis=0))
+    d_f_neg = _paired_distance(f, ops.take(f, neg_idx, axis=0))
+    return ops.softplus(d_j_pos - d_f_pos) + ops.softplus(d_f_neg - d_j_neg)
 
 
 # ------------------------------------------------------------------ composition
@@ -363,8 +393,8 @@ def loss_term_names(
 
 
 def compute_losses(
-    outputs: dict[str, tf.Tensor],
-    targets: dict[str, tf.Tensor],
+    outputs: dict[str, Tensor],
+    targets: dict[str, Tensor],
     *,
     attribute_names: list[str],
     variant: str,
@@ -377,7 +407,7 @@ def compute_losses(
     lambda_a: float = 1.0,
     lambda_g: float = 1.0,
     use_ac: bool = True,
-) -> dict[str, tf.Tensor]:
+) -> dict[str, Tensor]:
     """The scalar loss terms of one variant and stage, and their weighted ``total``.
 
     Each term is averaged over the local batch; masked terms (``att_*``, ``tri_g``)
@@ -391,7 +421,7 @@ def compute_losses(
       id_f) = ``L_JM + lambda_van * lambda_a * sum(att_i) + ac_tri + ac_id``; with
       ``use_ac=False`` the AC terms are left out (the "ANet w/o AC" ablation) and not
       reported. ``id_f`` and ``tri_f`` are still reported, computed under
-      ``tf.stop_gradient`` for monitoring only; they do not enter the total.
+      ``ops.stop_gradient`` for monitoring only; they do not enter the total.
 
     ``stage`` only matters for ``anet``: baseline and VAN have no second stage, so
     they minimise the same loss in both. Identity cross entropies use
@@ -421,7 +451,7 @@ def compute_losses(
     _check_variant_stage(variant, stage)
     freeze_f = variant == "anet" and stage == 2
 
-    def output(key: str) -> tf.Tensor:
+    def output(key: str) -> Tensor:
         if key not in outputs:
             raise ValueError(
                 f"compute_losses(variant={variant!r}) needs model output {key!r}; "
@@ -429,37 +459,37 @@ def compute_losses(
             )
         value = outputs[key]
         return (
-            tf.stop_gradient(value) if freeze_f and key in ("f", "f_logits") else value
+            ops.stop_gradient(value) if freeze_f and key in ("f", "f_logits") else value
         )
 
-    def target(key: str) -> tf.Tensor:
+    def target(key: str) -> Tensor:
         if key not in targets:
             raise ValueError(
                 f"compute_losses(variant={variant!r}) needs target {key!r}; the "
                 f"targets have: {', '.join(sorted(targets))}"
             )
-        return tf.cast(targets[key], tf.int32)
+        return ops.cast(targets[key], "int32")
 
     pid = target("pid")
-    terms: dict[str, tf.Tensor] = {}
+    terms: dict[str, Tensor] = {}
     ce_f = cross_entropy_label_smooth(output("f_logits"), pid, label_smoothing)
     tri_f, _, _ = batch_hard_triplet(output("f"), pid, triplet_margin, soft_margin)
-    terms["id_f"] = tf.reduce_mean(ce_f)
-    terms["tri_f"] = tf.reduce_mean(tri_f)
+    terms["id_f"] = ops.mean(ce_f)
+    terms["tri_f"] = ops.mean(tri_f)
     if variant == "baseline":
         terms["total"] = terms["id_f"] + terms["tri_f"]
         return terms
 
     attributes = target("attributes")
-    shape = attributes.shape
-    if shape.rank is not None and (
-        shape.rank != 2 or shape[1] not in (None, len(attribute_names))
+    shape = _static_shape(attributes)
+    if shape is not None and (
+        len(shape) != 2 or shape[1] not in (None, len(attribute_names))
     ):
         raise ValueError(
             f"targets['attributes'] must be [B, {len(attribute_names)}] (one column "
             f"per attribute of {attribute_names}). Received: shape={shape}"
         )
-    att_sum = tf.constant(0.0, tf.float32)
+    att_sum = ops.zeros((), "float32")
     for i, name in enumerate(attribute_names):
         loss, mask = attribute_cross_entropy(
             output(f"a_{name}_logits"), attributes[:, i]
@@ -477,8 +507,8 @@ def compute_losses(
         output("j"), pid, triplet_margin, soft_margin
     )
     terms["tri_g"] = masked_mean(tri_g, mask_g)
-    terms["id_j"] = tf.reduce_mean(ce_j)
-    terms["tri_j"] = tf.reduce_mean(tri_j)
+    terms["id_j"] = ops.mean(ce_j)
+    terms["tri_j"] = ops.mean(tri_j)
     l_jm = terms["tri_j"] + terms["id_j"] + lambda_g * terms["tri_g"]
     if stage == 1:
         terms["total"] = l_jm + lambda_van * l_van
@@ -486,10 +516,8 @@ def compute_losses(
 
     total = l_jm + lambda_van * lambda_a * att_sum
     if use_ac:
-        terms["ac_id"] = tf.reduce_mean(ac_id(ce_j, ce_f))
-        terms["ac_tri"] = tf.reduce_mean(
-            ac_tri(output("f"), output("j"), pos_idx, neg_idx)
-        )
+        terms["ac_id"] = ops.mean(ac_id(ce_j, ce_f))
+        terms["ac_tri"] = ops.mean(ac_tri(output("f"), output("j"), pos_idx, neg_idx))
         total += terms["ac_tri"] + terms["ac_id"]
     terms["total"] = total
     return terms
@@ -509,6 +537,15 @@ def loss_kwargs_from_config(loss_cfg: LossConfig) -> dict:
         "lambda_g": loss_cfg.lambda_g,
         "use_ac": loss_cfg.use_ac,
     }
+
+
+def _static_shape(x: Tensor) -> tuple | None:
+    """The static shape of ``x`` (None for an unknown size), or None when even its
+    rank is unknown (a TensorFlow graph tensor of unknown rank)."""
+    try:
+        return tuple(x.shape)
+    except ValueError:
+        return None
 
 
 def _check_variant_stage(variant: str, stage: int) -> None:

@@ -1,10 +1,24 @@
-"""Tests of anet_tf.losses against NumPy references and hand-computed tiny cases."""
+"""Tests of anet_tf.losses against NumPy references and hand-computed tiny cases.
+
+Most tests run in this process, on TensorFlow. The ``backend_run`` tests at the end
+repeat the reference comparisons, gradient and stop-gradient checks on every
+installed Keras backend (TensorFlow, and JAX when installed: ``pip install
+"jax[cpu]"``), each in a fresh process running tests/loss_backend_probe.py, since
+Keras picks its backend once per process.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
+import inspect
 import itertools
+import json
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -298,13 +312,13 @@ def test_attribute_cross_entropy_all_unknown_is_exactly_zero():
 
 def test_attribute_cross_entropy_never_one_hots_an_unknown_label(monkeypatch):
     seen = []
-    one_hot = tf.one_hot
+    one_hot = losses.ops.one_hot
 
     def spy(indices, *args, **kwargs):
         seen.append(np.asarray(indices))
         return one_hot(indices, *args, **kwargs)
 
-    monkeypatch.setattr(tf, "one_hot", spy)
+    monkeypatch.setattr(losses.ops, "one_hot", spy)
     losses.attribute_cross_entropy(tf.zeros([3, 4]), [-1, 3, -1])
     assert seen and all(np.all(s >= 0) for s in seen)
 
@@ -786,3 +800,353 @@ def test_every_variant_stage_combination_has_names():
     ):
         names = losses.loss_term_names(ATTRIBUTES, variant, stage, use_ac)
         assert names[-1] == "total" and names[:2] == ["id_f", "tri_f"]
+
+
+# ------------------------------------------------------ every installed backend
+
+PROBE = Path(__file__).with_name("loss_backend_probe.py")
+BACKENDS = [
+    "tensorflow",
+    pytest.param(
+        "jax",
+        marks=pytest.mark.skipif(
+            importlib.util.find_spec("jax") is None,
+            reason='JAX is not installed (pip install "jax[cpu]")',
+        ),
+    ),
+]
+BATCH_OUTPUTS = [
+    "f",
+    "f_logits",
+    "g",
+    "j",
+    "j_logits",
+    "a_color",
+    "a_color_logits",
+    "a_type",
+    "a_type_logits",
+]
+
+
+def backend_inputs():
+    """The fixed inputs of loss_backend_probe.py (its keys are its contract)."""
+    rng = np.random.default_rng(30)
+
+    def normal(*shape, dtype=np.float32):
+        return rng.normal(size=shape).astype(dtype)
+
+    identical = normal(8, 4)
+    identical[[1, 4]] = identical[0]  # an identical positive and negative
+    ac_f, ac_j = normal(8, 4), normal(8, 4)
+    ac_f[1], ac_j[1] = ac_f[0], ac_j[0]
+    att_labels = rng.integers(-1, 5, B).astype(np.int32)
+    att_labels[:2] = [-1, 4]
+    outputs, targets = fake_batch(seed=31)
+    x = {
+        "ce/logits": normal(B, 7) * 3.0,
+        "ce/labels": rng.integers(0, 7, B).astype(np.int32),
+        "ce16/logits": normal(B, 5, dtype=np.float16),
+        "ce16/labels": rng.integers(0, 5, B).astype(np.int32),
+        "att/logits": normal(B, 5),
+        "att/labels": att_labels,
+        "att_some/labels": np.array([0, -1, 2, -1], np.int32),
+        "att_none/labels": np.full(4, -1, np.int32),
+        "mm/values": np.array([1.0, 2.0, np.nan, np.inf], np.float32),
+        "mm/mask": np.array([1.0, 1.0, 0.0, 0.0], np.float32),
+        "dist/x": normal(B, 8),
+        "dist/y": normal(5, 8),
+        "dist/identical": np.array([[1, 2], [1, 2], [1, 2], [0, 0]], np.float32),
+        "tri/x": normal(B, 8),
+        "tri/labels": pk_labels(),
+        "tri16/x": normal(B, 8, dtype=np.float16),
+        "tri_ident/x": identical,
+        "tri_ident/labels": pk_labels(2, 4),
+        "tri_ones/x": np.ones((8, 4), np.float32),
+        "tri_small/x": np.array([[0.0], [1.0], [3.0], [7.0]], np.float32),
+        "tri_alone/labels": np.array([0, 1, 1, 2], np.int32),
+        "tri_noneg/x": np.array([[0, 1], [2, 0], [5, 5]], np.float32),
+        "tri_noneg/labels": np.array([3, 3, 3], np.int32),
+        "pattern/g": normal(B, 6),
+        "pattern/patterns": targets["pattern"],
+        "pattern_none/g": np.array([[0, 1], [0, 1], [2, 0], [1, 1]], np.float32),
+        "ac_id/ce_j": rng.uniform(0, 3, B).astype(np.float32),
+        "ac_id/ce_f": rng.uniform(0, 3, B).astype(np.float32),
+        "ac_tri/f": normal(B, 8),
+        "ac_tri/j": normal(B, 5),
+        "ac_grad/pid": pk_labels(),
+        "ac_grad/f_logits": normal(B, NUM_IDS),
+        "ac_grad/j_logits": normal(B, NUM_IDS),
+        "ac_tri_grad/f": ac_f,
+        "ac_tri_grad/j": ac_j,
+        "ac_tri_grad/labels": np.array([0, 0, 1, 1, 2, 2, 3, 4], np.int32),
+    }
+    for i, patterns in enumerate(([-1, -1, -1, -1], [5, 5, 5, -1], [0, 1, 2, -1])):
+        x[f"pattern_none{i}/patterns"] = np.array(patterns, np.int32)
+    # ac_tri gets the triplets the NumPy batch-hard mines on j.
+    _, x["ac_tri/pos"], x["ac_tri/neg"] = np_batch_hard(
+        x["ac_tri/j"], pk_labels(), 0.3, False
+    )
+    x.update({f"batch/out/{k}": outputs[k] for k in BATCH_OUTPUTS})
+    x.update({f"batch/tgt/{k}": v for k, v in targets.items()})
+    return x
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def backend_run(request, tmp_path_factory):
+    """Runs loss_backend_probe.py under one backend; ``(backend, inputs, results)``."""
+    backend = request.param
+    folder = tmp_path_factory.mktemp(f"losses-{backend}")
+    x = backend_inputs()
+    np.savez(folder / "inputs.npz", **x)
+    spec = {
+        "attributes": ATTRIBUTES,
+        "outputs": BATCH_OUTPUTS,
+        "cases": CASES,
+        "kwargs": {k: v for k, v in NON_DEFAULT.items() if k != "soft_margin"},
+    }
+    (folder / "spec.json").write_text(json.dumps(spec))
+    env = dict(os.environ, KERAS_BACKEND=backend, JAX_PLATFORMS="cpu")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(PROBE),
+            *(str(folder / n) for n in ("inputs.npz", "spec.json", "out.npz")),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    with np.load(folder / "out.npz") as data:
+        results = dict(data)
+    return backend, x, results
+
+
+def assert_float32(results, name):
+    assert str(results[f"{name}/dtype"]) == "float32", name
+
+
+def assert_zero_and_finite(grad, name=""):
+    assert np.all(np.isfinite(grad)) and not np.any(grad), name
+
+
+def assert_nonzero_and_finite(grad, name=""):
+    assert np.all(np.isfinite(grad)) and np.any(grad), name
+
+
+def test_backend_needs_no_tensorflow(backend_run):
+    backend, _, r = backend_run
+    # Under JAX the probe refused every TensorFlow import before importing Keras.
+    assert bool(r["tensorflow_imported"]) == (backend == "tensorflow")
+
+
+def test_backend_cross_entropies(backend_run):
+    _, x, r = backend_run
+    for eps in (0.0, 0.1, 0.5):
+        assert_float32(r, f"ce/{eps}")
+        np.testing.assert_allclose(
+            r[f"ce/{eps}"], np_ce_ls(x["ce/logits"], x["ce/labels"], eps), atol=ATOL
+        )
+    assert_float32(r, "ce16")
+    want = np_ce_ls(x["ce16/logits"].astype(np.float64), x["ce16/labels"], 0.1)
+    np.testing.assert_allclose(r["ce16"], want, atol=ATOL)
+    for eps in (0.0, 0.1):
+        want_loss, want_mask = np_attr_ce(x["att/logits"], x["att/labels"], eps)
+        np.testing.assert_allclose(r[f"att/{eps}/0"], want_loss, atol=ATOL)
+        np.testing.assert_array_equal(r[f"att/{eps}/1"], want_mask)
+        assert_float32(r, f"att/{eps}/1")
+        np.testing.assert_allclose(
+            r[f"att/{eps}/2"], np_masked_mean(want_loss, want_mask), atol=ATOL
+        )
+
+
+def test_backend_masking_of_unknown_labels(backend_run):
+    _, _, r = backend_run
+    # Labels [0, -1, 2, -1]: the unknown rows lose nothing and get no gradient.
+    grad = r["att_some/grad/logits"]
+    assert r["att_some/loss"][1] == 0.0 and r["att_some/loss"][3] == 0.0
+    np.testing.assert_array_equal(r["att_some/mask"], [1, 0, 1, 0])
+    assert not np.any(grad[[1, 3]]) and np.all(np.any(grad[[0, 2]], axis=1))
+    # All unknown: exactly 0, with a zero (finite) gradient.
+    assert float(r["att_none"]) == 0.0 and not np.any(r["att_none/mask"])
+    assert_zero_and_finite(r["att_none/grad/logits"])
+    # masked_mean ignores masked NaN/inf and is 0 on an empty mask.
+    assert float(r["masked_mean"]) == 1.5
+    np.testing.assert_array_equal(r["masked_mean/grad/values"], [0.5, 0.5, 0, 0])
+    assert float(r["masked_mean_empty"]) == 0.0
+
+
+def test_backend_distances(backend_run):
+    _, x, r = backend_run
+    for metric in losses.METRICS:
+        assert_float32(r, f"dist/{metric}/xx")
+        np.testing.assert_allclose(
+            r[f"dist/{metric}/xx"], np_distance(x["dist/x"], metric=metric), atol=ATOL
+        )
+        np.testing.assert_allclose(
+            r[f"dist/{metric}/xy"],
+            np_distance(x["dist/x"], x["dist/y"], metric),
+            atol=ATOL,
+        )
+        grad = r[f"dist/{metric}/identical/grad/x"]
+        assert np.all(np.isfinite(grad)) and np.isfinite(r[f"dist/{metric}/identical"])
+
+
+def test_backend_batch_hard_triplets(backend_run):
+    _, x, r = backend_run
+    for soft in (False, True):
+        want = np_batch_hard(x["tri/x"], x["tri/labels"], 0.3, soft)
+        np.testing.assert_allclose(r[f"tri/{soft}/0"], want[0], atol=ATOL)
+        np.testing.assert_array_equal(r[f"tri/{soft}/1"], want[1])
+        np.testing.assert_array_equal(r[f"tri/{soft}/2"], want[2])
+        assert_float32(r, f"tri/{soft}/0")
+        assert str(r[f"tri/{soft}/1/dtype"]) == str(r[f"tri/{soft}/2/dtype"]) == "int32"
+        for name in ("tri_ident", "tri_ones"):
+            assert np.isfinite(r[f"{name}/{soft}"]), name
+            assert np.all(np.isfinite(r[f"{name}/{soft}/grad/x"])), name
+    want, _, _ = np_batch_hard(x["tri16/x"].astype(np.float64), pk_labels(), 0.3, False)
+    assert_float32(r, "tri16/0")
+    np.testing.assert_allclose(r["tri16/0"], want, atol=1e-4)
+    # Degenerate batches: anchors alone with their label, and no negative at all.
+    want = np_batch_hard(x["tri_small/x"], x["tri_alone/labels"], 2.0, False)
+    for i in range(3):
+        np.testing.assert_allclose(r[f"tri_alone/{i}"], want[i], atol=ATOL)
+    np.testing.assert_allclose(r["tri_alone/0"], [1.0, 3.0, 1.0, 0.0], atol=ATOL)
+    assert float(r["tri_noneg"]) == 0.0
+    assert np.all(np.isfinite(r["tri_noneg/grad/x"]))
+
+
+def test_backend_pattern_triplet(backend_run):
+    _, x, r = backend_run
+    want_loss, want_mask = np_pattern_triplet(
+        x["pattern/g"], x["pattern/patterns"], 0.3
+    )
+    np.testing.assert_allclose(r["pattern/0"], want_loss, atol=ATOL)
+    np.testing.assert_array_equal(r["pattern/1"], want_mask)
+    assert_float32(r, "pattern/1")
+    assert 0 < want_mask.sum() < B
+    for i in range(3):  # no valid anchor: 0 with a zero, finite gradient
+        assert float(r[f"pattern_none{i}"]) == 0.0
+        assert_zero_and_finite(r[f"pattern_none{i}/grad/g"])
+
+
+def test_backend_amelioration_constraint(backend_run):
+    _, x, r = backend_run
+    np.testing.assert_allclose(
+        r["ac_id"], np_ac_id(x["ac_id/ce_j"], x["ac_id/ce_f"]), atol=ATOL
+    )
+    want = np_ac_tri(x["ac_tri/f"], x["ac_tri/j"], x["ac_tri/pos"], x["ac_tri/neg"])
+    np.testing.assert_allclose(r["ac_tri"], want, atol=ATOL)
+    assert_float32(r, "ac_id")
+    assert_float32(r, "ac_tri")
+    # f is the fixed reference: the gradient reaches j only.
+    assert_zero_and_finite(r["ac_id_grad/grad/f_logits"])
+    assert_nonzero_and_finite(r["ac_id_grad/grad/j_logits"])
+    assert np.isfinite(r["ac_tri_grad"])
+    assert_zero_and_finite(r["ac_tri_grad/grad/f"])
+    assert_nonzero_and_finite(r["ac_tri_grad/grad/j"])
+
+
+@pytest.mark.parametrize("variant,stage,use_ac", CASES)
+def test_backend_compute_losses(backend_run, variant, stage, use_ac):
+    """Terms against the NumPy composition; gradients of the total against central
+    differences of the NumPy total along a random direction (compiled: jax.jit or
+    tf.function); zero gradient exactly where the paper has none."""
+    _, x, r = backend_run
+    outputs = {k: x[f"batch/out/{k}"] for k in BATCH_OUTPUTS}
+    targets = {k: x[f"batch/tgt/{k}"] for k in ("pid", "attributes", "pattern")}
+    rng = np.random.default_rng(32)
+    direction = {k: rng.normal(size=v.shape) for k, v in outputs.items()}
+    if variant == "anet" and stage == 2:
+        # The NumPy total has no stop-gradient: move only what L' may change.
+        for k in ("f", "f_logits"):
+            direction[k] = np.zeros_like(direction[k])
+    for soft in (False, True):
+        name = f"cl/{variant}/{stage}/{use_ac}/{soft}"
+        kw = dict(NON_DEFAULT, use_ac=use_ac, soft_margin=soft)
+        want = np_compute_losses(outputs, targets, variant, stage, kw)
+        assert list(r[f"{name}/names"]) == losses.loss_term_names(
+            ATTRIBUTES, variant, stage, use_ac
+        )
+        for term in want:
+            np.testing.assert_allclose(r[f"{name}/{term}"], want[term], atol=ATOL)
+
+        h = 1e-4
+
+        def total_at(step, kw=kw):
+            moved = {
+                k: v.astype(np.float64) + step * direction[k]
+                for k, v in outputs.items()
+            }
+            return np_compute_losses(moved, targets, variant, stage, kw)["total"]
+
+        numeric = (total_at(h) - total_at(-h)) / (2 * h)
+        analytic = sum(
+            float((r[f"{name}/grad/{k}"] * direction[k]).sum()) for k in outputs
+        )
+        np.testing.assert_allclose(
+            analytic, numeric, rtol=1e-3, atol=1e-4, err_msg=name
+        )
+
+        used = {"f", "f_logits"}
+        if variant != "baseline":
+            used |= {f"a_{n}_logits" for n in ATTRIBUTES}
+        if variant == "anet":
+            used |= {"g", "j", "j_logits"}
+        if variant == "anet" and stage == 2:
+            used -= {"f", "f_logits"}  # disabled in L'; AC's fixed reference
+        for k in BATCH_OUTPUTS:
+            check = assert_nonzero_and_finite if k in used else assert_zero_and_finite
+            check(r[f"{name}/grad/{k}"], f"{name}: {k}")
+        if variant == "anet" and stage == 2 and not soft:
+            # id_f and tri_f are reported, under stop-gradient (their sum's gradient).
+            assert float(r[f"{name}/id_f"]) > 0.0 and float(r[f"{name}/tri_f"]) > 0.0
+            for k in BATCH_OUTPUTS:
+                assert_zero_and_finite(r[f"{name}/f_terms/grad/{k}"], k)
+
+
+def test_backend_compiled_compute_losses_matches_eager(backend_run):
+    """As a training step runs it: under jax.jit or tf.function."""
+    _, _, r = backend_run
+    name = "cl/anet/2/True/False"
+    assert list(r[f"{name}/compiled/names"]) == list(r[f"{name}/names"])
+    for term in r[f"{name}/names"]:
+        np.testing.assert_allclose(
+            r[f"{name}/compiled/{term}"], r[f"{name}/{term}"], atol=ATOL, err_msg=term
+        )
+    for k in BATCH_OUTPUTS:
+        np.testing.assert_allclose(
+            r[f"{name}/compiled/grad/{k}"], r[f"{name}/grad/{k}"], atol=ATOL, err_msg=k
+        )
+
+
+def test_backend_compute_losses_float16_and_unknown_everywhere(backend_run):
+    _, x, r = backend_run
+    outputs = {k: x[f"batch/out/{k}"] for k in BATCH_OUTPUTS}
+    targets = {k: x[f"batch/tgt/{k}"] for k in ("pid", "attributes", "pattern")}
+    half = {k: v.astype(np.float16).astype(np.float64) for k, v in outputs.items()}
+    kw = {  # the probe uses the defaults of compute_losses here
+        name: param.default
+        for name, param in inspect.signature(losses.compute_losses).parameters.items()
+        if param.default is not inspect.Parameter.empty
+    }
+    want = np_compute_losses(half, targets, "anet", 2, kw)
+    assert sorted(r["cl16/names"]) == sorted(want)
+    for i, term in enumerate(r["cl16/names"]):
+        assert_float32(r, f"cl16/{i}")
+        np.testing.assert_allclose(r[f"cl16/{i}"], want[term], atol=1e-4, err_msg=term)
+    for term in ("att_color", "att_type", "tri_g"):
+        assert float(r[f"cl_unknown/{term}"]) == 0.0
+    for k in ("a_color_logits", "a_type_logits", "g"):
+        assert_zero_and_finite(r[f"cl_unknown/grad/{k}"], k)
+    assert np.isfinite(r["cl_unknown"])
+    assert_nonzero_and_finite(r["cl_unknown/grad/j"])
+
+
+def test_backend_errors_name_the_problem(backend_run):
+    _, _, r = backend_run
+    assert "variant='vanilla'" in str(r["error/variant"])
+    assert "stage=3" in str(r["error/stage"])
+    assert "'j_logits'" in str(r["error/output"])
+    assert "[B, 3]" in str(r["error/attributes"])
