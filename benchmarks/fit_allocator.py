@@ -87,7 +87,8 @@ def main(argv=None) -> int:
             in_use = subprocess.run(
                 [sys.executable, "-c", "import sys; from anet_tf import allocator; "
                  "allocator.relaunch([], command=[sys.executable, '-c', "
-                 "'from anet_tf import allocator; print(allocator.in_use())'])"],
+                 "'from anet_tf import allocator; print(allocator.in_use())']); "
+                 "print(allocator.in_use())"],  # printed here when nothing was preloaded
                 env=env, capture_output=True, text=True, check=True,
             ).stdout.strip()
             run_dir = os.path.join(tmp, f"run-{name}")
