@@ -29,6 +29,9 @@ _NAMES = {
     "tcmalloc": ("libtcmalloc_minimal.so.4", "libtcmalloc.so.4"),
     "jemalloc": ("libjemalloc.so.2", "libjemalloc.so.1"),
 }
+# The same names without their version ("libtcmalloc_minimal.so"), as they appear in
+# /proc/self/maps and LD_PRELOAD whatever the installed version.
+_STEMS = {kind: tuple(name.split(".so")[0] + ".so" for name in names) for kind, names in _NAMES.items()}
 
 
 def search_dirs() -> list[str]:
@@ -56,8 +59,8 @@ def in_use(maps_file: str = "/proc/self/maps") -> str:
             maps = f.read()
     except OSError:
         return "system"
-    for kind, names in _NAMES.items():
-        if any(name.split(".so")[0] + ".so" in maps for name in names):
+    for kind, stems in _STEMS.items():
+        if any(stem in maps for stem in stems):
             return kind
     return "system"
 
@@ -76,7 +79,7 @@ def plan(environ=os.environ, dirs: list[str] | None = None) -> tuple[str | None,
     if want == "system" or _GUARD in environ or not sys.platform.startswith("linux"):
         return None, "as requested" if want == "system" else "already chosen"
     preloaded = environ.get("LD_PRELOAD", "")
-    if any(name.split(".so")[0] in preloaded for names in _NAMES.values() for name in names):
+    if any(stem in preloaded for stems in _STEMS.values() for stem in stems):
         return None, "LD_PRELOAD already holds an allocator"
     kinds = ["tcmalloc", "jemalloc"] if want == "auto" else [want]
     for kind in kinds:

@@ -30,11 +30,17 @@ def tune_environment(environ=os.environ) -> None:
         environ.setdefault(ONEDNN, "1")
 
 
+def prepare_process(argv: list[str], command: list[str] | None = None) -> None:
+    """oneDNN setting, then the allocator re-execution (``command``: what to re-run,
+    default ``python -m anet_tf ARGV``); benchmarks call it with their own command."""
+    tune_environment()
+    allocator.relaunch(argv, command=command)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    tune_environment()
     try:
-        allocator.relaunch(argv)
+        prepare_process(argv)
     except ValueError as exc:
         print(f"anet-tf: error: {exc}", file=sys.stderr)
         return 2

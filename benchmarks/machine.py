@@ -63,11 +63,9 @@ def use_fast_allocator() -> None:
     Call before anything imports TensorFlow."""
     import sys
 
-    from anet_tf.allocator import relaunch
-    from anet_tf.launch import tune_environment
+    from anet_tf.launch import prepare_process
 
-    tune_environment()
-    relaunch(sys.argv[1:], command=[sys.executable, *sys.argv])
+    prepare_process(sys.argv[1:], command=[sys.executable, *sys.argv])
 
 
 def machine_info(gpus: bool = False) -> dict:
