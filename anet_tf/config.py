@@ -68,7 +68,18 @@ class SynthConfig:
 
 @dataclass
 class AugmentConfig:
-    """Training-time augmentation (section 4.2: flip, zoom, random erasing)."""
+    """Training-time augmentation (section 4.2: flip, zoom, random erasing).
+
+    The defaults are the paper's. FastReID's strong baseline adds:
+
+    Args:
+        erasing_fill: random (per-pixel uniform values, the paper) | mean (the
+            ImageNet mean pixel, FastReID's ``REA.VALUE``).
+        pad: pixels of zero padding on every side before a random crop back to the
+            image size (FastReID's ``PADDING``); 0 = off.
+        autoaugment_prob: probability of applying an AutoAugment policy to an image
+            (FastReID's ``AUTOAUG.PROB``); 0 = off.
+    """
 
     flip_prob: float = 0.5
     zoom_prob: float = 0.5
@@ -76,6 +87,9 @@ class AugmentConfig:
     erasing_prob: float = 0.5
     erasing_area: tuple[float, float] = (0.02, 0.4)
     erasing_aspect: float = 0.3
+    erasing_fill: Literal["random", "mean"] = "random"
+    pad: int = 0
+    autoaugment_prob: float = 0.0
 
 
 @dataclass
@@ -134,6 +148,36 @@ class JointModuleConfig:
 
 
 @dataclass
+class HeadConfig:
+    """Pooling, neck and classifier of the f and j heads.
+
+    The defaults are the paper's heads (eq. 1 and 8: GAP, FC, linear classifier);
+    the other values are the parts of FastReID's strong baseline (its SBS configs),
+    the backbone of the paper's "ANet + FastReid" rows. Both ReID heads (f, and j
+    for ANet) use the same settings; the attribute branches keep the paper's heads.
+
+    Args:
+        pooling: avg (GAP, the paper) | gem (generalized-mean pooling with a learnable
+            exponent p per head, FastReID's ``GeneralizedMeanPoolingP``).
+        gem_p: initial p of GeM (3 in FastReID).
+        neck: none (the paper) | bnneck: a BatchNormalization with no learned shift
+            between the feature and the classifier (Luo et al.'s BNNeck); the
+            feature after it is the test feature and the triplet feature (FastReID
+            ``NECK_FEAT: after``).
+        classifier: linear (the paper) | circle: cosine logits with the CircleSoftmax
+            margins (Sun et al., CVPR 2020) applied by the identity loss.
+        circle_scale, circle_margin: s and m of CircleSoftmax (64 and 0.35 in SBS).
+    """
+
+    pooling: Literal["avg", "gem"] = "avg"
+    gem_p: float = 3.0
+    neck: Literal["none", "bnneck"] = "none"
+    classifier: Literal["linear", "circle"] = "linear"
+    circle_scale: float = 64.0
+    circle_margin: float = 0.35
+
+
+@dataclass
 class ModelConfig:
     """The ANet network (section 3) and its ablation variants (Table 1, Table 2).
 
@@ -149,6 +193,18 @@ class ModelConfig:
         attribute_branch: se (SE channel attention, the paper) | fc (Table 2).
         se_reduction: SE reduction ratio (16).
         s_f: dimension of f; s_a: dimension of each a_i; s_j: dimension of j.
+            ``s_f: 0`` / ``s_j: 0``: no FC, the feature is the pooled map itself
+            (c channels; FastReID's ``EMBEDDING_DIM: 0``).
+        stem: ibn (the IBN-Net release: max-pool with padding 1) | fastreid
+            (FastReID's ResNet: max-pool without padding, ceil mode), so converted
+            FastReID checkpoints see the map they were trained on.
+        non_local: non-local blocks in stages 2 and 3 where FastReID's
+            ``WITH_NL`` places them (after the last 2 and 3 blocks).
+        non_local_inter: channels of the non-local blocks' g, theta and phi; null =
+            half the input channels (Wang et al.). FastReID's code computes
+            ``reduc_ratio // reduc_ratio`` = 1 since its v0.3, so its released
+            ``WITH_NL`` checkpoints need 1.
+        head: pooling, neck and classifier of the ReID heads (:class:`HeadConfig`).
     """
 
     variant: Literal["baseline", "van", "anet"] = "anet"
@@ -163,6 +219,10 @@ class ModelConfig:
     s_f: int = 512
     s_a: int = 128
     s_j: int = 512
+    stem: Literal["ibn", "fastreid"] = "ibn"
+    non_local: bool = False
+    non_local_inter: int | None = None
+    head: HeadConfig = field(default_factory=HeadConfig)
     joint_module: JointModuleConfig = field(default_factory=JointModuleConfig)
 
 
@@ -222,9 +282,26 @@ class StageConfig:
 class TrainConfig:
     """Two-stage training (section 3.2, 4.2).
 
-    The learning-rate schedule counts epochs over both stages: lr is multiplied by
-    ``lr_gamma`` at each epoch of ``lr_milestones`` (``stage2.lr`` replaces it in
-    stage 2).
+    The learning-rate schedule counts epochs over both stages (``stage2.lr``
+    replaces it in stage 2):
+
+    - ``lr_schedule: multistep`` (the paper): lr is multiplied by ``lr_gamma`` at
+      each epoch of ``lr_milestones``.
+    - ``cosine`` (FastReID's strong baseline): ``lr`` for the first
+      ``lr_delay_epochs`` epochs, then cosine annealing towards ``lr_min`` over the
+      remaining epochs, stepped once per epoch as PyTorch's ``CosineAnnealingLR``
+      with ``T_max`` = remaining epochs (``DELAY_EPOCHS``, ``ETA_MIN_LR``). The
+      epochs it spans are stage 1's, plus stage 2's when ANet's stage 2 follows the
+      schedule (``stage2.lr`` null).
+    - ``freeze_iters`` (FastReID's ``FREEZE_ITERS``): the backbone is frozen for
+      the run's first ``freeze_iters`` steps (inference-mode BatchNorm, no update)
+      while the heads train (see :class:`anet_tf.training.trainer.ANetTrainer`);
+      needs coupled weight decay, since Keras' decoupled decay would still shrink the
+      frozen weights.
+    - ``warmup_iters`` (either schedule): the lr of the first ``warmup_iters``
+      iterations of the run is multiplied by a factor rising linearly from
+      ``warmup_factor`` to 1, set before every step (``WARMUP_ITERS``,
+      ``WARMUP_FACTOR``).
 
     Weight decay (the paper does not give it; its baseline's lineage, Bag of Tricks,
     torchreid and FastReID, uses 5e-4):
@@ -240,11 +317,20 @@ class TrainConfig:
       regularises almost nothing.
 
     Both decay every trainable variable, BatchNorm gammas/betas and biases included,
-    as Bag of Tricks does (its ``WEIGHT_DECAY_BIAS`` is also 5e-4); FastReID's SBS
-    configs exempt norm layers, which is not offered here. In stage 2 only the
-    variables stage 2 trains are decayed.
+    as Bag of Tricks does (its ``WEIGHT_DECAY_BIAS`` is also 5e-4). In stage 2 only
+    the variables stage 2 trains are decayed.
+
+    Parameter groups as FastReID builds them (coupled mode only):
+    ``weight_decay_norm`` replaces ``weight_decay`` for the scales and shifts of
+    normalisation layers (BatchNorm, InstanceNorm, the BNNeck), ``weight_decay_bias``
+    for the biases of convolutions and dense layers (null = ``weight_decay``), and
+    ``bias_lr_factor`` multiplies the lr of those biases (SGD only: there it equals
+    scaling the bias' gradient and decay, which is how it is done; Adam's update
+    does not depend on the gradient's scale).
 
     Args:
+        optimizer: amsgrad (the paper) | adam | sgd (momentum 0.9).
+        nesterov: Nesterov momentum for sgd (FastReID's SGD has none: false).
         deterministic: make a run repeatable bit for bit on the same machine and
             software: TensorFlow op determinism and no Grappler graph
             optimisation while training (see ``anet_tf.training.fit.set_determinism``
@@ -259,9 +345,19 @@ class TrainConfig:
     stage1: StageConfig = field(default_factory=lambda: StageConfig(epochs=150))
     stage2: StageConfig = field(default_factory=lambda: StageConfig(epochs=60))
     optimizer: Literal["amsgrad", "adam", "sgd"] = "amsgrad"
+    nesterov: bool = True
     lr: float = 6e-4
     lr_milestones: list[int] = field(default_factory=lambda: [60, 120, 150])
     lr_gamma: float = 0.1
+    lr_schedule: Literal["multistep", "cosine"] = "multistep"
+    lr_delay_epochs: int = 0
+    lr_min: float = 0.0
+    warmup_iters: int = 0
+    warmup_factor: float = 0.1
+    freeze_iters: int = 0
+    bias_lr_factor: float = 1.0
+    weight_decay_norm: float | None = None
+    weight_decay_bias: float | None = None
     weight_decay: float = 5e-4
     weight_decay_mode: Literal["coupled", "decoupled"] = "decoupled"
     strategy: Literal["auto", "one_device", "mirrored", "multi_worker"] = "auto"
@@ -644,6 +740,14 @@ def _coerce(tp: Any, value: Any, key: str, origins: dict, path: str) -> Any:
 # --------------------------------------------------------------------- validation
 
 
+def scheduled_epochs(cfg: Config) -> int:
+    """Epochs the lr schedule spans: stage 1, plus ANet's stage 2 unless
+    ``train.stage2.lr`` gives that stage its own constant lr."""
+    t = cfg.train
+    follows = cfg.model.variant == "anet" and t.stage2.lr is None
+    return t.stage1.epochs + (t.stage2.epochs if follows else 0)
+
+
 def validate(cfg: Config, origins: dict | None = None, path: str = "") -> None:
     """Check values that are well-typed but impossible; raise :class:`ConfigError`."""
     origins = origins or {}
@@ -701,6 +805,13 @@ def validate(cfg: Config, origins: dict | None = None, path: str = "") -> None:
             raise err(f"data.augment.{key}", f"must be a probability in [0, 1], got {v}")
     if not 0.0 < a.zoom_min_area <= 1.0:
         raise err("data.augment.zoom_min_area", f"must be in (0, 1], got {a.zoom_min_area}")
+    if a.pad < 0:
+        raise err("data.augment.pad", f"must be >= 0 pixels, got {a.pad}")
+    if not 0.0 <= a.autoaugment_prob <= 1.0:
+        raise err(
+            "data.augment.autoaugment_prob",
+            f"must be a probability in [0, 1], got {a.autoaugment_prob}",
+        )
     lo, hi = a.erasing_area
     if not 0.0 < lo <= hi < 1.0:
         raise err("data.augment.erasing_area", f"must be 0 < min <= max < 1, got {a.erasing_area}")
@@ -715,9 +826,24 @@ def validate(cfg: Config, origins: dict | None = None, path: str = "") -> None:
         raise err("data.synth.unlabelled_fraction", f"must be in [0, 1), got {s.unlabelled_fraction}")
 
     m = cfg.model
-    for key in ("base_width", "se_reduction", "s_f", "s_a", "s_j"):
+    for key in ("base_width", "se_reduction", "s_a"):
         if getattr(m, key) <= 0:
             raise err(f"model.{key}", f"must be positive, got {getattr(m, key)}")
+    for key in ("s_f", "s_j"):
+        if getattr(m, key) < 0:
+            raise err(
+                f"model.{key}",
+                f"must be positive, or 0 for no FC (the pooled map), got {getattr(m, key)}",
+            )
+    if m.non_local_inter is not None and m.non_local_inter <= 0:
+        raise err("model.non_local_inter", f"must be positive or null, got {m.non_local_inter}")
+    h = m.head
+    if not h.gem_p > 0:
+        raise err("model.head.gem_p", f"must be positive, got {h.gem_p}")
+    if not h.circle_scale > 0:
+        raise err("model.head.circle_scale", f"must be positive, got {h.circle_scale}")
+    if not 0.0 <= h.circle_margin < 1.0:
+        raise err("model.head.circle_margin", f"must be in [0, 1), got {h.circle_margin}")
     if m.last_stride not in (1, 2):
         raise err("model.last_stride", f"must be 1 or 2, got {m.last_stride}")
     if m.joint_module.width is not None and m.joint_module.width <= 0:
@@ -747,6 +873,43 @@ def validate(cfg: Config, origins: dict | None = None, path: str = "") -> None:
             "train.stage2.lr",
             f"must be a positive number or null (the schedule), got {t.stage2.lr}",
         )
+    total_epochs = scheduled_epochs(cfg)
+    if t.lr_delay_epochs < 0 or (t.lr_schedule == "cosine" and t.lr_delay_epochs >= total_epochs):
+        raise err(
+            "train.lr_delay_epochs",
+            f"must be >= 0 and below the run's {total_epochs} epochs, got {t.lr_delay_epochs}",
+        )
+    if not 0 <= t.lr_min < t.lr:
+        raise err("train.lr_min", f"must be >= 0 and below train.lr ({t.lr}), got {t.lr_min}")
+    if t.warmup_iters < 0:
+        raise err("train.warmup_iters", f"must be >= 0, got {t.warmup_iters}")
+    for key in ("weight_decay_norm", "weight_decay_bias"):
+        value = getattr(t, key)
+        if value is not None and value < 0:
+            raise err(f"train.{key}", f"must be >= 0 or null, got {value}")
+        if value is not None and value != t.weight_decay and t.weight_decay_mode != "coupled":
+            raise err(
+                f"train.{key}",
+                "a per-group weight decay needs train.weight_decay_mode: coupled",
+            )
+    if not t.bias_lr_factor > 0:
+        raise err("train.bias_lr_factor", f"must be positive, got {t.bias_lr_factor}")
+    if t.bias_lr_factor != 1 and t.optimizer != "sgd":
+        raise err(
+            "train.bias_lr_factor",
+            f"needs train.optimizer: sgd (got {t.optimizer!r}: Adam's step does not "
+            "scale with the gradient, so a bias lr factor cannot be applied through it)",
+        )
+    if t.freeze_iters < 0:
+        raise err("train.freeze_iters", f"must be >= 0, got {t.freeze_iters}")
+    if t.freeze_iters and t.weight_decay and t.weight_decay_mode == "decoupled":
+        raise err(
+            "train.freeze_iters",
+            "needs train.weight_decay_mode: coupled (or weight_decay 0): Keras' "
+            "decoupled decay would shrink the frozen backbone",
+        )
+    if not 0 < t.warmup_factor <= 1:
+        raise err("train.warmup_factor", f"must be in (0, 1], got {t.warmup_factor}")
     if not 0 < t.lr_gamma <= 1:
         raise err("train.lr_gamma", f"must be in (0, 1], got {t.lr_gamma}")
     if sorted(t.lr_milestones) != list(t.lr_milestones) or any(x <= 0 for x in t.lr_milestones):

@@ -93,6 +93,45 @@ def cross_entropy_label_smooth(
     return -ops.sum(targets * log_probs, axis=-1)
 
 
+def circle_logits(
+    cosine: Tensor, labels: Tensor, scale: float = 64.0, margin: float = 0.35
+) -> Tensor:
+    """CircleSoftmax logits (Sun et al., CVPR 2020, eq. 5), as FastReID's
+    ``CircleSoftmax`` classifier computes them from cosine similarities.
+
+    For the target class the logit is ``scale * alpha_p * (s - (1 - margin))`` with
+    ``alpha_p = max(1 + margin - s, 0)``; for the other classes
+    ``scale * alpha_n * (s - margin)`` with ``alpha_n = max(s + margin, 0)``. The
+    weights alpha are constants for the gradient (FastReID detaches them). The cross
+    entropy of these logits is the identity loss of a ``classifier: circle`` head.
+
+    Args:
+        cosine: ``[B, C]`` cosine similarities of features and class weights.
+        labels: ``[B]`` class indices.
+        scale: s (64 in FastReID's SBS configs).
+        margin: m (0.35).
+
+    Returns:
+        ``[B, C]`` float32 logits.
+    """
+    if not scale > 0 or not 0.0 <= margin < 1.0:
+        raise ValueError(
+            f"circle_logits needs scale > 0 and margin in [0, 1). Received: "
+            f"scale={scale}, margin={margin}"
+        )
+    cosine = ops.cast(cosine, "float32")
+    num_classes = cosine.shape[-1]
+    if num_classes is None:
+        num_classes = ops.shape(cosine)[-1]
+    fixed = ops.stop_gradient(cosine)
+    alpha_p = ops.maximum(1.0 + margin - fixed, 0.0)
+    alpha_n = ops.maximum(fixed + margin, 0.0)
+    onehot = ops.one_hot(ops.cast(labels, "int32"), num_classes, dtype="float32")
+    positive = alpha_p * (cosine - (1.0 - margin))
+    negative = alpha_n * (cosine - margin)
+    return scale * (onehot * positive + (1.0 - onehot) * negative)
+
+
 def attribute_cross_entropy(
     logits: Tensor, labels: Tensor, epsilon: float = 0.0
 ) -> tuple[Tensor, Tensor]:
@@ -407,6 +446,9 @@ def compute_losses(
     lambda_a: float = 1.0,
     lambda_g: float = 1.0,
     use_ac: bool = True,
+    classifier: str = "linear",
+    circle_scale: float = 64.0,
+    circle_margin: float = 0.35,
 ) -> dict[str, Tensor]:
     """The scalar loss terms of one variant and stage, and their weighted ``total``.
 
@@ -444,6 +486,10 @@ def compute_losses(
         lambda_van: lambda of eq. (10); lambda_a: lambda_A of eq. (4);
             lambda_g: lambda_G of eq. (9).
         use_ac: add AC_ID and AC_tri in stage 2.
+        classifier: linear (``*_logits`` are logits) | circle (``f_logits`` and
+            ``j_logits`` are cosine similarities; the identity cross entropies, and
+            so AC_ID, use :func:`circle_logits` with ``circle_scale`` and
+            ``circle_margin``).
 
     Returns:
         ``{name: float32 scalar}`` with the keys of :func:`loss_term_names`.
@@ -471,8 +517,19 @@ def compute_losses(
         return ops.cast(targets[key], "int32")
 
     pid = target("pid")
+    if classifier not in ("linear", "circle"):
+        raise ValueError(
+            f"classifier must be linear or circle. Received: classifier={classifier!r}"
+        )
+
+    def identity_ce(key: str) -> Tensor:
+        logits = output(key)
+        if classifier == "circle":
+            logits = circle_logits(logits, pid, circle_scale, circle_margin)
+        return cross_entropy_label_smooth(logits, pid, label_smoothing)
+
     terms: dict[str, Tensor] = {}
-    ce_f = cross_entropy_label_smooth(output("f_logits"), pid, label_smoothing)
+    ce_f = identity_ce("f_logits")
     tri_f, _, _ = batch_hard_triplet(output("f"), pid, triplet_margin, soft_margin)
     terms["id_f"] = ops.mean(ce_f)
     terms["tri_f"] = ops.mean(tri_f)
@@ -502,7 +559,7 @@ def compute_losses(
         return terms
 
     tri_g, mask_g = pattern_triplet(output("g"), target("pattern"), pattern_margin)
-    ce_j = cross_entropy_label_smooth(output("j_logits"), pid, label_smoothing)
+    ce_j = identity_ce("j_logits")
     tri_j, pos_idx, neg_idx = batch_hard_triplet(
         output("j"), pid, triplet_margin, soft_margin
     )
@@ -523,11 +580,19 @@ def compute_losses(
     return terms
 
 
-def loss_kwargs_from_config(loss_cfg: LossConfig) -> dict:
+def loss_kwargs_from_config(loss_cfg: LossConfig, head_cfg=None) -> dict:
     """The keyword arguments of :func:`compute_losses` from a LossConfig (the one
-    place that reads it); ``attribute_names``, ``variant`` and ``stage`` come from
-    the data/model config and the trainer."""
-    return {
+    place that reads it) and, when given, ``model.head`` (its classifier and the
+    CircleSoftmax scale and margin); ``attribute_names``, ``variant`` and ``stage``
+    come from the data/model config and the trainer."""
+    head = {}
+    if head_cfg is not None:
+        head = {
+            "classifier": head_cfg.classifier,
+            "circle_scale": head_cfg.circle_scale,
+            "circle_margin": head_cfg.circle_margin,
+        }
+    return head | {
         "label_smoothing": loss_cfg.label_smoothing,
         "triplet_margin": loss_cfg.triplet_margin,
         "soft_margin": loss_cfg.soft_margin,

@@ -54,7 +54,7 @@ def add_weights_parser(subparsers) -> None:
     p = subparsers.add_parser("weights", help="pretrained weight tools")
     p.set_defaults(usage=p.format_help)
     wsub = p.add_subparsers(dest="weights_command", metavar="ACTION")
-    c = wsub.add_parser("convert", help="convert an IBN-Net PyTorch checkpoint")
+    c = wsub.add_parser("convert", help="convert an IBN-Net or FastReID PyTorch checkpoint")
     c.add_argument("file", help="resnet50_ibn_a .pth file")
     c.add_argument("-o", "--out", required=True, help="output FILE.weights.h5")
     c.add_argument("--arch", default="resnet50_ibn_a")
@@ -134,8 +134,22 @@ def cmd_summary(args) -> int:
 
 
 def cmd_weights_convert(args) -> int:
+    from anet_tf.model.weights import convert_fastreid_checkpoint
     from anet_tf.model.weights import convert_ibn_checkpoint
+    from anet_tf.model.weights import detect_checkpoint_format
+    from anet_tf.model.weights import read_state_dict
 
-    convert_ibn_checkpoint(args.file, args.out, arch=args.arch)
-    print(f"converted {args.file} -> {args.out}")
+    state = read_state_dict(args.file)
+    if detect_checkpoint_format(state) != "fastreid":
+        convert_ibn_checkpoint(state, args.out, arch=args.arch)
+        print(f"converted {args.file} -> {args.out}")
+        return 0
+    done = convert_fastreid_checkpoint(state, args.out, arch=args.arch)
+    print(f"converted FastReID checkpoint {args.file} -> {args.out}")
+    if done.heads_path:
+        print(f"its heads ({', '.join(sorted(done.heads))}) -> {done.heads_path}")
+    settings = [f"model.stem={done.stem}", f"model.non_local={str(done.non_local).lower()}"]
+    if done.non_local:
+        settings.append(f"model.non_local_inter={done.non_local_inter}")
+    print("build the backbone to match it: --set " + " --set ".join(settings))
     return 0

@@ -7,7 +7,7 @@
 key                    variants   meaning
 =====================  =========  ================================================
 ``f``                  all        V-ReID feature, eq. (1), [B, s_f]
-``f_logits``           all        identity logits of f, [B, num_ids]
+``f_logits``           all        identity logits of f, [B, num_ids] (cosines: circle)
 ``a_{name}``           van, anet  attribute feature a_i, eq. (3), [B, s_a]
 ``a_{name}_logits``    van, anet  attribute logits, [B, m_i]
 ``g``                  anet       GAP(G), input of the attribute-pattern triplet
@@ -62,6 +62,10 @@ def build_anet(
     joint_width: int | None = None,
     image_size: tuple[int, int] = (256, 256),
     pretrained: str | None = None,
+    stem: str = "ibn",
+    non_local: bool = False,
+    non_local_inter: int | None = None,
+    head: dict | None = None,
 ) -> keras.Model:
     """Build ANet (``variant="anet"``), VAN (``"van"``) or the Baseline.
 
@@ -76,11 +80,17 @@ def build_anet(
         last_stride: stride of the last backbone stage (1 in the paper).
         attribute_branch: se (SE attention, the paper) | fc (Table 2).
         se_reduction: SE reduction ratio r.
-        s_f, s_a, s_j: dimensions of f, a_i and j.
+        s_f, s_a, s_j: dimensions of f, a_i and j (s_f, s_j = 0: no FC, the
+            pooled map is the feature).
         joint_width: inner width of the Joint Module's 3x3 convolutions; None = c.
         image_size: (H, W) of the input; fixes the static shapes of the graph.
         pretrained: backbone weights file (see
             :func:`anet_tf.model.weights.load_backbone_weights`) or None.
+        stem: ibn | fastreid, the backbone's max-pool (``model.stem``).
+        non_local: FastReID's non-local blocks in stages 2 and 3.
+        non_local_inter: their inner channels (None = half their input).
+        head: keyword arguments of both ReID heads (:class:`ReidHead`: pooling,
+            gem_p, neck, classifier); None = the paper's heads.
 
     Returns:
         A functional ``keras.Model`` named ``anet`` whose output is the dict in the
@@ -136,10 +146,14 @@ def build_anet(
         base_width=base_width,
         last_stride=last_stride,
         input_shape=(*image_size, 3),
+        stem=stem,
+        non_local=non_local,
+        non_local_inter=non_local_inter,
     )
     if pretrained:
         load_backbone_weights(net, pretrained, backbone)
-    f_head = ReidHead(s_f, num_ids, name="f_head")
+    head = dict(head or {})
+    f_head = ReidHead(s_f, num_ids, name="f_head", **head)
     branches = [
         AttributeBranch(
             s_a,
@@ -164,7 +178,7 @@ def build_anet(
         outputs[f"a_{name}_logits"] = logits
     if variant == "anet":
         G, g, G_reid, J = JointModule(joint_width, name="joint_module")([F, *A])
-        j, j_logits = ReidHead(s_j, num_ids, name="j_head")(J)
+        j, j_logits = ReidHead(s_j, num_ids, name="j_head", **head)(J)
         outputs.update(g=g, j=j, j_logits=j_logits, G=G, G_reid=G_reid)
     return keras.Model(image, outputs, name="anet")
 
@@ -198,6 +212,10 @@ def build_model_from_config(
         s_j=m.s_j,
         joint_width=m.joint_module.width,
         image_size=tuple(cfg.data.image_size),
+        stem=m.stem,
+        non_local=m.non_local,
+        non_local_inter=m.non_local_inter,
+        head=head_kwargs(m.head),
         # "none": random initialisation chosen on purpose (fit asks for a choice on
         # the real datasets).
         pretrained=(
@@ -206,6 +224,17 @@ def build_model_from_config(
             else m.pretrained
         ),
     )
+
+
+def head_kwargs(head_cfg) -> dict:
+    """The :class:`ReidHead` keyword arguments of ``model.head`` (the circle scale and
+    margin belong to the identity loss, not to the layer)."""
+    return {
+        "pooling": head_cfg.pooling,
+        "gem_p": head_cfg.gem_p,
+        "neck": head_cfg.neck,
+        "classifier": head_cfg.classifier,
+    }
 
 
 def test_feature(outputs: dict, feature: str, attribute_names: list[str]):

@@ -26,17 +26,36 @@ Every convolution is bias-free and followed by BatchNorm with epsilon 1e-5 and
 momentum 0.9 (PyTorch's defaults). IBN-a replaces the first normalisation of every
 block in stages 1-3 with :class:`~anet_tf.model.layers.IBN`; stage 4 and the stem
 keep BatchNorm, as in the official ``resnet50_ibn_a`` / ``resnet18_ibn_a``.
+
+Two options come from FastReID's ResNet (JDAI-CV/fast-reid,
+``fastreid/modeling/backbones/resnet.py``), so its checkpoints
+(:func:`anet_tf.model.weights.convert_fastreid_checkpoint`) see the maps they were
+trained on:
+
+* ``stem="fastreid"``: the stem's max-pool has no padding and rounds up
+  (``nn.MaxPool2d(3, 2, ceil_mode=True)``) where the IBN-Net release pads one pixel
+  (``stem="ibn"``, the default). The convolution and BatchNorm of the stem are the
+  same, so are their weights and layer names.
+* ``non_local=True``: the non-local blocks of FastReID's ``WITH_NL``
+  (:class:`NonLocal`, layers ``nl{stage}_{j}`` <-> ``NL_{stage}.{j}``) after the last
+  2 blocks of stage 2 and the last 3 of stage 3 (:func:`non_local_positions`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from collections.abc import Sequence
 
 import keras
+from keras import ops
 
 from anet_tf.model.layers import BN_EPSILON
 from anet_tf.model.layers import BN_MOMENTUM
 from anet_tf.model.layers import IBN
+
+STEMS = ("ibn", "fastreid")
+# Non-local blocks per stage of FastReID's ResNet-50 (``nl_layers_per_stage['50x']``).
+NON_LOCAL_BLOCKS = (0, 2, 3, 0)
 
 
 def _bn(name: str) -> keras.layers.BatchNormalization:
@@ -97,6 +116,141 @@ def _bottleneck(x, planes: int, stride: int, ibn: bool, prefix: str, stride_in_1
     return keras.layers.ReLU(name=f"{prefix}_out")(y)
 
 
+@keras.saving.register_keras_serializable(package="anet_tf")
+class NonLocal(keras.layers.Layer):
+    """Non-local block (Wang et al., CVPR 2018) in the form of FastReID's ``Non_local``.
+
+    With x [B, h, w, C], N = h * w positions and ``inter`` channels:
+    ``theta, phi, g`` = 1x1 convolutions (with bias) of x to [B, N, inter],
+    ``f = theta phi^T / N`` (dot product divided by N, no softmax),
+    ``y = f g`` and ``z = BN(conv1x1(y)) + x``, the BatchNorm's gamma and beta starting
+    at 0 so that a new block is the identity and leaves a pretrained network
+    unchanged. The sub-layers ``g``, ``theta``, ``phi``, ``W_0`` (convolution) and
+    ``W_1`` (BatchNorm, epsilon 1e-5) are FastReID's modules of the same names.
+
+    ``y`` is computed as ``theta (phi^T g) / N`` when N > inter and the size is known
+    when the graph is built (the same product, N * inter**2 instead of N**2 * inter
+    multiply-adds); the attention runs in float32 under mixed precision (N-term sums).
+
+    Args:
+        inter_channels: channels of theta, phi and g; None = C // 2 (the paper's,
+            and FastReID's ``in_channels // reduc_ratio`` of September to December
+            2020). FastReID's code otherwise, from v0.3 (December 2020) to c9bc3ce
+            (July 2024), computes ``reduc_ratio // reduc_ratio`` = 1, so its WITH_NL
+            checkpoints have ``inter_channels=1``; the converter reads the count
+            from the checkpoint.
+    """
+
+    def __init__(self, inter_channels=None, **kwargs):
+        super().__init__(**kwargs)
+        if inter_channels is not None and int(inter_channels) < 1:
+            raise ValueError(
+                f"inter_channels must be >= 1 or None. Received: "
+                f"inter_channels={inter_channels}"
+            )
+        self.inter_channels = None if inter_channels is None else int(inter_channels)
+        self.inter = None
+        self.g = None
+        self.theta = None
+        self.phi = None
+        self.W_0 = None
+        self.W_1 = None
+
+    def build(self, input_shape):
+        if len(input_shape) != 4 or input_shape[-1] is None:
+            raise ValueError(
+                f"NonLocal expects a [batch, height, width, channels] map with a known "
+                f"channel count. Received: input_shape={tuple(input_shape)}"
+            )
+        c = int(input_shape[-1])
+        inter = self.inter_channels or c // 2
+        if inter < 1:
+            raise ValueError(f"NonLocal on {c} channel(s) leaves no inter channel")
+        self.inter = inter
+
+        def conv(filters, name):
+            # 1x1, "same" = "valid" here; "same" lets the FLOP summary count it.
+            return keras.layers.Conv2D(
+                filters,
+                1,
+                padding="same",
+                use_bias=True,
+                name=name,
+                dtype=self.dtype_policy,
+            )
+
+        self.g = conv(inter, "g")
+        self.theta = conv(inter, "theta")
+        self.phi = conv(inter, "phi")
+        self.W_0 = conv(c, "W_0")
+        self.W_1 = keras.layers.BatchNormalization(
+            epsilon=BN_EPSILON,
+            momentum=BN_MOMENTUM,
+            gamma_initializer="zeros",
+            beta_initializer="zeros",
+            name="W_1",
+            dtype=self.dtype_policy,
+        )
+        for layer in (self.g, self.theta, self.phi):
+            layer.build(input_shape)
+        inner = tuple(input_shape[:-1]) + (inter,)
+        self.W_0.build(inner)
+        self.W_1.build(tuple(input_shape))
+
+    def call(self, x, training=None):
+        shape = ops.shape(x)
+        h, w = shape[1], shape[2]
+        inter = self.inter
+
+        def flat(t):  # [B, h, w, inter] -> [B, N, inter], float32
+            return ops.reshape(ops.cast(t, "float32"), (-1, h * w, inter))
+
+        theta, phi, g = flat(self.theta(x)), flat(self.phi(x)), flat(self.g(x))
+        static_n = (
+            x.shape[1] * x.shape[2]
+            if x.shape[1] is not None and x.shape[2] is not None
+            else None
+        )
+        n = ops.cast(h * w, "float32")
+        if static_n is not None and static_n > inter:
+            context = ops.matmul(ops.transpose(phi, (0, 2, 1)), g) / n
+            y = ops.matmul(theta, context)
+        else:
+            f = ops.matmul(theta, ops.transpose(phi, (0, 2, 1))) / n
+            y = ops.matmul(f, g)
+        y = ops.cast(ops.reshape(y, (-1, h, w, inter)), self.compute_dtype)
+        return self.W_1(self.W_0(y), training=training) + x
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(inter_channels=self.inter_channels)
+        return config
+
+
+def non_local_positions(repeats: Sequence[int]) -> dict[int, tuple[int, ...]]:
+    """The blocks that a non-local block follows, per stage (1-based stages).
+
+    FastReID's rule (``ResNet._build_nonlocal``): stage k with n_k blocks gets m_k
+    non-local blocks (:data:`NON_LOCAL_BLOCKS` = [0, 2, 3, 0], ResNet-50's), placed
+    after blocks ``sorted(n_k - (i + 1) for i in range(m_k))``, i.e. after each of the
+    last m_k blocks. ResNet-50 [3, 4, 6, 3]: after blocks 2, 3 of stage 2 and 3, 4, 5
+    of stage 3. FastReID gives ResNet-18 none; here m_k is clipped to n_k, so
+    ResNet-18 [2, 2, 2, 2] gets one after each block of stages 2 and 3.
+
+    Returns:
+        stage -> 0-based block indices, in order; stages without one are left out.
+    """
+    positions = {}
+    for stage, (n, m) in enumerate(zip(repeats, NON_LOCAL_BLOCKS, strict=True), 1):
+        m = min(m, n)
+        if m:
+            positions[stage] = tuple(sorted(n - (i + 1) for i in range(m)))
+    return positions
+
+
 def build_resnet(
     *,
     depth: int,
@@ -105,6 +259,9 @@ def build_resnet(
     last_stride: int = 1,
     stride_in_1x1: bool = False,
     input_shape: tuple = (None, None, 3),
+    stem: str = "ibn",
+    non_local: bool = False,
+    non_local_inter: int | None = None,
 ) -> keras.Model:
     """A ResNet-18 or ResNet-50 feature extractor, optionally with IBN-a.
 
@@ -118,6 +275,13 @@ def build_resnet(
         stride_in_1x1: bottlenecks stride in the first 1x1 convolution (Keras
             layout) instead of the 3x3 (torch layout).
         input_shape: (H, W, 3); a fixed size gives static shapes (summary, TFLite).
+        stem: ibn (max-pool 3x3/2 with padding 1, the IBN-Net release and
+            torchvision) | fastreid (no padding, ceil mode: FastReID's ResNet). The
+            stem's weights are the same.
+        non_local: FastReID's non-local blocks (:class:`NonLocal`, layers
+            ``nl{stage}_{j}``) where :func:`non_local_positions` puts them.
+        non_local_inter: their inner channel count; None = C // 2 (see
+            :class:`NonLocal`: FastReID's current code uses 1).
 
     Returns:
         ``keras.Model`` named ``"backbone"``: [B, H, W, 3] -> F [B, h, w, c] with
@@ -132,7 +296,10 @@ def build_resnet(
         raise ValueError(
             f"last_stride must be 1 or 2. Received: last_stride={last_stride}"
         )
+    if stem not in STEMS:
+        raise ValueError(f"stem must be one of {STEMS}. Received: stem={stem!r}")
     block, repeats = blocks[depth]
+    nl_after = non_local_positions(repeats) if non_local else {}
 
     # === Functional Model ===
     inputs = keras.Input(shape=tuple(input_shape), name="image")
@@ -141,12 +308,20 @@ def build_resnet(
     x = _bn("bn1")(x)
     x = keras.layers.ReLU(name="relu")(x)
     # Zero padding equals PyTorch's -inf padding here: the input is post-ReLU.
-    x = keras.layers.ZeroPadding2D(1, name="maxpool_pad")(x)
+    if stem == "ibn":
+        x = keras.layers.ZeroPadding2D(1, name="maxpool_pad")(x)
+    else:
+        # Ceil mode gives ceil((H - 3) / 2) + 1 rows: for even H the last window
+        # hangs one row over the bottom edge, for odd H none does. One zero row and
+        # column at the bottom/right give that count for either parity (the extra row
+        # is read only when H is even), for any input size.
+        x = keras.layers.ZeroPadding2D(((0, 1), (0, 1)), name="maxpool_pad")(x)
     x = keras.layers.MaxPooling2D(3, strides=2, name="maxpool")(x)
     for stage, (n, stride) in enumerate(
         zip(repeats, (1, 2, 2, last_stride), strict=True), start=1
     ):
         planes = base_width * 2 ** (stage - 1)
+        after = nl_after.get(stage, ())
         for i in range(n):
             x = block(
                 x,
@@ -156,10 +331,21 @@ def build_resnet(
                 f"layer{stage}_{i}",
                 stride_in_1x1,
             )
+            if i in after:
+                name = f"nl{stage}_{after.index(i)}"
+                x = NonLocal(non_local_inter, name=name)(x)
     return keras.Model(inputs, x, name="backbone")
 
 
-def resnet50_ibn_a(*, base_width=64, last_stride=1, input_shape=(None, None, 3)):
+def resnet50_ibn_a(
+    *,
+    base_width=64,
+    last_stride=1,
+    input_shape=(None, None, 3),
+    stem="ibn",
+    non_local=False,
+    non_local_inter=None,
+):
     """ResNet-50-IBN-a (torch layout), the paper's backbone (section 4.2)."""
     return build_resnet(
         depth=50,
@@ -167,10 +353,21 @@ def resnet50_ibn_a(*, base_width=64, last_stride=1, input_shape=(None, None, 3))
         base_width=base_width,
         last_stride=last_stride,
         input_shape=input_shape,
+        stem=stem,
+        non_local=non_local,
+        non_local_inter=non_local_inter,
     )
 
 
-def resnet50(*, base_width=64, last_stride=1, input_shape=(None, None, 3)):
+def resnet50(
+    *,
+    base_width=64,
+    last_stride=1,
+    input_shape=(None, None, 3),
+    stem="ibn",
+    non_local=False,
+    non_local_inter=None,
+):
     """Plain ResNet-50 in the Keras layout (stride in the 1x1), for Keras' weights."""
     return build_resnet(
         depth=50,
@@ -179,10 +376,21 @@ def resnet50(*, base_width=64, last_stride=1, input_shape=(None, None, 3)):
         last_stride=last_stride,
         stride_in_1x1=True,
         input_shape=input_shape,
+        stem=stem,
+        non_local=non_local,
+        non_local_inter=non_local_inter,
     )
 
 
-def resnet18_ibn_a(*, base_width=64, last_stride=1, input_shape=(None, None, 3)):
+def resnet18_ibn_a(
+    *,
+    base_width=64,
+    last_stride=1,
+    input_shape=(None, None, 3),
+    stem="ibn",
+    non_local=False,
+    non_local_inter=None,
+):
     """ResNet-18-IBN-a (torch layout), the CPU default with a reduced base_width."""
     return build_resnet(
         depth=18,
@@ -190,10 +398,21 @@ def resnet18_ibn_a(*, base_width=64, last_stride=1, input_shape=(None, None, 3))
         base_width=base_width,
         last_stride=last_stride,
         input_shape=input_shape,
+        stem=stem,
+        non_local=non_local,
+        non_local_inter=non_local_inter,
     )
 
 
-def resnet18(*, base_width=64, last_stride=1, input_shape=(None, None, 3)):
+def resnet18(
+    *,
+    base_width=64,
+    last_stride=1,
+    input_shape=(None, None, 3),
+    stem="ibn",
+    non_local=False,
+    non_local_inter=None,
+):
     """Plain ResNet-18 (torch layout)."""
     return build_resnet(
         depth=18,
@@ -201,6 +420,9 @@ def resnet18(*, base_width=64, last_stride=1, input_shape=(None, None, 3)):
         base_width=base_width,
         last_stride=last_stride,
         input_shape=input_shape,
+        stem=stem,
+        non_local=non_local,
+        non_local_inter=non_local_inter,
     )
 
 
@@ -213,9 +435,16 @@ BACKBONES: dict[str, Callable[..., keras.Model]] = {
 
 
 def build_backbone(
-    name: str, *, base_width=64, last_stride=1, input_shape=(None, None, 3)
+    name: str,
+    *,
+    base_width=64,
+    last_stride=1,
+    input_shape=(None, None, 3),
+    stem="ibn",
+    non_local=False,
+    non_local_inter=None,
 ) -> keras.Model:
-    """Build a backbone by name.
+    """Build a backbone by name (``stem``, ``non_local``: see :func:`build_resnet`).
 
     Raises:
         KeyError: unknown name; the message lists the valid ones.
@@ -225,5 +454,10 @@ def build_backbone(
             f"unknown backbone {name!r}; valid backbones: {', '.join(BACKBONES)}"
         )
     return BACKBONES[name](
-        base_width=base_width, last_stride=last_stride, input_shape=input_shape
+        base_width=base_width,
+        last_stride=last_stride,
+        input_shape=input_shape,
+        stem=stem,
+        non_local=non_local,
+        non_local_inter=non_local_inter,
     )

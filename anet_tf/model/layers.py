@@ -237,53 +237,192 @@ class SEAttention(keras.layers.Layer):
         return config
 
 
+POOLINGS = ("avg", "gem")
+NECKS = ("none", "bnneck")
+CLASSIFIERS = ("linear", "circle")
+
+
+@keras.saving.register_keras_serializable(package="anet_tf")
+class GeneralizedMeanPooling(keras.layers.Layer):
+    """Generalized-mean (GeM) pooling with a learnable exponent (Radenovic et al.,
+    TPAMI 2019), FastReID's ``GeneralizedMeanPoolingP``.
+
+    y_c = (mean over positions of max(x, eps) ** p) ** (1 / p), one p for all
+    channels, learned; p = 1 is average pooling and p -> inf max pooling. Computed
+    in float32 and relative to each channel's maximum, so ``x ** p`` cannot overflow
+    (``x ** 3`` of a float16 map overflows easily, of a float32 one above 7e12).
+
+    Args:
+        p: initial exponent (3 in FastReID).
+        eps: lower clip of the map, so a fractional power of 0 has a gradient.
+
+    Returns:
+        ``[B, C]``.
+    """
+
+    def __init__(self, p=3.0, eps=1e-6, **kwargs):
+        super().__init__(**kwargs)
+        if not p > 0:
+            raise ValueError(f"GeM needs p > 0. Received: p={p}")
+        self.p_init = float(p)
+        self.eps = float(eps)
+
+    def build(self, input_shape):
+        _channels(input_shape, self.__class__.__name__)
+        self.p = self.add_weight(
+            name="p",
+            shape=(),
+            initializer=keras.initializers.Constant(self.p_init),
+            dtype="float32",
+        )
+
+    def call(self, x):
+        p = ops.cast(self.p, "float32")
+        x = ops.maximum(ops.cast(x, "float32"), self.eps)
+        # (mean x^p)^(1/p) = m (mean (x/m)^p)^(1/p) for any m > 0: dividing by each
+        # channel's maximum keeps x^p from overflowing float32 where a map's values
+        # are large (1e13 cubed is already inf); the value does not depend on m, so
+        # its gradient does not either.
+        m = ops.stop_gradient(ops.max(x, axis=[1, 2], keepdims=True))
+        pooled = ops.mean(ops.power(x / m, p), axis=[1, 2])
+        return ops.cast(m[:, 0, 0, :] * ops.power(pooled, 1.0 / p), self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[-1])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(p=self.p_init, eps=self.eps)
+        return config
+
+
 @keras.saving.register_keras_serializable(package="anet_tf")
 class ReidHead(keras.layers.Layer):
     """Embedding and identity classifier on a feature map: eq. (1) and eq. (8).
 
-    feature = W GAP(X) + b (``units`` = s_f for X = F, s_j for X = J) and
-    logits = W_c feature (a bias-free Dense, see the module docstring). The feature is
-    returned before any normalisation; evaluation L2-normalises it.
+    The paper's head (the defaults): feature = W GAP(X) + b (``units`` = s_f for
+    X = F, s_j for X = J) and logits = W_c feature (a bias-free Dense, see the module
+    docstring). The feature is returned before any normalisation; evaluation
+    L2-normalises it.
+
+    The parts of FastReID's strong baseline (``model.head``), each a switch:
+
+    * ``pooling="gem"``: :class:`GeneralizedMeanPooling` instead of GAP.
+    * ``units=0``: no FC; the feature is the pooled map itself (c-dimensional),
+      FastReID's ``EMBEDDING_DIM: 0``.
+    * ``neck="bnneck"``: BatchNormalization without a learned shift (FastReID freezes
+      the BNNeck's bias at 0) after the feature; the returned feature is the one after
+      it, which both the triplet loss and the test use (``NECK_FEAT: after``), and
+      the classifier sees it too.
+    * ``classifier="circle"``: the logits are cosine similarities between the
+      L2-normalised feature and the L2-normalised class weights, in [-1, 1];
+      CircleSoftmax's margins and scale need the labels, so the identity loss applies
+      them (:func:`anet_tf.losses.circle_logits`).
 
     Args:
-        units: dimension of the feature (s_f or s_j).
+        units: dimension of the feature (s_f or s_j); 0 = no FC.
         num_classes: number of training identities.
+        pooling: avg | gem.
+        gem_p: initial p of GeM.
+        neck: none | bnneck.
+        classifier: linear | circle.
 
     Returns:
         ``(feature, logits)``.
     """
 
-    def __init__(self, units, num_classes, **kwargs):
+    def __init__(
+        self,
+        units,
+        num_classes,
+        pooling="avg",
+        gem_p=3.0,
+        neck="none",
+        classifier="linear",
+        **kwargs,
+    ):
         super().__init__(**kwargs)
-        if units <= 0 or num_classes <= 0:
+        if units < 0 or num_classes <= 0:
             raise ValueError(
-                f"ReidHead needs positive units and num_classes. Received: "
-                f"units={units}, num_classes={num_classes}"
+                f"ReidHead needs units >= 0 (0: no FC) and positive num_classes. "
+                f"Received: units={units}, num_classes={num_classes}"
             )
+        for arg, value, allowed in (
+            ("pooling", pooling, POOLINGS),
+            ("neck", neck, NECKS),
+            ("classifier", classifier, CLASSIFIERS),
+        ):
+            if value not in allowed:
+                raise ValueError(
+                    f"{arg} must be one of {allowed}. Received: {arg}={value!r}"
+                )
         self.units = units
         self.num_classes = num_classes
-        self.fc = keras.layers.Dense(units, name="fc")
+        self.pooling = pooling
+        self.gem_p = float(gem_p)
+        self.neck = neck
+        self.classifier_kind = classifier
+        self.pool = GeneralizedMeanPooling(gem_p, name="gem") if pooling == "gem" else None
+        self.fc = keras.layers.Dense(units, name="fc") if units else None
+        self.bnneck = (
+            keras.layers.BatchNormalization(
+                center=False, epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name="bnneck"
+            )
+            if neck == "bnneck"
+            else None
+        )
         self.classifier = keras.layers.Dense(
             num_classes, use_bias=False, name="classifier"
         )
 
+    def _feature_size(self, channels: int) -> int:
+        return self.units or channels
+
     def build(self, input_shape):
         c = _channels(input_shape, self.__class__.__name__)
-        self.fc.build((input_shape[0], c))
-        self.classifier.build((input_shape[0], self.units))
+        if self.pool is not None:
+            self.pool.build(input_shape)
+        if self.fc is not None:
+            self.fc.build((input_shape[0], c))
+        d = self._feature_size(c)
+        if self.bnneck is not None:
+            self.bnneck.build((input_shape[0], d))
+        self.classifier.build((input_shape[0], d))
 
-    def call(self, x):
-        feature = self.fc(ops.mean(x, axis=[1, 2]))
+    def call(self, x, training=None):
+        pooled = self.pool(x) if self.pool is not None else ops.mean(x, axis=[1, 2])
+        feature = self.fc(pooled) if self.fc is not None else pooled
+        if self.bnneck is not None:
+            feature = self.bnneck(feature, training=training)
+        if self.classifier_kind == "circle":
+            w = self.classifier.kernel
+            unit = ops.cast(_l2_normalize(feature, axis=-1), w.dtype)
+            logits = ops.matmul(unit, _l2_normalize(w, axis=0))
+            return feature, ops.cast(logits, feature.dtype)
         return feature, self.classifier(feature)
 
     def compute_output_shape(self, input_shape):
         batch = input_shape[0]
-        return (batch, self.units), (batch, self.num_classes)
+        d = self._feature_size(input_shape[-1])
+        return (batch, d), (batch, self.num_classes)
 
     def get_config(self):
         config = super().get_config()
-        config.update(units=self.units, num_classes=self.num_classes)
+        config.update(
+            units=self.units,
+            num_classes=self.num_classes,
+            pooling=self.pooling,
+            gem_p=self.gem_p,
+            neck=self.neck,
+            classifier=self.classifier_kind,
+        )
         return config
+
+
+def _l2_normalize(x, axis):
+    """x / max(||x||, 1e-12) along ``axis`` (PyTorch's ``F.normalize``)."""
+    norm = ops.sqrt(ops.sum(ops.square(x), axis=axis, keepdims=True))
+    return x / ops.maximum(norm, 1e-12)
 
 
 @keras.saving.register_keras_serializable(package="anet_tf")

@@ -40,7 +40,9 @@ import tensorflow as tf
 from anet_tf.training.checkpoint import CheckpointManager
 from anet_tf.training.checkpoint import TrainState
 from anet_tf.training.run import append_log_row
+from anet_tf.training.trainer import cosine_lr_at_epoch
 from anet_tf.training.trainer import lr_at_epoch
+from anet_tf.training.trainer import warmup_multiplier
 
 
 class NonFiniteLossError(RuntimeError):
@@ -121,25 +123,69 @@ def _get_lr(optimizer) -> float:
 
 
 class LrSchedule(keras.callbacks.Callback):
-    """Sets the lr at each epoch start: the schedule over both stages
-    (:func:`lr_at_epoch` of the global epoch), or ``stage_lr`` for every epoch of
-    the stage (``train.stageN.lr``) when given."""
+    """Sets the lr at each epoch start: the schedule over both stages (multistep,
+    :func:`lr_at_epoch`, or delayed cosine, :func:`cosine_lr_at_epoch`, of the global
+    epoch), or ``stage_lr`` for every epoch of the stage (``train.stageN.lr``) when
+    given. With ``warmup_iters``, the lr of each of the run's first
+    ``warmup_iters`` steps is also set before the step, times the linear warm-up
+    factor (:func:`warmup_multiplier`); the step's place in the run is
+    ``(stage_offset + epoch) * steps_per_epoch + batch``, so a resumed run warms up
+    where the uninterrupted one was."""
 
     def __init__(self, *, stage_offset: int, base_lr: float, milestones, gamma: float,
-                 stage_lr: float | None = None):
+                 stage_lr: float | None = None, schedule: str = "multistep",
+                 total_epochs: int = 0, delay_epochs: int = 0, lr_min: float = 0.0,
+                 warmup_iters: int = 0, warmup_factor: float = 0.1,
+                 steps_per_epoch: int = 0):
         super().__init__()
+        if schedule not in ("multistep", "cosine"):
+            raise ValueError(f"schedule must be multistep or cosine. Received: {schedule!r}")
+        if warmup_iters and steps_per_epoch <= 0:
+            raise ValueError("warm-up needs steps_per_epoch to place each step in the run")
         self.stage_offset = stage_offset
         self.base_lr = base_lr
         self.milestones = list(milestones)
         self.gamma = gamma
         self.stage_lr = stage_lr
+        self.schedule = schedule
+        self.total_epochs = total_epochs
+        self.delay_epochs = delay_epochs
+        self.lr_min = lr_min
+        self.warmup_iters = warmup_iters
+        self.warmup_factor = warmup_factor
+        self.steps_per_epoch = steps_per_epoch
+        self._epoch = 0
+        self._epoch_lr = base_lr
+
+    def epoch_lr(self, epoch: int) -> float:
+        """The lr of the stage's 0-based ``epoch`` before any warm-up factor."""
+        if self.stage_lr is not None:
+            return self.stage_lr
+        global_epoch = self.stage_offset + epoch
+        if self.schedule == "cosine":
+            return cosine_lr_at_epoch(
+                global_epoch, self.base_lr, self.total_epochs, self.delay_epochs, self.lr_min
+            )
+        return lr_at_epoch(global_epoch, self.base_lr, self.milestones, self.gamma)
+
+    def _iteration(self, batch: int) -> int:
+        return (self.stage_offset + self._epoch) * self.steps_per_epoch + batch
 
     def on_epoch_begin(self, epoch, logs=None):
-        if self.stage_lr is not None:
-            lr = self.stage_lr
-        else:
-            lr = lr_at_epoch(self.stage_offset + epoch, self.base_lr, self.milestones, self.gamma)
+        self._epoch = epoch
+        self._epoch_lr = self.epoch_lr(epoch)
+        lr = self._epoch_lr
+        if self.warmup_iters:
+            lr *= warmup_multiplier(self._iteration(0), self.warmup_iters, self.warmup_factor)
         _set_lr(self.model.optimizer, lr)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if not self.warmup_iters:
+            return
+        iteration = self._iteration(batch)
+        if batch and iteration <= self.warmup_iters:
+            factor = warmup_multiplier(iteration, self.warmup_iters, self.warmup_factor)
+            _set_lr(self.model.optimizer, self._epoch_lr * factor)
 
 
 @dataclass
@@ -451,14 +497,17 @@ def stage_callbacks(
     evaluate_fn: Callable | None = None,
     eval_every: int = 0,
     print_epochs: bool = False,
+    schedule: dict | None = None,
 ) -> list[keras.callbacks.Callback]:
     """The callbacks of one stage, in the order an epoch's end needs (module
-    docstring); ``base_lr``, ``milestones``, ``gamma``, ``stage_lr``: the lr
-    schedule (:class:`LrSchedule`); ``evaluate_fn``, ``eval_every``:
-    :class:`Evaluation`; ``print_epochs``: one plain line per epoch."""
+    docstring); ``base_lr``, ``milestones``, ``gamma``, ``stage_lr`` and the
+    keyword arguments in ``schedule`` (cosine, warm-up): the lr schedule
+    (:class:`LrSchedule`); ``evaluate_fn``, ``eval_every``: :class:`Evaluation`;
+    ``print_epochs``: one plain line per epoch."""
     return [
         LrSchedule(stage_offset=progress.stage_offset, base_lr=base_lr,
-                   milestones=milestones, gamma=gamma, stage_lr=stage_lr),
+                   milestones=milestones, gamma=gamma, stage_lr=stage_lr,
+                   **(schedule or {})),
         SyncMovingStatistics(),
         EpochMeter(progress),
         Evaluation(progress, evaluate_fn, eval_every),

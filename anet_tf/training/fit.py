@@ -22,6 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from anet_tf.config import Config
+from anet_tf.config import scheduled_epochs
 from anet_tf.training.callbacks import StageProgress
 from anet_tf.training.callbacks import stage_callbacks
 from anet_tf.training.checkpoint import CheckpointManager
@@ -166,12 +167,17 @@ def build_trainer(
     net = build_model_from_config(
         cfg, num_ids=num_ids, num_classes=num_classes, load_pretrained=load_pretrained
     )
+    coupled = cfg.train.weight_decay_mode == "coupled"
     return ANetTrainer(
         net,
         attribute_names=cfg.data.attributes if cfg.model.variant != "baseline" else [],
         variant=cfg.model.variant,
-        loss_kwargs=loss_kwargs_from_config(cfg.loss),
+        loss_kwargs=loss_kwargs_from_config(cfg.loss, cfg.model.head),
         weight_decay=coupled_weight_decay(cfg.train),
+        freeze_iters=cfg.train.freeze_iters,
+        weight_decay_norm=cfg.train.weight_decay_norm if coupled else None,
+        weight_decay_bias=cfg.train.weight_decay_bias if coupled else None,
+        bias_lr_factor=cfg.train.bias_lr_factor,
     )
 
 
@@ -326,6 +332,15 @@ def _train_locked(cfg, run_dir, strategy, chief, dataset, *, resume, evaluate_fn
             milestones=cfg.train.lr_milestones,
             gamma=cfg.train.lr_gamma,
             stage_lr=stage_cfg.lr,
+            schedule=dict(
+                schedule=cfg.train.lr_schedule,
+                total_epochs=scheduled_epochs(cfg),
+                delay_epochs=cfg.train.lr_delay_epochs,
+                lr_min=cfg.train.lr_min,
+                warmup_iters=cfg.train.warmup_iters,
+                warmup_factor=cfg.train.warmup_factor,
+                steps_per_epoch=steps,
+            ),
             evaluate_fn=evaluate_fn,
             eval_every=cfg.train.eval_every,
             print_epochs=verbose == 2,

@@ -22,10 +22,13 @@ once.
 
 from __future__ import annotations
 
+import math
+
 import keras
 import tensorflow as tf
 
 from anet_tf import losses as L
+from anet_tf.model.layers import InstanceNormalization
 
 STAGE1 = 1
 STAGE2 = 2
@@ -56,16 +59,48 @@ class ANetTrainer(keras.Model):
             gradient of every trained variable before ``optimizer.apply`` (PyTorch's
             ``weight_decay``; ``train.weight_decay_mode: coupled``). 0 = none, e.g.
             when the optimizer applies Keras' decoupled decay instead.
+        weight_decay_norm, weight_decay_bias: coupled decay of normalisation-layer
+            variables and of biases (None = ``weight_decay``), FastReID's
+            ``WEIGHT_DECAY_NORM`` / ``WEIGHT_DECAY_BIAS``.
+        bias_lr_factor: the bias' gradient and decay are multiplied by it, which
+            for SGD is its lr times the factor (FastReID's ``BIAS_LR_FACTOR``).
+        freeze_iters: FastReID's ``FREEZE_ITERS``: for the first ``freeze_iters``
+            steps of stage 1 (counted by ``optimizer.iterations``, so a resumed run
+            continues the count) the backbone runs in inference mode (its
+            BatchNorms use and keep their moving statistics) and its variables get
+            a zero update (no gradient, no weight decay), while the heads train.
+            FastReID drops the backbone's gradients for those steps; with SGD the
+            two are the same, since the momentum of a never-updated variable stays
+            0. (With Adam, a zero gradient keeps the moments at 0 too, but Keras
+            counts bias-correction steps for all variables together.)
     """
 
     def __init__(
-        self, net, attribute_names, variant, loss_kwargs, weight_decay=0.0, **kwargs
+        self,
+        net,
+        attribute_names,
+        variant,
+        loss_kwargs,
+        weight_decay=0.0,
+        freeze_iters=0,
+        weight_decay_norm=None,
+        weight_decay_bias=None,
+        bias_lr_factor=1.0,
+        **kwargs,
     ):
         super().__init__(**kwargs)
         if not weight_decay >= 0:
             raise ValueError(
                 f"weight_decay must be >= 0. Received: weight_decay={weight_decay}"
             )
+        if freeze_iters < 0:
+            raise ValueError(
+                f"freeze_iters must be >= 0. Received: freeze_iters={freeze_iters}"
+            )
+        self.freeze_iters = int(freeze_iters)
+        self.weight_decay_norm = weight_decay_norm
+        self.weight_decay_bias = weight_decay_bias
+        self.bias_lr_factor = float(bias_lr_factor)
         self.net = net
         self.attribute_names = list(attribute_names)
         self.variant = variant
@@ -127,25 +162,85 @@ class ANetTrainer(keras.Model):
             logs[name] = tracker.result()
         return logs
 
+    def _gradients(self, images, targets, variables, replicas, loss_scaled, frozen,
+                   dense=False):
+        """(loss terms, gradients with coupled decay) of one step; ``frozen``: the
+        backbone runs in inference mode and its gradients are zero; ``dense``: a
+        variable the loss does not reach gets a zero gradient instead of None (both
+        branches of a ``tf.cond`` must return tensors)."""
+        backbone = self.net.get_layer("backbone") if frozen else None
+        if backbone is not None:
+            backbone.trainable = False  # at trace time: BatchNorm in inference mode
+        try:
+            with tf.GradientTape() as tape:
+                terms = self.compute_terms(images, targets, training=True)
+                total = tf.cast(terms["total"], tf.float32) / float(replicas)
+                if loss_scaled:
+                    total = self.optimizer.scale_loss(total)
+            grads = tape.gradient(total, variables)
+        finally:
+            if backbone is not None:
+                backbone.trainable = True
+        decays = self._decays(variables)
+        if any(decays):
+            # In the units of these gradients: per replica (summed across replicas
+            # by the optimizer) and multiplied by the loss scale (a power of 2, so
+            # the optimizer's unscaling recovers weight_decay * w exactly).
+            scaled = {}
+            for d in set(decays):
+                scaled[d] = d / replicas
+                if loss_scaled:
+                    scaled[d] = self.optimizer.scale_loss(scaled[d])
+            grads = _add_weight_decay(grads, variables, [scaled[d] for d in decays])
+        if self.bias_lr_factor != 1.0:
+            biases = variable_groups(self.net)[1]
+            grads = [
+                g * self.bias_lr_factor if g is not None and id(v) in biases else g
+                for g, v in zip(grads, variables, strict=True)
+            ]
+        if backbone is not None:
+            held = {id(v) for v in backbone.variables}
+            grads = [
+                tf.zeros_like(v) if id(v) in held else g
+                for g, v in zip(grads, variables, strict=True)
+            ]
+        if dense:
+            grads = [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g)
+                     for g, v in zip(grads, variables, strict=True)]
+        return terms, grads
+
+    def _decays(self, variables) -> list[float]:
+        """The coupled weight decay of each variable: ``weight_decay``, or the
+        norm / bias group's own value."""
+        if self.weight_decay_norm is None and self.weight_decay_bias is None:
+            return [self.weight_decay] * len(variables)
+        norms, biases = variable_groups(self.net)
+        norm = self.weight_decay if self.weight_decay_norm is None else self.weight_decay_norm
+        bias = self.weight_decay if self.weight_decay_bias is None else self.weight_decay_bias
+        return [
+            norm if id(v) in norms else bias if id(v) in biases else self.weight_decay
+            for v in variables
+        ]
+
     def train_step(self, data):
         images, targets = data
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         variables = self.net.trainable_variables
         loss_scaled = isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer)
-        with tf.GradientTape() as tape:
-            terms = self.compute_terms(images, targets, training=True)
-            total = tf.cast(terms["total"], tf.float32) / float(replicas)
-            if loss_scaled:
-                total = self.optimizer.scale_loss(total)
-        grads = tape.gradient(total, variables)
-        if self.weight_decay:
-            # In the units of these gradients: per replica (summed across replicas
-            # by the optimizer) and multiplied by the loss scale (a power of 2, so
-            # the optimizer's unscaling recovers weight_decay * w exactly).
-            decay = self.weight_decay / replicas
-            if loss_scaled:
-                decay = self.optimizer.scale_loss(decay)
-            grads = _add_weight_decay(grads, variables, decay)
+        if self.freeze_iters and self.stage == STAGE1:
+            terms, grads = tf.cond(
+                self.optimizer.iterations < self.freeze_iters,
+                lambda: self._gradients(
+                    images, targets, variables, replicas, loss_scaled, True, dense=True
+                ),
+                lambda: self._gradients(
+                    images, targets, variables, replicas, loss_scaled, False, dense=True
+                ),
+            )
+        else:
+            terms, grads = self._gradients(
+                images, targets, variables, replicas, loss_scaled, False
+            )
         if replicas > 1 and loss_scaled:
             grads = _poison_if_any_replica_overflowed(grads)
         self.optimizer.apply(grads, variables)
@@ -157,12 +252,31 @@ class ANetTrainer(keras.Model):
         return self._update_trackers(terms)
 
 
-def _add_weight_decay(grads, variables, decay):
-    """``g + decay * w`` for each gradient; a variable without a gradient (not
-    reached by the loss) is left alone, as PyTorch does."""
+def variable_groups(net) -> tuple[set[int], set[int]]:
+    """(ids of the variables of normalisation layers, ids of the other biases) of
+    ``net``: the parameter groups FastReID gives their own weight decay and lr."""
+    norm_types = (keras.layers.BatchNormalization, keras.layers.LayerNormalization,
+                  keras.layers.GroupNormalization, InstanceNormalization)
+    norms: set[int] = set()
+    for layer in net._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, norm_types):
+            norms.update(id(v) for v in layer.variables)
+    biases = {
+        id(v) for v in net.variables
+        if id(v) not in norms and v.path.rsplit("/", 1)[-1] == "bias"
+    }
+    return norms, biases
+
+
+def _add_weight_decay(grads, variables, decays):
+    """``g + decay * w`` for each gradient and its variable's decay (a float or one
+    per variable); a variable without a gradient (not reached by the loss) or with
+    no decay is left alone, as PyTorch does."""
+    if not isinstance(decays, (list, tuple)):
+        decays = [decays] * len(variables)
     out = []
-    for g, v in zip(grads, variables):
-        if g is not None:
+    for g, v, decay in zip(grads, variables, decays, strict=True):
+        if g is not None and (not isinstance(decay, float) or decay):
             g = tf.convert_to_tensor(g)  # IndexedSlices -> dense
             g = g + tf.cast(decay, g.dtype) * tf.cast(v, g.dtype)
         out.append(g)
@@ -207,7 +321,7 @@ def make_optimizer(train_cfg, mixed_precision: bool = False):
     elif train_cfg.optimizer == "adam":
         opt = keras.optimizers.Adam(**kwargs)
     else:
-        opt = keras.optimizers.SGD(momentum=0.9, nesterov=True, **kwargs)
+        opt = keras.optimizers.SGD(momentum=0.9, nesterov=train_cfg.nesterov, **kwargs)
     if mixed_precision:
         opt = keras.optimizers.LossScaleOptimizer(opt)
     return opt
@@ -228,3 +342,28 @@ def lr_at_epoch(global_epoch: int, base_lr: float, milestones, gamma: float) -> 
     """
     drops = sum(1 for m in milestones if global_epoch >= m)
     return base_lr * gamma**drops
+
+
+def cosine_lr_at_epoch(
+    global_epoch: int, base_lr: float, total_epochs: int, delay_epochs: int, lr_min: float
+) -> float:
+    """FastReID's delayed cosine schedule: ``base_lr`` for epochs
+    ``0 .. delay_epochs - 1``, then ``lr_min + (base_lr - lr_min) * (1 + cos(pi * t /
+    T)) / 2`` with ``t = global_epoch - delay_epochs`` and ``T = total_epochs -
+    delay_epochs`` (PyTorch's ``CosineAnnealingLR`` stepped once per epoch after the
+    delay); ``global_epoch`` is 0-based over both stages."""
+    if global_epoch < delay_epochs:
+        return base_lr
+    span = max(total_epochs - delay_epochs, 1)
+    t = min(global_epoch - delay_epochs, span)
+    return lr_min + (base_lr - lr_min) * (1.0 + math.cos(math.pi * t / span)) / 2.0
+
+
+def warmup_multiplier(iteration: int, warmup_iters: int, warmup_factor: float) -> float:
+    """Linear warm-up factor of the lr at a 0-based iteration of the run: rises
+    from ``warmup_factor`` to 1 over ``warmup_iters`` iterations, then 1 (FastReID's
+    ``WarmupLR``, linear method)."""
+    if iteration >= warmup_iters:
+        return 1.0
+    alpha = iteration / warmup_iters
+    return warmup_factor * (1.0 - alpha) + alpha
