@@ -9,6 +9,7 @@ the baseline measured in the same run.
     python benchmarks/train_throughput.py                       # CPU default config
     python benchmarks/train_throughput.py --paper --batch 16    # R50-IBN-a at 256x256
     python benchmarks/train_throughput.py --paper --batch 64 --gpu-matrix   # GPU: AMP/XLA on/off
+    python benchmarks/train_throughput.py --paper --batch 16 --strong   # + FastReID strong switches
 """
 
 from __future__ import annotations
@@ -147,6 +148,24 @@ def measure_anchor(cfg, *, batch: int, steps: int, warmup: int, mixed: bool, xla
     return result
 
 
+# The switches of configs/fastreid_sbs_base.yaml that change what a train step
+# computes (the schedule, warm-up and augmentation do not).
+STRONG_OVERRIDES = [
+    "model.stem=fastreid",
+    "model.non_local=true",
+    "model.non_local_inter=1",
+    "model.s_f=0",
+    "model.s_j=0",
+    "model.head.pooling=gem",
+    "model.head.neck=bnneck",
+    "model.head.classifier=circle",
+    "loss.soft_margin=true",
+    "train.optimizer=sgd",
+    "train.nesterov=false",
+    "train.weight_decay_mode=coupled",
+]
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--paper", action="store_true", help="ResNet-50-IBN-a at 256x256 (configs/veri776.yaml)")
@@ -159,6 +178,12 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--anchor", action=argparse.BooleanOptionalAction, default=None,
         help="also time keras.applications.ResNet50 (default: on for ResNet-50 backbones)",
+    )
+    parser.add_argument(
+        "--strong", action="store_true",
+        help="also time the baseline and ANet with FastReID's strong-baseline switches "
+        "(configs/fastreid_sbs_base.yaml: stem, non-local blocks, GeM, BNNeck, "
+        "CircleSoftmax, no FC, soft-margin triplet, SGD) on the same config",
     )
     parser.add_argument("--json-out", default=None)
     args = parser.parse_args(argv)
@@ -174,6 +199,15 @@ def main(argv=None) -> int:
         overrides.append(f"model.joint_module.width={args.joint_width}")
     cfg = load_config(name, overrides)
     baseline_cfg = load_config(name, overrides + ["model.variant=baseline", "eval.feature=f"])
+    strong = []
+    if args.strong:
+        strong = [
+            (label, load_config(name, overrides + STRONG_OVERRIDES + extra))
+            for label, extra in (
+                ("baseline (strong)", ["model.variant=baseline", "eval.feature=f"]),
+                ("anet (strong)", []),
+            )
+        ]
     info = machine()
     print(f"machine: {json.dumps(info)}")
     print(
@@ -201,6 +235,13 @@ def main(argv=None) -> int:
                 "model": "anet", "stage": stage, "mixed_precision": mixed, "xla": xla, **r,
                 "ratio_to_baseline": r["images_per_s_median"] / base["images_per_s_median"],
             })
+        for label, strong_cfg in strong:
+            for stage in (1, 2) if strong_cfg.model.variant == "anet" else (1,):
+                r = measure(strong_cfg, stage=stage, **common)
+                rows.append({
+                    "model": label, "stage": stage, "mixed_precision": mixed, "xla": xla, **r,
+                    "ratio_to_baseline": r["images_per_s_median"] / base["images_per_s_median"],
+                })
     print()
     print(f"allocator: {info['allocator']}; cpu: {info['cpu']} ({info['vector_extensions']})")
     print(
