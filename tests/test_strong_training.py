@@ -14,8 +14,8 @@ from anet_tf.config import ConfigError
 from anet_tf.config import load_config
 from anet_tf.training.trainer import cosine_lr_at_epoch
 
-# Every strong switch of configs/fastreid_sbs_base.yaml that changes the network,
-# the losses or the schedule, at tiny shapes.
+# Every strong switch of configs/fastreid_sbs_base.yaml (network, losses, schedule,
+# augmentation), at tiny shapes.
 STRONG = [
     "model.stem=fastreid",
     "model.non_local=true",
@@ -34,6 +34,9 @@ STRONG = [
     "train.lr_min=0.0001",
     "train.warmup_iters=3",
     "train.freeze_iters=2",
+    "data.augment.pad=2",
+    "data.augment.erasing_fill=mean",
+    "data.augment.autoaugment_prob=0.5",
 ]
 
 

@@ -1,4 +1,6 @@
-"""Training augmentation of section 4.2: random zoom, horizontal flip, random erasing.
+"""Training augmentation of section 4.2: random zoom, horizontal flip, random erasing;
+and the zero padding + random crop of FastReID's strong baseline (AutoAugment, the
+third of its additions, is in :mod:`anet_tf.data.autoaugment`).
 
 The functions work on one image at a time, inside the parallel ``map`` of the input
 pipeline (:func:`anet_tf.data.pipeline.build_train_dataset` composes them with the
@@ -78,6 +80,33 @@ def random_flip(image: tf.Tensor, seed: tf.Tensor, prob: float) -> tf.Tensor:
     """Mirror [H, W, C] left-right with probability ``prob``."""
     flip = _uniform([], seed) < prob
     return tf.cond(flip, lambda: tf.reverse(image, axis=[1]), lambda: image)
+
+
+def random_pad_crop(image: tf.Tensor, seed: tf.Tensor, pad: int) -> tf.Tensor:
+    """Pad ``pad`` pixels of zeros on every side, then crop the original size back at
+    a uniformly random position: torchvision's ``Pad(pad)`` + ``RandomCrop(size)``,
+    FastReID's ``PADDING`` (constant mode). The image shifts by up to ``pad``
+    pixels in each direction, with black (0, not the mean) where it moved away.
+
+    Args:
+        image: [H, W, C] pixels, any dtype.
+        seed: int [2], stateless seed.
+        pad: the padding; 0 returns the image as it is.
+
+    Returns:
+        [H, W, C], a window of the padded image, same dtype.
+    """
+    if pad <= 0:
+        return image
+    offset = tf.random.stateless_uniform(
+        [2], seed, minval=0, maxval=2 * pad + 1, dtype=tf.int32
+    )
+    padded = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]])
+    window = tf.slice(
+        padded, tf.concat([offset, [0]], 0), tf.concat([tf.shape(image)[:2], [-1]], 0)
+    )
+    window.set_shape(image.shape)
+    return window
 
 
 def random_erasing(

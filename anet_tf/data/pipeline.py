@@ -3,9 +3,19 @@
 Training (:func:`build_train_dataset`)::
 
     PKSampler (NumPy, per epoch) -> record indices -> per image, in a parallel map:
-    read + decode -> random zoom (a window) -> resize -> random flip -> random erasing
-    -> ImageNet normalisation (stateless seeds from (data.seed, epoch, step,
-    position)) -> batch of R x P x K -> prefetch
+    read + decode -> AutoAugment -> random zoom (a window) -> resize -> random flip
+    -> zero pad + random crop -> random erasing -> ImageNet normalisation
+    (stateless seeds from (data.seed, epoch, step, position)) -> batch of R x P x K
+    -> prefetch
+
+The steps are switched by ``data.augment``; AutoAugment and pad + crop (FastReID's
+strong baseline) are off by default. Their order is FastReID's
+(``fastreid/data/transforms/build.py``: AutoAugment on the decoded image, resize,
+pad + random crop, flip, ..., random erasing last), with two differences: the
+paper's zoom, which FastReID lacks, stays a window of the decoded image before the
+resize; and the flip stays right after the resize, before pad + crop (FastReID's
+current order puts it after, its earlier releases before; with symmetric padding
+and a uniform crop both orders give the same distribution of images).
 
 Evaluation (:func:`build_eval_dataset`) decodes the records in order with
 :func:`preprocess_for_inference`, the one place that defines how a raw image becomes
@@ -28,7 +38,9 @@ import tensorflow as tf
 from anet_tf.config import DataConfig
 from anet_tf.data.augment import random_erasing
 from anet_tf.data.augment import random_flip
+from anet_tf.data.augment import random_pad_crop
 from anet_tf.data.augment import random_zoom_crop
+from anet_tf.data.autoaugment import auto_augment
 from anet_tf.data.records import DataError
 from anet_tf.data.records import Record
 from anet_tf.data.records import ReidDataset
@@ -341,7 +353,7 @@ def build_train_dataset(
     *,
     num_replicas: int = 1,
     epoch_seed_offset: int = 0,
-    erasing_fill: str = "random",
+    erasing_fill: str | None = None,
     steps_per_epoch: int | None = None,
 ) -> tuple[tf.data.Dataset, int]:
     """The endless stream of augmented, identity-balanced training batches.
@@ -363,14 +375,16 @@ def build_train_dataset(
             augmentations depend only on (cfg.seed, e), so a run resumed at epoch e
             passes e here and continues the same stream.
         erasing_fill: random (per-pixel uniform, the paper) | mean (the ImageNet
-            mean, i.e. zero after normalisation).
+            mean, i.e. zero after normalisation); None = ``cfg.augment.erasing_fill``,
+            which is what ``fit`` uses.
         steps_per_epoch: batches per training epoch when not the sampler's own
             (``train.stageN.steps_per_epoch``); None = the sampler's epoch.
 
     Returns:
         (dataset, steps_per_epoch); an epoch is about one pass over the train images.
     """
-    fill = _check_fill(erasing_fill)
+    aug = cfg.augment
+    fill = _check_fill(aug.erasing_fill if erasing_fill is None else erasing_fill)
     if not dataset.train:
         raise DataError(f"{dataset.root}: the train split has no images")
     cols = label_arrays(dataset.train, dataset.num_classes, pid_label_map(dataset))
@@ -384,7 +398,6 @@ def build_train_dataset(
     global_batch = sampler.global_batch_size
     image_size = tuple(cfg.image_size)
     parallel = _parallel(cfg.num_parallel_calls)
-    aug = cfg.augment
     paths = tf.constant(cols["path"].astype(str))
     targets = {
         k: tf.constant(cols[k]) for k in ("pid", "camid", "attributes", "pattern")
@@ -427,15 +440,23 @@ def build_train_dataset(
             tf.random.experimental.stateless_fold_in(tf.stack([seed, epoch]), step),
             position,
         )
-        zoom_seed, flip_seed, erase_seed = tf.unstack(
-            tf.random.experimental.stateless_split(image_seed, 3)
+        # The first three parts of a split into 5 are the split into 3 that the
+        # paper's augmentations have always used (stateless_split draws its parts
+        # in order), so adding pad and AutoAugment left a default run's images as
+        # they were.
+        zoom_seed, flip_seed, erase_seed, pad_seed, autoaug_seed = tf.unstack(
+            tf.random.experimental.stateless_split(image_seed, 5)
         )
         image = read_image(tf.gather(paths, index))
+        if aug.autoaugment_prob > 0:
+            image = auto_augment(image, autoaug_seed, aug.autoaugment_prob)
         if aug.zoom_prob > 0:
             image = random_zoom_crop(image, zoom_seed, aug.zoom_prob, aug.zoom_min_area)
         image = resize(image, image_size)
         if aug.flip_prob > 0:
             image = random_flip(image, flip_seed, aug.flip_prob)
+        if aug.pad > 0:
+            image = random_pad_crop(image, pad_seed, aug.pad)
         if aug.erasing_prob > 0:
             image = random_erasing(
                 image,
