@@ -337,93 +337,40 @@ def build_resnet(
     return keras.Model(inputs, x, name="backbone")
 
 
-def resnet50_ibn_a(
-    *,
-    base_width=64,
-    last_stride=1,
-    input_shape=(None, None, 3),
-    stem="ibn",
-    non_local=False,
-    non_local_inter=None,
-):
-    """ResNet-50-IBN-a (torch layout), the paper's backbone (section 4.2)."""
-    return build_resnet(
-        depth=50,
-        ibn=True,
-        base_width=base_width,
-        last_stride=last_stride,
-        input_shape=input_shape,
-        stem=stem,
-        non_local=non_local,
-        non_local_inter=non_local_inter,
-    )
+def resnet50_ibn_a(**options):
+    """ResNet-50-IBN-a (torch layout), the paper's backbone (section 4.2).
+
+    ``options``: the keyword arguments of :func:`build_resnet` other than depth,
+    ibn and layout (base_width, last_stride, input_shape, stem, non_local,
+    non_local_inter)."""
+    return build_resnet(depth=50, ibn=True, **options)
 
 
-def resnet50(
-    *,
-    base_width=64,
-    last_stride=1,
-    input_shape=(None, None, 3),
-    stem="ibn",
-    non_local=False,
-    non_local_inter=None,
-):
-    """Plain ResNet-50 in the Keras layout (stride in the 1x1), for Keras' weights."""
-    return build_resnet(
-        depth=50,
-        ibn=False,
-        base_width=base_width,
-        last_stride=last_stride,
-        stride_in_1x1=True,
-        input_shape=input_shape,
-        stem=stem,
-        non_local=non_local,
-        non_local_inter=non_local_inter,
-    )
+def resnet50(**options):
+    """Plain ResNet-50 in the Keras layout (stride in the 1x1), for Keras' weights.
+
+    ``options``: the keyword arguments of :func:`build_resnet` other than depth,
+    ibn and layout (base_width, last_stride, input_shape, stem, non_local,
+    non_local_inter)."""
+    return build_resnet(depth=50, ibn=False, stride_in_1x1=True, **options)
 
 
-def resnet18_ibn_a(
-    *,
-    base_width=64,
-    last_stride=1,
-    input_shape=(None, None, 3),
-    stem="ibn",
-    non_local=False,
-    non_local_inter=None,
-):
-    """ResNet-18-IBN-a (torch layout), the CPU default with a reduced base_width."""
-    return build_resnet(
-        depth=18,
-        ibn=True,
-        base_width=base_width,
-        last_stride=last_stride,
-        input_shape=input_shape,
-        stem=stem,
-        non_local=non_local,
-        non_local_inter=non_local_inter,
-    )
+def resnet18_ibn_a(**options):
+    """ResNet-18-IBN-a (torch layout), the CPU default with a reduced base_width.
+
+    ``options``: the keyword arguments of :func:`build_resnet` other than depth,
+    ibn and layout (base_width, last_stride, input_shape, stem, non_local,
+    non_local_inter)."""
+    return build_resnet(depth=18, ibn=True, **options)
 
 
-def resnet18(
-    *,
-    base_width=64,
-    last_stride=1,
-    input_shape=(None, None, 3),
-    stem="ibn",
-    non_local=False,
-    non_local_inter=None,
-):
-    """Plain ResNet-18 (torch layout)."""
-    return build_resnet(
-        depth=18,
-        ibn=False,
-        base_width=base_width,
-        last_stride=last_stride,
-        input_shape=input_shape,
-        stem=stem,
-        non_local=non_local,
-        non_local_inter=non_local_inter,
-    )
+def resnet18(**options):
+    """Plain ResNet-18 (torch layout).
+
+    ``options``: the keyword arguments of :func:`build_resnet` other than depth,
+    ibn and layout (base_width, last_stride, input_shape, stem, non_local,
+    non_local_inter)."""
+    return build_resnet(depth=18, ibn=False, **options)
 
 
 BACKBONES: dict[str, Callable[..., keras.Model]] = {
