@@ -114,7 +114,7 @@ def main() -> None:
     def top1(split, mask):
         return 100 * np.mean(np.argmax(split["logits"][mask], axis=1) == split["y"][mask])
 
-    print(f"| feature | fitted by | train top-1 | test top-1 |\n|---|---|---|---|")
+    print("| feature | fitted by | train top-1 | test top-1 |\n|---|---|---|---|")
     print(f"| a_i | the branch's own classifier | {top1(train, m):.1f} | {top1(test, mt):.1f} |")
     for key in ("gap_F", "gap_A", "a"):
         probe = LogisticRegression(max_iter=5000, C=1.0).fit(train[key][m], train["y"][m])
