@@ -87,11 +87,33 @@ TINY_FIT = [
 
 def test_fit_evaluate_export_end_to_end(synth_dir, tmp_path, capsys):
     """`anet-tf fit` trains, evaluates (beside the chance level) and exports a
-    SavedModel; `evaluate --run` and `evaluate --model` then agree on the numbers."""
+    SavedModel; `evaluate --run` and `evaluate --model` then agree on the numbers.
+
+    fit runs as its own process with stdout to a file (one fit serves both checks):
+    not a terminal, so no progress bar, no ANSI codes, one readable line per epoch,
+    and a word before the silent evaluation and export."""
+    import subprocess
+    import sys
+
     run = tmp_path / "run"
-    code = main(["fit", "--quiet", "--out", str(run), "--set", f"data.root={synth_dir}", *TINY_FIT])
-    out = capsys.readouterr().out
-    assert code == 0
+    cmd = [sys.executable, "-m", "anet_tf.cli", "fit", "--out", str(run), "--set", f"data.root={synth_dir}", *TINY_FIT]
+    log = tmp_path / "fit.txt"
+    with open(log, "w") as fh:
+        proc = subprocess.run(
+            cmd, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), stdout=fh, stderr=subprocess.PIPE,
+            text=True, timeout=300,
+        )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = log.read_text()
+    assert "\x1b[" not in out and "\r" not in out
+    assert max(len(line) for line in out.splitlines()) < 400
+    epochs = [line for line in out.splitlines() if " epoch " in line and line.startswith("[anet-tf] stage")]
+    assert [line.split(" (")[0] for line in epochs] == [
+        "[anet-tf] stage 1 epoch 1/1", "[anet-tf] stage 2 epoch 1/1"
+    ]
+    assert all("| lr " in line and "img/s" in line and "total " in line for line in epochs)
+    assert "[anet-tf] evaluating on the synthetic test split (feature j)" in out
+    assert "[anet-tf] exporting the SavedModel" in out
     assert "mAP" in out and "chance level" in out and "saved model" in out
     metrics = json.loads((run / "metrics.json").read_text())
     assert 0.0 <= metrics["metrics"]["mAP"] <= 1.0 and metrics["chance"]["mAP"] > 0
@@ -174,31 +196,6 @@ def test_corrupt_image_during_training_is_one_line_naming_the_file(synth_dir, tm
     # Named by fit's pre-flight check, before any training step.
     assert f"{broken.name} (train) cannot be decoded" in err and "1 of" in err
     assert "Traceback" not in err and not (tmp_path / "run" / "checkpoints").exists()
-
-
-def test_fit_output_to_a_file_is_one_plain_line_per_epoch(tiny_overrides, tmp_path):
-    """Not a terminal: no progress bar, no ANSI codes, one readable line per epoch,
-    and a word before the silent evaluation."""
-    import subprocess
-    import sys
-
-    cmd = [sys.executable, "-m", "anet_tf.cli", "fit", "--out", str(tmp_path / "run"), "--no-export"]
-    for item in tiny_overrides:
-        cmd += ["--set", item]
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    out = tmp_path / "fit.txt"
-    with open(out, "w") as fh:
-        proc = subprocess.run(cmd, env=env, stdout=fh, stderr=subprocess.PIPE, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    text = out.read_text()
-    assert "\x1b[" not in text and "\r" not in text
-    assert max(len(line) for line in text.splitlines()) < 400
-    epochs = [line for line in text.splitlines() if " epoch " in line and line.startswith("[anet-tf] stage")]
-    assert [line.split(" (")[0] for line in epochs] == [
-        "[anet-tf] stage 1 epoch 1/2", "[anet-tf] stage 1 epoch 2/2", "[anet-tf] stage 2 epoch 1/1"
-    ]
-    assert all("| lr " in line and "img/s" in line and "total " in line for line in epochs)
-    assert "[anet-tf] evaluating on the synthetic test split (feature j)" in text
 
 
 def test_one_error_reporter_gives_one_line_and_the_exit_code(capsys):
