@@ -438,7 +438,8 @@ def test_a_trained_run_does_not_need_its_pretrained_file_any_more(make_tiny_cfg,
 
     weights = str(tmp_path / "backbone.weights.h5")
     build_backbone("resnet18_ibn_a", base_width=8, input_shape=(32, 32, 3)).save_weights(weights)
-    cfg = make_tiny_cfg(f"model.pretrained={weights}", "train.stage1.epochs=1", "train.stage2.epochs=0")
+    cfg = make_tiny_cfg(f"model.pretrained={weights}", "model.variant=baseline", "eval.feature=f",
+                        "train.stage1.epochs=1")
     run_dir = str(tmp_path / "run")
     train(cfg, run_dir, verbose=0)
     os.remove(weights)
