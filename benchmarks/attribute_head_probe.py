@@ -103,7 +103,10 @@ def main() -> None:
         raise SystemExit(f"this benchmark needs scikit-learn ({exc})") from exc
     from anet_tf.export import load_trained
 
-    net, cfg, dataset = load_trained(args.run)
+    try:
+        net, cfg, dataset = load_trained(args.run)
+    except (FileNotFoundError, ValueError) as exc:
+        raise SystemExit(f"attribute_head_probe: error: {exc}") from None
     if args.attribute not in cfg.data.attributes:
         raise SystemExit(f"--attribute {args.attribute!r}: the run has {cfg.data.attributes}")
     train = _features(net, cfg, dataset, dataset.train, args.attribute)
