@@ -12,6 +12,13 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from numpy.lib.stride_tricks import sliding_window_view
+from resnet_reference import REPEATS
+from resnet_reference import RandomStateDict
+from resnet_reference import assert_close
+from resnet_reference import np_bn
+from resnet_reference import np_conv
+from resnet_reference import np_stages
+from resnet_reference import relu
 
 from anet_tf.model.backbone import NonLocal
 from anet_tf.model.backbone import build_backbone
@@ -24,7 +31,6 @@ from anet_tf.model.weights import load_backbone_weights
 from anet_tf.model.weights import load_keras_resnet50_imagenet
 from anet_tf.model.weights import read_state_dict
 
-REPEATS = {50: (3, 4, 6, 3), 18: (2, 2, 2, 2)}
 ARCH = {
     (50, True): "resnet50_ibn_a",
     (18, True): "resnet18_ibn_a",
@@ -41,56 +47,10 @@ def make_fastreid_state_dict(
 
     ``inter``: "half" (C // 2) or an int (FastReID's current code: 1).
     """
-    rng = np.random.default_rng(seed)
-    sd = {}
-
-    def conv(name, out, inp, k, bias=False, gain=2.0):
-        std = math.sqrt(gain / (inp * k * k))
-        sd[f"{name}.weight"] = rng.normal(0, std, (out, inp, k, k)).astype("float32")
-        if bias:
-            sd[f"{name}.bias"] = rng.normal(0, 0.1, out).astype("float32")
-
-    def bn(name, c, scale=1.0):
-        sd[f"{name}.weight"] = scale * rng.uniform(0.5, 1.0, c).astype("float32")
-        sd[f"{name}.bias"] = rng.normal(0, 0.1, c).astype("float32")
-        sd[f"{name}.running_mean"] = rng.normal(0, 0.1, c).astype("float32")
-        sd[f"{name}.running_var"] = rng.uniform(0.5, 1.5, c).astype("float32")
-        sd[f"{name}.num_batches_tracked"] = np.array(1000, np.int64)
-
-    def norm1(name, planes, use_ibn):
-        if not use_ibn:
-            return bn(name, planes)
-        half = int(planes * 0.5)
-        sd[f"{name}.IN.weight"] = rng.uniform(0.5, 1.5, half).astype("float32")
-        sd[f"{name}.IN.bias"] = rng.normal(0, 0.1, half).astype("float32")
-        bn(f"{name}.BN", planes - half)
-
+    weights = RandomStateDict(seed)
+    conv, bn, sd = weights.conv, weights.bn, weights.sd
     b = "backbone"
-    conv(f"{b}.conv1", base, 3, 7)
-    bn(f"{b}.bn1", base)
-    inplanes = base
-    for stage, n in enumerate(REPEATS[depth], start=1):
-        planes = base * 2 ** (stage - 1)
-        use_ibn = ibn and stage < 4
-        out = planes * 4 if depth == 50 else planes
-        for i in range(n):
-            p = f"{b}.layer{stage}.{i}"
-            if depth == 50:
-                conv(f"{p}.conv1", planes, inplanes, 1)
-                norm1(f"{p}.bn1", planes, use_ibn)
-                conv(f"{p}.conv2", planes, planes, 3)
-                bn(f"{p}.bn2", planes)
-                conv(f"{p}.conv3", out, planes, 1)
-                bn(f"{p}.bn3", out)
-            else:
-                conv(f"{p}.conv1", planes, inplanes, 3)
-                norm1(f"{p}.bn1", planes, use_ibn)
-                conv(f"{p}.conv2", planes, planes, 3)
-                bn(f"{p}.bn2", planes)
-            if i == 0 and (stage > 1 or inplanes != out):
-                conv(f"{p}.downsample.0", out, inplanes, 1)
-                bn(f"{p}.downsample.1", out)
-            inplanes = out
+    inplanes = weights.resnet(depth, base, ibn, prefix=f"{b}.")
     if non_local:
         for stage, after in non_local_positions(REPEATS[depth]).items():
             c = base * 2 ** (stage - 1) * (4 if depth == 50 else 1)
@@ -106,36 +66,11 @@ def make_fastreid_state_dict(
     if heads:
         sd["heads.pool_layer.p"] = np.array([3.2], np.float32)
         bn("heads.bottleneck.0", inplanes)
-        sd["heads.weight"] = rng.normal(0, 0.01, (7, inplanes)).astype("float32")
+        sd["heads.weight"] = weights.rng.normal(0, 0.01, (7, inplanes)).astype("float32")
     return sd
 
 
 # ------------------------------------------------ NumPy forward, torch semantics
-
-
-def np_conv(x, w, stride=1, pad=0, bias=None):
-    """NHWC input, torch OIHW kernel, torch's symmetric zero padding."""
-    x = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-    kh, kw = w.shape[2:]
-    windows = sliding_window_view(x, (kh, kw), axis=(1, 2))[:, ::stride, ::stride]
-    y = np.tensordot(windows, w, axes=([3, 4, 5], [1, 2, 3]))
-    return y if bias is None else y + bias
-
-
-def np_bn(x, sd, name):
-    mean, var = sd[f"{name}.running_mean"], sd[f"{name}.running_var"]
-    return (x - mean) / np.sqrt(var + 1e-5) * sd[f"{name}.weight"] + sd[f"{name}.bias"]
-
-
-def np_norm1(x, sd, name):
-    if f"{name}.IN.weight" not in sd:
-        return np_bn(x, sd, name)
-    half = sd[f"{name}.IN.weight"].shape[0]
-    a, b = x[..., :half], x[..., half:]
-    mean, var = a.mean(axis=(1, 2), keepdims=True), a.var(axis=(1, 2), keepdims=True)
-    a = (a - mean) / np.sqrt(var + 1e-5) * sd[f"{name}.IN.weight"]
-    a = a + sd[f"{name}.IN.bias"]
-    return np.concatenate([a, np_bn(b, sd, f"{name}.BN")], axis=-1)
 
 
 def np_maxpool_ceil(x):
@@ -161,7 +96,6 @@ def np_non_local(x, sd, p):
 
 def np_fastreid_resnet(x, sd, depth, last_stride=1):
     """FastReID's ResNet forward on a ``backbone.*`` state dict."""
-    relu = lambda t: np.maximum(t, 0)  # noqa: E731
     sd = {
         k[len("backbone.") :]: v.astype(np.float64)
         for k, v in sd.items()
@@ -170,37 +104,12 @@ def np_fastreid_resnet(x, sd, depth, last_stride=1):
     x = relu(np_bn(np_conv(x, sd["conv1.weight"], 2, 3), sd, "bn1"))
     x = np_maxpool_ceil(x)
     positions = non_local_positions(REPEATS[depth]) if "NL_2.0.g.weight" in sd else {}
-    for stage, n in enumerate(REPEATS[depth], start=1):
+
+    def non_local(x, stage, i):
         after = positions.get(stage, ())
-        for i in range(n):
-            p = f"layer{stage}.{i}"
-            stride = (1, 2, 2, last_stride)[stage - 1] if i == 0 else 1
-            shortcut = x
-            if f"{p}.downsample.0.weight" in sd:
-                shortcut = np_conv(x, sd[f"{p}.downsample.0.weight"], stride)
-                shortcut = np_bn(shortcut, sd, f"{p}.downsample.1")
-            if depth == 50:
-                y = relu(np_norm1(np_conv(x, sd[f"{p}.conv1.weight"]), sd, f"{p}.bn1"))
-                y = np_conv(y, sd[f"{p}.conv2.weight"], stride, 1)
-                y = relu(np_bn(y, sd, f"{p}.bn2"))
-                y = np_bn(np_conv(y, sd[f"{p}.conv3.weight"]), sd, f"{p}.bn3")
-            else:
-                y = np_conv(x, sd[f"{p}.conv1.weight"], stride, 1)
-                y = relu(np_norm1(y, sd, f"{p}.bn1"))
-                y = np_bn(np_conv(y, sd[f"{p}.conv2.weight"], 1, 1), sd, f"{p}.bn2")
-            x = relu(y + shortcut)
-            if i in after:
-                x = np_non_local(x, sd, f"NL_{stage}.{after.index(i)}")
-    return x
+        return np_non_local(x, sd, f"NL_{stage}.{after.index(i)}") if i in after else x
 
-
-def _assert_close(actual, expected, tol=1e-4):
-    actual, expected = np.asarray(actual), np.asarray(expected)
-    assert actual.shape == expected.shape
-    scale = np.abs(expected).max()
-    assert np.abs(actual - expected).max() <= tol * scale, (
-        f"max |diff| {np.abs(actual - expected).max()} vs max |ref| {scale}"
-    )
+    return np_stages(x, sd, depth, last_stride, after_block=non_local)
 
 
 def _images(h, w, n=2, seed=0):
@@ -313,7 +222,7 @@ def test_fastreid_conversion_matches_numpy_forward(depth, base, inter, tmp_path)
     for h, w in ((64, 64), (67, 45)):
         x = _images(h, w)
         expected = np_fastreid_resnet(x.astype(np.float64), sd, depth)
-        _assert_close(backbone(x, training=False), expected)
+        assert_close(backbone(x, training=False), expected)
     # Every backbone weight came from the checkpoint.
     used = sum(
         v.size
@@ -626,4 +535,4 @@ def test_matches_pytorch_fastreid(depth, base, inter, tmp_path):
         with torch.no_grad():
             expected = model.backbone(torch.from_numpy(x).permute(0, 3, 1, 2))
         expected = expected.permute(0, 2, 3, 1).numpy()
-        _assert_close(backbone(x, training=False), expected)
+        assert_close(backbone(x, training=False), expected)

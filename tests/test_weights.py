@@ -5,12 +5,19 @@ pass with PyTorch semantics (OIHW kernels, symmetric padding, IN/BN channel spli
 written from the IBN-Net code, and, where torch is installed, against that code itself.
 """
 
-import math
 
 import keras
 import numpy as np
 import pytest
 from numpy.lib.stride_tricks import sliding_window_view
+from resnet_reference import REPEATS
+from resnet_reference import RandomStateDict
+from resnet_reference import assert_close
+from resnet_reference import np_bn
+from resnet_reference import np_conv
+from resnet_reference import np_norm1
+from resnet_reference import np_stages
+from resnet_reference import relu
 
 from anet_tf.model import build_anet
 from anet_tf.model import build_backbone
@@ -19,92 +26,20 @@ from anet_tf.model import load_keras_resnet50_imagenet
 from anet_tf.model.weights import WeightsError
 from anet_tf.model.weights import read_state_dict
 
-REPEATS = {50: (3, 4, 6, 3), 18: (2, 2, 2, 2)}
-
-
 # ---------------------------------------------- the IBN-Net checkpoint layout
 
 
 def make_state_dict(depth, base, ibn=True, seed=0):
     """Random weights in the key layout of IBN-Net's resnet{18,50}_ibn_a."""
-    rng = np.random.default_rng(seed)
-    sd = {}
-
-    def conv(name, out, inp, k):
-        std = math.sqrt(2.0 / (inp * k * k))
-        sd[f"{name}.weight"] = rng.normal(0, std, (out, inp, k, k)).astype("float32")
-
-    def bn(name, c):
-        sd[f"{name}.weight"] = rng.uniform(0.5, 1.0, c).astype("float32")
-        sd[f"{name}.bias"] = rng.normal(0, 0.1, c).astype("float32")
-        sd[f"{name}.running_mean"] = rng.normal(0, 0.1, c).astype("float32")
-        sd[f"{name}.running_var"] = rng.uniform(0.5, 1.5, c).astype("float32")
-        sd[f"{name}.num_batches_tracked"] = np.array(1000, np.int64)
-
-    def norm1(name, planes, use_ibn):
-        if not use_ibn:
-            return bn(name, planes)
-        half = int(planes * 0.5)
-        sd[f"{name}.IN.weight"] = rng.uniform(0.5, 1.5, half).astype("float32")
-        sd[f"{name}.IN.bias"] = rng.normal(0, 0.1, half).astype("float32")
-        bn(f"{name}.BN", planes - half)
-
-    conv("conv1", base, 3, 7)
-    bn("bn1", base)
-    inplanes = base
-    for stage, n in enumerate(REPEATS[depth], start=1):
-        planes = base * 2 ** (stage - 1)
-        use_ibn = ibn and stage < 4
-        out = planes * 4 if depth == 50 else planes
-        for i in range(n):
-            p = f"layer{stage}.{i}"
-            if depth == 50:
-                conv(f"{p}.conv1", planes, inplanes, 1)
-                norm1(f"{p}.bn1", planes, use_ibn)
-                conv(f"{p}.conv2", planes, planes, 3)
-                bn(f"{p}.bn2", planes)
-                conv(f"{p}.conv3", out, planes, 1)
-                bn(f"{p}.bn3", out)
-            else:
-                conv(f"{p}.conv1", planes, inplanes, 3)
-                norm1(f"{p}.bn1", planes, use_ibn)
-                conv(f"{p}.conv2", planes, planes, 3)
-                bn(f"{p}.bn2", planes)
-            if i == 0 and (stage > 1 or inplanes != out):
-                conv(f"{p}.downsample.0", out, inplanes, 1)
-                bn(f"{p}.downsample.1", out)
-            inplanes = out
-    sd["fc.weight"] = rng.normal(size=(10, inplanes)).astype("float32")
+    weights = RandomStateDict(seed)
+    inplanes = weights.resnet(depth, base, ibn)
+    sd = weights.sd
+    sd["fc.weight"] = weights.rng.normal(size=(10, inplanes)).astype("float32")
     sd["fc.bias"] = np.zeros(10, np.float32)
     return sd
 
 
 # ------------------------------------------------ NumPy forward, torch semantics
-
-
-def np_conv(x, w, stride=1, pad=0):
-    """NHWC input, torch OIHW kernel, torch's symmetric zero padding."""
-    x = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-    kh, kw = w.shape[2:]
-    windows = sliding_window_view(x, (kh, kw), axis=(1, 2))[:, ::stride, ::stride]
-    return np.tensordot(windows, w, axes=([3, 4, 5], [1, 2, 3]))
-
-
-def np_bn(x, sd, name):
-    mean, var = sd[f"{name}.running_mean"], sd[f"{name}.running_var"]
-    return (x - mean) / np.sqrt(var + 1e-5) * sd[f"{name}.weight"] + sd[f"{name}.bias"]
-
-
-def np_norm1(x, sd, name):
-    if f"{name}.IN.weight" not in sd:
-        return np_bn(x, sd, name)
-    half = sd[f"{name}.IN.weight"].shape[0]
-    a, b = x[..., :half], x[..., half:]
-    mean, var = a.mean(axis=(1, 2), keepdims=True), a.var(axis=(1, 2), keepdims=True)
-    a = (a - mean) / np.sqrt(var + 1e-5) * sd[f"{name}.IN.weight"] + sd[
-        f"{name}.IN.bias"
-    ]
-    return np.concatenate([a, np_bn(b, sd, f"{name}.BN")], axis=-1)
 
 
 def np_maxpool(x):
@@ -113,37 +48,9 @@ def np_maxpool(x):
 
 
 def np_resnet_ibn(x, sd, depth, last_stride=1):
-    relu = lambda t: np.maximum(t, 0)  # noqa: E731
     sd = {k: v.astype(np.float64) for k, v in sd.items()}
     x = np_maxpool(relu(np_bn(np_conv(x, sd["conv1.weight"], 2, 3), sd, "bn1")))
-    for stage, n in enumerate(REPEATS[depth], start=1):
-        for i in range(n):
-            p = f"layer{stage}.{i}"
-            stride = (1, 2, 2, last_stride)[stage - 1] if i == 0 else 1
-            shortcut = x
-            if f"{p}.downsample.0.weight" in sd:
-                shortcut = np_conv(x, sd[f"{p}.downsample.0.weight"], stride)
-                shortcut = np_bn(shortcut, sd, f"{p}.downsample.1")
-            if depth == 50:
-                y = relu(np_norm1(np_conv(x, sd[f"{p}.conv1.weight"]), sd, f"{p}.bn1"))
-                y = np_conv(y, sd[f"{p}.conv2.weight"], stride, 1)
-                y = relu(np_bn(y, sd, f"{p}.bn2"))
-                y = np_bn(np_conv(y, sd[f"{p}.conv3.weight"]), sd, f"{p}.bn3")
-            else:
-                y = np_conv(x, sd[f"{p}.conv1.weight"], stride, 1)
-                y = relu(np_norm1(y, sd, f"{p}.bn1"))
-                y = np_bn(np_conv(y, sd[f"{p}.conv2.weight"], 1, 1), sd, f"{p}.bn2")
-            x = relu(y + shortcut)
-    return x
-
-
-def _assert_close(actual, expected, tol=1e-4):
-    actual, expected = np.asarray(actual), np.asarray(expected)
-    assert actual.shape == expected.shape
-    scale = np.abs(expected).max()
-    assert np.abs(actual - expected).max() <= tol * scale, (
-        f"max |diff| {np.abs(actual - expected).max()} vs max |ref| {scale}"
-    )
+    return np_stages(x, sd, depth, last_stride)
 
 
 def _images(n=2, size=64, seed=0):
@@ -168,7 +75,7 @@ def test_convert_uses_every_key_and_matches_numpy_forward(arch, depth, ibn, tmp_
     backbone = convert_ibn_checkpoint(sd, str(out), arch=arch)
     x = _images()
     expected = np_resnet_ibn(x.astype(np.float64), sd, depth)
-    _assert_close(backbone(x, training=False), expected)
+    assert_close(backbone(x, training=False), expected)
     # Every weight of the backbone came from the checkpoint: the number of
     # converted values equals the number of checkpoint values (minus fc, counters).
     used = sum(
@@ -217,7 +124,7 @@ def test_single_block_in_bn_split_matches_numpy(tmp_path):
         np_norm1(np_conv(x, sd64[f"{p}.conv1.weight"], 1, 1), sd64, f"{p}.bn1"), 0
     )
     y = np_bn(np_conv(y, sd64[f"{p}.conv2.weight"], 1, 1), sd64, f"{p}.bn2")
-    _assert_close(block(x, training=False), y)
+    assert_close(block(x, training=False), y)
 
 
 def test_missing_unused_and_mis_shaped_keys_are_listed(tmp_path):
@@ -436,7 +343,7 @@ def test_matches_pytorch_ibn_net(arch, depth, tmp_path):
         expected = (
             net(torch.from_numpy(x).permute(0, 3, 1, 2)).permute(0, 2, 3, 1).numpy()
         )
-    _assert_close(backbone(x, training=False), expected)
+    assert_close(backbone(x, training=False), expected)
 
 
 # ------------------------------------------------------ Keras' ImageNet ResNet-50
@@ -482,7 +389,7 @@ def test_keras_resnet50_weights_give_identical_features(keras_resnet50_files):
     ours = build_backbone("resnet50", last_stride=2, input_shape=(64, 64, 3))
     load_keras_resnet50_imagenet(ours, legacy, fold_caffe_preprocessing=False)
     x = _images(seed=1) * 50.0
-    _assert_close(ours(x, training=False), reference(x, training=False), tol=2e-4)
+    assert_close(ours(x, training=False), reference(x, training=False), tol=2e-4)
 
 
 def test_keras_resnet50_caffe_preprocessing_is_folded(keras_resnet50_files):
@@ -497,7 +404,7 @@ def test_keras_resnet50_caffe_preprocessing_is_folded(keras_resnet50_files):
     stem = keras.Model(ours.input, ours.get_layer("bn1").output)
     ref_stem = keras.Model(reference.input, reference.get_layer("conv1_bn").output)
     # Away from the zero-padded border (output rows/cols 2..29 read no padding).
-    _assert_close(
+    assert_close(
         stem(normalised, training=False)[:, 2:30, 2:30],
         ref_stem(caffe, training=False)[:, 2:30, 2:30],
     )
