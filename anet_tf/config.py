@@ -191,6 +191,9 @@ class ModelConfig:
             initialisation on purpose; null = not chosen (``fit`` on VeRi-776,
             VeRi-Wild and VehicleID refuses it: the paper starts from ImageNet).
         attribute_branch: se (SE channel attention, the paper) | fc (Table 2).
+        attribute_neck: none (the paper: the classifier reads a_i) | bnneck (a
+            BatchNorm without learned shift between a_i and the attribute
+            classifier, as the ReID heads' BNNeck; a_i is served before it).
         se_reduction: SE reduction ratio (16).
         s_f: dimension of f; s_a: dimension of each a_i; s_j: dimension of j.
             ``s_f: 0`` / ``s_j: 0``: no FC, the feature is the pooled map itself
@@ -215,6 +218,7 @@ class ModelConfig:
     last_stride: int = 1
     pretrained: str | None = None
     attribute_branch: Literal["se", "fc"] = "se"
+    attribute_neck: Literal["none", "bnneck"] = "none"
     se_reduction: int = 16
     s_f: int = 512
     s_a: int = 128

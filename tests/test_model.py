@@ -171,6 +171,10 @@ LAYER_CASES = {
         lambda: AttributeBranch(6, 3, attention="fc"),
         [(2, 4, 4, 8)],
     ),
+    "AttributeBranch_bnneck": (
+        lambda: AttributeBranch(6, 3, neck="bnneck"),
+        [(2, 4, 4, 8)],
+    ),
     "JointModule": (lambda: JointModule(width=4), [(2, 4, 4, 8)] * 3),
 }
 
@@ -202,6 +206,8 @@ def test_layer_config_round_trip(case):
 def test_layer_argument_errors_name_the_value():
     with pytest.raises(ValueError, match="attention='bogus'"):
         AttributeBranch(4, 2, attention="bogus")
+    with pytest.raises(ValueError, match="neck='bn'"):
+        AttributeBranch(4, 2, neck="bn")
     with pytest.raises(ValueError, match="width=0"):
         JointModule(width=0)
     with pytest.raises(ValueError, match="F has shape"):
@@ -303,6 +309,37 @@ def test_fc_branch_uses_no_attention_and_feeds_F_to_the_joint_module():
     np.testing.assert_allclose(out["G"], G, rtol=1e-4, atol=1e-4)
 
 
+def test_attribute_bnneck_normalises_what_the_classifier_reads_not_a_i():
+    """attribute_neck=bnneck: a_i is served as FC(GAP(A_i)) and the classifier reads
+    BN(a_i) (batch statistics in training, moving statistics in inference)."""
+    net = build_anet(**{**TINY, "attribute_neck": "bnneck"})
+    plain = build_anet(**TINY)
+    branch = net.get_layer("attribute_type")
+    assert branch.neck == "bnneck" and plain.get_layer("attribute_type").neck == "none"
+    # gamma, moving mean and variance of an s_a-d BatchNorm without beta, per branch
+    assert net.count_params() - plain.count_params() == len(ATTRS) * 3 * TINY["s_a"]
+    x = _images(4, seed=3)
+    F = net.get_layer("backbone")(x, training=False)
+    A = branch.se(F)
+    a = branch.fc(keras.ops.mean(A, axis=[1, 2]))
+    W = np.asarray(branch.classifier.kernel)
+    bn = branch.bnneck
+    bn.moving_mean.assign(np.linspace(-1, 1, TINY["s_a"]).astype("float32"))
+    bn.moving_variance.assign(np.linspace(0.5, 2, TINY["s_a"]).astype("float32"))
+    out = net(x, training=False)
+    np.testing.assert_allclose(out["a_type"], a, rtol=1e-5, atol=1e-5)
+    read = (np.asarray(a) - np.asarray(bn.moving_mean)) / np.sqrt(
+        np.asarray(bn.moving_variance) + 1e-5
+    ) * np.asarray(bn.gamma)
+    np.testing.assert_allclose(out["a_type_logits"], read @ W, rtol=1e-4, atol=1e-4)
+    # training: the batch's own statistics, so the read-out has zero mean per unit
+    F = net.get_layer("backbone")(x, training=True)
+    a = np.asarray(branch.fc(keras.ops.mean(branch.se(F), axis=[1, 2])))
+    batch = (a - a.mean(0)) / np.sqrt(a.var(0) + 1e-5) * np.asarray(bn.gamma)
+    logits = net(x, training=True)["a_type_logits"]
+    np.testing.assert_allclose(logits, batch @ W, rtol=1e-3, atol=1e-3)
+
+
 def test_joint_width_changes_the_parameter_count():
     c = 64
     sizes = {}
@@ -340,6 +377,7 @@ def test_build_model_from_config_maps_every_setting():
         base_width=4,
         last_stride=2,
         attribute_branch="fc",
+        attribute_neck="bnneck",
         s_f=6,
         s_a=5,
         s_j=7,
@@ -353,6 +391,7 @@ def test_build_model_from_config_maps_every_setting():
     assert shapes["a_color"] == (None, 5) and shapes["a_color_logits"] == (None, 4)
     assert shapes["j"] == (None, 7)
     assert model.get_layer("attribute_color").attention == "fc"
+    assert model.get_layer("attribute_color").neck == "bnneck"
     assert model.get_layer("joint_module").theta_g2.filters == 3
     assert not any(isinstance(x, IBN) for x in model.get_layer("backbone").layers)
 

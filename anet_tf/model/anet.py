@@ -55,6 +55,7 @@ def build_anet(
     base_width: int = 64,
     last_stride: int = 1,
     attribute_branch: str = "se",
+    attribute_neck: str = "none",
     se_reduction: int = 16,
     s_f: int = 512,
     s_a: int = 128,
@@ -79,6 +80,8 @@ def build_anet(
         base_width: stem/stage-1 channels of the backbone (64 = standard ResNet).
         last_stride: stride of the last backbone stage (1 in the paper).
         attribute_branch: se (SE attention, the paper) | fc (Table 2).
+        attribute_neck: none (the paper) | bnneck, BatchNorm between a_i and the
+            attribute classifier (:class:`AttributeBranch`).
         se_reduction: SE reduction ratio r.
         s_f, s_a, s_j: dimensions of f, a_i and j (s_f, s_j = 0: no FC, the
             pooled map is the feature).
@@ -160,6 +163,7 @@ def build_anet(
             m,
             attention=attribute_branch,
             reduction=se_reduction,
+            neck=attribute_neck,
             name=f"attribute_{name}",
         )
         for name, m in zip(attribute_names, num_classes, strict=True)
@@ -206,6 +210,7 @@ def build_model_from_config(
         base_width=m.base_width,
         last_stride=m.last_stride,
         attribute_branch=m.attribute_branch,
+        attribute_neck=m.attribute_neck,
         se_reduction=m.se_reduction,
         s_f=m.s_f,
         s_a=m.s_a,

@@ -439,12 +439,17 @@ class AttributeBranch(keras.layers.Layer):
         num_classes: m_i, classes of this attribute.
         attention: se | fc.
         reduction: SE reduction ratio (ignored for ``fc``).
+        neck: none (the paper: logits = W_c a_i) | bnneck (logits = W_c BN(a_i), a
+            BatchNormalization without learned shift between a_i and the classifier,
+            as the BNNeck of the ReID heads; a_i itself is returned before it).
 
     Returns:
         ``(A_i, a_i, logits)``.
     """
 
-    def __init__(self, units, num_classes, attention="se", reduction=16, **kwargs):
+    def __init__(
+        self, units, num_classes, attention="se", reduction=16, neck="none", **kwargs
+    ):
         super().__init__(**kwargs)
         if attention not in ATTENTIONS:
             raise ValueError(
@@ -455,12 +460,22 @@ class AttributeBranch(keras.layers.Layer):
                 f"AttributeBranch needs positive units and num_classes. Received: "
                 f"units={units}, num_classes={num_classes}"
             )
+        if neck not in NECKS:
+            raise ValueError(f"neck must be one of {NECKS}. Received: neck={neck!r}")
         self.units = units
         self.num_classes = num_classes
         self.attention = attention
         self.reduction = reduction
+        self.neck = neck
         self.se = SEAttention(reduction, name="se") if attention == "se" else None
         self.fc = keras.layers.Dense(units, name="fc")
+        self.bnneck = (
+            keras.layers.BatchNormalization(
+                center=False, epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name="bnneck"
+            )
+            if neck == "bnneck"
+            else None
+        )
         self.classifier = keras.layers.Dense(
             num_classes, use_bias=False, name="classifier"
         )
@@ -470,12 +485,15 @@ class AttributeBranch(keras.layers.Layer):
         if self.se is not None:
             self.se.build(input_shape)
         self.fc.build((input_shape[0], c))
+        if self.bnneck is not None:
+            self.bnneck.build((input_shape[0], self.units))
         self.classifier.build((input_shape[0], self.units))
 
-    def call(self, F):
+    def call(self, F, training=None):
         A = self.se(F) if self.se is not None else F
         a = self.fc(ops.mean(A, axis=[1, 2]))
-        return A, a, self.classifier(a)
+        read = a if self.bnneck is None else self.bnneck(a, training=training)
+        return A, a, self.classifier(read)
 
     def compute_output_shape(self, input_shape):
         batch = input_shape[0]
@@ -488,6 +506,7 @@ class AttributeBranch(keras.layers.Layer):
             num_classes=self.num_classes,
             attention=self.attention,
             reduction=self.reduction,
+            neck=self.neck,
         )
         return config
 
