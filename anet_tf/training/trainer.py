@@ -29,6 +29,8 @@ import tensorflow as tf
 
 from anet_tf import losses as L
 from anet_tf.model.layers import InstanceNormalization
+from anet_tf.training.optimizers import coupled_weight_decay  # noqa: F401 (re-export)
+from anet_tf.training.optimizers import make_optimizer  # noqa: F401 (re-export)
 
 STAGE1 = 1
 STAGE2 = 2
@@ -300,37 +302,6 @@ def _poison_if_any_replica_overflowed(grads):
         g if g is None else tf.where(bad > 0, tf.fill(tf.shape(g), tf.constant(float("nan"), g.dtype)), g)
         for g in grads
     ]
-
-
-def make_optimizer(train_cfg, mixed_precision: bool = False):
-    """Amsgrad (section 4.2) or Adam/SGD.
-
-    With ``train.weight_decay_mode: decoupled`` the optimizer applies Keras'
-    decoupled ``weight_decay``; with ``coupled`` it has none and the trainer adds
-    the decay to the gradients (see :func:`coupled_weight_decay`).
-
-    The learning rate is a variable set each epoch by the schedule callback, so it
-    can follow the milestones counted over both stages.
-    """
-    decoupled = (
-        train_cfg.weight_decay if train_cfg.weight_decay_mode == "decoupled" else 0.0
-    )
-    kwargs = dict(learning_rate=train_cfg.lr, weight_decay=decoupled or None)
-    if train_cfg.optimizer == "amsgrad":
-        opt = keras.optimizers.Adam(amsgrad=True, **kwargs)
-    elif train_cfg.optimizer == "adam":
-        opt = keras.optimizers.Adam(**kwargs)
-    else:
-        opt = keras.optimizers.SGD(momentum=0.9, nesterov=train_cfg.nesterov, **kwargs)
-    if mixed_precision:
-        opt = keras.optimizers.LossScaleOptimizer(opt)
-    return opt
-
-
-def coupled_weight_decay(train_cfg) -> float:
-    """The ``weight_decay`` argument of :class:`ANetTrainer`: ``train.weight_decay``
-    in coupled mode, 0 in decoupled mode (the optimizer applies it)."""
-    return train_cfg.weight_decay if train_cfg.weight_decay_mode == "coupled" else 0.0
 
 
 def lr_at_epoch(global_epoch: int, base_lr: float, milestones, gamma: float) -> float:

@@ -1,0 +1,329 @@
+"""The ANet train step on the JAX backend: one jitted, stateless function per stage.
+
+:class:`~anet_tf.training.trainer.ANetTrainer` trains with a ``tf.GradientTape``;
+this module is its JAX counterpart, written in Keras 3's stateless idiom: the
+network's variables and the optimizer's live outside Keras as lists of arrays, and a
+step maps them to their new values::
+
+    step = make_train_step(net, attribute_names=..., variant="anet",
+                           loss_kwargs=loss_kwargs_from_config(cfg.loss, cfg.model.head),
+                           optimizer=optimizer, stage=1)
+    state = train_state(net, optimizer)
+    terms, *state = step(*state, images, targets)
+    ...
+    assign_state(net, optimizer, *state)       # back into the Keras variables
+
+Inside, ``net.stateless_call`` runs the network (BatchNormalization statistics are
+non-trainable variables threaded through), :func:`anet_tf.losses.compute_losses`
+gives the loss terms (the very function the TensorFlow trainer calls, so the terms
+are the same), ``jax.value_and_grad`` the gradients and
+``optimizer.stateless_apply`` the update.
+
+Both stages share one state layout: ``trainable`` is the network's trainable
+variables as stage 1 sees them (everything that trains in some stage), so a run
+moves from the stage-1 step to the stage-2 step with the same arrays and the same
+optimizer, as the TensorFlow trainer does. Stage 2 handles the frozen parts as
+``ANetTrainer.set_stage(2)`` does: the backbone and the ``f_head`` layer are not
+trainable while the step is traced, so the backbone's BatchNorms run in inference
+mode (they use and keep their moving statistics), and those variables get no
+gradient. They are left out of the optimizer update entirely (no gradient, so no
+weight decay and no change of their Adam moments), while the optimizer's iteration
+count advances for the whole step, exactly as ``optimizer.apply`` on the stage-2
+variables does under TensorFlow.
+
+Mixed precision follows the Keras dtype policy the network was built under
+(``mixed_bfloat16`` is the natural choice on JAX and needs no loss scaling); the
+loss terms are float32 whatever the policy. A ``LossScaleOptimizer`` (for
+``mixed_float16``) is honoured: the loss and the coupled weight decay are scaled by
+its current scale, which the optimizer's own ``stateless_apply`` then removes.
+
+One device only: the gradients are those of the local batch (what the TensorFlow
+trainer gives with one replica). Not covered yet, so :func:`make_train_step` has no
+arguments for them: ``freeze_iters``, the separate weight decay of norms and biases,
+and ``bias_lr_factor`` (FastReID's strong-baseline switches).
+
+This module imports no TensorFlow, directly or through what it imports, so it runs
+where only JAX and Keras are installed (``KERAS_BACKEND=jax``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Callable
+from typing import NamedTuple
+
+import keras
+
+from anet_tf import losses as L
+
+STAGE1 = 1
+STAGE2 = 2
+
+# The layers stage 2 freezes (ANetTrainer.set_stage): the backbone, and the f head,
+# on which L' (eq. 13) has no term.
+_FROZEN_IN_STAGE2 = ("backbone", "f_head")
+
+
+class TrainState(NamedTuple):
+    """The values a step reads and returns: the network's trainable variables (in
+    the stage-1 order of ``net.trainable_variables``), its non-trainable variables
+    (BatchNorm statistics, in the stage-1 order of ``net.non_trainable_variables``)
+    and the optimizer's variables (``optimizer.variables``)."""
+
+    trainable: list
+    non_trainable: list
+    optimizer_vars: list
+
+
+@contextlib.contextmanager
+def stage_flags(net: keras.Model, stage: int):
+    """Within the block, the ``trainable`` flags of ``stage``, as
+    ``ANetTrainer.set_stage`` sets them (stage 2: backbone and ``f_head`` frozen);
+    the flags the layers had before are restored afterwards.
+
+    Keras reads these flags when the network is called, so a step enters this
+    block while JAX traces it."""
+    if stage not in (STAGE1, STAGE2):
+        raise ValueError(f"stage must be 1 or 2. Received: stage={stage}")
+    layers = []
+    for name in _FROZEN_IN_STAGE2:
+        try:
+            layers.append(net.get_layer(name))
+        except ValueError:
+            if name == "backbone":
+                raise
+    before = [layer.trainable for layer in layers]
+    try:
+        for layer in layers:
+            layer.trainable = stage == STAGE1
+        yield
+    finally:
+        for layer, flag in zip(layers, before, strict=True):
+            layer.trainable = flag
+
+
+class _Plan(NamedTuple):
+    """Where each variable of a stage's view of the network sits in the shared
+    state: ``trained`` lists the indices (into ``TrainState.trainable``) of the
+    variables the stage trains, in the order of ``net.trainable_variables`` under
+    the stage's flags; ``non_trainable`` gives, for each of the stage's
+    ``net.non_trainable_variables``, ``(from_trainable, index)``."""
+
+    trained: list[int]
+    non_trainable: list[tuple[bool, int]]
+
+
+def _stage1_variables(net: keras.Model) -> tuple[list, list]:
+    """(trainable, non-trainable) variables of ``net`` as stage 1 sees them: the
+    layout of the shared state."""
+    with stage_flags(net, STAGE1):
+        return list(net.trainable_variables), list(net.non_trainable_variables)
+
+
+def _plan(net: keras.Model, stage: int) -> _Plan:
+    """Map the variables of ``stage``'s view of ``net`` onto the shared state."""
+    trainable, non_trainable = _stage1_variables(net)
+    t_index = {id(v): i for i, v in enumerate(trainable)}
+    n_index = {id(v): i for i, v in enumerate(non_trainable)}
+    with stage_flags(net, stage):
+        trained = [t_index[id(v)] for v in net.trainable_variables]
+        held = [
+            (True, t_index[id(v)]) if id(v) in t_index else (False, n_index[id(v)])
+            for v in net.non_trainable_variables
+        ]
+    return _Plan(trained, held)
+
+
+def _check_optimizer(net: keras.Model, optimizer) -> None:
+    """The optimizer must be built on the stage-1 trainable variables (the shared
+    state's layout); build it on them when it is not built yet."""
+    trainable, _ = _stage1_variables(net)
+    if not optimizer.built:
+        optimizer.build(trainable)
+        return
+    # What stateless_apply pairs the given values with (no public accessor).
+    built_on = [id(v) for v in optimizer._trainable_variables]
+    if built_on != [id(v) for v in trainable]:
+        raise ValueError(
+            "the optimizer must be built on the network's stage-1 trainable "
+            "variables (net.trainable_variables with the backbone and f_head "
+            f"trainable): it tracks {len(built_on)} variables, the network has "
+            f"{len(trainable)}"
+        )
+
+
+def train_state(net: keras.Model, optimizer) -> TrainState:
+    """The current values of the network's and the optimizer's variables, as a
+    step takes them (builds the optimizer on the stage-1 trainable variables if
+    needed).
+
+    The arrays are copies: a step donates its inputs to XLA, which would otherwise
+    delete the buffers the Keras variables still hold."""
+    import jax.numpy as jnp
+
+    _check_optimizer(net, optimizer)
+    trainable, non_trainable = _stage1_variables(net)
+
+    def values(variables):
+        return [jnp.array(v.value, copy=True) for v in variables]
+
+    return TrainState(
+        values(trainable), values(non_trainable), values(optimizer.variables)
+    )
+
+
+def assign_state(
+    net: keras.Model, optimizer, trainable, non_trainable, optimizer_vars
+) -> None:
+    """Write a step's state back into the Keras variables of ``net`` and
+    ``optimizer`` (to save weights or evaluate the network).
+
+    The variables get copies, so the state can still be passed to the next step,
+    which donates (deletes) the arrays it is given."""
+    import jax.numpy as jnp
+
+    variables, held = _stage1_variables(net)
+    groups = (
+        (variables, trainable),
+        (held, non_trainable),
+        (optimizer.variables, optimizer_vars),
+    )
+    for targets, values in groups:
+        if len(targets) != len(values):
+            raise ValueError(
+                f"assign_state: {len(values)} values for {len(targets)} variables"
+            )
+        for variable, value in zip(targets, values, strict=True):
+            variable.assign(jnp.array(value, copy=True))
+
+
+def make_train_step(
+    net: keras.Model,
+    *,
+    attribute_names: list[str],
+    variant: str,
+    loss_kwargs: dict,
+    optimizer,
+    stage: int = STAGE1,
+    weight_decay: float = 0.0,
+    jit: bool = True,
+) -> Callable:
+    """The train step of one stage as a stateless function.
+
+    Args:
+        net: the functional network of :func:`anet_tf.model.anet.build_anet`.
+        attribute_names: the attributes of its branches, in order (empty for the
+            baseline), as ``ANetTrainer`` gets them.
+        variant: baseline | van | anet.
+        loss_kwargs: keyword arguments of :func:`anet_tf.losses.compute_losses`
+            (:func:`anet_tf.losses.loss_kwargs_from_config`).
+        optimizer: a Keras optimizer; built here on the stage-1 trainable variables
+            if it is not yet. The same optimizer serves both stages.
+        stage: 1 (L, eq. 10) or 2 (L', eq. 13; backbone and f head frozen).
+        weight_decay: coupled L2 decay, ``weight_decay * w`` added to the gradient
+            of every trained variable (``ANetTrainer``'s ``weight_decay``;
+            ``train.weight_decay_mode: coupled``). Decoupled decay belongs to the
+            optimizer.
+        jit: compile with ``jax.jit``, donating the state (the caller must use the
+            returned state, never the arrays it passed in); False runs it eagerly.
+
+    Returns:
+        ``step(trainable, non_trainable, optimizer_vars, images, targets) ->
+        (terms, trainable, non_trainable, optimizer_vars)``: the state as in
+        :class:`TrainState` (:func:`train_state` gives the first one), ``images``
+        ``[B, H, W, 3]`` float32, ``targets`` the dict ``compute_losses`` reads
+        (``pid``, ``attributes``, ``pattern``), and ``terms`` the loss terms of
+        this stage, computed with the weights before the update (float32 scalars,
+        the keys of :func:`anet_tf.losses.loss_term_names`).
+    """
+    import jax
+
+    if keras.backend.backend() != "jax":
+        raise RuntimeError(
+            f"make_train_step needs the JAX backend (KERAS_BACKEND=jax); Keras runs "
+            f"{keras.backend.backend()!r}"
+        )
+    if not weight_decay >= 0:
+        raise ValueError(
+            f"weight_decay must be >= 0. Received: weight_decay={weight_decay}"
+        )
+    _check_optimizer(net, optimizer)
+    plan = _plan(net, stage)
+    if not plan.trained:
+        raise ValueError(
+            f"stage {stage} of variant {variant!r} trains no variable (it freezes the "
+            f"backbone and the f head)"
+        )
+    attribute_names = list(attribute_names)
+    loss_kwargs = dict(loss_kwargs)
+
+    def loss_fn(trained, trainable, non_trainable, optimizer_vars, images, targets):
+        held = [trainable[i] if t else non_trainable[i] for t, i in plan.non_trainable]
+        with stage_flags(net, stage):
+            outputs, held = net.stateless_call(trained, held, images, training=True)
+        terms = L.compute_losses(
+            outputs,
+            targets,
+            attribute_names=attribute_names,
+            variant=variant,
+            stage=stage,
+            **loss_kwargs,
+        )
+        loss = _scaled(
+            optimizer, optimizer_vars, keras.ops.cast(terms["total"], "float32")
+        )
+        return loss, (terms, held)
+
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+    def step(trainable, non_trainable, optimizer_vars, images, targets):
+        trained = [trainable[i] for i in plan.trained]
+        (_, (terms, held)), grads = grad_fn(
+            trained, trainable, non_trainable, optimizer_vars, images, targets
+        )
+        non_trainable = _updated_statistics(plan, non_trainable, held)
+        decay = (
+            _scaled(optimizer, optimizer_vars, weight_decay) if weight_decay else None
+        )
+        grads = _gradients_of_all(plan, grads, trainable, decay)
+        with warnings.catch_warnings():
+            # Frozen variables have no gradient on purpose; Keras warns about each.
+            warnings.filterwarnings("ignore", message="Gradients do not exist")
+            trainable, optimizer_vars = optimizer.stateless_apply(
+                optimizer_vars, grads, trainable
+            )
+        return terms, list(trainable), non_trainable, list(optimizer_vars)
+
+    if not jit:
+        return step
+    return jax.jit(step, donate_argnums=(0, 1, 2))
+
+
+def _updated_statistics(plan: _Plan, non_trainable: list, held: list) -> list:
+    """The shared non-trainable state after a call that returned ``held`` (the
+    stage's non-trainable variables); frozen trainable weights among them are
+    not state of this list and are left out."""
+    updated = list(non_trainable)
+    for (from_trainable, i), value in zip(plan.non_trainable, held, strict=True):
+        if not from_trainable:
+            updated[i] = value
+    return updated
+
+
+def _gradients_of_all(plan: _Plan, grads: list, trainable: list, decay) -> list:
+    """One gradient per shared trainable variable: the stage's gradients plus the
+    coupled decay ``decay * w`` (``decay`` None: none), None for the frozen ones,
+    which the optimizer then leaves alone."""
+    full = [None] * len(trainable)
+    for i, grad in zip(plan.trained, grads, strict=True):
+        full[i] = grad if decay is None else grad + decay * trainable[i]
+    return full
+
+
+def _scaled(optimizer, optimizer_vars, value):
+    """``value`` times the optimizer's current loss scale (1 without loss
+    scaling), read from ``optimizer_vars`` rather than the Keras variables."""
+    mapping = list(zip(optimizer.variables, optimizer_vars, strict=True))
+    with keras.StatelessScope(state_mapping=mapping):
+        return optimizer.scale_loss(value)
