@@ -22,6 +22,23 @@ def test_shipped_configs_load(name):
     assert cfg.data.batch_size % cfg.data.num_instances == 0
 
 
+def test_synthetic_attributes_config_differs_from_the_default_where_it_says():
+    """configs/synthetic_attributes.yaml: more training vehicles in its own folder,
+    the attribute BNNeck and a stage-2 lr; the default's step budget and test size."""
+    default, attr = load_config("synthetic"), load_config("synthetic_attributes")
+    assert attr.data.name == "synthetic" and attr.data.root != default.data.root
+    assert (attr.data.synth.ids, attr.data.synth.test_ids) == (520, 40)
+    assert attr.data.synth.test_ids == default.data.synth.test_ids
+    assert (default.model.attribute_neck, attr.model.attribute_neck) == ("none", "bnneck")
+    assert (default.train.stage2.lr, attr.train.stage2.lr) == (None, pytest.approx(6e-4))
+    steps = default.data.synth.ids - default.data.synth.test_ids  # identities
+    steps = steps * default.data.synth.images_per_id // default.data.batch_size
+    assert attr.train.stage1.steps_per_epoch == attr.train.stage2.steps_per_epoch == steps
+    assert (attr.train.stage1.epochs, attr.train.stage2.epochs) == (
+        default.train.stage1.epochs, default.train.stage2.epochs
+    )
+
+
 @pytest.mark.parametrize("name", ["veri776", "veriwild", "vehicleid"])
 def test_paper_hyper_parameters(name):
     """Section 4.2 of the paper."""
