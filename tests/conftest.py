@@ -2,8 +2,11 @@
 more than one test module uses: tiny runs, a tiny exported SavedModel for search,
 random embeddings, images, and tiny copies of the datasets' release layouts."""
 
+import csv
 import io
 import os
+import subprocess
+import sys
 from types import SimpleNamespace
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -12,6 +15,45 @@ os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
+
+
+def read_log(run_dir):
+    """The rows of a run folder's log.csv, as dicts of strings."""
+    with open(os.path.join(run_dir, "log.csv"), encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def run_script(script, env, timeout=420):
+    """Run Python source in a fresh interpreter (for process-global settings: dtype
+    policy, logical devices, TF_CONFIG), capturing its output."""
+    return subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+# The test files that take longest, longest first (summed --durations of one run of
+# the suite on the 2-core CPU). The parallel runner hands out whole files
+# (--dist loadfile) in collection order (--no-loadscope-reorder), so starting these
+# first keeps one long file from running alone at the end; the others follow in
+# their usual order.
+LONGEST_FILES_FIRST = [
+    "test_run_folder.py",
+    "test_training.py",
+    "test_training_processes.py",
+    "test_ablation.py",
+    "test_strong_training.py",
+    "test_jax_step.py",
+    "test_losses.py",
+    "test_cli.py",
+    "test_augment_strong.py",
+    "test_export_tflite.py",
+]
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FILES_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable
+
 
 # The smallest settings that still train both stages of every variant (CPU, seconds).
 TINY_OVERRIDES = [

@@ -15,15 +15,11 @@ import time
 
 import numpy as np
 import pytest
+from conftest import read_log
 
 from anet_tf.training.run import RunFolderError
 from anet_tf.training.run import RunLock
 from anet_tf.training.run import reconcile_log
-
-
-def read_log(run_dir):
-    with open(os.path.join(run_dir, "log.csv"), encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
 
 
 def last_epoch(run_dir):
