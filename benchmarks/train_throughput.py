@@ -38,7 +38,7 @@ def measure(cfg, *, stage: int, batch: int, steps: int, warmup: int, mixed: bool
     import tensorflow as tf
 
     from anet_tf.training.fit import build_trainer
-    from anet_tf.training.trainer import make_optimizer
+    from anet_tf.training.optimizers import make_optimizer
 
     keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
     keras.utils.set_random_seed(0)
@@ -107,7 +107,7 @@ def measure_anchor(cfg, *, batch: int, steps: int, warmup: int, mixed: bool, xla
     import numpy as np
     import tensorflow as tf
 
-    from anet_tf.training.trainer import make_optimizer
+    from anet_tf.training.optimizers import make_optimizer
 
     keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
     keras.utils.set_random_seed(0)

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from numpy.lib.stride_tricks import sliding_window_view
+from resnet_reference import assert_close
 
 from anet_tf.model.backbone import NonLocal
 from anet_tf.model.backbone import build_backbone
@@ -87,15 +88,6 @@ def randomize(model, rng):
         var.assign(value.astype("float32"))
 
 
-def _assert_close(actual, expected, tol=1e-5):
-    actual, expected = np.asarray(actual), np.asarray(expected)
-    assert actual.shape == expected.shape
-    scale = np.abs(expected).max()
-    assert np.abs(actual - expected).max() <= tol * scale, (
-        f"max |diff| {np.abs(actual - expected).max()} vs max |ref| {scale}"
-    )
-
-
 # ------------------------------------------------------------------- the stem
 
 
@@ -164,13 +156,13 @@ def test_non_local_block_matches_numpy(shape, inter):
     layer.build(shape)
     set_non_local(layer, p)
     assert layer.g.kernel.shape == (1, 1, c, inter or c // 2)
-    _assert_close(layer(x.astype("float32"), training=False), expected)
+    assert_close(layer(x.astype("float32"), training=False), expected, tol=1e-5)
     # Height and width unknown when the graph is traced: FastReID's product order.
     traced = tf.function(
         lambda t: layer(t, training=False),
         input_signature=[tf.TensorSpec((None, None, None, c), tf.float32)],
     )
-    _assert_close(traced(x.astype("float32")), expected)
+    assert_close(traced(x.astype("float32")), expected, tol=1e-5)
 
 
 def test_non_local_block_config_and_mixed_precision():

@@ -286,8 +286,8 @@ def test_stage2_lr_replaces_the_schedule_in_that_stage():
 
 
 def test_make_optimizer_weight_decay_modes():
-    from anet_tf.training.trainer import coupled_weight_decay
-    from anet_tf.training.trainer import make_optimizer
+    from anet_tf.training.optimizers import coupled_weight_decay
+    from anet_tf.training.optimizers import make_optimizer
 
     coupled = load_config("veri776").train
     decoupled = load_config("synthetic").train

@@ -26,6 +26,8 @@ from anet_tf.config import scheduled_epochs
 from anet_tf.training.callbacks import StageProgress
 from anet_tf.training.callbacks import stage_callbacks
 from anet_tf.training.checkpoint import CheckpointManager
+from anet_tf.training.optimizers import coupled_weight_decay
+from anet_tf.training.optimizers import make_optimizer
 from anet_tf.training.run import CONFIG_FILE  # noqa: F401  (re-exported)
 from anet_tf.training.run import RunLock
 from anet_tf.training.run import load_run_config  # noqa: F401  (re-exported)
@@ -35,8 +37,6 @@ from anet_tf.training.run import save_run_config
 from anet_tf.training.trainer import STAGE1
 from anet_tf.training.trainer import STAGE2
 from anet_tf.training.trainer import ANetTrainer
-from anet_tf.training.trainer import coupled_weight_decay
-from anet_tf.training.trainer import make_optimizer
 from anet_tf.training.trainer import term_names
 
 STAGE1_SNAPSHOT = "stage1"  # checkpoints/stage1: the checkpoint that ends stage 1

@@ -29,8 +29,6 @@ import tensorflow as tf
 
 from anet_tf import losses as L
 from anet_tf.model.layers import InstanceNormalization
-from anet_tf.training.optimizers import coupled_weight_decay  # noqa: F401 (re-export)
-from anet_tf.training.optimizers import make_optimizer  # noqa: F401 (re-export)
 
 STAGE1 = 1
 STAGE2 = 2
