@@ -49,10 +49,6 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 from machine import machine_info  # noqa: E402
 
 PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
-# The layers whose forward counts once in stage 2 (frozen, nothing below them
-# needs a gradient).
-FROZEN_IN_STAGE2 = ("backbone", "f_head")
-
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
@@ -153,12 +149,15 @@ def flops_per_image(net) -> dict[str, float]:
     import keras
 
     from anet_tf.model.summary import layer_macs
+    from anet_tf.training.stages import frozen_in_stage2
 
+    # stage 2's frozen layers: their forward counts once (nothing below needs a gradient)
+    held = {id(layer) for layer in frozen_in_stage2(net)}
     frozen = rest = 0
     for layer in net.layers:
         if isinstance(layer, keras.layers.InputLayer):
             continue
-        if layer.name in FROZEN_IN_STAGE2:
+        if id(layer) in held:
             frozen += layer_macs(layer)
         else:
             rest += layer_macs(layer)

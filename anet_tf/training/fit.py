@@ -34,8 +34,8 @@ from anet_tf.training.run import load_run_config  # noqa: F401  (re-exported)
 from anet_tf.training.run import reconcile_log
 from anet_tf.training.run import remove_stale_temporaries
 from anet_tf.training.run import save_run_config
-from anet_tf.training.trainer import STAGE1
-from anet_tf.training.trainer import STAGE2
+from anet_tf.training.stages import STAGE1
+from anet_tf.training.stages import STAGE2
 from anet_tf.training.trainer import ANetTrainer
 from anet_tf.training.trainer import term_names
 

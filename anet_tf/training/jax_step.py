@@ -56,13 +56,9 @@ from typing import NamedTuple
 import keras
 
 from anet_tf import losses as L
-
-STAGE1 = 1
-STAGE2 = 2
-
-# The layers stage 2 freezes (ANetTrainer.set_stage): the backbone, and the f head,
-# on which L' (eq. 13) has no term.
-_FROZEN_IN_STAGE2 = ("backbone", "f_head")
+from anet_tf.training.stages import STAGE1
+from anet_tf.training.stages import check_stage
+from anet_tf.training.stages import frozen_in_stage2
 
 
 class TrainState(NamedTuple):
@@ -84,15 +80,8 @@ def stage_flags(net: keras.Model, stage: int):
 
     Keras reads these flags when the network is called, so a step enters this
     block while JAX traces it."""
-    if stage not in (STAGE1, STAGE2):
-        raise ValueError(f"stage must be 1 or 2. Received: stage={stage}")
-    layers = []
-    for name in _FROZEN_IN_STAGE2:
-        try:
-            layers.append(net.get_layer(name))
-        except ValueError:
-            if name == "backbone":
-                raise
+    check_stage(stage)
+    layers = frozen_in_stage2(net)
     before = [layer.trainable for layer in layers]
     try:
         for layer in layers:

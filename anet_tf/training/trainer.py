@@ -29,9 +29,10 @@ import tensorflow as tf
 
 from anet_tf import losses as L
 from anet_tf.model.layers import InstanceNormalization
-
-STAGE1 = 1
-STAGE2 = 2
+from anet_tf.training.stages import STAGE1
+from anet_tf.training.stages import STAGE2
+from anet_tf.training.stages import check_stage
+from anet_tf.training.stages import frozen_in_stage2
 
 
 def term_names(variant: str, attribute_names: list[str]) -> list[str]:
@@ -129,17 +130,10 @@ class ANetTrainer(keras.Model):
         Keras 3. The caller must
         ``compile()`` again afterwards so the traced step sees the new trainable set.
         """
-        if stage not in (STAGE1, STAGE2):
-            raise ValueError(f"stage must be 1 or 2. Received: stage={stage}")
+        check_stage(stage)
         self.stage = stage
-        backbone = self.net.get_layer("backbone")
-        backbone.trainable = stage == STAGE1
-        # L' has no term on f (eq. 13; the AC terms see f under stop-gradient), so
-        # the f head would receive no gradient: freeze it too in stage 2.
-        try:
-            self.net.get_layer("f_head").trainable = stage == STAGE1
-        except ValueError:
-            pass
+        for layer in frozen_in_stage2(self.net):
+            layer.trainable = stage == STAGE1
 
     def compute_terms(self, images, targets, training: bool):
         outputs = self.net(images, training=training)
