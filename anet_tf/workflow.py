@@ -252,12 +252,17 @@ def fit_and_report(
     }
     exported = None
     if export:
-        from anet_tf.export.saved_model import export_saved_model
+        from anet_tf.training.fit import on_jax
 
         print("[anet-tf] exporting the SavedModel ...", flush=True)
-        exported = export_saved_model(
-            result.net, cfg, dataset, os.path.join(run_dir, "export")
-        )
+        if on_jax():
+            exported = export_in_tensorflow(run_dir, os.path.join(run_dir, "export"))
+        else:
+            from anet_tf.export.saved_model import export_saved_model
+
+            exported = export_saved_model(
+                result.net, cfg, dataset, os.path.join(run_dir, "export")
+            )
         payload["saved_model"] = exported
     write_json(os.path.join(run_dir, METRICS_FILE), payload)
     print()
@@ -273,6 +278,35 @@ def fit_and_report(
         print(f"  saved model : {exported}")
     print(f"training took {train_s:.0f} s")
     return payload
+
+
+def export_in_tensorflow(run_dir: str, out: str) -> str:
+    """Export the last checkpoint of ``run_dir`` (the weights training ended with)
+    to a SavedModel under ``out`` from a process on the TensorFlow backend: a
+    SavedModel is TensorFlow's format, and the Keras backend is fixed per process,
+    so a run trained on JAX is exported by ``anet-tf export`` as any run is.
+    Returns the version folder.
+
+    Raises:
+        RuntimeError: the export process failed (its error output attached).
+    """
+    import subprocess
+
+    from anet_tf.training.checkpoint import CheckpointManager
+
+    latest = CheckpointManager(os.path.join(run_dir, "checkpoints")).latest()
+    if latest is None:
+        raise RuntimeError(f"{run_dir}: no checkpoint to export")
+    command = [sys.executable, "-m", "anet_tf", "export", "--checkpoint", latest[0],
+               "--out", out, "--formats", "saved_model", "--quiet"]
+    env = dict(os.environ, KERAS_BACKEND="tensorflow")
+    proc = subprocess.run(command, env=env, capture_output=True, text=True)
+    if proc.returncode:
+        raise RuntimeError(
+            f"exporting {latest[0]} with the TensorFlow backend failed "
+            f"({' '.join(command)}):\n{proc.stderr[-3000:]}"
+        )
+    return json.loads(proc.stdout[proc.stdout.index("{"):])["saved_model"]
 
 
 def _name_undecodable_images(exc: Exception, dataset, run_dir: str) -> None:

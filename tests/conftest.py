@@ -31,6 +31,12 @@ def run_script(script, env, timeout=420):
     )
 
 
+# XLA options that cut the compile time of tiny JAX steps on CPU several fold (at
+# these sizes compilation is nearly all of the time). A jaxlib that does not know
+# an option refuses to start ("Unknown flag"): callers then run without them.
+JAX_FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"
+
+
 # The test files that take longest, longest first (summed --durations of one run of
 # the suite on the 2-core CPU). The parallel runner hands out whole files
 # (--dist loadfile) in collection order (--no-loadscope-reorder), so starting these

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import JAX_FAST_COMPILE
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("jax") is None,
@@ -51,10 +52,8 @@ class _RefuseTensorFlow(importlib.abc.MetaPathFinder):
 
 sys.meta_path.insert(0, _RefuseTensorFlow())
 """
-# Compile time is what tiny shapes cost on CPU; these XLA options cut it several
-# fold. A jaxlib that does not know an option refuses to start: then the
-# subprocess runs again without them.
-FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"
+# Compile time is what tiny shapes cost on CPU (conftest.JAX_FAST_COMPILE).
+FAST_COMPILE = JAX_FAST_COMPILE
 
 ATTRIBUTES = ["color", "type"]
 TINY = dict(

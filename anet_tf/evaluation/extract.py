@@ -20,6 +20,7 @@ from collections.abc import Callable
 from collections.abc import Mapping
 from collections.abc import Sequence
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -32,16 +33,39 @@ from anet_tf.evaluation.protocols import format_table
 from anet_tf.evaluation.protocols import protocol_kwargs
 
 
+def _compiled(net, read) -> Callable:
+    """``fn(images) -> read(outputs)`` of ``net`` in inference mode, compiled for
+    the backend Keras runs: a ``tf.function`` on TensorFlow, a ``jax.jit`` of the
+    network's stateless call (on the weights it has now) on JAX. ``read`` uses
+    ``keras.ops`` only."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        trainable = [v.value for v in net.trainable_variables]
+        non_trainable = [v.value for v in net.non_trainable_variables]
+
+        @jax.jit
+        def run(trainable, non_trainable, images):
+            outputs, _ = net.stateless_call(trainable, non_trainable, images, training=False)
+            return read(outputs)
+
+        return lambda images: run(trainable, non_trainable, np.asarray(images))
+
+    @tf.function(reduce_retracing=True)
+    def run_tf(images):
+        return read(net(images, training=False))
+
+    return run_tf
+
+
 def keras_embed_fn(net, feature: str, attribute_names: list[str]) -> Callable:
     """A compiled ``fn(images) -> features`` of a functional ANet network."""
     from anet_tf.model.anet import test_feature
 
-    @tf.function(reduce_retracing=True)
-    def embed(images):
-        outputs = net(images, training=False)
-        return tf.cast(test_feature(outputs, feature, attribute_names), tf.float32)
+    def read(outputs):
+        return keras.ops.cast(test_feature(outputs, feature, attribute_names), "float32")
 
-    return embed
+    return _compiled(net, read)
 
 
 def keras_predict_fn(net, feature: str, attribute_names: list[str]) -> Callable:
@@ -49,17 +73,15 @@ def keras_predict_fn(net, feature: str, attribute_names: list[str]) -> Callable:
     argmax of each ``a_<name>_logits``, from one forward pass."""
     from anet_tf.model.anet import test_feature
 
-    @tf.function(reduce_retracing=True)
-    def predict(images):
-        outputs = net(images, training=False)
-        feats = tf.cast(test_feature(outputs, feature, attribute_names), tf.float32)
+    def read(outputs):
+        feats = keras.ops.cast(test_feature(outputs, feature, attribute_names), "float32")
         classes = {
-            name: tf.argmax(outputs[f"a_{name}_logits"], axis=-1, output_type=tf.int32)
+            name: keras.ops.cast(keras.ops.argmax(outputs[f"a_{name}_logits"], axis=-1), "int32")
             for name in attribute_names
         }
         return feats, classes
 
-    return predict
+    return _compiled(net, read)
 
 
 def extract_outputs(

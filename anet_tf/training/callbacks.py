@@ -185,6 +185,11 @@ class LrSchedule(keras.callbacks.Callback):
         iteration = self._iteration(batch)
         if batch and iteration <= self.warmup_iters:
             factor = warmup_multiplier(iteration, self.warmup_iters, self.warmup_factor)
+            # Keras' JAX fit holds the variables outside the model within an
+            # epoch: put them back first, so the next step reads the new lr.
+            sync = getattr(self.model, "jax_state_sync", None)
+            if sync is not None:
+                sync()
             _set_lr(self.model.optimizer, self._epoch_lr * factor)
 
 
@@ -284,8 +289,9 @@ class SyncMovingStatistics(keras.callbacks.Callback):
     replica (and worker), before anything reads the network: all of them join."""
 
     def on_epoch_end(self, epoch, logs=None):
-        strategy = self.model.distribute_strategy
-        if strategy.num_replicas_in_sync > 1:
+        # JAX's DataParallel keeps one copy of the statistics (no such attribute).
+        strategy = getattr(self.model, "distribute_strategy", None)
+        if strategy is not None and strategy.num_replicas_in_sync > 1:
             from anet_tf.training.loop import sync_moving_statistics
 
             sync_moving_statistics(self.model.net, strategy)

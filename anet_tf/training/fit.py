@@ -10,6 +10,7 @@ so this module needs nothing to its right in the data flow.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -74,6 +75,49 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     if name == "one_device":
         return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
     return tf.distribute.get_strategy()
+
+
+def on_jax() -> bool:
+    """Whether Keras runs the JAX backend (``KERAS_BACKEND=jax``): training then
+    goes through Keras' stateless JAX ``fit`` (tf.data still feeds it)."""
+    return keras.backend.backend() == "jax"
+
+
+def mixed_precision_policy() -> str:
+    """``train.mixed_precision``'s dtype policy: float16 with loss scaling on
+    TensorFlow (GPU tensor cores), bfloat16 on JAX (no loss scaling needed)."""
+    return "mixed_bfloat16" if on_jax() else "mixed_float16"
+
+
+@contextlib.contextmanager
+def jax_distribution(name: str):
+    """The JAX backend's counterpart of :func:`make_strategy`, for the block:
+    ``keras.distribution.DataParallel`` over every JAX device when there are
+    several and ``train.strategy`` is auto or mirrored (one computation over the
+    global batch, sharded along the batch); one device otherwise. Yields the
+    number of devices the batch is split over.
+
+    ``multi_worker`` (TF_CONFIG) is TensorFlow's; it is refused here."""
+    import jax
+
+    from anet_tf.config import ConfigError
+
+    if name == "multi_worker":
+        raise ConfigError(
+            "train.strategy=multi_worker is TensorFlow's MultiWorkerMirroredStrategy; "
+            "on the JAX backend use auto or mirrored (DataParallel over the local "
+            "devices) or run with KERAS_BACKEND=tensorflow"
+        )
+    devices = jax.devices()
+    if name not in ("auto", "mirrored") or len(devices) < 2:
+        yield 1
+        return
+    before = keras.distribution.distribution()
+    keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
+    try:
+        yield len(devices)
+    finally:
+        keras.distribution.set_distribution(before)
 
 
 def is_chief(strategy) -> bool:
@@ -206,7 +250,7 @@ def train(
     """
     policy = keras.mixed_precision.global_policy()
     if cfg.train.mixed_precision:
-        keras.mixed_precision.set_global_policy("mixed_float16")
+        keras.mixed_precision.set_global_policy(mixed_precision_policy())
     determinism = set_determinism(cfg.train.deterministic)
     try:
         return _train(cfg, run_dir, resume=resume, dataset=dataset, evaluate_fn=evaluate_fn,
@@ -216,26 +260,47 @@ def train(
         restore_determinism(determinism)
 
 
+def _jax_devices() -> str:
+    """The devices a JAX step runs on, for the stage line."""
+    distribution = keras.distribution.distribution()
+    count = distribution.device_mesh.devices.size if distribution is not None else 1
+    return f"{count} JAX device(s)"
+
+
+def _jit_compile(cfg: Config) -> bool:
+    """``train.jit_compile`` on TensorFlow (XLA or not); always on JAX, whose
+    train step runs op by op otherwise."""
+    return True if on_jax() else cfg.train.jit_compile
+
+
 def _train(cfg, run_dir, *, resume, dataset, evaluate_fn, extra_callbacks, verbose) -> TrainResult:
     from anet_tf.data.readers import load_dataset
 
     seed_everything(cfg.train.seed)
-    strategy = make_strategy(cfg.train.strategy)
-    chief = is_chief(strategy)
-    if dataset is None:
-        dataset = load_dataset(cfg)
-    lock = RunLock(run_dir)
-    if chief:
-        # One process trains in a run folder; the lock lives as long as training.
-        lock.acquire()
-        if lock.took_over and verbose:
-            print(f"[anet-tf] {run_dir}: took over the lock of {lock.took_over}, which has ended")
-    try:
-        return _train_locked(cfg, run_dir, strategy, chief, dataset, resume=resume,
-                             evaluate_fn=evaluate_fn, extra_callbacks=extra_callbacks,
-                             verbose=verbose)
-    finally:
-        lock.release()
+    with contextlib.ExitStack() as stack:
+        if on_jax():
+            # Keras' JAX fit; TensorFlow's default strategy is a no-op scope.
+            devices = stack.enter_context(jax_distribution(cfg.train.strategy))
+            strategy = tf.distribute.get_strategy()
+            if devices > 1 and verbose:
+                print(f"[anet-tf] JAX: DataParallel over {devices} devices")
+        else:
+            strategy = make_strategy(cfg.train.strategy)
+        chief = is_chief(strategy)
+        if dataset is None:
+            dataset = load_dataset(cfg)
+        lock = RunLock(run_dir)
+        if chief:
+            # One process trains in a run folder; the lock lives as long as training.
+            lock.acquire()
+            if lock.took_over and verbose:
+                print(f"[anet-tf] {run_dir}: took over the lock of {lock.took_over}, which has ended")
+        try:
+            return _train_locked(cfg, run_dir, strategy, chief, dataset, resume=resume,
+                                 evaluate_fn=evaluate_fn, extra_callbacks=extra_callbacks,
+                                 verbose=verbose)
+        finally:
+            lock.release()
 
 
 def _train_locked(cfg, run_dir, strategy, chief, dataset, *, resume, evaluate_fn,
@@ -257,11 +322,12 @@ def _train_locked(cfg, run_dir, strategy, chief, dataset, *, resume, evaluate_fn
     num_ids = len(dataset.train_pids())
     with strategy.scope():
         trainer = build_trainer(cfg, num_ids, dataset.num_classes, load_pretrained=latest is None)
-        optimizer = make_optimizer(cfg.train, cfg.train.mixed_precision)
+        # Loss scaling is for float16 (TensorFlow); JAX's bfloat16 needs none.
+        optimizer = make_optimizer(cfg.train, cfg.train.mixed_precision and not on_jax())
         # Build the optimizer over the stage-1 variables so its state has the same
         # layout whether it is saved in stage 1 or 2 (stage 2 updates a subset).
         optimizer.build(trainer.net.trainable_variables)
-        trainer.compile(optimizer=optimizer, jit_compile=cfg.train.jit_compile)
+        trainer.compile(optimizer=optimizer, jit_compile=_jit_compile(cfg))
 
     state = None
     if latest is not None:
@@ -303,7 +369,7 @@ def _train_locked(cfg, run_dir, strategy, chief, dataset, *, resume, evaluate_fn
             continue
         with strategy.scope():
             trainer.set_stage(stage)
-            trainer.compile(optimizer=optimizer, jit_compile=cfg.train.jit_compile)
+            trainer.compile(optimizer=optimizer, jit_compile=_jit_compile(cfg))
         data_cfg = per_replica_data_config(cfg, replicas)
         train_ds, steps = build_train_dataset(
             dataset,
@@ -349,7 +415,7 @@ def _train_locked(cfg, run_dir, strategy, chief, dataset, *, resume, evaluate_fn
             print(
                 f"[anet-tf] stage {stage}: epochs {start + 1}..{stage_cfg.epochs}, "
                 f"{steps} steps of {data_cfg.batch_size * replicas} images, "
-                f"{replicas} replica(s)"
+                + (_jax_devices() if on_jax() else f"{replicas} replica(s)")
             )
         callbacks = [*run_callbacks, *extra_callbacks]
         if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):

@@ -110,17 +110,18 @@ def _stage1_variables(net: keras.Model) -> tuple[list, list]:
         return list(net.trainable_variables), list(net.non_trainable_variables)
 
 
-def _plan(net: keras.Model, stage: int) -> _Plan:
-    """Map the variables of ``stage``'s view of ``net`` onto the shared state."""
-    trainable, non_trainable = _stage1_variables(net)
-    t_index = {id(v): i for i, v in enumerate(trainable)}
-    n_index = {id(v): i for i, v in enumerate(non_trainable)}
-    with stage_flags(net, stage):
-        trained = [t_index[id(v)] for v in net.trainable_variables]
-        held = [
-            (True, t_index[id(v)]) if id(v) in t_index else (False, n_index[id(v)])
-            for v in net.non_trainable_variables
-        ]
+def _plan(net: keras.Model, t_vars: list, n_vars: list) -> _Plan:
+    """Under the layers' current ``trainable`` flags, where each of ``net``'s
+    trainable and non-trainable variables sits in the reference lists ``t_vars``
+    (the variables whose values a step's ``trainable`` list holds) and ``n_vars``
+    (those of its ``non_trainable`` list)."""
+    t_index = {id(v): i for i, v in enumerate(t_vars)}
+    n_index = {id(v): i for i, v in enumerate(n_vars)}
+    trained = [t_index[id(v)] for v in net.trainable_variables]
+    held = [
+        (True, t_index[id(v)]) if id(v) in t_index else (False, n_index[id(v)])
+        for v in net.non_trainable_variables
+    ]
     return _Plan(trained, held)
 
 
@@ -228,30 +229,142 @@ def make_train_step(
     """
     import jax
 
-    if keras.backend.backend() != "jax":
-        raise RuntimeError(
-            f"make_train_step needs the JAX backend (KERAS_BACKEND=jax); Keras runs "
-            f"{keras.backend.backend()!r}"
-        )
+    _check_backend("make_train_step")
     if not weight_decay >= 0:
         raise ValueError(
             f"weight_decay must be >= 0. Received: weight_decay={weight_decay}"
         )
     _check_optimizer(net, optimizer)
-    plan = _plan(net, stage)
-    if not plan.trained:
+    t_vars, n_vars = _stage1_variables(net)
+    with stage_flags(net, stage):
+        trains_something = bool(net.trainable_variables)
+    if not trains_something:
         raise ValueError(
             f"stage {stage} of variant {variant!r} trains no variable (it freezes the "
             f"backbone and the f head)"
         )
+    terms_of = _terms_function(net, attribute_names, variant, stage, loss_kwargs)
+    decays = [float(weight_decay)] * len(t_vars)
+
+    def step(trainable, non_trainable, optimizer_vars, images, targets):
+        with stage_flags(net, stage):
+            terms, grads, non_trainable = _terms_and_gradients(
+                net, optimizer, t_vars, n_vars, trainable, non_trainable,
+                optimizer_vars, images, targets, terms_of,
+            )
+        grads = _with_decay(optimizer, optimizer_vars, grads, trainable, decays)
+        trainable, optimizer_vars = _apply(
+            optimizer, optimizer_vars, t_vars, n_vars, trainable, non_trainable, grads
+        )
+        return terms, trainable, non_trainable, optimizer_vars
+
+    if not jit:
+        return step
+    return jax.jit(step, donate_argnums=(0, 1, 2))
+
+
+def fit_train_step(trainer, state, data):
+    """``ANetTrainer.train_step`` on the JAX backend: the step Keras' ``fit``
+    compiles and calls with ``state = (trainable, non_trainable, optimizer,
+    metrics variables)`` of the trainer, returning ``(logs, state)``.
+
+    The same loss terms, coupled weight decay (with FastReID's norm / bias groups),
+    ``bias_lr_factor`` and ``freeze_iters`` as the TensorFlow ``train_step``, on the
+    trainer's current stage (``set_stage`` has set the layers' flags, so in stage 2
+    the backbone and ``f_head`` are among the non-trainable variables Keras passes
+    in). The optimizer was built on the stage-1 variables (as under TensorFlow);
+    the frozen ones get no gradient and are left alone.
+
+    With a ``keras.distribution.DataParallel`` distribution the step is one
+    computation over the global batch (batch-hard mining over all of it), where
+    TensorFlow's MirroredStrategy mines each replica's slice.
+    """
+    import jax
+
+    from anet_tf.training.stages import STAGE1
+
+    trainable, non_trainable, optimizer_vars, metrics_vars = state
+    images, targets = data
+    net, optimizer = trainer.net, trainer.optimizer
+    t_vars = list(trainer.trainable_variables)
+    n_vars = list(trainer.non_trainable_variables)
+    terms_of = _terms_function(
+        net, trainer.attribute_names, trainer.variant, trainer.stage, trainer.loss_kwargs
+    )
+    decays = trainer._decays(t_vars)
+    factors = trainer._lr_factors(t_vars)
+
+    def gradients(frozen: bool):
+        def run(_):
+            backbone = net.get_layer("backbone")
+            held = {id(v) for v in backbone.variables} if frozen else set()
+            flag = backbone.trainable
+            backbone.trainable = not frozen and flag
+            try:
+                terms, grads, new_held = _terms_and_gradients(
+                    net, optimizer, t_vars, n_vars, trainable, non_trainable,
+                    optimizer_vars, images, targets, terms_of,
+                )
+            finally:
+                backbone.trainable = flag
+            grads = _with_decay(optimizer, optimizer_vars, grads, trainable, decays)
+            grads = [
+                g if g is None or f == 1.0 else g * f
+                for g, f in zip(grads, factors, strict=True)
+            ]
+            # Held variables get a zero update; every variable a gradient (both
+            # branches of the condition return the same structure).
+            grads = [
+                keras.ops.zeros_like(w) if g is None or id(v) in held else g
+                for g, w, v in zip(grads, trainable, t_vars, strict=True)
+            ]
+            return terms, grads, new_held
+
+        return run
+
+    if trainer.freeze_iters and trainer.stage == STAGE1:
+        iterations = optimizer_vars[_index_of(optimizer.variables, optimizer.iterations)]
+        terms, grads, non_trainable = jax.lax.cond(
+            iterations < trainer.freeze_iters, gradients(True), gradients(False), None
+        )
+    else:
+        terms, grads, non_trainable = gradients(False)(None)
+        # As under TensorFlow: a variable the loss does not reach keeps None.
+    trainable, optimizer_vars = _apply(
+        optimizer, optimizer_vars, t_vars, n_vars, trainable, non_trainable, grads
+    )
+    mapping = list(zip(trainer.metrics_variables, metrics_vars, strict=True))
+    with keras.StatelessScope(state_mapping=mapping) as scope:
+        logs = trainer._update_trackers(terms)
+    metrics_vars = [
+        value if scope.get_current_value(v) is None else scope.get_current_value(v)
+        for v, value in mapping
+    ]
+    return logs, (trainable, non_trainable, optimizer_vars, metrics_vars)
+
+
+def _check_backend(what: str) -> None:
+    if keras.backend.backend() != "jax":
+        raise RuntimeError(
+            f"{what} needs the JAX backend (KERAS_BACKEND=jax); Keras runs "
+            f"{keras.backend.backend()!r}"
+        )
+
+
+def _index_of(variables, variable) -> int:
+    for i, v in enumerate(variables):
+        if v is variable:
+            return i
+    raise ValueError(f"{variable.path} is not among the given variables")
+
+
+def _terms_function(net, attribute_names, variant, stage, loss_kwargs) -> Callable:
+    """``outputs -> loss terms`` of a stage (:func:`anet_tf.losses.compute_losses`)."""
     attribute_names = list(attribute_names)
     loss_kwargs = dict(loss_kwargs)
 
-    def loss_fn(trained, trainable, non_trainable, optimizer_vars, images, targets):
-        held = [trainable[i] if t else non_trainable[i] for t, i in plan.non_trainable]
-        with stage_flags(net, stage):
-            outputs, held = net.stateless_call(trained, held, images, training=True)
-        terms = L.compute_losses(
+    def terms_of(outputs, targets):
+        return L.compute_losses(
             outputs,
             targets,
             attribute_names=attribute_names,
@@ -259,55 +372,78 @@ def make_train_step(
             stage=stage,
             **loss_kwargs,
         )
-        loss = _scaled(
-            optimizer, optimizer_vars, keras.ops.cast(terms["total"], "float32")
-        )
+
+    return terms_of
+
+
+def _terms_and_gradients(
+    net, optimizer, t_vars, n_vars, trainable, non_trainable, optimizer_vars,
+    images, targets, terms_of,
+):
+    """Loss terms and gradients of one batch under the layers' current flags.
+
+    Returns ``(terms, grads, non_trainable)``: ``grads`` has one entry per
+    variable of ``t_vars`` (None for those the flags freeze), ``non_trainable``
+    the values of ``n_vars`` after the forward pass (BatchNorm statistics of the
+    layers that train)."""
+    import jax
+
+    plan = _plan(net, t_vars, n_vars)
+
+    def loss_fn(trained):
+        held = [trainable[i] if t else non_trainable[i] for t, i in plan.non_trainable]
+        outputs, held = net.stateless_call(trained, held, images, training=True)
+        terms = terms_of(outputs, targets)
+        loss = _scaled(optimizer, optimizer_vars, keras.ops.cast(terms["total"], "float32"))
         return loss, (terms, held)
 
-    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-
-    def step(trainable, non_trainable, optimizer_vars, images, targets):
-        trained = [trainable[i] for i in plan.trained]
-        (_, (terms, held)), grads = grad_fn(
-            trained, trainable, non_trainable, optimizer_vars, images, targets
-        )
-        non_trainable = _updated_statistics(plan, non_trainable, held)
-        decay = (
-            _scaled(optimizer, optimizer_vars, weight_decay) if weight_decay else None
-        )
-        grads = _gradients_of_all(plan, grads, trainable, decay)
-        with warnings.catch_warnings():
-            # Frozen variables have no gradient on purpose; Keras warns about each.
-            warnings.filterwarnings("ignore", message="Gradients do not exist")
-            trainable, optimizer_vars = optimizer.stateless_apply(
-                optimizer_vars, grads, trainable
-            )
-        return terms, list(trainable), non_trainable, list(optimizer_vars)
-
-    if not jit:
-        return step
-    return jax.jit(step, donate_argnums=(0, 1, 2))
-
-
-def _updated_statistics(plan: _Plan, non_trainable: list, held: list) -> list:
-    """The shared non-trainable state after a call that returned ``held`` (the
-    stage's non-trainable variables); frozen trainable weights among them are
-    not state of this list and are left out."""
+    (_, (terms, held)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        [trainable[i] for i in plan.trained]
+    )
     updated = list(non_trainable)
     for (from_trainable, i), value in zip(plan.non_trainable, held, strict=True):
-        if not from_trainable:
+        if not from_trainable:  # a frozen weight is not state that a call changes
             updated[i] = value
-    return updated
-
-
-def _gradients_of_all(plan: _Plan, grads: list, trainable: list, decay) -> list:
-    """One gradient per shared trainable variable: the stage's gradients plus the
-    coupled decay ``decay * w`` (``decay`` None: none), None for the frozen ones,
-    which the optimizer then leaves alone."""
     full = [None] * len(trainable)
     for i, grad in zip(plan.trained, grads, strict=True):
-        full[i] = grad if decay is None else grad + decay * trainable[i]
-    return full
+        full[i] = grad
+    return terms, full, updated
+
+
+def _with_decay(optimizer, optimizer_vars, grads, trainable, decays) -> list:
+    """``g + decay * w`` per variable (coupled L2, in the loss-scaled units of the
+    gradients); a variable without a gradient or with no decay is left alone."""
+    scaled = {d: _scaled(optimizer, optimizer_vars, d) for d in set(decays) if d}
+    return [
+        g if g is None or not d else g + scaled[d] * w
+        for g, w, d in zip(grads, trainable, decays, strict=True)
+    ]
+
+
+def _apply(optimizer, optimizer_vars, t_vars, n_vars, trainable, non_trainable, grads):
+    """``optimizer.stateless_apply`` over the variables the optimizer was built on
+    (the stage-1 trainable ones): the values of those a stage freezes come from
+    ``non_trainable`` and get no gradient, so the optimizer leaves them (and their
+    moments) alone. Returns the new ``trainable`` values and optimizer state."""
+    t_index = {id(v): i for i, v in enumerate(t_vars)}
+    n_index = {id(v): i for i, v in enumerate(n_vars)}
+    values, full = [], []
+    for v in optimizer._trainable_variables:  # what stateless_apply pairs with
+        if id(v) in t_index:
+            values.append(trainable[t_index[id(v)]])
+            full.append(grads[t_index[id(v)]])
+        else:
+            values.append(non_trainable[n_index[id(v)]])
+            full.append(None)
+    with warnings.catch_warnings():
+        # Frozen variables have no gradient on purpose; Keras warns about each.
+        warnings.filterwarnings("ignore", message="Gradients do not exist")
+        values, optimizer_vars = optimizer.stateless_apply(optimizer_vars, full, values)
+    trainable = list(trainable)
+    for v, value in zip(optimizer._trainable_variables, values, strict=True):
+        if id(v) in t_index:
+            trainable[t_index[id(v)]] = value
+    return trainable, list(optimizer_vars)
 
 
 def _scaled(optimizer, optimizer_vars, value):

@@ -187,10 +187,9 @@ class ANetTrainer(keras.Model):
                     scaled[d] = self.optimizer.scale_loss(scaled[d])
             grads = _add_weight_decay(grads, variables, [scaled[d] for d in decays])
         if self.bias_lr_factor != 1.0:
-            biases = variable_groups(self.net)[1]
             grads = [
-                g * self.bias_lr_factor if g is not None and id(v) in biases else g
-                for g, v in zip(grads, variables, strict=True)
+                g * f if g is not None and f != 1.0 else g
+                for g, v, f in zip(grads, variables, self._lr_factors(variables), strict=True)
             ]
         if backbone is not None:
             held = {id(v) for v in backbone.variables}
@@ -216,7 +215,24 @@ class ANetTrainer(keras.Model):
             for v in variables
         ]
 
-    def train_step(self, data):
+    def _lr_factors(self, variables) -> list[float]:
+        """The gradient multiplier of each variable: ``bias_lr_factor`` for the
+        biases (:func:`variable_groups`), 1 for the rest."""
+        if self.bias_lr_factor == 1.0:
+            return [1.0] * len(variables)
+        biases = variable_groups(self.net)[1]
+        return [self.bias_lr_factor if id(v) in biases else 1.0 for v in variables]
+
+    def train_step(self, *args):
+        """One step of the current stage. TensorFlow: ``train_step(data) -> logs``
+        (below); JAX: Keras' stateless ``train_step(state, data) -> (logs,
+        state)``, :func:`anet_tf.training.jax_step.fit_train_step`, with the same
+        terms, decay, factors and ``freeze_iters``."""
+        if keras.backend.backend() == "jax":
+            from anet_tf.training.jax_step import fit_train_step
+
+            return fit_train_step(self, *args)
+        (data,) = args
         images, targets = data
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         variables = self.net.trainable_variables

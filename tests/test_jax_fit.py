@@ -1,0 +1,174 @@
+"""``KERAS_BACKEND=jax anet-tf fit``: Keras' JAX fit drives ANetTrainer through both
+stages, and what it writes is an ordinary run folder that the TensorFlow code path
+evaluates and exports.
+
+One subprocess (Keras picks its backend once per process) runs the command line
+``fit`` of a tiny ANet on two JAX CPU devices (``XLA_FLAGS
+--xla_force_host_platform_device_count=2``, ``train.strategy=auto``: a
+``keras.distribution.DataParallel`` step), which exports its SavedModel through a
+TensorFlow process as ``fit`` does on JAX; then, still on JAX, it loads the last
+checkpoint and writes the network's test feature and attribute classes for a fixed
+batch. This process (TensorFlow) checks the run folder, serves the same batch
+through the exported SavedModel and evaluates the checkpoint itself.
+
+Only collected when JAX is installed (``pip install "jax[cpu]"``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import JAX_FAST_COMPILE
+from conftest import TINY_OVERRIDES
+from conftest import read_log
+
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("jax") is None,
+    reason='JAX is not installed (pip install "jax[cpu]")',
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+BATCH = 6  # images of the fixed batch both backends see
+
+
+def jax_side(data_root: str, run_dir: str, out: str) -> None:
+    """The subprocess: ``anet-tf fit`` on JAX, then the test feature and predicted
+    classes of the last checkpoint on a fixed batch (``out``, .npz)."""
+    import keras
+
+    from anet_tf.cli import main
+    from anet_tf.data.pipeline import IMAGENET_MEAN
+    from anet_tf.data.pipeline import IMAGENET_STD
+    from anet_tf.evaluation.extract import keras_predict_fn
+    from anet_tf.export import load_trained
+    from anet_tf.training.checkpoint import CheckpointManager
+
+    if keras.backend.backend() != "jax":
+        raise SystemExit(f"Keras runs {keras.backend.backend()}, not jax")
+    overrides = [f"data.root={data_root}", *TINY_OVERRIDES, "train.strategy=auto"]
+    argv = ["fit", "--out", run_dir]
+    for item in overrides:
+        argv += ["--set", item]
+    code = main(argv)
+    if code:
+        raise SystemExit(f"anet-tf fit exited with {code}")
+    last, _ = CheckpointManager(os.path.join(run_dir, "checkpoints")).latest()
+    net, cfg, _ = load_trained(last)
+    rng = np.random.default_rng(11)
+    pixels = rng.uniform(0, 255, (BATCH, *cfg.data.image_size, 3)).astype(np.float32)
+    images = (pixels / 255.0 - np.asarray(IMAGENET_MEAN, np.float32)) / np.asarray(
+        IMAGENET_STD, np.float32
+    )
+    features, classes = keras_predict_fn(net, cfg.eval.feature, cfg.data.attributes)(images)
+    np.savez(
+        out,
+        images=images,
+        features=np.asarray(features),
+        **{f"class_{k}": np.asarray(v) for k, v in classes.items()},
+        backend=keras.backend.backend(),
+    )
+
+
+@pytest.fixture(scope="module")
+def jax_fit(tiny_dataset, tmp_path_factory):
+    """(run folder, the fit's stdout, the JAX outputs of the fixed batch)."""
+    folder = tmp_path_factory.mktemp("jax-fit")
+    run_dir, out = folder / "run", folder / "jax_outputs.npz"
+    code = (
+        f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        "import test_jax_fit\n"
+        f"test_jax_fit.jax_side({tiny_dataset!r}, {str(run_dir)!r}, {str(out)!r})\n"
+    )
+    base = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
+    devices = "--xla_force_host_platform_device_count=2"
+    for flags in (f"{devices} {JAX_FAST_COMPILE}", devices):
+        proc = subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=ROOT,
+            env=dict(base, XLA_FLAGS=flags),
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        if "Unknown flag" not in proc.stderr:  # an older jaxlib: without them
+            break
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return run_dir, proc.stdout, dict(np.load(out))
+
+
+def test_jax_fit_trains_both_stages_data_parallel_into_a_run_folder(jax_fit):
+    run_dir, stdout, outputs = jax_fit
+    assert str(outputs["backend"]) == "jax"
+    assert "DataParallel over 2 devices" in stdout
+    rows = read_log(run_dir)
+    assert [(r["stage"], r["epoch"]) for r in rows] == [("1", "1"), ("1", "2"), ("2", "1")]
+    for row in rows:
+        assert np.isfinite(float(row["total"])), row
+    # Stage 2 is L' (eq. 13): the Amelioration Constraint's terms appear only there.
+    assert rows[0]["ac_id"] == "" and float(rows[2]["ac_id"]) > 0
+    # The schedule reached the optimizer: milestone 2 divides the lr by 10.
+    assert float(rows[2]["lr"]) == pytest.approx(float(rows[0]["lr"]) / 10, rel=1e-5)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert set(metrics["metrics"]["attributes"]) == {"color", "type"}
+    assert (Path(metrics["saved_model"]) / "saved_model.pb").is_file()
+
+
+def test_stage2_on_jax_leaves_the_backbone_and_f_head_as_stage1_ended(jax_fit):
+    from anet_tf.export import load_trained
+    from anet_tf.training.checkpoint import CheckpointManager
+
+    run_dir, _, _ = jax_fit
+    stage1, _, _ = load_trained(str(run_dir / "checkpoints" / "stage1"))
+    last, _ = CheckpointManager(str(run_dir / "checkpoints")).latest()
+    final, _, _ = load_trained(last)
+    for name in ("backbone", "f_head"):
+        before, after = stage1.get_layer(name).weights, final.get_layer(name).weights
+        assert before
+        for a, b in zip(before, after, strict=True):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=a.path)
+    changed = [
+        a.path
+        for a, b in zip(stage1.get_layer("j_head").weights, final.get_layer("j_head").weights, strict=True)
+        if not np.array_equal(np.asarray(a), np.asarray(b))
+    ]
+    assert changed, "stage 2 did not train the j head"
+
+
+def test_saved_model_exported_from_a_jax_run_serves_what_jax_computed(jax_fit):
+    from anet_tf.export.saved_model import load_predictor
+
+    run_dir, _, outputs = jax_fit
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    predict = load_predictor(metrics["saved_model"])
+    served, classes = predict(outputs["images"])
+    jax_features = outputs["features"] / np.linalg.norm(outputs["features"], axis=1, keepdims=True)
+    served = served / np.linalg.norm(served, axis=1, keepdims=True)
+    np.testing.assert_allclose(served, jax_features, atol=2e-5)
+    for name in ("color", "type"):
+        np.testing.assert_array_equal(classes[name], outputs[f"class_{name}"])
+
+
+def test_tensorflow_evaluates_a_jax_checkpoint_as_jax_did(jax_fit):
+    """The checkpoint is interchangeable: TensorFlow's evaluation of the weights the
+    run ended with gives the metrics the JAX fit wrote."""
+    from anet_tf.data.readers import load_dataset
+    from anet_tf.training.checkpoint import CheckpointManager
+    from anet_tf.training.run import load_run_config
+    from anet_tf.workflow import evaluate_weights
+
+    run_dir, _, _ = jax_fit
+    written = json.loads((run_dir / "metrics.json").read_text())["metrics"]
+    cfg = load_run_config(str(run_dir))
+    last, _ = CheckpointManager(str(run_dir / "checkpoints")).latest()
+    metrics = evaluate_weights(cfg, load_dataset(cfg), os.path.join(last, "net.weights.h5"))
+    for key in ("mAP", "R1", "mINP"):
+        assert metrics[key] == pytest.approx(written[key], abs=1e-6), key
+    for name, acc in written["attributes"].items():
+        assert metrics["attributes"][name]["top1"] == acc["top1"], name
