@@ -38,9 +38,52 @@ ROOT = Path(__file__).resolve().parents[1]
 BATCH = 6  # images of the fixed batch both backends see
 
 
+# ANetTrainer's FastReID switches, which the JAX step must apply as the TensorFlow
+# one does: the backbone held for the first step, decay groups, a bias factor.
+STRONG = dict(
+    weight_decay=0.05, weight_decay_norm=0.0, weight_decay_bias=0.02,
+    bias_lr_factor=2.0, freeze_iters=1,
+)
+STEPS = 2  # the first with the backbone held (freeze_iters), the second without
+
+
+def strong_trainer(net):
+    """An ANetTrainer of the tiny net with STRONG's switches, compiled with SGD."""
+    import keras
+    from test_jax_step import ATTRIBUTES
+    from test_jax_step import LOSS_KWARGS
+    from test_jax_step import LR
+
+    from anet_tf.training.trainer import ANetTrainer
+
+    trainer = ANetTrainer(net, ATTRIBUTES, "anet", LOSS_KWARGS, **STRONG)
+    optimizer = keras.optimizers.SGD(LR, momentum=0.9)
+    optimizer.build(net.trainable_variables)
+    trainer.compile(optimizer=optimizer, jit_compile=True)
+    return trainer
+
+
+def jax_fit_steps(folder: Path) -> None:
+    """``trainer.fit`` on JAX for STEPS steps of the tiny batch of test_jax_step,
+    from saved random weights: ``strong_initial`` / ``strong_jax`` .weights.h5."""
+    import tensorflow as tf
+    from test_jax_step import TINY
+    from test_jax_step import tiny_batch
+
+    from anet_tf.model.anet import build_anet
+
+    net = build_anet(**TINY)
+    net.save_weights(folder / "strong_initial.weights.h5")
+    trainer = strong_trainer(net)
+    batch = tf.data.Dataset.from_tensors(tiny_batch()).repeat(STEPS)
+    trainer.fit(batch, epochs=1, steps_per_epoch=STEPS, shuffle=False, verbose=0)
+    net.save_weights(folder / "strong_jax.weights.h5")
+
+
 def jax_side(data_root: str, run_dir: str, out: str) -> None:
-    """The subprocess: ``anet-tf fit`` on JAX, then the test feature and predicted
-    classes of the last checkpoint on a fixed batch (``out``, .npz)."""
+    """The subprocess: STEPS steps of ``trainer.fit`` (:func:`jax_fit_steps`);
+    ``anet-tf fit`` on JAX, then the test feature and predicted classes of the last
+    checkpoint on a fixed batch (``out``, .npz)."""
     import keras
 
     from anet_tf.cli import main
@@ -52,6 +95,7 @@ def jax_side(data_root: str, run_dir: str, out: str) -> None:
 
     if keras.backend.backend() != "jax":
         raise SystemExit(f"Keras runs {keras.backend.backend()}, not jax")
+    jax_fit_steps(Path(out).parent)
     overrides = [f"data.root={data_root}", *TINY_OVERRIDES, "train.strategy=auto"]
     argv = ["fit", "--out", run_dir]
     for item in overrides:
@@ -172,3 +216,40 @@ def test_tensorflow_evaluates_a_jax_checkpoint_as_jax_did(jax_fit):
         assert metrics[key] == pytest.approx(written[key], abs=1e-6), key
     for name, acc in written["attributes"].items():
         assert metrics["attributes"][name]["top1"] == acc["top1"], name
+
+
+def test_jax_fit_step_applies_freeze_iters_decay_groups_and_bias_factor_as_tensorflow(jax_fit):
+    """Two steps of ``trainer.fit`` on JAX (the first with the backbone held by
+    ``freeze_iters``) change every variable as two eager TensorFlow
+    ``train_step`` calls do from the same weights, within 1 % of each variable's
+    largest change (the bound of test_jax_step)."""
+    import keras
+    from test_jax_step import TINY
+    from test_jax_step import tiny_batch
+
+    from anet_tf.model.anet import build_anet
+
+    run_dir, _, _ = jax_fit
+    folder = run_dir.parent
+    policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        net, jax_net = build_anet(**TINY), build_anet(**TINY)
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
+    net.load_weights(folder / "strong_initial.weights.h5")
+    initial = [w.numpy() for w in net.weights]
+    trainer = strong_trainer(net)
+    for _ in range(STEPS):
+        trainer.train_step(tiny_batch())
+    jax_net.load_weights(folder / "strong_jax.weights.h5")
+    backbone = {id(w) for w in net.get_layer("backbone").weights}
+    moved = 0
+    for w, w0, jax_w in zip(net.weights, initial, jax_net.weights, strict=True):
+        tf_change, jax_change = w.numpy() - w0, jax_w.numpy() - w0
+        scale = np.abs(tf_change).max()
+        np.testing.assert_allclose(
+            jax_change, tf_change, rtol=0, atol=1e-2 * scale + 1e-7, err_msg=w.path
+        )
+        moved += id(w) in backbone and scale > 0
+    assert moved, "the backbone did not train in the step after freeze_iters"
