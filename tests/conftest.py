@@ -49,6 +49,7 @@ LONGEST_FILES_FIRST = [
     "test_ablation.py",
     "test_strong_training.py",
     "test_jax_step.py",
+    "test_jax_fit.py",
     "test_losses.py",
     "test_cli.py",
     "test_augment_strong.py",

@@ -253,3 +253,23 @@ def test_jax_fit_step_applies_freeze_iters_decay_groups_and_bias_factor_as_tenso
         )
         moved += id(w) in backbone and scale > 0
     assert moved, "the backbone did not train in the step after freeze_iters"
+
+
+def test_tensorflow_resumes_a_jax_run(jax_fit, tmp_path):
+    """A run trained on JAX continues on TensorFlow from its checkpoint (weights and
+    optimizer state): one more stage-2 epoch, logged after the JAX epochs."""
+    import shutil
+
+    from anet_tf.workflow import fit_and_report
+
+    run_dir, _, _ = jax_fit
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    payload = fit_and_report(
+        None, str(copy), resume=True, export=False, verbose=False,
+        overrides=["train.stage2.epochs=2"],
+    )
+    rows = read_log(copy)
+    assert [(r["stage"], r["epoch"]) for r in rows][-2:] == [("2", "1"), ("2", "2")]
+    assert np.isfinite(float(rows[-1]["total"]))
+    assert payload["global_epochs"] == 4

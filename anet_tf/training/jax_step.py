@@ -1,9 +1,17 @@
-"""The ANet train step on the JAX backend: one jitted, stateless function per stage.
+"""The ANet train step on the JAX backend, in Keras 3's stateless idiom.
 
 :class:`~anet_tf.training.trainer.ANetTrainer` trains with a ``tf.GradientTape``;
-this module is its JAX counterpart, written in Keras 3's stateless idiom: the
-network's variables and the optimizer's live outside Keras as lists of arrays, and a
-step maps them to their new values::
+this module is its JAX counterpart: the network's variables and the optimizer's
+live outside Keras as lists of arrays, and a step maps them to their new values.
+Two entry points share one computation:
+
+- :func:`fit_train_step` is ``ANetTrainer.train_step`` under ``KERAS_BACKEND=jax``:
+  Keras' JAX ``fit`` jits it and threads the state, so ``anet-tf fit`` trains on
+  JAX with the callbacks, checkpoints and run folder of the TensorFlow path. It
+  applies all of the trainer's switches (coupled decay with norm / bias groups,
+  ``bias_lr_factor``, ``freeze_iters`` through ``jax.lax.cond``).
+- :func:`make_train_step` is a standalone jitted step over plain arrays, for the
+  TensorFlow-free benchmark (``benchmarks/train_throughput_jax.py``)::
 
     step = make_train_step(net, attribute_names=..., variant="anet",
                            loss_kwargs=loss_kwargs_from_config(cfg.loss, cfg.model.head),
@@ -19,14 +27,15 @@ gives the loss terms (the very function the TensorFlow trainer calls, so the ter
 are the same), ``jax.value_and_grad`` the gradients and
 ``optimizer.stateless_apply`` the update.
 
-Both stages share one state layout: ``trainable`` is the network's trainable
-variables as stage 1 sees them (everything that trains in some stage), so a run
-moves from the stage-1 step to the stage-2 step with the same arrays and the same
-optimizer, as the TensorFlow trainer does. Stage 2 handles the frozen parts as
-``ANetTrainer.set_stage(2)`` does: the backbone and the ``f_head`` layer are not
-trainable while the step is traced, so the backbone's BatchNorms run in inference
-mode (they use and keep their moving statistics), and those variables get no
-gradient. They are left out of the optimizer update entirely (no gradient, so no
+The optimizer is built on the network's trainable variables as stage 1 sees them
+(everything that trains in some stage), so a run moves from stage 1 to stage 2 with
+the same optimizer, as the TensorFlow trainer does; :func:`make_train_step` keeps
+its state in that layout for both stages, while Keras' ``fit`` hands
+:func:`fit_train_step` the current stage's trainable and non-trainable lists.
+Stage 2 handles the frozen parts as ``ANetTrainer.set_stage(2)`` does: the
+backbone and the ``f_head`` layer are not trainable while the step is traced, so
+the backbone's BatchNorms run in inference mode (they use and keep their moving
+statistics), and those variables get no gradient. They are left out of the optimizer update entirely (no gradient, so no
 weight decay and no change of their Adam moments), while the optimizer's iteration
 count advances for the whole step, exactly as ``optimizer.apply`` on the stage-2
 variables does under TensorFlow.
@@ -37,13 +46,15 @@ loss terms are float32 whatever the policy. A ``LossScaleOptimizer`` (for
 ``mixed_float16``) is honoured: the loss and the coupled weight decay are scaled by
 its current scale, which the optimizer's own ``stateless_apply`` then removes.
 
-One device only: the gradients are those of the local batch (what the TensorFlow
-trainer gives with one replica). Not covered yet, so :func:`make_train_step` has no
-arguments for them: ``freeze_iters``, the separate weight decay of norms and biases,
-and ``bias_lr_factor`` (FastReID's strong-baseline switches).
+Devices: :func:`make_train_step` runs on one device; under ``fit`` a
+``keras.distribution.DataParallel`` distribution shards the batch over several, and
+the step stays one computation over the global batch. :func:`make_train_step` has
+no arguments for FastReID's strong-baseline switches (``freeze_iters``, decay
+groups, ``bias_lr_factor``); the benchmark does not need them.
 
 This module imports no TensorFlow, directly or through what it imports, so it runs
-where only JAX and Keras are installed (``KERAS_BACKEND=jax``).
+where only JAX and Keras are installed (``KERAS_BACKEND=jax``); :func:`fit_train_step`
+is handed the trainer, whose module does import TensorFlow.
 """
 
 from __future__ import annotations
