@@ -284,3 +284,30 @@ def test_tensorflow_resumes_a_jax_run(jax_fit, tmp_path):
     assert [(r["stage"], r["epoch"]) for r in rows][-2:] == [("2", "1"), ("2", "2")]
     assert np.isfinite(float(rows[-1]["total"]))
     assert payload["global_epochs"] == 4
+
+
+@pytest.mark.slow
+def test_mixed_precision_fit_on_jax_is_bfloat16(tiny_dataset, tmp_path):
+    """``train.mixed_precision`` on JAX trains in bfloat16 (no loss scaling) through
+    both stages; the checkpoint keeps float32 weights that TensorFlow loads."""
+    from anet_tf.training.checkpoint import CheckpointManager
+
+    run_dir = tmp_path / "run"
+    argv = ["-m", "anet_tf.cli", "fit", "--out", str(run_dir), "--no-export"]
+    for item in [f"data.root={tiny_dataset}", *TINY_OVERRIDES, "train.mixed_precision=true"]:
+        argv += ["--set", item]
+    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu", XLA_FLAGS=JAX_FAST_COMPILE)
+    proc = subprocess.run([sys.executable, *argv], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    assert "mixed precision: mixed_bfloat16 (Keras backend jax)" in proc.stdout
+    rows = read_log(run_dir)
+    assert [r["stage"] for r in rows] == ["1", "1", "2"]
+    assert all(np.isfinite(float(r["total"])) for r in rows)
+    import h5py
+
+    last, _ = CheckpointManager(str(run_dir / "checkpoints")).latest()
+    with h5py.File(os.path.join(last, "net.weights.h5")) as fh:
+        dtypes = set()
+        fh.visititems(lambda _, obj: dtypes.add(obj.dtype.name) if hasattr(obj, "dtype") else None)
+    assert dtypes == {"float32"}, dtypes

@@ -251,6 +251,9 @@ def train(
     policy = keras.mixed_precision.global_policy()
     if cfg.train.mixed_precision:
         keras.mixed_precision.set_global_policy(mixed_precision_policy())
+        if verbose:
+            print(f"[anet-tf] mixed precision: {mixed_precision_policy()} "
+                  f"(Keras backend {keras.backend.backend()})")
     determinism = set_determinism(cfg.train.deterministic)
     try:
         return _train(cfg, run_dir, resume=resume, dataset=dataset, evaluate_fn=evaluate_fn,
