@@ -18,7 +18,17 @@ The formats take turns call by call, so load from other jobs on a shared machine
 falls on all of them alike and the ratios hold where absolute times drift. Every
 runtime gets ``--threads`` threads (default: the usable cores).
 
-The issue's target: TFLite int8 at least 2x faster than the SavedModel at batch 1.
+With ``--anchor`` (the default for ResNet-50 backbones) a stock
+``keras.applications.ResNet50`` of the same input size and last stride runs beside
+them, and the SavedModel's batch throughput is printed as a ratio to it. The
+paper-size baseline against that anchor (``--formats`` limits the exports, which
+take minutes at that size)::
+
+    python benchmarks/inference.py --config veri776 --set model.variant=baseline \
+        --formats saved_model,keras --repeats 3 --repeats-batch 5
+
+Targets: TFLite int8 at least 2x faster than the SavedModel at batch 1; the
+paper-size baseline's ``serve_images`` at batch 32 within 10 % of the anchor.
 """
 
 from __future__ import annotations
@@ -64,8 +74,28 @@ def load_model(args):
     return net, cfg, dataset, representative
 
 
-def build_runners(net, cfg, dataset, representative, out_dir, threads):
-    """name -> (fn, make_input(pixels) -> that fn's input), and the file sizes."""
+FORMATS = ("keras", "saved_model", "jpeg", "tflite", "onnx")
+ANCHOR = "keras ResNet50 (anchor, tf.function)"
+
+
+def anchor_runner(cfg):
+    """The stock Keras ResNet-50 (weights=None, the config's input size and last
+    stride, average-pooled) in a ``tf.function`` on normalised input: what a plain
+    Keras network of the backbone's size costs here, for the baseline's ratio."""
+    import tensorflow as tf
+    from train_throughput import anchor_resnet50
+
+    from anet_tf.data.pipeline import normalize
+
+    body = anchor_resnet50(cfg.data.image_size, cfg.model.last_stride)
+    fn = tf.function(lambda x: body(x, training=False), reduce_retracing=True)
+    return fn, lambda p: normalize(tf.constant(p))
+
+
+def build_runners(net, cfg, dataset, representative, out_dir, threads, formats=FORMATS):
+    """name -> (fn, make_input(pixels) -> that fn's input), and the file sizes, for
+    the ``formats`` asked for (the SavedModel is always exported: the ratios'
+    baseline)."""
     import tensorflow as tf
 
     from anet_tf.data.pipeline import normalize
@@ -80,10 +110,12 @@ def build_runners(net, cfg, dataset, representative, out_dir, threads):
 
     module = build_serving_module(net, cfg, dataset)
     saved = export_saved_model(net, cfg, dataset, out_dir, warmup=False)
-    lite = export_tflite(
-        module, os.path.join(out_dir, "tflite"), list(TFLITE_FILES), representative
-    )
-    onnx_path = export_onnx(module, os.path.join(out_dir, "onnx"))
+    lite = {}
+    if "tflite" in formats:
+        lite = export_tflite(
+            module, os.path.join(out_dir, "tflite"), list(TFLITE_FILES), representative
+        )
+    onnx_path = export_onnx(module, os.path.join(out_dir, "onnx")) if "onnx" in formats else None
 
     names = list(module.attribute_names)
     keras_fn = keras_embed_fn(net, cfg.eval.feature, names)
@@ -94,31 +126,33 @@ def build_runners(net, cfg, dataset, representative, out_dir, threads):
             [tf.io.encode_jpeg(p.astype(np.uint8), quality=90).numpy() for p in pixels]
         )
 
-    runners = {
-        "keras (tf.function)": (keras_fn, lambda p: normalize(tf.constant(p))),
-        "saved_model serve_images": (
-            lambda x: signatures["serve_images"](images=x),
-            tf.constant,
-        ),
-        "saved_model serving_default (JPEG)": (
+    runners = {}
+    if "keras" in formats:
+        runners["keras (tf.function)"] = (keras_fn, lambda p: normalize(tf.constant(p)))
+    runners["saved_model serve_images"] = (
+        lambda x: signatures["serve_images"](images=x),
+        tf.constant,
+    )
+    if "jpeg" in formats:
+        runners["saved_model serving_default (JPEG)"] = (
             lambda x: signatures["serving_default"](image_bytes=x),
             jpeg,
-        ),
-    }
+        )
     for variant, path in lite.items():
         runners[f"tflite {variant}"] = (
             LiteRTModel(path, num_threads=threads),
             np.asarray,
         )
-    runners["onnxruntime"] = (
-        OnnxRuntimeModel(onnx_path, num_threads=threads),
-        np.asarray,
-    )
+    if onnx_path:
+        runners["onnxruntime"] = (
+            OnnxRuntimeModel(onnx_path, num_threads=threads),
+            np.asarray,
+        )
     sizes = {
         "saved_model serve_images": _du(saved),
         "saved_model serving_default (JPEG)": _du(saved),
         **{f"tflite {v}": os.path.getsize(p) for v, p in lite.items()},
-        "onnxruntime": os.path.getsize(onnx_path),
+        "onnxruntime": os.path.getsize(onnx_path) if onnx_path else None,
     }
     return runners, sizes
 
@@ -173,7 +207,20 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--out", default=None, help="keep the exported files here")
     parser.add_argument("--json-out", default=None)
+    parser.add_argument(
+        "--formats", default=",".join(FORMATS),
+        help=f"comma-separated subset of {','.join(FORMATS)} (the SavedModel's "
+        "serve_images always runs: it is the ratios' baseline)",
+    )
+    parser.add_argument(
+        "--anchor", action=argparse.BooleanOptionalAction, default=None,
+        help="also time the stock Keras ResNet50 (default: on for ResNet-50 backbones)",
+    )
     args = parser.parse_args(argv)
+    formats = [f.strip() for f in args.formats.split(",") if f.strip()]
+    unknown = sorted(set(formats) - set(FORMATS))
+    if unknown:
+        parser.error(f"--formats: unknown {unknown}; choose from {','.join(FORMATS)}")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
 
@@ -181,8 +228,11 @@ def main(argv=None) -> int:
     net, cfg, dataset, representative = load_model(args)
     out_dir = args.out or tempfile.mkdtemp(prefix="anet-bench-")
     runners, sizes = build_runners(
-        net, cfg, dataset, representative, out_dir, args.threads
+        net, cfg, dataset, representative, out_dir, args.threads, formats
     )
+    anchor = args.anchor if args.anchor is not None else cfg.model.backbone.startswith("resnet50")
+    if anchor:
+        runners[ANCHOR] = anchor_runner(cfg)
     h, w = cfg.data.image_size
     pixels = (
         np.random.default_rng(0)
@@ -201,6 +251,10 @@ def main(argv=None) -> int:
         "repeats_batch": args.repeats_batch,
         "warmup": args.warmup,
         "threads": args.threads,
+        "variant": cfg.model.variant,
+        "last_stride": cfg.model.last_stride,
+        "formats": formats,
+        "anchor": anchor,
     }
     info = machine()
     print("machine:", json.dumps(info))
@@ -234,6 +288,13 @@ def main(argv=None) -> int:
             f"{one_r['ms_max']:.1f}) | {r['speedup_batch1']:.2f} | "
             f"{many_r['images_per_s_median']:.0f} ({many_r['images_per_s_min']:.0f}-"
             f"{many_r['images_per_s_max']:.0f}) | {r[f'speedup_batch{args.batch}']:.2f} |"
+        )
+    if anchor:
+        ratio = bn / results[ANCHOR][f"batch{args.batch}"]["images_per_s_median"]
+        verdict = "within" if ratio >= 0.9 else "NOT within"
+        print(
+            f"\nserve_images at batch {args.batch}: {ratio:.2f}x the Keras ResNet50 "
+            f"anchor's images/s ({verdict} the 10 % target)"
         )
     int8 = results.get("tflite int8", {}).get("speedup_batch1")
     if int8 is not None:

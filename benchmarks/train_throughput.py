@@ -98,6 +98,28 @@ def timed(run_step, batch: int, steps: int) -> dict:
     }
 
 
+def anchor_resnet50(image_size, last_stride: int):
+    """``keras.applications.ResNet50(weights=None)`` without its top, average-pooled,
+    at ``image_size``, with the last stage's stride set to ``last_stride`` (1 in
+    the paper): the stock Keras network the benchmarks compare the backbone with."""
+    import keras
+
+    h, w = image_size
+    body = keras.applications.ResNet50(
+        weights=None, include_top=False, input_shape=(h, w, 3), pooling="avg"
+    )
+    if last_stride == 1:
+        # conv5_block1 downsamples in its first 1x1 conv and its projection shortcut.
+        def last_stride_one(layer):
+            config = layer.get_config()
+            if layer.name in ("conv5_block1_1_conv", "conv5_block1_0_conv"):
+                config["strides"] = (1, 1)
+            return layer.__class__.from_config(config)
+
+        body = keras.models.clone_model(body, clone_function=last_stride_one)
+    return body
+
+
 def measure_anchor(cfg, *, batch: int, steps: int, warmup: int, mixed: bool, xla: bool) -> dict:
     """The in-TF anchor: ``keras.applications.ResNet50(weights=None)`` with the
     config's last stride, input size and batch, a plain softmax CE head, trained by
@@ -112,16 +134,7 @@ def measure_anchor(cfg, *, batch: int, steps: int, warmup: int, mixed: bool, xla
     keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
     keras.utils.set_random_seed(0)
     h, w = cfg.data.image_size
-    body = keras.applications.ResNet50(weights=None, include_top=False, input_shape=(h, w, 3), pooling="avg")
-    if cfg.model.last_stride == 1:
-        # conv5_block1 downsamples in its first 1x1 conv and its projection shortcut.
-        def last_stride_one(layer):
-            config = layer.get_config()
-            if layer.name in ("conv5_block1_1_conv", "conv5_block1_0_conv"):
-                config["strides"] = (1, 1)
-            return layer.__class__.from_config(config)
-
-        body = keras.models.clone_model(body, clone_function=last_stride_one)
+    body = anchor_resnet50((h, w), cfg.model.last_stride)
     num_ids = max(batch // cfg.data.num_instances, 2) * 4
     logits = keras.layers.Dense(num_ids, dtype="float32")(body.output)
     model = keras.Model(body.input, logits)
