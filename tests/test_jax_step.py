@@ -111,6 +111,30 @@ def tiny_batch():
     return images, targets
 
 
+def float32_tiny_nets(count: int) -> list:
+    """``count`` networks of TINY's shapes in float32, whatever the global policy."""
+    import keras
+
+    from anet_tf.model.anet import build_anet
+
+    policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        return [build_anet(**TINY) for _ in range(count)]
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
+
+
+def assert_same_change(path: str, w0, jax_w, tf_w) -> None:
+    """The JAX step changed a variable from ``w0`` as TensorFlow's did, within 1 %
+    of the variable's largest change (the frameworks round float32 differently)."""
+    tf_change, jax_change = tf_w - w0, jax_w - w0
+    scale = np.abs(tf_change).max()
+    np.testing.assert_allclose(
+        jax_change, tf_change, rtol=0, atol=1e-2 * scale + 1e-7, err_msg=path
+    )
+
+
 def jax_side(out: str) -> None:
     """The subprocess: one jitted step of each stage from random weights, writing
     ``initial.weights.h5``, ``stage{1,2}.weights.h5`` (after each step) and
@@ -189,16 +213,10 @@ def tf_run(jax_run):
     (``{"initial" | stage: weights}``) and the variable groups by layer."""
     import keras
 
-    from anet_tf.model.anet import build_anet
     from anet_tf.training.trainer import ANetTrainer
 
     folder, _ = jax_run
-    policy = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy("float32")
-    try:
-        net, reference = build_anet(**TINY), build_anet(**TINY)
-    finally:
-        keras.mixed_precision.set_global_policy(policy)
+    net, reference = float32_tiny_nets(2)
     net.load_weights(folder / "initial.weights.h5")
     trainer = ANetTrainer(
         net, ATTRIBUTES, "anet", LOSS_KWARGS, weight_decay=WEIGHT_DECAY
@@ -334,11 +352,7 @@ def test_update_equals_the_tensorflow_trainer(tf_run, stage):
     before = loaded["initial"] if stage == 1 else loaded[stage - 1]
     rows = zip(groups["paths"], before, loaded[stage], trained[stage][1], strict=True)
     for path, w0, jax_w, tf_w in rows:
-        tf_change, jax_change = tf_w - w0, jax_w - w0
-        scale = np.abs(tf_change).max()
-        np.testing.assert_allclose(
-            jax_change, tf_change, rtol=0, atol=1e-2 * scale + 1e-7, err_msg=path
-        )
+        assert_same_change(path, w0, jax_w, tf_w)
 
 
 def test_stage1_trains_every_variable_and_backbone_statistics(tf_run):
