@@ -91,6 +91,18 @@ def test_optimizer_mismatch_is_refused(tmp_path):
         CheckpointManager.restore(mgr.latest()[0], net, opt)
 
 
+def test_loss_scale_mismatch_names_the_backends_mixed_precision(tmp_path):
+    """A mixed-precision run saved without loss scaling (bfloat16 on JAX) and
+    resumed with it (float16 on TensorFlow): the error says why they differ."""
+    net = tiny_net()
+    mgr = CheckpointManager(str(tmp_path / "ckpt"))
+    mgr.save(net, trained_optimizer(net), TrainState(1, 1, 1))
+    scaled = keras.optimizers.LossScaleOptimizer(keras.optimizers.Adam(amsgrad=True))
+    scaled.build(net.trainable_variables)
+    with pytest.raises(ValueError, match="Keras backend it was trained on"):
+        CheckpointManager.restore(mgr.latest()[0], net, scaled)
+
+
 def test_lr_schedule_counts_over_both_stages():
     """Section 4.2: 6e-4, x0.1 at epochs 60, 120 and 150 (stage 2 starts at 150)."""
     lr = [lr_at_epoch(e, 6e-4, [60, 120, 150], 0.1) for e in (0, 59, 60, 119, 120, 149, 150, 209)]

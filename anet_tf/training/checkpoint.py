@@ -292,9 +292,22 @@ class CheckpointManager:
             saved_paths = list(data["__paths__"])
             variables = optimizer.variables
             if len(saved_paths) != len(variables):
+                scaled = ["loss_scale" in str(p) for p in saved_paths], [
+                    "loss_scale" in v.path for v in variables
+                ]
+                hint = "was it saved by another model?"
+                if any(scaled[0]) != any(scaled[1]):
+                    # Mixed precision is float16 with loss scaling on TensorFlow and
+                    # bfloat16 without on JAX: the optimizers differ by those slots.
+                    hint = (
+                        "one has loss-scale variables and the other not: a "
+                        "mixed-precision run continues on the Keras backend it was "
+                        "trained on (float16 with loss scaling on TensorFlow, bfloat16 "
+                        "without on JAX)"
+                    )
                 raise ValueError(
                     f"{opt_file}: optimizer state has {len(saved_paths)} variables, "
-                    f"the optimizer has {len(variables)}; was it saved by another model?"
+                    f"the optimizer has {len(variables)}; {hint}"
                 )
             for i, var in enumerate(variables):
                 value = data[f"v{i:05d}"]
