@@ -305,7 +305,7 @@ def fit_train_step(trainer, state, data):
     decays = trainer._decays(t_vars)
     factors = trainer._lr_factors(t_vars)
 
-    def gradients(frozen: bool):
+    def gradients(frozen: bool, dense: bool = True):
         def run(_):
             backbone = net.get_layer("backbone")
             held = {id(v) for v in backbone.variables} if frozen else set()
@@ -323,10 +323,10 @@ def fit_train_step(trainer, state, data):
                 g if g is None or f == 1.0 else g * f
                 for g, f in zip(grads, factors, strict=True)
             ]
-            # Held variables get a zero update; every variable a gradient (both
-            # branches of the condition return the same structure).
+            # Held variables get a zero update; under freeze_iters every variable
+            # a gradient (both branches of the condition return one structure).
             grads = [
-                keras.ops.zeros_like(w) if g is None or id(v) in held else g
+                keras.ops.zeros_like(w) if (g is None and dense) or id(v) in held else g
                 for g, w, v in zip(grads, trainable, t_vars, strict=True)
             ]
             return terms, grads, new_held
@@ -339,8 +339,8 @@ def fit_train_step(trainer, state, data):
             iterations < trainer.freeze_iters, gradients(True), gradients(False), None
         )
     else:
-        terms, grads, non_trainable = gradients(False)(None)
         # As under TensorFlow: a variable the loss does not reach keeps None.
+        terms, grads, non_trainable = gradients(False, dense=False)(None)
     trainable, optimizer_vars = _apply(
         optimizer, optimizer_vars, t_vars, n_vars, trainable, non_trainable, grads
     )
