@@ -392,8 +392,9 @@ def test_killed_and_resumed_equals_uninterrupted_with_steps_per_epoch(make_tiny_
     from anet_tf import workflow
     from anet_tf.training.fit import train
 
+    # Amsgrad: every one of its slots (m, v, v_hat, iterations) must come back.
     extra = ["train.deterministic=true", "train.stage1.steps_per_epoch=1", "train.stage2.epochs=0",
-             "train.lr_milestones=[5]"]
+             "train.lr_milestones=[5]", "train.optimizer=amsgrad"]
     whole = train(make_tiny_cfg(*extra, "train.stage1.epochs=3"), str(tmp_path / "whole"), verbose=0)
     run_dir = str(tmp_path / "parts")
     train(make_tiny_cfg(*extra, "train.stage1.epochs=2"), run_dir, verbose=0)
