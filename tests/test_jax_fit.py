@@ -104,9 +104,7 @@ def jax_side(data_root: str, run_dir: str, out: str) -> None:
     if keras.backend.backend() != "jax":
         raise SystemExit(f"Keras runs {keras.backend.backend()}, not jax")
     jax_fit_steps(Path(out).parent)
-    # Amsgrad, the configs' default: its slots cross to TensorFlow in the resume test.
-    overrides = [f"data.root={data_root}", *TINY_OVERRIDES, "train.strategy=auto",
-                 "train.optimizer=amsgrad"]
+    overrides = [f"data.root={data_root}", *TINY_OVERRIDES, "train.strategy=auto"]
     argv = ["fit", "--out", run_dir]
     for item in overrides:
         argv += ["--set", item]

@@ -229,7 +229,10 @@ def test_default_fit_end_to_end(tmp_path):
 
 def test_deterministic_runs_repeat_bit_for_bit_and_seeds_differ(tiny_data, tmp_path):
     """train.deterministic: two same-seed runs give identical weights and losses, a
-    different train.seed does not; the process's settings are restored after."""
+    different train.seed does not; the process's settings are restored after.
+
+    (tests/test_run_folder.py::test_killed_and_resumed_equals_uninterrupted_with_steps_per_epoch
+    repeats a deterministic ANet run with Amsgrad weight for weight as well.)"""
     from tensorflow.python.framework import config as tf_config
 
     from anet_tf.training.fit import train
