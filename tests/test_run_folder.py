@@ -423,6 +423,14 @@ def test_killed_and_resumed_equals_uninterrupted_with_steps_per_epoch(make_tiny_
     assert a.keys() == b.keys() and len(a) > 10
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    # Same seed, same losses to the last digit; and the process's determinism
+    # settings are put back after each run.
+    assert [r["total"] for r in read_log(whole.run_dir)] == [r["total"] for r in read_log(run_dir)]
+    import tensorflow as tf
+    from tensorflow.python.framework import config as tf_config
+
+    assert not tf_config.is_op_determinism_enabled()
+    assert not tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer")
 
 
 def test_a_trained_run_does_not_need_its_pretrained_file_any_more(make_tiny_cfg, tmp_path):

@@ -94,8 +94,10 @@ def _check_log(run_dir, variant):
     np.testing.assert_allclose(lrs, want, rtol=1e-5)
 
 
+@pytest.mark.slow  # about 45 s; the default suite trains the switches on the baseline
 def test_strong_switches_train_anet_through_both_stages(make_tiny_cfg, tmp_path):
-    """(The baseline with every switch is the run of the test above.)"""
+    """(The baseline with every switch is the run of the test above; the slow
+    `fit --config veri776_strong` test below also trains ANet through both stages.)"""
     from anet_tf.training.fit import train
 
     # Stage 2 runs the frozen backbone in inference mode, on BatchNorm moving

@@ -227,12 +227,14 @@ def test_default_fit_end_to_end(tmp_path):
     assert os.path.exists(os.path.join(tmp_path, metrics["saved_model"], "saved_model.pb"))
 
 
+@pytest.mark.slow  # about 35 s: three runs
 def test_deterministic_runs_repeat_bit_for_bit_and_seeds_differ(tiny_data, tmp_path):
     """train.deterministic: two same-seed runs give identical weights and losses, a
     different train.seed does not; the process's settings are restored after.
 
-    (tests/test_run_folder.py::test_killed_and_resumed_equals_uninterrupted_with_steps_per_epoch
-    repeats a deterministic ANet run with Amsgrad weight for weight as well.)"""
+    (In the default suite, tests/test_run_folder.py::
+    test_killed_and_resumed_equals_uninterrupted_with_steps_per_epoch repeats a
+    deterministic ANet run with Amsgrad weight for weight and checks the restore.)"""
     from tensorflow.python.framework import config as tf_config
 
     from anet_tf.training.fit import train
