@@ -79,8 +79,9 @@ TINY_OVERRIDES = [
     "train.lr_milestones=[2]",
     "train.strategy=one_device",
     # SGD: the update graph of Amsgrad (the paper's optimizer, the configs' default)
-    # costs about a third of a tiny ANet run's CPU time to trace (measured 22.5 s vs
-    # 15.9 s per run); tests that are about the optimizer state name amsgrad.
+    # costs about 30 % of a tiny ANet run's CPU time to trace (measured 22.5 s vs
+    # 15.9 s of CPU per run, two runs each, on a shared machine); tests that are
+    # about the optimizer state name amsgrad.
     "train.optimizer=sgd",
 ]
 
