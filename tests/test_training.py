@@ -35,7 +35,7 @@ def test_two_stages_freeze_backbone_and_log_every_term(tiny_data, tmp_path):
 
     from anet_tf.training.fit import train
 
-    cfg = tiny_cfg(tiny_data, "train.optimizer=amsgrad")  # the paper's optimizer, once
+    cfg = tiny_cfg(tiny_data, "train.optimizer=amsgrad")  # the paper's, not TINY's SGD
     snapshots = {}
 
     class Snapshot(keras.callbacks.Callback):

@@ -292,11 +292,10 @@ class CheckpointManager:
             saved_paths = list(data["__paths__"])
             variables = optimizer.variables
             if len(saved_paths) != len(variables):
-                scaled = ["loss_scale" in str(p) for p in saved_paths], [
-                    "loss_scale" in v.path for v in variables
-                ]
+                saved_scaled = any("loss_scale" in str(p) for p in saved_paths)
+                scaled = any("loss_scale" in v.path for v in variables)
                 hint = "was it saved by another model?"
-                if any(scaled[0]) != any(scaled[1]):
+                if saved_scaled != scaled:
                     # Mixed precision is float16 with loss scaling on TensorFlow and
                     # bfloat16 without on JAX: the optimizers differ by those slots.
                     hint = (
