@@ -344,6 +344,12 @@ class TrainConfig:
             epoch on CPU. Some GPU ops raise ``UnimplementedError`` under op
             determinism, and the unoptimised graph may be slower on GPU.
         seed: seed of Python, NumPy, TensorFlow and Keras (weight initialisation).
+        attribute_refit: after the last stage, refit each attribute branch's
+            classifier to convergence on the frozen network's clean training
+            images (L2-regularised logistic regression, no bias; see
+            ``anet_tf.training.refit``). Not in the paper; changes the attribute
+            predictions only, never the embedding. Ignored by the baseline.
+        attribute_refit_c: inverse L2 strength of that fit (scikit-learn's ``C``).
     """
 
     stage1: StageConfig = field(default_factory=lambda: StageConfig(epochs=150))
@@ -370,6 +376,8 @@ class TrainConfig:
     seed: int = 0
     deterministic: bool = False
     eval_every: int = 0
+    attribute_refit: bool = False
+    attribute_refit_c: float = 1.0
 
 
 # --------------------------------------------------------------------- evaluation
@@ -896,6 +904,8 @@ def validate(cfg: Config, origins: dict | None = None, path: str = "") -> None:
                 f"train.{key}",
                 "a per-group weight decay needs train.weight_decay_mode: coupled",
             )
+    if not (math.isfinite(t.attribute_refit_c) and t.attribute_refit_c > 0):
+        raise err("train.attribute_refit_c", f"must be a positive number, got {t.attribute_refit_c}")
     if not t.bias_lr_factor > 0:
         raise err("train.bias_lr_factor", f"must be positive, got {t.bias_lr_factor}")
     if t.bias_lr_factor != 1 and t.optimizer != "sgd":

@@ -22,7 +22,6 @@ from collections.abc import Sequence
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from anet_tf.config import Config
 from anet_tf.evaluation.attributes import format_attribute_table
@@ -31,31 +30,7 @@ from anet_tf.evaluation.protocols import evaluate_protocol
 from anet_tf.evaluation.protocols import finalize_features
 from anet_tf.evaluation.protocols import format_table
 from anet_tf.evaluation.protocols import protocol_kwargs
-
-
-def _compiled(net, read) -> Callable:
-    """``fn(images) -> read(outputs)`` of ``net`` in inference mode, compiled for
-    the backend Keras runs: a ``tf.function`` on TensorFlow, a ``jax.jit`` of the
-    network's stateless call (on the weights it has now) on JAX. ``read`` uses
-    ``keras.ops`` only."""
-    if keras.backend.backend() == "jax":
-        import jax
-
-        trainable = [v.value for v in net.trainable_variables]
-        non_trainable = [v.value for v in net.non_trainable_variables]
-
-        @jax.jit
-        def run(trainable, non_trainable, images):
-            outputs, _ = net.stateless_call(trainable, non_trainable, images, training=False)
-            return read(outputs)
-
-        return lambda images: run(trainable, non_trainable, np.asarray(images))
-
-    @tf.function(reduce_retracing=True)
-    def run_tf(images):
-        return read(net(images, training=False))
-
-    return run_tf
+from anet_tf.model.anet import compiled_inference
 
 
 def keras_embed_fn(net, feature: str, attribute_names: list[str]) -> Callable:
@@ -65,7 +40,7 @@ def keras_embed_fn(net, feature: str, attribute_names: list[str]) -> Callable:
     def read(outputs):
         return keras.ops.cast(test_feature(outputs, feature, attribute_names), "float32")
 
-    return _compiled(net, read)
+    return compiled_inference(net, read)
 
 
 def keras_predict_fn(net, feature: str, attribute_names: list[str]) -> Callable:
@@ -81,7 +56,7 @@ def keras_predict_fn(net, feature: str, attribute_names: list[str]) -> Callable:
         }
         return feats, classes
 
-    return _compiled(net, read)
+    return compiled_inference(net, read)
 
 
 def extract_outputs(

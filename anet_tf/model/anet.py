@@ -270,3 +270,32 @@ def test_feature(outputs: dict, feature: str, attribute_names: list[str]):
 
 # pytest would otherwise collect this public helper as a test.
 test_feature.__test__ = False
+
+
+def compiled_inference(net, read):
+    """``fn(images) -> read(outputs)`` of ``net`` in inference mode, compiled for
+    the backend Keras runs: a ``tf.function`` on TensorFlow, a ``jax.jit`` of the
+    network's stateless call (on the weights it has now) on JAX. ``read`` uses
+    ``keras.ops`` only."""
+    import numpy as np
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        trainable = [v.value for v in net.trainable_variables]
+        non_trainable = [v.value for v in net.non_trainable_variables]
+
+        @jax.jit
+        def run(trainable, non_trainable, images):
+            outputs, _ = net.stateless_call(trainable, non_trainable, images, training=False)
+            return read(outputs)
+
+        return lambda images: run(trainable, non_trainable, np.asarray(images))
+
+    import tensorflow as tf
+
+    @tf.function(reduce_retracing=True)
+    def run_tf(images):
+        return read(net(images, training=False))
+
+    return run_tf

@@ -49,6 +49,9 @@ class TrainState:
         metrics: the epoch's log row (numbers), from which a lost row is restored.
         train_seconds: wall time of training so far, summed over interrupted and
             resumed sessions (older checkpoints: 0).
+        attribute_refit_c: the ``train.attribute_refit_c`` the attribute
+            classifiers of these weights were refitted with after the last stage;
+            None when they were not.
     """
 
     stage: int
@@ -58,6 +61,7 @@ class TrainState:
     best_key: str = ""
     metrics: dict | None = None
     train_seconds: float = 0.0  # wall time spent training up to here, all sessions
+    attribute_refit_c: float | None = None
 
 
 class DiskFullError(RunFolderError):

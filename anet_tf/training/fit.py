@@ -455,6 +455,8 @@ def _train_locked(cfg, run_dir, strategy, chief, dataset, *, resume, evaluate_fn
             ckpts.snapshot(STAGE1_SNAPSHOT)
         offset += stage_cfg.epochs
         global_epoch = offset
+    if cfg.train.attribute_refit and cfg.model.variant != "baseline":
+        refit_and_save(cfg, trainer.net, optimizer, dataset, ckpts, chief, verbose)
     return TrainResult(
         run_dir=run_dir,
         net=trainer.net,
@@ -463,6 +465,52 @@ def _train_locked(cfg, run_dir, strategy, chief, dataset, *, resume, evaluate_fn
         global_epoch=global_epoch,
         train_seconds=train_seconds,
     )
+
+
+def refit_and_save(cfg, net, optimizer, dataset, ckpts, chief: bool, verbose) -> None:
+    """``train.attribute_refit``: refit the attribute classifiers of the weights
+    training ended with (:mod:`anet_tf.training.refit`) and save them in place of
+    the newest checkpoint (same epoch; ``best/`` too when it is that epoch), so that
+    evaluation, export and a resumed run all see them. Skipped when that
+    checkpoint was already refitted with the same ``attribute_refit_c`` (its
+    weights are the ones in ``net``)."""
+    from anet_tf.training.refit import refit_attribute_classifiers
+
+    latest = ckpts.latest()
+    c = cfg.train.attribute_refit_c
+    if latest is not None and latest[1].attribute_refit_c == c:
+        return
+    if verbose:
+        print(f"[anet-tf] refitting the attribute classifiers on the training images (C = {c:g}) ...",
+              flush=True)
+    for r in refit_attribute_classifiers(net, cfg, dataset, c=c):
+        if verbose:
+            print(
+                f"[anet-tf] refit {r.attribute}: {r.images} training images, train top-1 "
+                f"{100 * r.train_top1_before:.2f} -> {100 * r.train_top1_after:.2f} % "
+                f"({r.iterations} L-BFGS iterations{'' if r.converged else ', NOT converged'})"
+            )
+    if not chief or latest is None:
+        return
+    path, state = latest
+    best = os.path.join(ckpts.directory, "best")
+    best_epoch = (
+        CheckpointManager.read_state(best).global_epoch
+        if os.path.isfile(os.path.join(best, "state.json"))
+        else None
+    )
+    ckpts.save(
+        net,
+        optimizer,
+        dataclasses.replace(state, attribute_refit_c=c),
+        is_best=best_epoch == state.global_epoch,
+    )
+    if best_epoch is not None and best_epoch != state.global_epoch and verbose:
+        print(
+            f"[anet-tf] note: checkpoints/best is epoch {best_epoch} (chosen by evaluation) "
+            f"and keeps the classifiers it was trained with; the refit is in epoch "
+            f"{state.global_epoch}, the last"
+        )
 
 
 def write_json(path: str, payload: dict) -> None:

@@ -101,6 +101,8 @@ RESUMABLE_KEYS = (
     "train.stage2.lr",
     "train.stage2.steps_per_epoch",
     "train.eval_every",
+    "train.attribute_refit",
+    "train.attribute_refit_c",
     "eval.",
 )
 
