@@ -83,6 +83,12 @@ TINY_OVERRIDES = [
     # 15.9 s of CPU per run, two runs each, on a shared machine); tests that are
     # about the optimizer state name amsgrad.
     "train.optimizer=sgd",
+    # The paper's stage 2 (the schedule's lr) and no attribute refit, where the
+    # default config has stage 2 at 6e-4 and the refit: the tests of the schedule and
+    # of resumed runs are about the paper's training; tests/test_refit.py covers the
+    # refit and names it.
+    "train.stage2.lr=null",
+    "train.attribute_refit=false",
 ]
 
 
