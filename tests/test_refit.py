@@ -78,6 +78,8 @@ def test_lbfgs_refuses_bad_input(x, y, message):
         fit_softmax_regression(x, y, 3)
     with pytest.raises(ValueError, match="c must be positive"):
         fit_softmax_regression(np.zeros((2, 2)), np.array([0, 1]), 3, c=0)
+    with pytest.raises(ValueError, match=r"init must have shape \(2, 3\)"):
+        fit_softmax_regression(np.zeros((2, 2)), np.array([0, 1]), 3, init=np.zeros((3, 2)))
 
 
 def test_config_refuses_a_non_positive_c(tiny_dataset):

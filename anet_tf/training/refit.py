@@ -104,6 +104,8 @@ def fit_softmax_regression(
     if not c > 0:
         raise ValueError(f"c must be positive, got {c}")
     d = x.shape[1]
+    if init is not None and np.shape(init) != (d, num_classes):
+        raise ValueError(f"init must have shape {(d, num_classes)}, got {np.shape(init)}")
     l2 = 1.0 / (c * len(y))
     w = np.zeros(d * num_classes) if init is None else np.asarray(init, np.float64).ravel().copy()
     f, g = _objective(w, x, y, num_classes, l2)
