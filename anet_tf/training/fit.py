@@ -26,6 +26,7 @@ from anet_tf.config import Config
 from anet_tf.config import scheduled_epochs
 from anet_tf.training.callbacks import StageProgress
 from anet_tf.training.callbacks import stage_callbacks
+from anet_tf.training.checkpoint import BEST
 from anet_tf.training.checkpoint import CheckpointManager
 from anet_tf.training.optimizers import coupled_weight_decay
 from anet_tf.training.optimizers import make_optimizer
@@ -493,7 +494,7 @@ def refit_and_save(cfg, net, optimizer, dataset, ckpts, chief: bool, verbose) ->
     if not chief or latest is None:
         return
     path, state = latest
-    best = os.path.join(ckpts.directory, "best")
+    best = os.path.join(ckpts.directory, BEST)
     best_epoch = (
         CheckpointManager.read_state(best).global_epoch
         if os.path.isfile(os.path.join(best, "state.json"))

@@ -156,18 +156,12 @@ def fit_softmax_regression(
 
 
 def _neck(branch, a: np.ndarray) -> np.ndarray:
-    """The branch's BNNeck in inference mode (identity without one)."""
-    bn = branch.bnneck
-    if bn is None:
+    """The branch's BNNeck in inference mode (identity without one): the Keras
+    layer itself, on the pooled vectors of every image at once."""
+    if branch.bnneck is None:
         return a
-    mean = np.asarray(keras.ops.convert_to_numpy(bn.moving_mean), np.float64)
-    var = np.asarray(keras.ops.convert_to_numpy(bn.moving_variance), np.float64)
-    out = (a - mean) / np.sqrt(var + bn.epsilon)
-    if bn.gamma is not None:
-        out = out * np.asarray(keras.ops.convert_to_numpy(bn.gamma), np.float64)
-    if bn.beta is not None:
-        out = out + np.asarray(keras.ops.convert_to_numpy(bn.beta), np.float64)
-    return out
+    out = branch.bnneck(a.astype(np.float32), training=False)
+    return np.asarray(keras.ops.convert_to_numpy(out), np.float64)
 
 
 def classifier_inputs(net, cfg, dataset, records) -> tuple[dict, np.ndarray]:
