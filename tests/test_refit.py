@@ -143,3 +143,46 @@ def test_refit_changes_only_the_classifiers_is_saved_and_not_redone(
     cfg2 = load_config("synthetic", [*base, "train.attribute_refit=true", "train.attribute_refit_c=0.1"])
     train(cfg2, run_dir, resume=True, dataset=dataset, verbose=0)
     assert CheckpointManager(os.path.join(run_dir, "checkpoints")).latest()[1].attribute_refit_c == 0.1
+
+
+def test_resume_with_refit_through_fit_leaves_an_earlier_best_alone(tiny_dataset, tmp_path, capsys):
+    """`anet-tf fit --resume RUN --set train.attribute_refit=true --reevaluate`: the key
+    may change on resume; when evaluation chose an earlier best/, the refit goes into
+    the last checkpoint only, best/ keeps its classifiers, and fit says so."""
+    import h5py
+
+    from anet_tf import workflow
+    from anet_tf.training.checkpoint import CheckpointManager
+    from anet_tf.training.fit import train
+
+    run_dir = str(tmp_path / "run")
+    base = [f"data.root={tiny_dataset}", *TINY_OVERRIDES]
+    train(load_config("synthetic", base), run_dir, verbose=0)
+    ckpts = CheckpointManager(os.path.join(run_dir, "checkpoints"))
+    ckpts._replace_with_links(os.path.join(ckpts.directory, "epoch-0002"), os.path.join(ckpts.directory, "best"))
+
+    def kernels(folder):
+        out = {}
+
+        def keep(name, item):  # returns None: visititems stops at a non-None value
+            if isinstance(item, h5py.Dataset) and "attribute" in name and "classifier" in name:
+                out[name] = item[()]
+
+        with h5py.File(os.path.join(folder, "net.weights.h5")) as fh:
+            fh.visititems(keep)
+        return out
+
+    best_before, last_before = kernels(os.path.join(ckpts.directory, "best")), kernels(ckpts.latest()[0])
+    assert best_before and last_before
+    capsys.readouterr()
+    payload = workflow.fit_and_report(None, run_dir, resume=True, export=False, reevaluate=True,
+                                      overrides=["train.attribute_refit=true"])
+    assert payload is not None and "attributes" in payload["metrics"]
+    out = capsys.readouterr().out
+    assert "refit type" in out and "checkpoints/best is epoch 2" in out
+    path, state = ckpts.latest()
+    assert state.attribute_refit_c == 1.0 and state.global_epoch == 3
+    last_after, best_after = kernels(path), kernels(os.path.join(ckpts.directory, "best"))
+    assert any(not np.array_equal(last_after[k], last_before[k]) for k in last_before)
+    for k in best_before:
+        np.testing.assert_array_equal(best_after[k], best_before[k])
