@@ -38,6 +38,8 @@ import yaml
 
 from anet_tf.config import Config
 from anet_tf.config import ConfigError
+from anet_tf.io import atomic_write_text
+from anet_tf.io import read_yaml_file
 from anet_tf.training.run import METRICS_FILE
 
 STUDY_FILE = "study.yaml"
@@ -199,8 +201,9 @@ def read_study(out_dir: str) -> dict | None:
     path = os.path.join(out_dir, STUDY_FILE)
     if not os.path.exists(path):
         return None
-    with open(path, encoding="utf-8") as fh:
-        study = yaml.safe_load(fh)
+    study = read_yaml_file(
+        path, advice="it records the study's settings: restore it, or start a study in another --out"
+    )
     if not isinstance(study, dict) or "base" not in study:
         raise ConfigError(
             f"{path}: not a study file of anet-tf ablate (no 'base' config)"
@@ -211,10 +214,11 @@ def read_study(out_dir: str) -> dict | None:
 def write_study(out_dir: str, study: dict) -> None:
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, STUDY_FILE)
-    with open(path + ".tmp", "w", encoding="utf-8") as fh:
-        fh.write("# anet-tf ablate: the settings every run of this study shares\n")
-        fh.write(yaml.safe_dump(study, sort_keys=False))
-    os.replace(path + ".tmp", path)
+    atomic_write_text(
+        path,
+        "# anet-tf ablate: the settings every run of this study shares\n"
+        + yaml.safe_dump(study, sort_keys=False),
+    )
 
 
 def open_study(

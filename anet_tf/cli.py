@@ -72,6 +72,20 @@ def _missing_input_path(args) -> str | None:
     return None
 
 
+# Commands whose --out is a folder they create or continue.
+OUTPUT_FOLDERS = frozenset({"fit", "ablate", "export", "synth"})
+
+
+def _file_as_output_folder(args) -> str | None:
+    """A message when ``--out`` of a command that writes a folder names an
+    existing file (nothing would be written but a traceback); None otherwise."""
+    out = getattr(args, "out", None)
+    if args.command in OUTPUT_FOLDERS and isinstance(out, str) and os.path.lexists(out):
+        if not os.path.isdir(out):
+            return f"--out {out}: a file is there, and --out names a folder to write; choose another --out"
+    return None
+
+
 # Commands that never import TensorFlow (they start in well under a second).
 WITHOUT_TENSORFLOW = frozenset({"synth", "data", "client"})
 
@@ -93,6 +107,9 @@ def main(argv=None) -> int:
     if missing:
         # Before TensorFlow is imported (seconds): a typo in a path is answered at once.
         return errors.report(command, FileNotFoundError(missing))
+    occupied = _file_as_output_folder(args)
+    if occupied:
+        return errors.report(command, errors.UsageError(occupied))
     if command not in WITHOUT_TENSORFLOW:
         native_output.import_tensorflow()  # without its C++ start-up lines
     return errors.run(command, handler, args)

@@ -26,10 +26,18 @@ from typing import Literal
 
 import yaml
 
+from anet_tf.io import load_yaml
+from anet_tf.io import quote
+from anet_tf.io import yaml_problem
+
 DATASET_NAMES = ("synthetic", "folder", "veri776", "veriwild", "vehicleid")
 BACKBONES = ("resnet50_ibn_a", "resnet50", "resnet18_ibn_a", "resnet18")
 VARIANTS = ("baseline", "van", "anet")
 FEATURES = ("f", "fa", "j")
+# The largest side of the network's input that a config accepts: far above what
+# vehicle ReID uses (128-512 px), far below what would exhaust memory at the first
+# batch (a 100000 x 100000 input asks for 112 GiB).
+MAX_IMAGE_SIDE = 2048
 
 
 class ConfigError(ValueError):
@@ -467,7 +475,7 @@ def resolve_config_path(path: str | None) -> str:
         if os.path.exists(candidate):
             return candidate
     raise ConfigError(
-        f"config file not found: {path!r} (looked in the working directory and in "
+        f"config file not found: {quote(path)} (looked in the working directory and in "
         f"{CONFIG_DIR})"
     )
 
@@ -550,11 +558,15 @@ def _load_yaml_tree(path: str, chain: tuple[str, ...]) -> tuple[dict, dict[str, 
         )
     try:
         with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh)
+            data = load_yaml(fh)
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path} is a folder, not a config file") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text at byte {exc.start}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        raise ConfigError(f"{path}: not valid YAML: {yaml_problem(exc)}") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -597,15 +609,17 @@ def _deep_merge(dst: dict, src: dict) -> None:
 
 def _parse_override(item: str) -> tuple[str, Any]:
     if "=" not in item:
-        raise ConfigError(f"--set {item!r}: expected key=value, e.g. train.lr=0.001")
+        raise ConfigError(f"--set {quote(item)}: expected key=value, e.g. train.lr=0.001")
     key, text = item.split("=", 1)
     key = key.strip()
     if not key:
-        raise ConfigError(f"--set {item!r}: empty key")
+        raise ConfigError(f"--set {quote(item)}: empty key")
     try:
-        value = yaml.safe_load(text) if text.strip() else None
+        value = load_yaml(text) if text.strip() else None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"--set {item!r}: value is not valid YAML: {exc}") from None
+        raise ConfigError(
+            f"--set {quote(item)}: value is not valid YAML: {yaml_problem(exc)}"
+        ) from None
     return key, value
 
 
@@ -644,7 +658,7 @@ def _build(cls: type, raw: Any, prefix: str, origins: dict, path: str) -> Any:
     if not isinstance(raw, dict):
         raise ConfigError(
             f"{where}: {prefix.rstrip('.') or 'config'} must be a mapping, got "
-            f"{raw!r}"
+            f"{quote(raw)}"
         )
     hints = typing.get_type_hints(cls)
     fields = {
@@ -682,7 +696,7 @@ def _coerce(tp: Any, value: Any, key: str, origins: dict, path: str) -> Any:
 
     def fail() -> ConfigError:
         return ConfigError(
-            f"{where}: {key} must be {_type_name(tp)}, got {value!r} "
+            f"{where}: {key} must be {_type_name(tp)}, got {quote(value)} "
             f"({type(value).__name__})"
         )
 
@@ -706,7 +720,7 @@ def _coerce(tp: Any, value: Any, key: str, origins: dict, path: str) -> Any:
             return value
         raise ConfigError(
             f"{where}: {key} must be one of {', '.join(map(repr, typing.get_args(tp)))}"
-            f", got {value!r}"
+            f", got {quote(value)}"
         )
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
@@ -715,7 +729,7 @@ def _coerce(tp: Any, value: Any, key: str, origins: dict, path: str) -> Any:
         if origin is tuple and len(args) >= 1 and args[-1] is not Ellipsis:
             if len(value) != len(args):
                 raise ConfigError(
-                    f"{where}: {key} must have {len(args)} items, got {value!r}"
+                    f"{where}: {key} must have {len(args)} items, got {quote(value)}"
                 )
             return tuple(
                 _coerce(a, v, f"{key}[{i}]", origins, path)
@@ -803,6 +817,12 @@ def validate(cfg: Config, origins: dict | None = None, path: str = "") -> None:
         raise err("data.root", "must name the dataset folder")
     if any(s < 16 for s in d.image_size):
         raise err("data.image_size", f"each side must be >= 16, got {d.image_size}")
+    if any(s > MAX_IMAGE_SIDE for s in d.image_size):
+        raise err(
+            "data.image_size",
+            f"each side must be <= {MAX_IMAGE_SIDE} (the network's input; vehicle ReID "
+            f"uses 128 to 512), got {list(d.image_size)}",
+        )
     if len(set(d.attributes)) != len(d.attributes):
         raise err("data.attributes", f"duplicate attribute in {d.attributes}")
     if cfg.model.variant != "baseline" and not d.attributes:
@@ -834,6 +854,8 @@ def validate(cfg: Config, origins: dict | None = None, path: str = "") -> None:
         raise err("data.synth.cameras", f"need at least 2 cameras, got {s.cameras}")
     if s.images_per_id < 2:
         raise err("data.synth.images_per_id", f"need at least 2, got {s.images_per_id}")
+    if not 16 <= s.image_size <= MAX_IMAGE_SIDE:
+        raise err("data.synth.image_size", f"must be in [16, {MAX_IMAGE_SIDE}], got {s.image_size}")
     if not 0.0 <= s.unlabelled_fraction < 1.0:
         raise err("data.synth.unlabelled_fraction", f"must be in [0, 1), got {s.unlabelled_fraction}")
 
@@ -967,11 +989,11 @@ def path_name_problem(name: str) -> str | None:
     if not name or not name.strip():
         return "must not be empty"
     if "/" in name or "\\" in name or (os.sep in name) or (os.altsep and os.altsep in name):
-        return f"must be a single folder name without path separators, got {name!r}"
+        return f"must be a single folder name without path separators, got {quote(name)}"
     if name == "." or ".." in name:
-        return f"must not be '.' or '..' or contain '..', got {name!r}"
+        return f"must not be '.' or '..' or contain '..', got {quote(name)}"
     if "\0" in name:
-        return f"must not contain NUL, got {name!r}"
+        return f"must not contain NUL, got {quote(name)}"
     return None
 
 
@@ -1009,7 +1031,7 @@ def check_data_root(cfg: Config) -> str:
     root = cfg.data.root
     if not os.path.isdir(root):
         raise ConfigError(
-            f"{cfg.source}: data.root: dataset folder {root!r} does not exist "
+            f"{cfg.source}: data.root: dataset folder {quote(root)} does not exist "
             f"(data.name={cfg.data.name!r}); set it with --set data.root=PATH"
         )
     return root

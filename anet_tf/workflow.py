@@ -6,12 +6,15 @@ evaluation and export) so that each of those stays independent of the others.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
 import time
 
 from anet_tf.config import Config
+from anet_tf.io import NotWritableError
+from anet_tf.io import read_json_file
 from anet_tf.training.run import METRICS_FILE
 
 
@@ -43,12 +46,13 @@ def _warn_if_settings_differ(cfg, verbose: bool) -> None:
     import yaml
 
     from anet_tf.data.synthetic import SETTINGS
+    from anet_tf.io import load_yaml
 
     path = os.path.join(cfg.data.root, SETTINGS)
     try:
         with open(path, encoding="utf-8") as fh:
-            recorded = yaml.safe_load(fh) or {}
-    except (OSError, yaml.YAMLError):
+            recorded = load_yaml(fh) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return
     if not isinstance(recorded, dict):
         return
@@ -83,12 +87,13 @@ def evaluate_weights(cfg: Config, dataset, weights: str) -> dict:
     """Metrics of the network ``cfg`` describes with ``weights`` (a net.weights.h5)
     loaded, on ``dataset``'s test protocol."""
     from anet_tf.evaluation.extract import evaluate_net
+    from anet_tf.training.checkpoint import load_net_weights
     from anet_tf.training.fit import build_trainer
 
     trainer = build_trainer(
         cfg, len(dataset.train_pids()), dataset.num_classes, load_pretrained=False
     )
-    trainer.net.load_weights(weights)
+    load_net_weights(trainer.net, weights)
     return evaluate_net(trainer.net, dataset, cfg)
 
 
@@ -141,8 +146,8 @@ def evaluate_run(run_dir: str, overrides=(), weights: str | None = None) -> dict
 
 def resume_config(run_dir: str, overrides=(), command: str = "anet-tf fit") -> Config:
     """The config a resumed run continues with: the run's own, with ``overrides``
-    applied to the keys that may change mid-run and recorded (with ``command``)
-    in its changes.yaml.
+    applied to the keys that may change mid-run (recorded in its changes.yaml,
+    with the command, when training resumes).
 
     Raises:
         RunFolderError: an override of a key that cannot change on resume.
@@ -151,7 +156,7 @@ def resume_config(run_dir: str, overrides=(), command: str = "anet-tf fit") -> C
     from anet_tf.training.run import load_run_config
 
     if overrides:
-        return apply_resume_overrides(run_dir, list(overrides), command)
+        return apply_resume_overrides(run_dir, list(overrides))
     return load_run_config(run_dir)
 
 
@@ -219,6 +224,7 @@ def fit_and_report(
             cfg,
             run_dir,
             resume=resume,
+            command=command,
             dataset=dataset,
             evaluate_fn=make_evaluate_fn(cfg, dataset) if cfg.train.eval_every else None,
             # Keras' bar only on a terminal: in a file it is ANSI codes and one line
@@ -382,15 +388,20 @@ def record_evaluation(run_dir: str, feature: str, metrics: dict) -> str:
     path = os.path.join(run_dir, METRICS_FILE)
     payload: dict = {}
     if os.path.exists(path):
-        try:
-            with open(path, encoding="utf-8") as fh:
-                payload = json.load(fh)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: not JSON ({exc}); left as it is") from None
+        payload = read_json_file(path, advice="left as it is")
         if not isinstance(payload, dict):
             raise ValueError(f"{path}: not a JSON object; left as it is")
     evaluations = payload.get("evaluations")
     evaluations = evaluations if isinstance(evaluations, dict) else {}
     payload["evaluations"] = {**evaluations, feature: metrics}
-    write_json(path, payload)
+    try:
+        write_json(path, payload)
+    except OSError as exc:
+        if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+            raise
+        raise NotWritableError(
+            f"{path}: the evaluation cannot be recorded in the run "
+            f"({os.strerror(exc.errno)}); the metrics printed above are all there "
+            "is (--json-out FILE writes them elsewhere)",
+        ) from None
     return path

@@ -119,3 +119,182 @@ def test_best_is_recovered_after_a_kill_between_renames(tmp_path):
     mgr.save(net, None, TrainState(1, 2, 2, best_score=-1.0, best_key="-total@stage1"), is_best=False)
     assert CheckpointManager.read_state(str(tmp_path / "ckpt" / "best")).global_epoch == 1
     assert not any(".old-" in d for d in os.listdir(tmp_path / "ckpt"))
+
+
+# ------------------------------------------- a failed save never loses the newest
+def _weights_of(path):
+    net = tiny_net()
+    CheckpointManager.restore(path, net)
+    return float(np.asarray(net.weights[0])[0, 0])
+
+
+def _set_weights(net, value):
+    for v in net.weights:
+        v.assign(np.full(v.shape, value, "float32"))
+
+
+def _fail_at(monkeypatch, ckpt_dir, step, exc):
+    """Make step ``step`` of a save raise ``exc``: a write of one of the
+    checkpoint's files, a rename into place, the pointer, or best/'s links."""
+    from anet_tf.training import checkpoint as ck
+
+    def failing(*args, **kwargs):
+        raise exc
+
+    if step == "weights":
+        monkeypatch.setattr(keras.Model, "save_weights", failing)
+    elif step == "optimizer":
+        monkeypatch.setattr(ck.np, "savez", failing)
+    elif step == "flush":
+        monkeypatch.setattr(ck, "_fsync_tree", failing)
+    elif step == "pointer":
+        monkeypatch.setattr(ck, "_atomic_write_text", failing)
+    elif step == "best":
+        monkeypatch.setattr(ck.shutil, "copytree", failing)
+    elif step.startswith("rename"):
+        # the n-th rename of a folder inside the checkpoints folder
+        wanted = int(step[-1])
+        real = os.replace
+        seen = []
+
+        def replace(src, dst, *a, **k):
+            if str(src).startswith(ckpt_dir) and os.path.isdir(src):
+                seen.append(src)
+                if len(seen) == wanted:
+                    raise exc
+            return real(src, dst, *a, **k)
+
+        monkeypatch.setattr(ck.os, "replace", replace)
+    else:
+        raise AssertionError(step)
+
+
+STEPS = ["weights", "optimizer", "flush", "rename1", "rename2", "pointer", "best"]
+
+
+@pytest.mark.parametrize("same_epoch", [True, False], ids=["resave", "next-epoch"])
+@pytest.mark.parametrize("error", ["ENOSPC", "KeyboardInterrupt"])
+@pytest.mark.parametrize("step", STEPS)
+def test_a_failed_save_keeps_a_complete_published_checkpoint(tmp_path, monkeypatch, step, error, same_epoch):
+    """A save (the refit's re-save of the newest epoch, or the next epoch's) that
+    fails at any step, for space or by Ctrl-C, leaves last.json naming a complete
+    checkpoint: the previous one with its weights, or, once the pointer is written,
+    the new one; no temporary folder is left behind."""
+    import errno
+
+    from anet_tf.training.checkpoint import DiskFullError
+
+    ckpt = str(tmp_path / "ckpt")
+    net = tiny_net()
+    opt = trained_optimizer(net)
+    mgr = CheckpointManager(ckpt)
+    _set_weights(net, 1.0)
+    mgr.save(net, opt, TrainState(1, 2, 2, best_score=1.0, best_key="mAP"), is_best=True)
+    _set_weights(net, 2.0)
+    new_state = TrainState(1, 2, 2, attribute_refit_c=1.0) if same_epoch else TrainState(1, 3, 3)
+    if step.startswith("rename") and not same_epoch and step == "rename2":
+        pytest.skip("a new epoch's save renames one folder")
+    exc = OSError(errno.ENOSPC, "No space left on device") if error == "ENOSPC" else KeyboardInterrupt()
+    _fail_at(monkeypatch, ckpt, step, exc)
+    expected = DiskFullError if error == "ENOSPC" else KeyboardInterrupt
+    with pytest.raises(expected) as raised:
+        mgr.save(net, opt, new_state, is_best=True)
+    monkeypatch.undo()
+    if error == "ENOSPC":
+        msg = str(raised.value)
+        assert "\n" not in msg and "no space left" in msg
+        assert ("best/ could not be updated" in msg) == (step == "best")
+
+    path, state = CheckpointManager(ckpt).latest()
+    published_new = step == "best"  # every earlier step fails before the pointer
+    assert os.path.isdir(path)
+    assert _weights_of(path) == (2.0 if published_new else 1.0)
+    assert state == (new_state if published_new else TrainState(1, 2, 2, best_score=1.0, best_key="mAP"))
+    assert _weights_of(os.path.join(ckpt, "best")) == 1.0
+    assert not [d for d in os.listdir(ckpt) if ".tmp-" in d or ".old-" in d]
+    # and the run goes on: the same save succeeds once the disk has room
+    mgr.save(net, opt, new_state, is_best=True)
+    path, state = CheckpointManager(ckpt).latest()
+    assert (_weights_of(path), state) == (2.0, new_state)
+    assert _weights_of(os.path.join(ckpt, "best")) == 2.0
+
+
+def test_a_kill_between_the_renames_of_a_resave_is_recovered(tmp_path):
+    """A kill after the old folder of a re-saved epoch was renamed aside and before
+    the new one took its name: last.json names a folder found only as
+    <name>.old-<pid>, which is put back."""
+    net = tiny_net()
+    mgr = CheckpointManager(str(tmp_path / "ckpt"))
+    _set_weights(net, 1.0)
+    mgr.save(net, None, TrainState(1, 2, 2))
+    os.replace(tmp_path / "ckpt" / "epoch-0002", tmp_path / "ckpt" / "epoch-0002.old-4242")
+    path, state = CheckpointManager(str(tmp_path / "ckpt")).latest()
+    assert os.path.basename(path) == "epoch-0002" and _weights_of(path) == 1.0
+    assert state.global_epoch == 2
+
+
+def test_a_kill_after_the_rename_before_the_pointer_reads_the_folders_state(tmp_path):
+    """A kill after the re-saved folder took its name and before last.json was
+    rewritten: the state comes from the folder itself, so weights and state agree
+    (the refit counts as done)."""
+    net = tiny_net()
+    mgr = CheckpointManager(str(tmp_path / "ckpt"))
+    mgr.save(net, None, TrainState(1, 2, 2))
+    pointer = (tmp_path / "ckpt" / "last.json").read_text()
+    mgr.save(net, None, TrainState(1, 2, 2, attribute_refit_c=0.5))
+    (tmp_path / "ckpt" / "last.json").write_text(pointer)  # the stale pointer
+    _, state = CheckpointManager(str(tmp_path / "ckpt")).latest()
+    assert state.attribute_refit_c == 0.5
+
+
+@pytest.mark.parametrize(
+    "damage, expected",
+    [
+        (lambda p: p.write_text('{"checkpoint": "epoch-00'), "not valid JSON: line 1"),
+        (lambda p: p.write_text('{"checkpoint": "epoch-0009"}'), "not a checkpoint folder"),
+        (lambda p: p.write_text("[1, 2]"), 'no "checkpoint" entry'),
+    ],
+    ids=["truncated", "dangling", "not-a-record"],
+)
+def test_a_damaged_pointer_names_the_file_and_the_newest_folder(tmp_path, damage, expected):
+    from anet_tf.io import DamagedFileError
+
+    net = tiny_net()
+    mgr = CheckpointManager(str(tmp_path / "ckpt"))
+    mgr.save(net, None, TrainState(1, 1, 1))
+    mgr.save(net, None, TrainState(1, 2, 2))
+    damage(tmp_path / "ckpt" / "last.json")
+    with pytest.raises(DamagedFileError) as err:
+        mgr.latest()
+    msg = str(err.value)
+    assert str(tmp_path / "ckpt" / "last.json") in msg and expected in msg
+    assert '{"checkpoint": "epoch-0002"}' in msg and "\n" not in msg
+
+
+@pytest.mark.parametrize(
+    "file, damage",
+    [
+        ("net.weights.h5", "truncate"),
+        ("net.weights.h5", "garbage"),
+        ("optimizer.npz", "empty"),
+        ("optimizer.npz", "garbage"),
+        ("state.json", "truncate"),
+    ],
+)
+def test_a_damaged_checkpoint_file_is_named_with_the_other_checkpoints(tmp_path, file, damage):
+    from anet_tf.io import DamagedFileError
+
+    net = tiny_net()
+    opt = trained_optimizer(net)
+    mgr = CheckpointManager(str(tmp_path / "ckpt"))
+    mgr.save(net, opt, TrainState(1, 1, 1))
+    mgr.save(net, opt, TrainState(1, 2, 2))
+    target = tmp_path / "ckpt" / "epoch-0002" / file
+    data = target.read_bytes()
+    target.unlink()  # never through a hard link another folder shares
+    target.write_bytes({"truncate": data[: len(data) // 3], "garbage": b"not a checkpoint\n" * 9, "empty": b""}[damage])
+    with pytest.raises(DamagedFileError) as err:
+        CheckpointManager.restore(str(tmp_path / "ckpt" / "epoch-0002"), tiny_net(), trained_optimizer(tiny_net()))
+    msg = str(err.value)
+    assert msg.startswith(f"{target} is damaged") and "\n" not in msg
+    assert "epoch-0001" in msg and "--checkpoint" in msg

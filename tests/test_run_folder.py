@@ -238,10 +238,12 @@ def test_reconcile_log_drops_rows_past_the_checkpoint_and_restores_a_lost_one(tm
     assert reconcile_log(run_dir, 3, row, ["total"]) == 0
 
 
-def test_kill9_between_checkpoint_and_log_row_leaves_one_row_per_epoch(tiny_overrides, tmp_path):
+@pytest.mark.parametrize("torn", [False, True], ids=["no-row", "half-a-row"])
+def test_kill9_between_checkpoint_and_log_row_leaves_one_row_per_epoch(tiny_overrides, tmp_path, torn):
     """The row of an epoch is written after its checkpoint: stop a real fit right
-    there (SIGKILL from inside the process, at the moment between the two), resume,
-    and every epoch has exactly one row."""
+    there (SIGKILL from inside the process, at the moment between the two, or
+    with half of the row written), resume, and every epoch has exactly one whole
+    row."""
     run_dir = str(tmp_path / "killed")
     script = textwrap.dedent(
         """
@@ -249,16 +251,23 @@ def test_kill9_between_checkpoint_and_log_row_leaves_one_row_per_epoch(tiny_over
         from anet_tf.training import run
         calls = []
         real = run.append_log_row
-        def killer(*a, **k):
+        TORN = %r
+        def killer(run_dir, *a, **k):
             calls.append(1)
             if len(calls) == 2:  # epoch 2's checkpoint is published, its row not yet
+                if TORN:  # the row reaches the disk up to its middle
+                    path = os.path.join(run_dir, "log.csv")
+                    size = os.path.getsize(path)
+                    real(run_dir, *a, **k)
+                    os.truncate(path, size + (os.path.getsize(path) - size) // 2)
                 os.kill(os.getpid(), signal.SIGKILL)
-            return real(*a, **k)
+            return real(run_dir, *a, **k)
         import anet_tf.training.callbacks as cb
         cb.append_log_row = killer
         from anet_tf.cli import main
         sys.exit(main(sys.argv[1:]))
         """
+        % torn
     )
     args = ["fit", "--out", run_dir, "--no-export", "--quiet"]
     for item in [*tiny_overrides, "model.variant=baseline", "eval.feature=f", "train.stage1.epochs=3"]:
@@ -266,12 +275,76 @@ def test_kill9_between_checkpoint_and_log_row_leaves_one_row_per_epoch(tiny_over
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     proc = subprocess.run([sys.executable, "-c", script, *args], env=env, capture_output=True, timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
-    assert last_epoch(run_dir) == 2 and [r["global_epoch"] for r in read_log(run_dir)] == ["1"]
+    assert last_epoch(run_dir) == 2
+    with open(os.path.join(run_dir, "log.csv"), newline="") as fh:
+        assert fh.read().endswith("\n") != torn
     from anet_tf.cli import main
 
     assert main(["fit", "--resume", run_dir, "--no-export", "--quiet"]) == 0
     assert [r["global_epoch"] for r in read_log(run_dir)] == ["1", "2", "3"]
+    with open(os.path.join(run_dir, "log.csv"), newline="") as fh:
+        cells = [len(r) for r in csv.reader(fh)]
+    assert len(set(cells)) == 1, cells  # every row whole, none glued onto another
     assert not leftovers(run_dir)
+
+
+def _write_rows(path, header, epochs, torn_epoch=None):
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(header)
+        for e in epochs:
+            w.writerow([1, e, e, 0.1, 1.0, 2.0, 5.0 - e])
+    if torn_epoch is not None:
+        with open(path, "a", newline="") as fh:
+            fh.write(f"1,{torn_epoch},{torn_epoch},0.1,1.")  # cut in the middle
+
+
+def test_reconcile_log_drops_a_torn_last_line_and_restores_its_row(tmp_path):
+    run_dir = str(tmp_path)
+    header = ["stage", "epoch", "global_epoch", "lr", "epoch_time_s", "images_per_s", "total"]
+    _write_rows(os.path.join(run_dir, "log.csv"), header, [1, 2], torn_epoch=3)
+    row = {"stage": 1, "epoch": 3, "global_epoch": 3, "lr": 0.1, "epoch_time_s": 1.0,
+           "images_per_s": 2.0, "total": 1.5}
+    assert reconcile_log(run_dir, 3, row, ["total"]) == 2  # the torn line out, its row in
+    rows = read_log(run_dir)
+    assert [r["global_epoch"] for r in rows] == ["1", "2", "3"] and rows[-1]["total"] == "1.5"
+    with open(os.path.join(run_dir, "log.csv"), newline="") as fh:
+        assert [len(r) for r in csv.reader(fh)] == [7, 7, 7, 7]
+    # torn at an epoch the checkpoint never completed: dropped, nothing restored
+    _write_rows(os.path.join(run_dir, "log.csv"), header, [1, 2], torn_epoch=3)
+    assert reconcile_log(run_dir, 2, None, ["total"]) == 1
+    assert [r["global_epoch"] for r in read_log(run_dir)] == ["1", "2"]
+
+
+@pytest.mark.parametrize("error", ["ENOSPC", "KeyboardInterrupt"])
+def test_a_log_row_that_cannot_be_written_leaves_the_log_as_it_was(tmp_path, monkeypatch, error):
+    """A full disk (or Ctrl-C) while a row is appended: the file is cut back to its
+    previous rows (no torn line), and a full disk is one line, exit 4."""
+    from anet_tf.commands.errors import exit_code
+    from anet_tf.training import run
+    from anet_tf.training.run import DiskFullError
+    from anet_tf.training.run import append_log_row
+
+    run_dir = str(tmp_path)
+    header = ["stage", "epoch", "global_epoch", "lr", "epoch_time_s", "images_per_s", "total"]
+    _write_rows(os.path.join(run_dir, "log.csv"), header, [1, 2])
+    before = (tmp_path / "log.csv").read_bytes()
+    exc = OSError(errno.ENOSPC, "No space left on device") if error == "ENOSPC" else KeyboardInterrupt()
+
+    def fsync(fd):  # the row is in the file, the disk refuses to keep it
+        raise exc
+
+    monkeypatch.setattr(run.os, "fsync", fsync)
+    row = {"stage": 1, "epoch": 3, "global_epoch": 3, "lr": 0.1, "epoch_time_s": 1.0,
+           "images_per_s": 2.0, "total": 1.5}
+    with pytest.raises(DiskFullError if error == "ENOSPC" else KeyboardInterrupt) as raised:
+        append_log_row(run_dir, row, ["total"])
+    monkeypatch.undo()
+    assert (tmp_path / "log.csv").read_bytes() == before
+    if error == "ENOSPC":
+        msg = str(raised.value)
+        assert exit_code(raised.value) == 4 and "\n" not in msg
+        assert "log.csv" in msg and "epoch 3" in msg and f"--resume {run_dir}" in msg
 
 
 # --------------------------------------------------------------------- disk full

@@ -8,10 +8,13 @@ code  meaning                                                            line
 ====  =================================================================  ==========
 0     done
 1     the input is wrong or missing (a config key, a file, a dataset     ``error:``
-      row, an image that does not decode, a server that does not answer)
+      row, an image that does not decode, a server that does not answer,
+      a damaged file of a run), or a folder is read-only, not writable, or
+      a file where a folder should be (the message names the path)
 2     the arguments do not go together (argparse's own errors too)       ``error:``
 3     training stopped on a non-finite loss or weights                   ``stopped:``
 4     the run folder is in use by another process, or the disk is full   ``error:``
+130   interrupted (Ctrl-C); what was completed is kept                   ``interrupted:``
 ====  =================================================================  ==========
 
 The line is ``anet-tf <command>: error: <message>`` (one line, whatever the
@@ -25,6 +28,7 @@ was never imported cannot have been raised).
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 
@@ -33,6 +37,17 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_STOPPED = 3
 EXIT_RUN_FOLDER = 4
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a process stopped by Ctrl-C
+
+# Errors of the file system a user can act on (the message names the path): a
+# read-only folder, no permission, a file where a folder is expected or the reverse.
+_USER_OS_ERRORS = frozenset(
+    {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ENAMETOOLONG}
+)
+
+# The longest message printed: a value quoted from a huge input must not become a
+# megabyte of terminal output.
+MESSAGE_LIMIT = 1000
 
 
 class CommandError(Exception):
@@ -41,6 +56,11 @@ class CommandError(Exception):
 
 class UsageError(CommandError):
     """Arguments that do not go together (exit 2)."""
+
+
+class Interrupted(Exception):
+    """Ctrl-C, with what became of the command's output (exit 130); a command
+    raises it from the ``KeyboardInterrupt`` when it has something to say."""
 
 
 def _loaded(module: str, name: str):
@@ -65,6 +85,10 @@ def exit_code(exc: BaseException) -> int | None:
         return EXIT_STOPPED
     if _is(exc, "anet_tf.training.run", "RunFolderError"):  # DiskFullError too
         return EXIT_RUN_FOLDER
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return EXIT_RUN_FOLDER
+    if isinstance(exc, OSError) and exc.errno in _USER_OS_ERRORS:
+        return EXIT_FAILED  # the message names the path
     # ConfigError, DataError, SearchError and VisualizeError are ValueErrors.
     if isinstance(exc, (CommandError, FileNotFoundError, ImportError, ValueError)):
         return EXIT_FAILED
@@ -79,7 +103,10 @@ def message(exc: BaseException) -> str:
         lines = exc.message.strip().splitlines()
         wanted = [line for line in lines if "cannot decode image" in line] or lines[:1]
         return wanted[0].strip() if wanted else type(exc).__name__
-    return " ".join(str(exc).split()) or type(exc).__name__
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if len(text) > MESSAGE_LIMIT:
+        text = f"{text[:MESSAGE_LIMIT]}... (message cut, {len(text)} characters)"
+    return text
 
 
 def report(command: str, exc: BaseException) -> int:
@@ -98,9 +125,16 @@ def report(command: str, exc: BaseException) -> int:
 
 
 def run(command: str, handler, args) -> int:
-    """``handler(args)``, its errors reported by :func:`report`."""
+    """``handler(args)``, its errors reported by :func:`report`; Ctrl-C is one
+    ``interrupted`` line and exit 130."""
     try:
         return handler(args)
+    except (KeyboardInterrupt, Interrupted) as exc:
+        if os.environ.get("ANET_TF_DEBUG"):
+            raise
+        said = f": {message(exc)}" if isinstance(exc, Interrupted) else ""
+        print(f"anet-tf {command}: interrupted{said}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except Exception as exc:
         if exit_code(exc) is None or os.environ.get("ANET_TF_DEBUG"):
             raise

@@ -4,12 +4,14 @@ and :mod:`anet_tf.ablation`."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import shlex
 import sys
 
 from anet_tf.commands.errors import EXIT_FAILED
+from anet_tf.commands.errors import Interrupted
 from anet_tf.commands.errors import UsageError
 from anet_tf.config import add_config_arguments
 
@@ -84,14 +86,16 @@ def cmd_fit(args) -> int:
             cfg = workflow.resume_config(args.resume, overrides, command)
         except RunFolderError as exc:  # a --set the run cannot take
             raise UsageError(str(exc)) from None
-        workflow.fit_and_report(
-            cfg,
-            args.resume,
-            resume=True,
-            export=not args.no_export,
-            verbose=not args.quiet,
-            reevaluate=args.reevaluate,
-        )
+        with _interruption_kept(args.resume):
+            workflow.fit_and_report(
+                cfg,
+                args.resume,
+                resume=True,
+                export=not args.no_export,
+                verbose=not args.quiet,
+                reevaluate=args.reevaluate,
+                command=command,
+            )
         return 0
     if args.reevaluate:
         raise UsageError("--reevaluate goes with --resume RUN_DIR")
@@ -104,8 +108,42 @@ def cmd_fit(args) -> int:
             f"{run_dir} already holds a run; continue it with --resume {run_dir} or "
             f"choose another --out"
         )
-    workflow.fit_and_report(cfg, run_dir, resume=False, export=not args.no_export, verbose=not args.quiet)
+    with _interruption_kept(run_dir):
+        workflow.fit_and_report(cfg, run_dir, resume=False, export=not args.no_export, verbose=not args.quiet)
     return 0
+
+
+@contextlib.contextmanager
+def _interruption_kept(run_dir: str):
+    """Ctrl-C during a run: one line saying what the run folder keeps and how to
+    go on (every checkpoint and log row is written atomically or repaired on
+    resume, so the folder is consistent wherever the interruption fell)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        from anet_tf.training.checkpoint import CheckpointManager
+        from anet_tf.training.run import CHECKPOINTS
+        from anet_tf.training.run import CONFIG_FILE
+
+        try:
+            latest = CheckpointManager(os.path.join(run_dir, CHECKPOINTS)).latest()
+        except (OSError, ValueError):
+            latest = None
+        if latest is None:
+            kept = "no epoch had completed"
+            started = os.path.isfile(os.path.join(run_dir, CONFIG_FILE))
+            then = f"start it with anet-tf fit --resume {run_dir}" if started else "run the same command again"
+        else:
+            kept = f"epoch {latest[1].global_epoch} is its newest checkpoint"
+            then = f"continue with anet-tf fit --resume {run_dir}"
+        raise Interrupted(f"{run_dir}: {kept}; {then}") from None
+
+
+def _study_interrupted(out_dir: str):
+    return Interrupted(
+        f"{out_dir}: every finished run and the newest checkpoint of the one in "
+        "progress are kept; continue with the same anet-tf ablate command"
+    )
 
 
 def _ablate_command_line(args) -> str:
@@ -156,7 +194,10 @@ def cmd_ablate(args) -> int:
             }
         )
         ablation.write_study(out_dir, study)
-        failed = ablation.run_study(out_dir, study, base, verbose=not args.quiet)
+        try:
+            failed = ablation.run_study(out_dir, study, base, verbose=not args.quiet)
+        except KeyboardInterrupt:
+            raise _study_interrupted(out_dir) from None
     paths = ablation.write_reports(out_dir, study)
     print()
     with open(paths["markdown"], encoding="utf-8") as fh:

@@ -207,6 +207,7 @@ def _visualize_activation(args) -> int:
     from anet_tf.export import resolve_weights
     from anet_tf.model import build_model_from_config
     from anet_tf.search.sources import list_sources
+    from anet_tf.training.checkpoint import load_net_weights
     from anet_tf.training.run import load_run_config
     from anet_tf.visualize import activation_maps
     from anet_tf.visualize import plot_activation_maps
@@ -222,7 +223,7 @@ def _visualize_activation(args) -> int:
     net = build_model_from_config(
         cfg, len(dataset.train_pids()), dataset.num_classes, load_pretrained=False
     )
-    net.load_weights(resolve_weights(args.run)[1])  # its best, else newest, checkpoint
+    load_net_weights(net, resolve_weights(args.run)[1])  # its best, else newest, checkpoint
     paths = list_sources(args.image).paths[: args.max_images]
     maps = activation_maps(net, paths, cfg.data.image_size)
     titles = [os.path.basename(p) for p in paths]

@@ -88,6 +88,7 @@ def load_trained(source: str):
     int8 calibration set); a synthetic dataset must exist at ``data.root``.
     """
     from anet_tf.data.readers import load_dataset
+    from anet_tf.training.checkpoint import load_net_weights
     from anet_tf.training.fit import build_trainer
     from anet_tf.training.fit import load_run_config
 
@@ -97,7 +98,7 @@ def load_trained(source: str):
     trainer = build_trainer(
         cfg, len(dataset.train_pids()), dataset.num_classes, load_pretrained=False
     )
-    trainer.net.load_weights(weights)
+    load_net_weights(trainer.net, weights)
     return trainer.net, cfg, dataset
 
 

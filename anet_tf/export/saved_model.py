@@ -500,14 +500,17 @@ def _load_serve_images(path: str):
 def saved_model_config(saved_model_dir: str, overrides=None):
     """The config a SavedModel was exported with (``assets/config.yaml``), with
     optional ``--set`` overrides; FileNotFoundError if the export stores none."""
-    import yaml
 
     from anet_tf.config import apply_overrides
     from anet_tf.config import config_from_dict
+    from anet_tf.io import DamagedFileError
+    from anet_tf.io import read_yaml_file
 
     path = os.path.join(saved_model_dir, "assets", CONFIG_FILE)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{saved_model_dir} stores no assets/{CONFIG_FILE}; give --config")
-    with open(path, encoding="utf-8") as fh:
-        cfg = config_from_dict(yaml.safe_load(fh), source=path)
+    raw = read_yaml_file(path, advice="export the model again")
+    if not isinstance(raw, dict):
+        raise DamagedFileError(f"{path} is damaged (not a mapping of config sections); export the model again")
+    cfg = config_from_dict(raw, source=path)
     return apply_overrides(cfg, overrides) if overrides else cfg

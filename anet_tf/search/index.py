@@ -423,28 +423,31 @@ def check_index_target(out_dir: str) -> None:
 
 
 def check_same_model(
-    expected: dict, got: dict, expected_name: str, got_name: str
+    expected: dict, got: dict, expected_name: str, got_name: str, advice: str | None = None
 ) -> None:
     """Raise :class:`IndexMismatchError` unless both model records agree on the
-    embedding dimension and fingerprint."""
+    embedding dimension and fingerprint; ``advice`` (what to do) replaces the
+    default, which is a query's (search with the index's model)."""
     d_e, d_g = int(expected["embedding_dim"]), int(got["embedding_dim"])
+    if advice is None:
+        advice = (
+            f"Search with the model the index was built with (--model "
+            f"{expected['path']}), or embed the gallery again with this model and "
+            f"rebuild the index"
+        )
     if d_e != d_g:
         raise IndexMismatchError(
             f"{expected_name} holds {d_e}-d embeddings of the model {expected['path']} "
             f"(fingerprint {expected['fingerprint']}), but {got_name} "
             f"{got['path']} gives {d_g}-d embeddings: they were made by different "
-            f"models. Search with the model the index was built with (--model "
-            f"{expected['path']}), or embed the gallery again with this model and "
-            f"rebuild the index"
+            f"models. {advice}"
         )
     if expected["fingerprint"] != got["fingerprint"]:
         raise IndexMismatchError(
             f"{expected_name} was built with the model {expected['path']} "
             f"(fingerprint {expected['fingerprint']}), but {got_name} {got['path']} "
             f"has fingerprint {got['fingerprint']} (other weights or outputs): "
-            f"similarities across models mean nothing. Search with --model "
-            f"{expected['path']}, or embed the gallery again with this model and "
-            f"rebuild the index"
+            f"similarities across models mean nothing. {advice}"
         )
 
 
@@ -494,7 +497,15 @@ def build_index(
     first = embeddings[0]
     for i, emb in enumerate(embeddings[1:], start=2):
         check_same_model(
-            first.model, emb.model, "embeddings file 1", f"file {i}, model"
+            first.model,
+            emb.model,
+            "embeddings file 1",
+            f"file {i}, model",
+            advice=(
+                "An index holds the embeddings of one model: embed every gallery "
+                f"with the same --model (anet-tf embed), e.g. {first.model['path']}, "
+                "then build it from those files"
+            ),
         )
     vectors = np.ascontiguousarray(
         np.concatenate([e.embedding for e in embeddings], 0).astype(np.float32)

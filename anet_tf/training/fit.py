@@ -24,6 +24,7 @@ import tensorflow as tf
 
 from anet_tf.config import Config
 from anet_tf.config import scheduled_epochs
+from anet_tf.io import atomic_write_text
 from anet_tf.training.callbacks import StageProgress
 from anet_tf.training.callbacks import stage_callbacks
 from anet_tf.training.checkpoint import BEST
@@ -34,6 +35,7 @@ from anet_tf.training.run import CONFIG_FILE  # noqa: F401  (re-exported)
 from anet_tf.training.run import RunLock
 from anet_tf.training.run import load_run_config  # noqa: F401  (re-exported)
 from anet_tf.training.run import reconcile_log
+from anet_tf.training.run import record_resume_changes
 from anet_tf.training.run import remove_stale_temporaries
 from anet_tf.training.run import save_run_config
 from anet_tf.training.stages import STAGE1
@@ -235,6 +237,7 @@ def train(
     evaluate_fn: Callable | None = None,
     extra_callbacks: tuple = (),
     verbose: int = 1,
+    command: str = "anet-tf fit --resume",
 ) -> TrainResult:
     """Run (or resume) both training stages.
 
@@ -248,6 +251,8 @@ def train(
         extra_callbacks: more Keras callbacks (tests use this).
         verbose: 0 silent; 1 Keras' progress bar (for a terminal); 2 one plain line
             per epoch (terms, lr, images/s, time), for logs and files.
+        command: on resume, the command line recorded in changes.yaml when ``cfg``
+            differs from the run's config.yaml (written once the lock is held).
     """
     policy = keras.mixed_precision.global_policy()
     if cfg.train.mixed_precision:
@@ -258,7 +263,7 @@ def train(
     determinism = set_determinism(cfg.train.deterministic)
     try:
         return _train(cfg, run_dir, resume=resume, dataset=dataset, evaluate_fn=evaluate_fn,
-                      extra_callbacks=extra_callbacks, verbose=verbose)
+                      extra_callbacks=extra_callbacks, verbose=verbose, command=command)
     finally:
         keras.mixed_precision.set_global_policy(policy)
         restore_determinism(determinism)
@@ -277,7 +282,7 @@ def _jit_compile(cfg: Config) -> bool:
     return True if on_jax() else cfg.train.jit_compile
 
 
-def _train(cfg, run_dir, *, resume, dataset, evaluate_fn, extra_callbacks, verbose) -> TrainResult:
+def _train(cfg, run_dir, *, resume, dataset, evaluate_fn, extra_callbacks, verbose, command) -> TrainResult:
     from anet_tf.data.readers import load_dataset
 
     seed_everything(cfg.train.seed)
@@ -302,13 +307,13 @@ def _train(cfg, run_dir, *, resume, dataset, evaluate_fn, extra_callbacks, verbo
         try:
             return _train_locked(cfg, run_dir, strategy, chief, dataset, resume=resume,
                                  evaluate_fn=evaluate_fn, extra_callbacks=extra_callbacks,
-                                 verbose=verbose)
+                                 verbose=verbose, command=command)
         finally:
             lock.release()
 
 
 def _train_locked(cfg, run_dir, strategy, chief, dataset, *, resume, evaluate_fn,
-                  extra_callbacks, verbose) -> TrainResult:
+                  extra_callbacks, verbose, command) -> TrainResult:
     from anet_tf.data.pipeline import build_train_dataset
 
     replicas = strategy.num_replicas_in_sync
@@ -337,6 +342,9 @@ def _train_locked(cfg, run_dir, strategy, chief, dataset, *, resume, evaluate_fn
     if latest is not None:
         path, state = latest
         CheckpointManager.restore(path, trainer.net, optimizer)
+    if chief and resume:
+        # The resumed run can continue: only now is a --set change recorded.
+        record_resume_changes(run_dir, cfg, command)
         if verbose:
             print(
                 f"[anet-tf] resumed {path}: stage {state.stage}, epoch {state.stage_epoch}"
@@ -515,7 +523,5 @@ def refit_and_save(cfg, net, optimizer, dataset, ckpts, chief: bool, verbose) ->
 
 
 def write_json(path: str, payload: dict) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(payload, fh, indent=2, default=float)
-    os.replace(tmp, path)
+    """Write ``payload`` as JSON, atomically."""
+    atomic_write_text(path, json.dumps(payload, indent=2, default=float))

@@ -38,6 +38,9 @@ import yaml
 
 from anet_tf.config import Config
 from anet_tf.config import config_from_dict
+from anet_tf.io import DamagedFileError
+from anet_tf.io import atomic_write_text
+from anet_tf.io import read_yaml_file
 
 CONFIG_FILE = "config.yaml"
 CHANGES_FILE = "changes.yaml"
@@ -52,6 +55,17 @@ LOG_FIXED = ["stage", "epoch", "global_epoch", "lr", "epoch_time_s", "images_per
 
 class RunFolderError(RuntimeError):
     """A run folder cannot be used as asked; the message is one line for the user."""
+
+
+class DiskFullError(RunFolderError):
+    """No space left while writing into the run folder; what was there is intact."""
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    # h5py and TensorFlow wrap the C error: only the text is left.
+    return "No space left on device" in str(exc) or "Disk quota exceeded" in str(exc)
 
 
 def is_run(run_dir: str) -> bool:
@@ -77,8 +91,11 @@ def load_run_config(run_dir: str) -> Config:
     path = os.path.join(run_dir, CONFIG_FILE)
     if not os.path.exists(path):
         raise FileNotFoundError(f"{run_dir} is not a run directory: {CONFIG_FILE} is missing")
-    with open(path, encoding="utf-8") as fh:
-        raw = yaml.safe_load(fh)
+    raw = read_yaml_file(
+        path, advice="it is written once when the run starts: restore it from a backup"
+    )
+    if not isinstance(raw, dict):
+        raise DamagedFileError(f"{path} is damaged (not a mapping of config sections)")
     return config_from_dict(raw, source=path)
 
 
@@ -112,11 +129,11 @@ def resumable(key: str) -> bool:
     return any(key == k or (k.endswith(".") and key.startswith(k)) for k in RESUMABLE_KEYS)
 
 
-def apply_resume_overrides(run_dir: str, overrides: list[str], command: str) -> Config:
+def apply_resume_overrides(run_dir: str, overrides: list[str], command: str = "") -> Config:
     """The run's config with ``overrides`` applied, after checking every key may
-    change mid-run; the new config replaces config.yaml and the change is appended to
-    changes.yaml (what, when, the command). Raises RunFolderError naming a key that
-    may not change."""
+    change mid-run. Nothing is written here: :func:`record_resume_changes` writes
+    the change once the resumed run holds the folder's lock. Raises RunFolderError
+    naming a key that may not change."""
     from anet_tf.config import apply_overrides
 
     refused = [o.split("=", 1)[0].strip() for o in overrides if not resumable(o.split("=", 1)[0])]
@@ -129,27 +146,35 @@ def apply_resume_overrides(run_dir: str, overrides: list[str], command: str) -> 
         )
     cfg = load_run_config(run_dir)
     new = apply_overrides(cfg, overrides)
-    before, after = _flatten(cfg.to_dict()), _flatten(new.to_dict())
+    raw = new.to_dict()
+    raw["data"]["root"] = cfg.data.root
+    return config_from_dict(raw, source=cfg.source)
+
+
+def record_resume_changes(run_dir: str, cfg: Config, command: str) -> dict:
+    """Make ``cfg`` the run's config.yaml when it differs, and append what changed
+    (from, to, when, ``command``) to changes.yaml. Call it holding the run's lock,
+    when the resumed run is about to train. Returns the change (empty if none)."""
+    saved = load_run_config(run_dir)
+    before, after = _flatten(saved.to_dict()), _flatten(cfg.to_dict())
     changed = {k: {"from": before.get(k), "to": after[k]} for k in after if after[k] != before.get(k)}
-    if changed:
-        path = os.path.join(run_dir, CHANGES_FILE)
-        history = []
-        if os.path.exists(path):
-            with open(path, encoding="utf-8") as fh:
-                history = yaml.safe_load(fh) or []
-        history.append(
-            {
-                "date": datetime.datetime.now().isoformat(timespec="seconds"),
-                "command": command,
-                "changed": changed,
-            }
-        )
-        atomic_write_text(path, yaml.safe_dump(history, sort_keys=False))
-        raw = new.to_dict()
-        raw["data"]["root"] = cfg.data.root
-        new = config_from_dict(raw, source=cfg.source)
-        save_run_config(new, run_dir)
-    return new
+    changed.pop("data.root", None)  # the same folder, written absolute
+    if not changed:
+        return {}
+    path = os.path.join(run_dir, CHANGES_FILE)
+    history = []
+    if os.path.exists(path):
+        history = read_yaml_file(path, advice="restore it, or move it aside") or []
+    history.append(
+        {
+            "date": datetime.datetime.now().isoformat(timespec="seconds"),
+            "command": command,
+            "changed": changed,
+        }
+    )
+    atomic_write_text(path, yaml.safe_dump(history, sort_keys=False))
+    save_run_config(cfg, run_dir)
+    return changed
 
 
 def _flatten(node, prefix: str = "") -> dict:
@@ -289,75 +314,98 @@ def remove_path(path: str) -> None:
             pass
 
 
-def atomic_write_text(path: str, text: str) -> None:
-    """Write a file so that a reader (or a kill) sees the old or the new one whole."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        fsync_dir(os.path.dirname(path) or ".")
-    except BaseException:
-        try:
-            os.remove(tmp)
-        except OSError:
-            pass
-        raise
-
-
-def fsync_dir(path: str) -> None:
-    """Flush a folder's entries (a rename into it) to disk; best effort."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 # --------------------------------------------------------------------- the log
 def log_path(run_dir: str) -> str:
     return os.path.join(run_dir, LOG_FILE)
 
 
 def read_log(run_dir: str) -> tuple[list[str], list[dict]]:
+    """(header, rows) of the run's log.csv; see :func:`read_log_complete` for a log
+    that may end in a torn row."""
+    header, rows, _ = read_log_complete(run_dir)
+    return header, rows
+
+
+def read_log_complete(run_dir: str) -> tuple[list[str], list[dict], int]:
+    """(header, complete rows, rows left out) of the run's log.csv.
+
+    Every row is written whole and ends in a line break, so a last line without
+    one was torn by a kill or a full disk while it was written; it is left out, as
+    is any row whose cell count is not the header's (a row glued onto a torn one
+    by an older version)."""
     path = log_path(run_dir)
     if not os.path.exists(path):
-        return [], []
-    with open(path, encoding="utf-8", newline="") as fh:
-        reader = csv.DictReader(fh)
-        rows = list(reader)
-        return list(reader.fieldnames or []), rows
+        return [], [], 0
+    with open(path, encoding="utf-8", errors="replace", newline="") as fh:
+        text = fh.read()
+    lines = text.splitlines(keepends=True)
+    torn = 0
+    if lines and not lines[-1].endswith(("\n", "\r")):
+        lines.pop()
+        torn = 1
+    parsed = list(csv.reader(lines))
+    if not parsed:
+        return [], [], torn
+    header, body = parsed[0], parsed[1:]
+    rows = [dict(zip(header, cells)) for cells in body if len(cells) == len(header)]
+    return header, rows, torn + len(body) - len(rows)
 
 
 def _write_log(run_dir: str, header: list[str], rows: list[dict]) -> None:
     path = log_path(run_dir)
     tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
-        w = csv.DictWriter(fh, fieldnames=header, extrasaction="ignore")
-        w.writeheader()
-        w.writerows(rows)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+            w = csv.DictWriter(fh, fieldnames=header, extrasaction="ignore")
+            w.writeheader()
+            w.writerows(rows)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        remove_path(tmp)
+        raise
 
 
 def append_log_row(run_dir: str, row: dict, columns: list[str]) -> None:
     """Append one epoch's row; a column the file lacks (a new eval_* key) rewrites
-    the file with the wider header."""
+    the file with the wider header. A write that fails (a full disk, Ctrl-C) leaves
+    the file as it was: its row is restored from the checkpoint on resume.
+
+    Raises:
+        DiskFullError: no space left for the row (one line).
+    """
+    path = log_path(run_dir)
+    exists = os.path.exists(path)
+    size = os.path.getsize(path) if exists else 0
+    try:
+        _append_log_row(run_dir, row, columns)
+    except BaseException as exc:
+        if exists:
+            try:
+                with open(path, "r+b") as fh:
+                    fh.truncate(size)
+            except OSError:
+                pass
+        else:
+            remove_path(path)
+        if is_disk_full(exc):
+            raise DiskFullError(
+                f"{path}: no space left on the device while writing the row of epoch "
+                f"{row.get('global_epoch', '?')} (its checkpoint is saved, and the row "
+                f"is restored from it); free space, then continue with anet-tf fit "
+                f"--resume {run_dir}"
+            ) from None
+        raise
+
+
+def _append_log_row(run_dir: str, row: dict, columns: list[str]) -> None:
     fixed = LOG_FIXED + list(columns)
     header = fixed + sorted(k for k in row if k not in fixed)
-    old_header, _ = read_log(run_dir)
+    old_header, rows, _ = read_log_complete(run_dir)
     if old_header and set(header) <= set(old_header):
         header = old_header
     elif old_header:
-        _, rows = read_log(run_dir)
         header = old_header + [k for k in header if k not in old_header]
         _write_log(run_dir, header, rows)
     path = log_path(run_dir)
@@ -377,8 +425,9 @@ def reconcile_log(run_dir: str, global_epoch: int, row: dict | None, columns: li
     before it published their checkpoint, or by older versions that wrote the row
     first) and repeated rows are dropped, and a missing last row (a kill between
     publishing the checkpoint and writing its row) is restored from the checkpoint's
-    own record (``row``). Returns the number of rows changed."""
-    header, rows = read_log(run_dir)
+    own record (``row``). A torn last line (a kill or a full disk while it was
+    written) is dropped first. Returns the number of rows changed."""
+    header, rows, torn = read_log_complete(run_dir)
     kept: dict[int, dict] = {}
     for r in rows:
         try:
@@ -387,7 +436,7 @@ def reconcile_log(run_dir: str, global_epoch: int, row: dict | None, columns: li
             continue
         if epoch <= global_epoch:
             kept[epoch] = r  # a repeated epoch: the later row is the one resumed from
-    changed = len(rows) - len(kept)
+    changed = len(rows) - len(kept) + torn
     if global_epoch > 0 and global_epoch not in kept and row:
         kept[global_epoch] = {k: row.get(k, "") for k in row}
         changed += 1
