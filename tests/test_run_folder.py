@@ -251,7 +251,7 @@ def test_kill9_between_checkpoint_and_log_row_leaves_one_row_per_epoch(tiny_over
         from anet_tf.training import run
         calls = []
         real = run.append_log_row
-        TORN = %r
+        TORN = os.environ["TEST_TORN_ROW"] == "1"
         def killer(run_dir, *a, **k):
             calls.append(1)
             if len(calls) == 2:  # epoch 2's checkpoint is published, its row not yet
@@ -267,12 +267,11 @@ def test_kill9_between_checkpoint_and_log_row_leaves_one_row_per_epoch(tiny_over
         from anet_tf.cli import main
         sys.exit(main(sys.argv[1:]))
         """
-        % torn
     )
     args = ["fit", "--out", run_dir, "--no-export", "--quiet"]
     for item in [*tiny_overrides, "model.variant=baseline", "eval.feature=f", "train.stage1.epochs=3"]:
         args += ["--set", item]
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", TEST_TORN_ROW="1" if torn else "0")
     proc = subprocess.run([sys.executable, "-c", script, *args], env=env, capture_output=True, timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     assert last_epoch(run_dir) == 2
