@@ -298,3 +298,43 @@ def test_a_damaged_checkpoint_file_is_named_with_the_other_checkpoints(tmp_path,
     msg = str(err.value)
     assert msg.startswith(f"{target} is damaged") and "\n" not in msg
     assert "epoch-0001" in msg and "--checkpoint" in msg
+
+
+def test_a_resave_on_a_really_full_disk_keeps_the_checkpoint(tmp_path):
+    """The refit's re-save of the newest epoch on a real file system with no room
+    left (a small tmpfs, filled): one line, the checkpoint as it was, and the same
+    save succeeds once space is freed."""
+    import shutil
+    import subprocess
+
+    from anet_tf.training.checkpoint import DiskFullError
+
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if not shutil.which("mount") or os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2M", "tmpfs", str(mnt)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        net = keras.Sequential([keras.Input((64,)), keras.layers.Dense(512), keras.layers.Dense(8)])
+        mgr = CheckpointManager(str(mnt / "ckpt"))
+        _set_weights(net, 1.0)
+        mgr.save(net, None, TrainState(2, 1, 3))
+        filler = mnt / "filler"
+        free = shutil.disk_usage(mnt).free
+        with open(filler, "wb") as fh:  # leave less than one checkpoint free
+            fh.write(b"\0" * max(0, free - 64 * 1024))
+        _set_weights(net, 2.0)
+        with pytest.raises(DiskFullError) as err:
+            mgr.save(net, None, TrainState(2, 1, 3, attribute_refit_c=1.0))
+        assert "epoch-0003 as it was before this save is kept" in str(err.value)
+        path, state = CheckpointManager(str(mnt / "ckpt")).latest()
+        restored = keras.Sequential([keras.Input((64,)), keras.layers.Dense(512), keras.layers.Dense(8)])
+        CheckpointManager.restore(path, restored)
+        assert float(np.asarray(restored.weights[0])[0, 0]) == 1.0 and state.attribute_refit_c is None
+        os.remove(filler)
+        mgr.save(net, None, TrainState(2, 1, 3, attribute_refit_c=1.0))
+        assert CheckpointManager(str(mnt / "ckpt")).latest()[1].attribute_refit_c == 1.0
+    finally:
+        subprocess.run(["umount", str(mnt)], capture_output=True)
