@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Iterable
+from collections.abc import Iterator
 
 from anet_tf.data.records import SPLITS
 from anet_tf.data.records import UNKNOWN
@@ -88,14 +90,161 @@ def check_utf8(path: str) -> None:
 
 def manifest_attributes(root: str) -> list[str]:
     """The attribute columns of ``<root>/manifest.csv`` (header order), or [] when
-    the manifest is missing or empty; ``data check`` uses them by default."""
+    the manifest is missing or empty; ``data check`` uses them by default.
+
+    Raises:
+        DataError: the header is not UTF-8 text or has a cell :func:`manifest_rows`
+            refuses.
+    """
     path = os.path.join(root, MANIFEST)
     if not os.path.isfile(path):
         return []
     check_utf8(path)
     with open(path, newline="", encoding="utf-8-sig") as f:
-        header = next(csv.reader(f), [])
+        _, header = next(manifest_rows(f, path, ProblemLog(strict=True)), (1, []))
     return [h.strip() for h in header if h.strip() and h.strip() not in COLUMNS]
+
+
+def manifest_rows(
+    fh: Iterable[str], path: str, log: ProblemLog
+) -> Iterator[tuple[int, list[str]]]:
+    """``(line, cells)`` of every record of a manifest opened with ``newline=""``,
+    the header first; ``line`` is the record's last line (a quoted cell may span
+    lines), as ``csv.reader``'s ``line_num``.
+
+    A record that cannot be used is reported to ``log`` (which raises in strict
+    mode) naming the file, line and column, and left out: a cell longer than
+    ``csv.field_size_limit()`` (131,072 characters unless changed; an unclosed
+    quote is the usual cause), a cell holding a NUL byte (a file saved as UTF-16,
+    or a damaged one), or any other ``csv.Error``. When a quote is still open where
+    the error struck, the rest of the file cannot be parsed reliably and is not
+    read; nor is it after a bad header, whose rows mean nothing without it.
+
+    Args:
+        fh: the open manifest (an iterator of its lines).
+        path: the manifest's path, for messages.
+        log: where bad records are reported.
+    """
+    lines = _RecordLines(fh)
+    reader = csv.reader(lines)
+    header: list[str] | None = None
+    while True:
+        lines.record.clear()
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            message, stop = _csv_error(exc, path, reader.line_num, lines.record, header)
+            stop = stop or header is None
+            log.report(message, skipped=_STOP if stop else "row left out")
+            if stop:
+                return
+            continue
+        line = reader.line_num
+        nul = any("\0" in text for text in lines.record)
+        k = next((k for k, cell in enumerate(row) if "\0" in cell), -1) if nul else -1
+        if k >= 0:
+            log.report(
+                f"{path}:{line}: {_column_name(header, k)} holds a NUL byte at "
+                f"character {row[k].index(chr(0)) + 1}; a manifest is plain text (a "
+                f"file saved as UTF-16 has one after every letter: save it as UTF-8)",
+                skipped="row left out" if header is not None else _STOP,
+            )
+            if header is None:
+                return
+            continue
+        if header is None:
+            header = [h.strip() for h in row]
+        yield line, row
+
+
+_STOP = "the rest of the file is not read"
+
+
+def _csv_error(
+    exc: csv.Error,
+    path: str,
+    line: int,
+    record: list[str],
+    header: list[str] | None,
+) -> tuple[str, bool]:
+    """The message of a record ``csv.reader`` refused, and whether the reading must
+    stop (a quote still open: the following lines would be misread)."""
+    lengths, quoted = _cell_lengths("".join(record))
+    limit = csv.field_size_limit()
+    long = [k for k, n in enumerate(lengths) if n > limit]
+    if not long or "field larger than field limit" not in str(exc):
+        return f"{path}:{line}: not readable as CSV ({exc})", quoted
+    k = long[0]
+    start = line - len(record) + 1
+    message = (
+        f"{path}:{line}: {_column_name(header, k)} is {lengths[k]:,} characters long"
+        + (f" (from line {start} on)" if start < line else "")
+        + f", more than the {limit:,} a manifest cell may hold"
+        + ("; a quote opened there is not closed" if quoted else "")
+    )
+    return message, quoted
+
+
+def _cell_lengths(text: str) -> tuple[list[int], bool]:
+    """Characters per cell of the CSV record ``text`` as ``csv.reader`` splits it
+    with its default dialect (``,`` separated; a ``"`` at the start of a cell quotes
+    it, ``""`` inside is one quote), and whether a quote is still open at the end."""
+    if '"' not in text:
+        return [len(cell) for cell in text.rstrip("\r\n").split(",")], False
+    lengths = [0]
+    quoted = False
+    at_start = True
+    i = 0
+    while i < len(text):
+        c = text[i]
+        if quoted:
+            if c != '"':
+                lengths[-1] += 1
+            elif text[i + 1 : i + 2] == '"':
+                lengths[-1] += 1
+                i += 1
+            else:
+                quoted = False
+        elif c == ",":
+            lengths.append(0)
+            at_start = True
+            i += 1
+            continue
+        elif c == '"' and at_start:
+            quoted = True
+        elif c not in "\r\n":
+            lengths[-1] += 1
+        at_start = False
+        i += 1
+    return lengths, quoted
+
+
+class _RecordLines:
+    """The lines of ``fh``, keeping those of the record being parsed in ``record``
+    (cleared by the caller before each record) to locate a bad cell."""
+
+    def __init__(self, fh: Iterable[str]) -> None:
+        self._lines = iter(fh)
+        self.record: list[str] = []
+
+    def __iter__(self) -> _RecordLines:
+        return self
+
+    def __next__(self) -> str:
+        line = next(self._lines)
+        self.record.append(line)
+        return line
+
+
+def _column_name(header: list[str] | None, k: int) -> str:
+    """``the 'path' cell (column 1)``, or ``cell 3 of the header``."""
+    if header is None:
+        return f"cell {k + 1} of the header"
+    if k < len(header) and header[k]:
+        return f"the {header[k]!r} cell (column {k + 1})"
+    return f"the cell in column {k + 1}"
 
 
 MAX_IMAGE_PIXELS = 40_000_000  # the default of data.max_image_pixels
@@ -215,14 +364,8 @@ def read_folder(
         return dataset
 
     _check_cameras(rows, manifest, log)
-    seen: dict[str, int] = {}
-    for line, record in rows:
-        if record.path in seen:  # not fatal: recorded, even in strict mode
-            log.messages.append(
-                f"{manifest}:{line}: image {record.path} is already listed on line "
-                f"{seen[record.path]}"
-            )
-        seen.setdefault(record.path, line)
+    _check_repeats(rows, root, manifest, log)
+    for _, record in rows:
         if record.camid is None:
             record = Record(
                 record.path, record.pid, UNKNOWN, record.attributes, record.split
@@ -309,8 +452,12 @@ def _read_manifest(
     Fills ``dataset.attribute_names`` and ``attribute_classes``."""
     check_utf8(manifest)
     with open(manifest, newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(f)
-        header = [h.strip() for h in next(reader, [])]
+        reported = len(log.messages)
+        records = manifest_rows(f, manifest, log)
+        first = next(records, None)
+        if first is None and len(log.messages) > reported:
+            return None  # the header was reported
+        header = [h.strip() for h in first[1]] if first else []
         if not _header_ok(header, manifest, log):
             return None
         for attribute in attributes:
@@ -328,7 +475,7 @@ def _read_manifest(
             dataset.attribute_names.append(attribute)
             dataset.attribute_classes.append(classes)
         return _read_rows(
-            reader,
+            records,
             header,
             root,
             manifest,
@@ -359,7 +506,7 @@ def _header_ok(header: list[str], manifest: str, log: ProblemLog) -> bool:
 
 
 def _read_rows(
-    reader,
+    records: Iterator[tuple[int, list[str]]],
     header: list[str],
     root: str,
     manifest: str,
@@ -375,8 +522,7 @@ def _read_rows(
     ]
     files = FileIndex()
     rows: list[tuple[int, Record]] = []
-    for row in reader:
-        line = reader.line_num
+    for line, row in records:
         if not any(cell.strip() for cell in row):
             continue
         where = f"{manifest}:{line}"
@@ -458,6 +604,28 @@ def _check_cameras(
                 f"empty only on every row of a dataset without cameras"
             )
         rows[:] = [(line, r) for line, r in rows if r.camid is not None]
+
+
+def _check_repeats(
+    rows: list[tuple[int, Record]], root: str, manifest: str, log: ProblemLog
+) -> None:
+    """Every image is listed once. A repeat is refused in strict mode (training
+    would weigh the image twice, or test on an image it trains on, or count a
+    gallery match twice) and left out otherwise, naming both lines."""
+    first: dict[str, int] = {}
+    kept = []
+    for line, record in rows:
+        earlier = first.setdefault(record.path, line)
+        if earlier == line:
+            kept.append((line, record))
+            continue
+        more = f" (anet-tf data check {root} lists every repeat)" if log.strict else ""
+        log.report(
+            f"{manifest}:{line}: image {os.path.relpath(record.path, root)} is "
+            f"already listed on line {earlier}; list every image once{more}",
+            skipped="repeat left out",
+        )
+    rows[:] = kept
 
 
 def _check_single_images(
