@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import csv
 import os
+import stat
 from collections.abc import Iterable
 from collections.abc import Iterator
 
@@ -33,7 +34,7 @@ from anet_tf.data.records import ProblemLog
 from anet_tf.data.records import Record
 from anet_tf.data.records import ReidDataset
 from anet_tf.data.records import read_lines
-from anet_tf.data.records import resolve_inside
+from anet_tf.data.records import resolve_listed
 
 MANIFEST = "manifest.csv"
 ATTRIBUTE_DIR = "attributes"
@@ -259,19 +260,55 @@ def image_header_problem(path: str, max_pixels: int = MAX_IMAGE_PIXELS) -> str |
     larger than ``max_pixels``, and a JPEG or PNG cut short (no end-of-image marker /
     IEND chunk). Damage inside a complete-looking file needs :func:`image_problem`.
     """
+    return _image_problem(path, max_pixels, decode=False)
+
+
+def image_problem(path: str, max_pixels: int = MAX_IMAGE_PIXELS) -> str | None:
+    """Why the image at ``path`` cannot feed the input pipeline, or None if it can.
+
+    The header check of :func:`image_header_problem`, then a full decode (PIL's
+    ``verify`` alone misses truncated JPEGs, and only decoding finds damaged scan
+    data in a complete-looking file).
+    """
+    return _image_problem(path, max_pixels, decode=True)
+
+
+def _image_problem(path: str, max_pixels: int, decode: bool) -> str | None:
+    """:func:`image_header_problem`, then with ``decode`` the full decode of the
+    same opened image (its header is parsed once)."""
     from PIL import Image
 
-    if not os.path.isfile(path):
+    try:
+        info = os.stat(path)
+    except (OSError, ValueError):
         return "not found"
-    if os.path.getsize(path) == 0:
+    if not stat.S_ISREG(info.st_mode):
+        return "not found"
+    if info.st_size == 0:
         return "is empty"
     try:
+        with open(path, "rb") as fh:
+            fh.seek(max(0, info.st_size - _TAIL_BYTES))
+            tail = fh.read()
         with Image.open(path) as image:  # reads the header only
             fmt, (width, height) = image.format, image.size
+            problem = _header_problem(fmt, width, height, tail, max_pixels)
+            if problem or not decode:
+                return problem
+            image.load()
     except Image.DecompressionBombError:
-        return f"is larger than PIL's decompression-bomb limit, more than data.max_image_pixels={max_pixels}"
+        return (
+            f"is larger than PIL's decompression-bomb limit, more than "
+            f"data.max_image_pixels={max_pixels}"
+        )
     except Exception as exc:  # PIL raises many types for broken files
         return f"cannot be decoded ({type(exc).__name__}: {exc})"
+    return None
+
+
+def _header_problem(
+    fmt: str | None, width: int, height: int, tail: bytes, max_pixels: int
+) -> str | None:
     if fmt not in DECODABLE_FORMATS:
         return (
             f"is {fmt}, which tf.io.decode_image cannot read; convert it to one of "
@@ -283,31 +320,9 @@ def image_header_problem(path: str, max_pixels: int = MAX_IMAGE_PIXELS) -> str |
             f"{max_pixels} (raise it with --set data.max_image_pixels=N if it is meant)"
         )
     marker = {"JPEG": b"\xff\xd9", "PNG": b"IEND"}.get(fmt)
-    if marker is not None:
-        with open(path, "rb") as fh:
-            fh.seek(max(0, os.path.getsize(path) - _TAIL_BYTES))
-            if marker not in fh.read():
-                return f"is a truncated {fmt} (no {'end-of-image marker' if fmt == 'JPEG' else 'IEND chunk'})"
-    return None
-
-
-def image_problem(path: str, max_pixels: int = MAX_IMAGE_PIXELS) -> str | None:
-    """Why the image at ``path`` cannot feed the input pipeline, or None if it can.
-
-    The header check of :func:`image_header_problem`, then a full decode (PIL's
-    ``verify`` alone misses truncated JPEGs, and only decoding finds damaged scan
-    data in a complete-looking file).
-    """
-    from PIL import Image
-
-    problem = image_header_problem(path, max_pixels)
-    if problem:
-        return problem
-    try:
-        with Image.open(path) as image:  # the format was checked with the header
-            image.load()
-    except Exception as exc:  # PIL raises many types for broken files
-        return f"cannot be decoded ({type(exc).__name__}: {exc})"
+    if marker is not None and marker not in tail:
+        what = "end-of-image marker" if fmt == "JPEG" else "IEND chunk"
+        return f"is a truncated {fmt} (no {what})"
     return None
 
 
@@ -521,6 +536,7 @@ def _read_rows(
         for classes in dataset.attribute_classes
     ]
     files = FileIndex()
+    root_abs = os.path.abspath(root)
     rows: list[tuple[int, Record]] = []
     for line, row in records:
         if not any(cell.strip() for cell in row):
@@ -541,7 +557,7 @@ def _read_rows(
                 log.report(f"{where}: empty {column}; every row needs one")
         if cells["path"]:
             try:
-                path = resolve_inside(root, cells["path"], where)
+                path = resolve_listed(root_abs, cells["path"], where)
             except DataError as exc:
                 log.report(str(exc))
         pid = _parse_int(cells["vehicle_id"], "vehicle_id", where, log)
