@@ -179,12 +179,19 @@ def _csv_error(
         return f"{path}:{line}: not readable as CSV ({exc})", quoted
     k = long[0]
     start = line - len(record) + 1
-    message = (
-        f"{path}:{line}: {_column_name(header, k)} is {lengths[k]:,} characters long"
-        + (f" (from line {start} on)" if start < line else "")
-        + f", more than the {limit:,} a manifest cell may hold"
-        + ("; a quote opened there is not closed" if quoted else "")
-    )
+    column = _column_name(header, k)
+    if quoted:
+        message = (
+            f"{path}:{start}: {column} opens a quote that is not closed by line "
+            f"{line}, where the cell passes the {limit:,} characters a manifest cell "
+            f"may hold; close the quote"
+        )
+    else:
+        lines = f" (lines {start}-{line})" if start < line else ""
+        message = (
+            f"{path}:{line}: {column} is {lengths[k]:,} characters long{lines}, more "
+            f"than the {limit:,} a manifest cell may hold"
+        )
     return message, quoted
 
 
