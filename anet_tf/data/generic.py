@@ -10,7 +10,9 @@ Layout of a dataset folder::
 gallery; ``camera_id`` is an integer, or empty on every row of a dataset without
 cameras (then -1, as VehicleID); an attribute cell holds a class *name* from the
 attribute's class file, or is empty when unknown (the attribute losses mask it).
-Blank lines of either file are ignored.
+Every image is listed once (a repeated path is an error). A cell holds at most
+``csv.field_size_limit()`` characters (131,072) and no NUL byte. Blank lines of
+either file are ignored.
 
 :func:`read_folder` reads it for training (stops at the first error) or, with
 ``strict=False``, gathers every problem at once for ``anet-tf data check``;
