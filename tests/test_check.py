@@ -3,6 +3,7 @@
 import json
 import os
 
+import pytest
 from PIL import Image
 
 from anet_tf.data.check import check
@@ -302,3 +303,64 @@ def test_preflight_warns_once_about_single_image_training_identities(tmp_path, c
     assert "checked 6 images" in captured.out
     warnings = [line for line in captured.err.splitlines() if "single image" in line]
     assert len(warnings) == 1 and "2 of 3 training identities" in warnings[0]
+
+
+def _manifest_with(root, case):
+    """Rewrite ``root``'s manifest with one bad line; (line number, message part)."""
+    path = os.path.join(root, "manifest.csv")
+    with open(path, encoding="utf-8", newline="") as fh:
+        lines = fh.read().split("\n")
+    if case == "long cell":  # over csv's field limit of 131,072 characters
+        cells = lines[3].split(",")
+        cells[4] = "x" * 131_073
+        lines[3] = ",".join(cells)
+        where = 4
+        part = "the 'color' cell (column 5) is 131,073 characters long, more than"
+    elif case == "NUL byte":
+        at = lines[3].index(".jpg") + 1
+        lines[3] = lines[3].replace(".jpg", "\0.jpg", 1)
+        where = 4
+        part = f"the 'path' cell (column 1) holds a NUL byte at character {at}"
+    else:
+        lines.insert(-1, lines[2])  # before the empty string after the last newline
+        where = len(lines) - 1
+        part = f"image {lines[2].split(',')[0]} is already listed on line 3"
+    with open(path, "w", encoding="utf-8", newline="") as fh:
+        fh.write("\n".join(lines))
+    return f"{path}:{where}: {part}"
+
+
+def _snapshot(folder):
+    """Every file under ``folder`` with its bytes."""
+    found = {}
+    for dirpath, _, names in os.walk(folder):
+        for name in names:
+            with open(os.path.join(dirpath, name), "rb") as fh:
+                found[os.path.join(dirpath, name)] = fh.read()
+    return found
+
+
+@pytest.mark.parametrize("case", ["long cell", "NUL byte", "repeated image"])
+def test_a_bad_manifest_line_is_one_line_in_data_check_and_fit_and_changes_nothing(
+    case, tiny_dataset, tiny_overrides, tmp_path, capsys
+):
+    from anet_tf.cli import main
+
+    root = _copy_dataset(tiny_dataset, str(tmp_path / "data"))
+    expected = _manifest_with(root, case)
+    before = _snapshot(root)
+
+    assert main(["data", "check", root]) == 1
+    out, err = capsys.readouterr()
+    assert err == ""
+    assert [line for line in out.splitlines() if expected in line] != []
+
+    run_dir = str(tmp_path / "run")
+    args = ["fit", "--out", run_dir, "--no-export", "--quiet"]
+    for item in [*tiny_overrides, f"data.root={root}", "data.name=folder"]:
+        args += ["--set", item]
+    assert main(args) == 1
+    out, err = capsys.readouterr()
+    assert err.count("\n") == 1 and err.startswith(f"anet-tf fit: error: {expected}")
+    assert not os.path.exists(run_dir)
+    assert _snapshot(root) == before

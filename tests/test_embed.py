@@ -215,3 +215,27 @@ def test_bad_sources_say_what_is_wrong(assets, tmp_path, capsys):
     )
     assert code == 1
     assert "is not a SavedModel" in capsys.readouterr().err
+
+
+def test_a_manifest_cell_csv_cannot_take_is_one_line_naming_line_and_column(
+    assets, tmp_path, capsys
+):
+    long = tmp_path / "long.csv"
+    long.write_text("path,vehicle_id\na.jpg,1\nb.jpg," + "1" * 131_073 + "\n")
+    with pytest.raises(
+        SearchError,
+        match=r"long\.csv:3: the 'vehicle_id' cell \(column 2\) is 131,073 characters",
+    ):
+        list_images(str(long))
+    nul = tmp_path / "nul.csv"
+    nul.write_text("path,vehicle_id\na.jpg,1\n\nb\0.jpg,2\n")  # line 4: the blank counts
+    out = tmp_path / "o.npz"
+    code = main(["embed", str(nul), "--model", assets.model, "-o", str(out)])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err == (
+        f"anet-tf embed: error: {nul}:4: the 'path' cell (column 1) holds a NUL byte "
+        "at character 2; a manifest is plain text (a file saved as UTF-16 has one "
+        "after every letter: save it as UTF-8)\n"
+    )
+    assert not out.exists()

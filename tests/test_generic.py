@@ -227,3 +227,78 @@ def test_write_folder_refuses_images_outside_root(tmp_path):
     ds = read_folder(make_folder(tmp_path / "a"), ["color"])
     with pytest.raises(DataError, match="outside the dataset root"):
         write_folder(ds, str(tmp_path / "b"))
+
+
+# ------------------------------------------- cells csv cannot take, repeated images
+
+LIMIT = 131_072  # csv.field_size_limit() unless a program changes it
+
+
+def test_a_cell_over_the_csv_field_limit_names_line_and_column(tmp_path):
+    long = "x" * (LIMIT + 10)
+    rows = with_row(4, f"images/b1.jpg,2,1,train,{long},van")
+    rows[5] = "images/c2.jpg,3,2,gallery,pink,"  # a later problem is still found
+    root = make_folder(tmp_path, rows)
+    expected = (
+        f"manifest.csv:4: the 'color' cell (column 5) is {LIMIT + 10:,} characters "
+        f"long, more than the {LIMIT:,} a manifest cell may hold"
+    )
+    with pytest.raises(DataError) as info:
+        read_folder(root, ["color"])
+    assert str(info.value) == f"{tmp_path / 'manifest.csv'}:4{expected[14:]}"
+    problems = collect_problems(root, ["color", "type"])
+    assert expected in problems[0] and problems[0].endswith("; row left out")
+    assert "manifest.csv:7: unknown color class 'pink'" in problems[1]
+    assert len(read_folder(root, ["color"], strict=False).train) == 3
+
+
+def test_an_unclosed_quote_is_named_where_it_opens_and_ends_the_reading(tmp_path):
+    filler = [f"images/f{i}.jpg,9,1,train,red,van" for i in range(LIMIT // 30 + 10)]
+    rows = [*with_row(3, 'images/a2.jpg,1,2,train,"red,sedan'), *filler]
+    root = make_folder(tmp_path, rows)
+    with pytest.raises(DataError) as info:
+        read_folder(root, ["color"])
+    message = str(info.value)
+    assert message.startswith(f"{tmp_path / 'manifest.csv'}:3: the 'color' cell")
+    assert "opens a quote that is not closed by line" in message
+    problems = collect_problems(root, ["color"], verify_images=False)
+    assert problems[0].endswith("close the quote; the rest of the file is not read")
+
+
+def test_a_nul_byte_names_line_column_and_character(tmp_path):
+    root = make_folder(tmp_path)
+    rows = with_row(3, "images/a\0.jpg,1,2,train,red,sedan")
+    (tmp_path / "manifest.csv").write_text("\n".join([HEADER, *rows]) + "\n")
+    with pytest.raises(DataError) as info:
+        read_folder(root, ["color"])
+    assert str(info.value).startswith(
+        f"{tmp_path / 'manifest.csv'}:3: the 'path' cell (column 1) holds a NUL "
+        "byte at character 9; a manifest is plain text"
+    )
+    # A manifest saved as UTF-16 without a byte-order mark decodes as UTF-8 with a
+    # NUL after every letter: named once, on its header.
+    (tmp_path / "manifest.csv").write_bytes(f"{HEADER}\n{ROWS[0]}\n".encode("utf-16-le"))
+    problems = collect_problems(root, ["color"])
+    assert problems == [
+        f"{tmp_path / 'manifest.csv'}:1: cell 1 of the header holds a NUL byte at "
+        "character 2; a manifest is plain text (a file saved as UTF-16 has one after "
+        "every letter: save it as UTF-8); the rest of the file is not read"
+    ]
+
+
+def test_a_repeated_image_is_refused_for_training_and_left_out_by_data_check(tmp_path):
+    rows = [*ROWS, ROWS[1], ROWS[1].replace(",train,", ",gallery,")]
+    root = make_folder(tmp_path, rows)
+    with pytest.raises(DataError) as info:
+        read_folder(root, ["color"])
+    assert str(info.value) == (
+        f"{tmp_path / 'manifest.csv'}:9: image images/a2.jpg is already listed on "
+        f"line 3; list every image once (anet-tf data check {root} lists every repeat)"
+    )
+    ds = read_folder(root, ["color"], strict=False)
+    assert [len(ds.train), len(ds.query), len(ds.gallery)] == [4, 1, 2]
+    assert ds.problems == [
+        f"{tmp_path / 'manifest.csv'}:{line}: image images/a2.jpg is already listed "
+        "on line 3; list every image once; repeat left out"
+        for line in (9, 10)
+    ]

@@ -155,7 +155,11 @@ def test_missing_image(tmp_path, vehicleid_release):
 
 @pytest.mark.parametrize(
     "line, message",
-    [("../../outside 5", "escapes the dataset root"), ("/etc/passwd 5", "absolute")],
+    [
+        ("../../outside 5", "escapes the dataset root"),
+        ("/etc/passwd 5", "absolute"),
+        ("00\x0099 5", "holds a NUL byte"),
+    ],
 )
 def test_path_escaping_root_is_rejected(tmp_path, line, message, vehicleid_release):
     root = vehicleid_release.make(tmp_path)

@@ -110,6 +110,7 @@ def test_missing_image_and_row(tmp_path, veriwild_release):
     [
         ("../../../outside/000001", "escapes the dataset root"),
         ("/00001/000001", "absolute"),
+        ("00010/0\x00100", "holds a NUL byte"),
     ],
 )
 def test_path_escaping_root_is_rejected(tmp_path, line, message, veriwild_release):

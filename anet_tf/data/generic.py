@@ -10,7 +10,9 @@ Layout of a dataset folder::
 gallery; ``camera_id`` is an integer, or empty on every row of a dataset without
 cameras (then -1, as VehicleID); an attribute cell holds a class *name* from the
 attribute's class file, or is empty when unknown (the attribute losses mask it).
-Blank lines of either file are ignored.
+Every image is listed once (a repeated path is an error). A cell holds at most
+``csv.field_size_limit()`` characters (131,072) and no NUL byte. Blank lines of
+either file are ignored.
 
 :func:`read_folder` reads it for training (stops at the first error) or, with
 ``strict=False``, gathers every problem at once for ``anet-tf data check``;
@@ -22,6 +24,9 @@ from __future__ import annotations
 
 import csv
 import os
+import stat
+from collections.abc import Iterable
+from collections.abc import Iterator
 
 from anet_tf.data.records import SPLITS
 from anet_tf.data.records import UNKNOWN
@@ -31,7 +36,7 @@ from anet_tf.data.records import ProblemLog
 from anet_tf.data.records import Record
 from anet_tf.data.records import ReidDataset
 from anet_tf.data.records import read_lines
-from anet_tf.data.records import resolve_inside
+from anet_tf.data.records import resolve_listed
 
 MANIFEST = "manifest.csv"
 ATTRIBUTE_DIR = "attributes"
@@ -88,14 +93,168 @@ def check_utf8(path: str) -> None:
 
 def manifest_attributes(root: str) -> list[str]:
     """The attribute columns of ``<root>/manifest.csv`` (header order), or [] when
-    the manifest is missing or empty; ``data check`` uses them by default."""
+    the manifest is missing or empty; ``data check`` uses them by default.
+
+    Raises:
+        DataError: the header is not UTF-8 text or has a cell :func:`manifest_rows`
+            refuses.
+    """
     path = os.path.join(root, MANIFEST)
     if not os.path.isfile(path):
         return []
     check_utf8(path)
     with open(path, newline="", encoding="utf-8-sig") as f:
-        header = next(csv.reader(f), [])
+        _, header = next(manifest_rows(f, path, ProblemLog(strict=True)), (1, []))
     return [h.strip() for h in header if h.strip() and h.strip() not in COLUMNS]
+
+
+def manifest_rows(
+    fh: Iterable[str], path: str, log: ProblemLog
+) -> Iterator[tuple[int, list[str]]]:
+    """``(line, cells)`` of every record of a manifest opened with ``newline=""``,
+    the header first; ``line`` is the record's last line (a quoted cell may span
+    lines), as ``csv.reader``'s ``line_num``.
+
+    A record that cannot be used is reported to ``log`` (which raises in strict
+    mode) naming the file, line and column, and left out: a cell longer than
+    ``csv.field_size_limit()`` (131,072 characters unless changed; an unclosed
+    quote is the usual cause), a cell holding a NUL byte (a file saved as UTF-16,
+    or a damaged one), or any other ``csv.Error``. When a quote is still open where
+    the error struck, the rest of the file cannot be parsed reliably and is not
+    read; nor is it after a bad header, whose rows mean nothing without it.
+
+    Args:
+        fh: the open manifest (an iterator of its lines).
+        path: the manifest's path, for messages.
+        log: where bad records are reported.
+    """
+    lines = _RecordLines(fh)
+    reader = csv.reader(lines)
+    header: list[str] | None = None
+    while True:
+        lines.record.clear()
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            message, stop = _csv_error(exc, path, reader.line_num, lines.record, header)
+            stop = stop or header is None
+            log.report(message, skipped=_STOP if stop else "row left out")
+            if stop:
+                return
+            continue
+        line = reader.line_num
+        nul = any("\0" in text for text in lines.record)
+        k = next((k for k, cell in enumerate(row) if "\0" in cell), -1) if nul else -1
+        if k >= 0:
+            log.report(
+                f"{path}:{line}: {_column_name(header, k)} holds a NUL byte at "
+                f"character {row[k].index(chr(0)) + 1}; a manifest is plain text (a "
+                f"file saved as UTF-16 has one after every letter: save it as UTF-8)",
+                skipped="row left out" if header is not None else _STOP,
+            )
+            if header is None:
+                return
+            continue
+        if header is None:
+            header = [h.strip() for h in row]
+        yield line, row
+
+
+_STOP = "the rest of the file is not read"
+
+
+def _csv_error(
+    exc: csv.Error,
+    path: str,
+    line: int,
+    record: list[str],
+    header: list[str] | None,
+) -> tuple[str, bool]:
+    """The message of a record ``csv.reader`` refused, and whether the reading must
+    stop (a quote still open: the following lines would be misread)."""
+    lengths, quoted = _cell_lengths("".join(record))
+    limit = csv.field_size_limit()
+    long = [k for k, n in enumerate(lengths) if n > limit]
+    if not long or "field larger than field limit" not in str(exc):
+        return f"{path}:{line}: not readable as CSV ({exc})", quoted
+    k = long[0]
+    start = line - len(record) + 1
+    column = _column_name(header, k)
+    if quoted:
+        message = (
+            f"{path}:{start}: {column} opens a quote that is not closed by line "
+            f"{line}, where the cell passes the {limit:,} characters a manifest cell "
+            f"may hold; close the quote"
+        )
+    else:
+        lines = f" (lines {start}-{line})" if start < line else ""
+        message = (
+            f"{path}:{line}: {column} is {lengths[k]:,} characters long{lines}, more "
+            f"than the {limit:,} a manifest cell may hold"
+        )
+    return message, quoted
+
+
+def _cell_lengths(text: str) -> tuple[list[int], bool]:
+    """Characters per cell of the CSV record ``text`` as ``csv.reader`` splits it
+    with its default dialect (``,`` separated; a ``"`` at the start of a cell quotes
+    it, ``""`` inside is one quote), and whether a quote is still open at the end."""
+    if '"' not in text:
+        return [len(cell) for cell in text.rstrip("\r\n").split(",")], False
+    lengths = [0]
+    quoted = False
+    at_start = True
+    i = 0
+    while i < len(text):
+        c = text[i]
+        if quoted:
+            if c != '"':
+                lengths[-1] += 1
+            elif text[i + 1 : i + 2] == '"':
+                lengths[-1] += 1
+                i += 1
+            else:
+                quoted = False
+        elif c == ",":
+            lengths.append(0)
+            at_start = True
+            i += 1
+            continue
+        elif c == '"' and at_start:
+            quoted = True
+        elif c not in "\r\n":
+            lengths[-1] += 1
+        at_start = False
+        i += 1
+    return lengths, quoted
+
+
+class _RecordLines:
+    """The lines of ``fh``, keeping those of the record being parsed in ``record``
+    (cleared by the caller before each record) to locate a bad cell."""
+
+    def __init__(self, fh: Iterable[str]) -> None:
+        self._lines = iter(fh)
+        self.record: list[str] = []
+
+    def __iter__(self) -> _RecordLines:
+        return self
+
+    def __next__(self) -> str:
+        line = next(self._lines)
+        self.record.append(line)
+        return line
+
+
+def _column_name(header: list[str] | None, k: int) -> str:
+    """``the 'path' cell (column 1)``, or ``cell 3 of the header``."""
+    if header is None:
+        return f"cell {k + 1} of the header"
+    if k < len(header) and header[k]:
+        return f"the {header[k]!r} cell (column {k + 1})"
+    return f"the cell in column {k + 1}"
 
 
 MAX_IMAGE_PIXELS = 40_000_000  # the default of data.max_image_pixels
@@ -110,19 +269,55 @@ def image_header_problem(path: str, max_pixels: int = MAX_IMAGE_PIXELS) -> str |
     larger than ``max_pixels``, and a JPEG or PNG cut short (no end-of-image marker /
     IEND chunk). Damage inside a complete-looking file needs :func:`image_problem`.
     """
+    return _image_problem(path, max_pixels, decode=False)
+
+
+def image_problem(path: str, max_pixels: int = MAX_IMAGE_PIXELS) -> str | None:
+    """Why the image at ``path`` cannot feed the input pipeline, or None if it can.
+
+    The header check of :func:`image_header_problem`, then a full decode (PIL's
+    ``verify`` alone misses truncated JPEGs, and only decoding finds damaged scan
+    data in a complete-looking file).
+    """
+    return _image_problem(path, max_pixels, decode=True)
+
+
+def _image_problem(path: str, max_pixels: int, decode: bool) -> str | None:
+    """:func:`image_header_problem`, then with ``decode`` the full decode of the
+    same opened image (its header is parsed once)."""
     from PIL import Image
 
-    if not os.path.isfile(path):
+    try:
+        info = os.stat(path)
+    except (OSError, ValueError):
         return "not found"
-    if os.path.getsize(path) == 0:
+    if not stat.S_ISREG(info.st_mode):
+        return "not found"
+    if info.st_size == 0:
         return "is empty"
     try:
+        with open(path, "rb") as fh:
+            fh.seek(max(0, info.st_size - _TAIL_BYTES))
+            tail = fh.read()
         with Image.open(path) as image:  # reads the header only
             fmt, (width, height) = image.format, image.size
+            problem = _header_problem(fmt, width, height, tail, max_pixels)
+            if problem or not decode:
+                return problem
+            image.load()
     except Image.DecompressionBombError:
-        return f"is larger than PIL's decompression-bomb limit, more than data.max_image_pixels={max_pixels}"
+        return (
+            f"is larger than PIL's decompression-bomb limit, more than "
+            f"data.max_image_pixels={max_pixels}"
+        )
     except Exception as exc:  # PIL raises many types for broken files
         return f"cannot be decoded ({type(exc).__name__}: {exc})"
+    return None
+
+
+def _header_problem(
+    fmt: str | None, width: int, height: int, tail: bytes, max_pixels: int
+) -> str | None:
     if fmt not in DECODABLE_FORMATS:
         return (
             f"is {fmt}, which tf.io.decode_image cannot read; convert it to one of "
@@ -134,31 +329,9 @@ def image_header_problem(path: str, max_pixels: int = MAX_IMAGE_PIXELS) -> str |
             f"{max_pixels} (raise it with --set data.max_image_pixels=N if it is meant)"
         )
     marker = {"JPEG": b"\xff\xd9", "PNG": b"IEND"}.get(fmt)
-    if marker is not None:
-        with open(path, "rb") as fh:
-            fh.seek(max(0, os.path.getsize(path) - _TAIL_BYTES))
-            if marker not in fh.read():
-                return f"is a truncated {fmt} (no {'end-of-image marker' if fmt == 'JPEG' else 'IEND chunk'})"
-    return None
-
-
-def image_problem(path: str, max_pixels: int = MAX_IMAGE_PIXELS) -> str | None:
-    """Why the image at ``path`` cannot feed the input pipeline, or None if it can.
-
-    The header check of :func:`image_header_problem`, then a full decode (PIL's
-    ``verify`` alone misses truncated JPEGs, and only decoding finds damaged scan
-    data in a complete-looking file).
-    """
-    from PIL import Image
-
-    problem = image_header_problem(path, max_pixels)
-    if problem:
-        return problem
-    try:
-        with Image.open(path) as image:  # the format was checked with the header
-            image.load()
-    except Exception as exc:  # PIL raises many types for broken files
-        return f"cannot be decoded ({type(exc).__name__}: {exc})"
+    if marker is not None and marker not in tail:
+        what = "end-of-image marker" if fmt == "JPEG" else "IEND chunk"
+        return f"is a truncated {fmt} (no {what})"
     return None
 
 
@@ -215,14 +388,8 @@ def read_folder(
         return dataset
 
     _check_cameras(rows, manifest, log)
-    seen: dict[str, int] = {}
-    for line, record in rows:
-        if record.path in seen:  # not fatal: recorded, even in strict mode
-            log.messages.append(
-                f"{manifest}:{line}: image {record.path} is already listed on line "
-                f"{seen[record.path]}"
-            )
-        seen.setdefault(record.path, line)
+    _check_repeats(rows, root, manifest, log)
+    for _, record in rows:
         if record.camid is None:
             record = Record(
                 record.path, record.pid, UNKNOWN, record.attributes, record.split
@@ -309,8 +476,12 @@ def _read_manifest(
     Fills ``dataset.attribute_names`` and ``attribute_classes``."""
     check_utf8(manifest)
     with open(manifest, newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(f)
-        header = [h.strip() for h in next(reader, [])]
+        reported = len(log.messages)
+        records = manifest_rows(f, manifest, log)
+        first = next(records, None)
+        if first is None and len(log.messages) > reported:
+            return None  # the header was reported
+        header = [h.strip() for h in first[1]] if first else []
         if not _header_ok(header, manifest, log):
             return None
         for attribute in attributes:
@@ -328,7 +499,7 @@ def _read_manifest(
             dataset.attribute_names.append(attribute)
             dataset.attribute_classes.append(classes)
         return _read_rows(
-            reader,
+            records,
             header,
             root,
             manifest,
@@ -359,7 +530,7 @@ def _header_ok(header: list[str], manifest: str, log: ProblemLog) -> bool:
 
 
 def _read_rows(
-    reader,
+    records: Iterator[tuple[int, list[str]]],
     header: list[str],
     root: str,
     manifest: str,
@@ -374,9 +545,9 @@ def _read_rows(
         for classes in dataset.attribute_classes
     ]
     files = FileIndex()
+    root_abs = os.path.abspath(root)
     rows: list[tuple[int, Record]] = []
-    for row in reader:
-        line = reader.line_num
+    for line, row in records:
         if not any(cell.strip() for cell in row):
             continue
         where = f"{manifest}:{line}"
@@ -395,7 +566,7 @@ def _read_rows(
                 log.report(f"{where}: empty {column}; every row needs one")
         if cells["path"]:
             try:
-                path = resolve_inside(root, cells["path"], where)
+                path = resolve_listed(root_abs, cells["path"], where)
             except DataError as exc:
                 log.report(str(exc))
         pid = _parse_int(cells["vehicle_id"], "vehicle_id", where, log)
@@ -458,6 +629,28 @@ def _check_cameras(
                 f"empty only on every row of a dataset without cameras"
             )
         rows[:] = [(line, r) for line, r in rows if r.camid is not None]
+
+
+def _check_repeats(
+    rows: list[tuple[int, Record]], root: str, manifest: str, log: ProblemLog
+) -> None:
+    """Every image is listed once. A repeat is refused in strict mode (training
+    would weigh the image twice, or test on an image it trains on, or count a
+    gallery match twice) and left out otherwise, naming both lines."""
+    first: dict[str, int] = {}
+    kept = []
+    for line, record in rows:
+        earlier = first.setdefault(record.path, line)
+        if earlier == line:
+            kept.append((line, record))
+            continue
+        more = f" (anet-tf data check {root} lists every repeat)" if log.strict else ""
+        log.report(
+            f"{manifest}:{line}: image {os.path.relpath(record.path, root)} is "
+            f"already listed on line {earlier}; list every image once{more}",
+            skipped="repeat left out",
+        )
+    rows[:] = kept
 
 
 def _check_single_images(

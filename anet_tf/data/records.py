@@ -98,8 +98,11 @@ def resolve_inside(root: str, relpath: str, where: str) -> str:
     Args:
         where: "file:line" for the error message.
     """
-    import os
-
+    if "\0" in relpath:  # os.path would raise "embedded null byte", naming nothing
+        raise DataError(
+            f"{where}: path {relpath!r} holds a NUL byte; the file is damaged or "
+            f"not plain text (save it as UTF-8)"
+        )
     if os.path.isabs(relpath):
         raise DataError(f"{where}: absolute path {relpath!r} is not allowed; paths are relative to {root}")
     full = os.path.normpath(os.path.join(root, relpath))

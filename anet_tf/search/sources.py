@@ -18,7 +18,6 @@ A source is
 
 from __future__ import annotations
 
-import csv
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,8 +28,10 @@ import numpy as np
 from anet_tf.data.generic import COLUMNS
 from anet_tf.data.generic import MANIFEST
 from anet_tf.data.generic import check_utf8
+from anet_tf.data.generic import manifest_rows
 from anet_tf.data.records import UNKNOWN
 from anet_tf.data.records import DataError
+from anet_tf.data.records import ProblemLog
 from anet_tf.search.errors import SearchError
 
 DATASET_PREFIX = "dataset:"
@@ -203,8 +204,8 @@ def _read_manifest(path: str, split: str | None, source: str) -> ImageList:
         raise SearchError(str(exc)) from None
     base = os.path.dirname(os.path.abspath(path))
     with open(path, encoding="utf-8-sig", newline="") as fh:
-        reader = csv.reader(fh)
-        header = [h.strip() for h in next(reader, [])]
+        reader = _manifest_rows(fh, path)
+        header = [h.strip() for h in next(reader, (1, []))[1]]
         if "path" not in header:
             raise SearchError(
                 f"{path}:1: a manifest needs a 'path' column; the header is {header}"
@@ -217,7 +218,7 @@ def _read_manifest(path: str, split: str | None, source: str) -> ImageList:
         attributes = [h for h in header if h and h not in COLUMNS]
         paths, pids, camids = [], [], []
         known: dict[str, list[str]] = {a: [] for a in attributes}
-        for line, row in enumerate(reader, start=2):
+        for line, row in reader:
             if not any(cell.strip() for cell in row):
                 continue
             if len(row) != len(header):
@@ -241,6 +242,15 @@ def _read_manifest(path: str, split: str | None, source: str) -> ImageList:
         known,
         source if split is None else f"{source} (split {split})",
     )
+
+
+def _manifest_rows(fh, path: str):
+    """:func:`~anet_tf.data.generic.manifest_rows`, stopping at the first bad
+    record with a :class:`SearchError`."""
+    try:
+        yield from manifest_rows(fh, path, ProblemLog(strict=True))
+    except DataError as exc:
+        raise SearchError(str(exc)) from None
 
 
 def _int_cell(row, col, name, path, line) -> int:
