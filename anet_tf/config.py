@@ -313,7 +313,7 @@ class TrainConfig:
     - ``weight_decay_mode: coupled``: L2 regularisation as PyTorch's ``Adam`` /
       ``SGD`` ``weight_decay``: ``weight_decay * w`` is added to the gradient of the
       loss before the optimizer, so Adam/Amsgrad normalise it like the loss gradient.
-      This is what Bag of Tricks does, and what ``configs/paper_base.yaml`` sets
+      This is what Bag of Tricks does, and what ``anet_tf/configs/paper_base.yaml`` sets
       (5e-4).
     - ``decoupled`` (the default, for configs that predate the option): Keras'
       ``weight_decay``, ``w -= lr * weight_decay * w`` after the optimizer step
@@ -447,14 +447,16 @@ class Config:
 
 # ------------------------------------------------------------------------ loading
 
-CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs")
+# The shipped configs are package data, so a name works from any install.
+CONFIG_DIR = os.path.join(os.path.dirname(__file__), "configs")
 DEFAULT_CONFIG = "synthetic.yaml"
 
 
 def resolve_config_path(path: str | None) -> str:
-    """Find a config file: an existing path, or a name inside the shipped configs/.
+    """Find a config file: an existing path, or the name of a shipped config.
 
-    ``None`` gives the default (``configs/synthetic.yaml``).
+    ``None`` gives the default (``synthetic``). Shipped configs live in
+    ``anet_tf/configs/``; a name may be given with or without ``.yaml``.
     """
     if path is None:
         path = DEFAULT_CONFIG

@@ -302,3 +302,56 @@ def test_fit_on_a_real_dataset_needs_a_pretrained_choice(tmp_path, capsys):
     cfg = load_config("synthetic", ["model.pretrained=none", "data.image_size=[32, 32]",
                                     "model.base_width=8"])
     assert build_model_from_config(cfg, num_ids=4, num_classes=[3, 2]) is not None
+
+
+def _shipped():
+    from anet_tf.commands.config import shipped_configs
+
+    return shipped_configs()
+
+
+def test_config_list_names_every_shipped_config(capsys):
+    from anet_tf.cli import main
+
+    assert main(["config", "list"]) == 0
+    names = capsys.readouterr().out.split()
+    assert "synthetic" in names and "veri776_strong" in names and "paper_base" in names
+    assert names == _shipped()
+
+
+@pytest.mark.parametrize("name", _shipped())
+def test_config_show_prints_yaml_that_loads_back_to_the_same_config(name, tmp_path, capsys):
+    """`config show NAME` is every key, _base_ applied: saved to a file and read
+    with --config, it is the shipped config (data.root included)."""
+    from anet_tf.cli import main
+
+    assert main(["config", "show", name]) == 0
+    text = capsys.readouterr().out
+    assert not any(line.startswith("_base_") for line in text.splitlines())
+    path = write(tmp_path / "mine.yaml", text)
+    assert load_config(path).to_dict() == load_config(name).to_dict()
+
+
+def test_config_show_applies_set_and_names_a_bad_key(tmp_path, capsys):
+    from anet_tf.cli import main
+
+    assert main(["config", "show", "synthetic", "--set", "train.seed=7"]) == 0
+    text = capsys.readouterr().out
+    assert load_config(write(tmp_path / "s.yaml", text)).train.seed == 7
+    assert main(["config", "show", "synthetic", "--set", "train.sead=7"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("anet-tf config: error:") and "train.sead" in err
+    assert main(["config", "show", "no_such_config"]) == 1
+    assert "no_such_config" in capsys.readouterr().err
+
+
+def test_a_config_path_is_read_before_a_shipped_name(tmp_path, monkeypatch):
+    """A path is a path (a file beside the working directory wins over the
+    shipped config of that name); a name finds the shipped config from any
+    folder."""
+    monkeypatch.chdir(tmp_path)
+    assert load_config("synthetic").data.root == "datasets/synthetic_520"
+    write(tmp_path / "base.yaml", "train: {seed: 4}\n")
+    path = write(tmp_path / "synthetic.yaml", "_base_: base.yaml\ndata: {root: here}\n")
+    assert load_config("synthetic.yaml").data.root == "here"
+    assert load_config(path).train.seed == 4
