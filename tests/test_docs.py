@@ -46,13 +46,35 @@ def _commands_in(text: str):
                 joined += line.rstrip()[:-1] + " "
                 continue
             joined += line
-            for match in re.finditer(r"(?:^|[\s(`])(anet-tf\s.*)", joined):
-                yield start, match.group(1), shell
-                break
+            command = _command_of(joined)
+            if command:
+                yield start, command, shell
             joined = ""
         else:
             for match in re.finditer(r"`(anet-tf\s[^`]*)`", line):
                 yield number, match.group(1).replace("\\|", "|"), False
+
+
+# What may stand before `anet-tf` on a shell line (besides VAR=value assignments).
+PREFIXES = {"&&", "||", ";", "|", "(", "$(", "time", "nice", "-v", "/usr/bin/time"}
+
+
+def _command_of(line: str) -> str | None:
+    """The `anet-tf ...` command a shell line runs, or None (`cd anet-tf` is not
+    one)."""
+    try:
+        words = shlex.split(line, comments=True)
+    except ValueError:  # an unbalanced quote: split on spaces
+        words = line.split()
+    for i, word in enumerate(words):
+        if word != "anet-tf":
+            continue
+        before = words[:i]
+        if not before or before[-1] in PREFIXES:
+            return shlex.join(words[i:])
+        if re.fullmatch(r"[A-Za-z_]\w*=.*", before[-1], re.S):
+            return shlex.join(words[i:])
+    return None
 
 
 def doc_commands():
@@ -151,8 +173,13 @@ def test_the_command_finder_sees_blocks_inline_code_and_continuations():
     )
     assert [(c, full) for _, c, full in _commands_in(text)] == [
         ("anet-tf summary --config veri776", False),
-        ("anet-tf fit      --set train.seed=1   # a comment", True),
+        ("anet-tf fit --set train.seed=1", True),
     ]
+    assert _command_of("git clone URL anet-tf && cd anet-tf") is None
+    assert _command_of('pip install -e ".[cpu]" && anet-tf fit') == "anet-tf fit"
+    assert _command_of("TF_CONFIG='{\"a\": 1}' anet-tf fit --set 'x=[1, 2]'") == (
+        "anet-tf fit --set 'x=[1, 2]'"
+    )
     assert _check_flags(["anet-tf", "fit", "--no-such-flag"]).startswith("unknown flag")
     assert _check_flags(["anet-tf", "visualize", "ranked|nope"]).startswith(
         "unknown command"
