@@ -1,6 +1,5 @@
 """Config loading: shipped configs, _base_ inheritance, --set overrides, and errors."""
 
-import dataclasses
 import os
 
 import pytest
