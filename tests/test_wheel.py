@@ -6,6 +6,7 @@ for the tests (through a path entry, so the project's own editable install in th
 site-packages is not activated); nothing is downloaded.
 """
 
+import importlib.util
 import os
 import shutil
 import site
@@ -51,6 +52,9 @@ def installed(tmp_path_factory):
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"
     wheels = tmp / "wheels"
+    # The installed setuptools builds it when there is one (nothing downloaded);
+    # otherwise pip fetches the build requirements of pyproject.toml.
+    isolation = [] if importlib.util.find_spec("setuptools") else ["--use-pep517"]
     _run(
         [
             sys.executable,
@@ -58,7 +62,7 @@ def installed(tmp_path_factory):
             "pip",
             "wheel",
             "--no-deps",
-            "--no-build-isolation",
+            *(["--no-build-isolation"] if not isolation else isolation),
             "-q",
             "-w",
             str(wheels),
@@ -69,7 +73,8 @@ def installed(tmp_path_factory):
     )
     (wheel,) = list(wheels.glob("anet_tf-*.whl"))
     venv = tmp / "venv"
-    _run([sys.executable, "-m", "venv", str(venv)], cwd=tmp, env=env)
+    # No pip inside (no ensurepip needed): this pip installs into it (--python).
+    _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], cwd=tmp, env=env)
     python = venv / "bin" / "python"
     purelib = _run(
         [
@@ -86,9 +91,11 @@ def installed(tmp_path_factory):
         fh.write("\n".join(site.getsitepackages()) + "\n")
     _run(
         [
-            str(python),
+            sys.executable,
             "-m",
             "pip",
+            "--python",
+            str(python),
             "install",
             "--no-deps",
             "--no-index",
