@@ -505,16 +505,19 @@ def resolve_config_path(path: str | None) -> str:
     """Find a config file: an existing path, or the name of a shipped config.
 
     ``None`` gives the default (``synthetic``). Shipped configs live in
-    ``anet_tf/configs/``; a name may be given with or without ``.yaml``.
+    ``anet_tf/configs/``; a name may be given with or without ``.yaml``, or as
+    ``configs/NAME.yaml``.
     """
     if path is None:
         path = DEFAULT_CONFIG
     if os.path.exists(path):
         return path
-    for candidate in (
-        os.path.join(CONFIG_DIR, path),
-        os.path.join(CONFIG_DIR, path + ".yaml"),
-    ):
+    candidates = [os.path.join(CONFIG_DIR, path), os.path.join(CONFIG_DIR, path + ".yaml")]
+    parts = os.path.normpath(path).split(os.sep)
+    if len(parts) == 2 and parts[0] == "configs":
+        # `configs/NAME.yaml`, the shipped configs' path relative to a clone's root
+        candidates.append(os.path.join(CONFIG_DIR, parts[1]))
+    for candidate in candidates:
         if os.path.exists(candidate):
             return candidate
     raise ConfigError(

@@ -355,3 +355,7 @@ def test_a_config_path_is_read_before_a_shipped_name(tmp_path, monkeypatch):
     path = write(tmp_path / "synthetic.yaml", "_base_: base.yaml\ndata: {root: here}\n")
     assert load_config("synthetic.yaml").data.root == "here"
     assert load_config(path).train.seed == 4
+    # the shipped configs' path from a clone's root still names them
+    assert load_config("configs/veri776.yaml").to_dict() == load_config("veri776").to_dict()
+    with pytest.raises(ConfigError, match="config file not found: 'configs/nope.yaml'"):
+        load_config("configs/nope.yaml")
