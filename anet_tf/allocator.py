@@ -1,10 +1,9 @@
 """The memory allocator the `anet-tf` command runs with.
 
 Why: with glibc's malloc, TensorFlow's CPU kernels and tf.data threads return their
-large buffers to the kernel after every step and fault them back in on the next one.
-Measured on the default `anet-tf fit` (2-core CPU): 42% of all CPU time was system
-time and 235 million minor page faults; with tcmalloc preloaded, system time fell from
-696 s to 22.5 s and the training epochs ran about 1.9x faster (README, Performance).
+large buffers to the kernel after every step and fault them back in on the next one;
+tcmalloc keeps them, which cuts the system time of a CPU training run several fold
+(figures in docs/performance.md).
 A shared library can only replace malloc when it is loaded before the process starts,
 so the command re-executes itself once with ``LD_PRELOAD`` set.
 

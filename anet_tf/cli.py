@@ -1,7 +1,7 @@
 """The ``anet-tf`` command: parse the arguments, dispatch to a handler.
 
 Subcommands: fit, evaluate, ablate, export, client, embed, index build, search,
-visualize, synth, data check, summary, weights convert. Their parsers and handlers
+visualize, synth, data check, summary, weights convert, config list|show. Their parsers and handlers
 live in :mod:`anet_tf.commands` (one module per group); errors become one line and
 an exit code through :mod:`anet_tf.commands.errors`. Heavy imports happen inside the
 handlers, so ``anet-tf --help`` is instant and a command only pays for TensorFlow
@@ -20,6 +20,7 @@ from anet_tf.commands import errors
 
 def build_parser() -> argparse.ArgumentParser:
     from anet_tf import __version__
+    from anet_tf.commands import config
     from anet_tf.commands import data
     from anet_tf.commands import evaluate
     from anet_tf.commands import export
@@ -45,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     visualize.add_visualize_parser(sub)
     data.add_summary_parser(sub)
     data.add_weights_parser(sub)
+    config.add_config_parser(sub)
     return parser
 
 
@@ -87,7 +89,7 @@ def _file_as_output_folder(args) -> str | None:
 
 
 # Commands that never import TensorFlow (they start in well under a second).
-WITHOUT_TENSORFLOW = frozenset({"synth", "data", "client"})
+WITHOUT_TENSORFLOW = frozenset({"synth", "data", "client", "config"})
 
 
 def main(argv=None) -> int:

@@ -78,9 +78,18 @@ class SynthConfig:
 class AugmentConfig:
     """Training-time augmentation (section 4.2: flip, zoom, random erasing).
 
-    The defaults are the paper's. FastReID's strong baseline adds:
+    The defaults are the paper's; ``erasing_fill``, ``pad`` and
+    ``autoaugment_prob`` are what FastReID's strong baseline adds.
 
     Args:
+        flip_prob: probability of a horizontal flip.
+        zoom_prob: probability of a random zoom (a crop resized back to the image
+            size).
+        zoom_min_area: the smallest crop of a zoom, as a fraction of the image area.
+        erasing_prob: probability of random erasing (Zhong et al.).
+        erasing_area: (min, max) fraction of the image area an erased rectangle covers.
+        erasing_aspect: the smallest aspect ratio of an erased rectangle (the range
+            is [erasing_aspect, 1 / erasing_aspect]).
         erasing_fill: random (per-pixel uniform values, the paper) | mean (the
             ImageNet mean pixel, FastReID's ``REA.VALUE``).
         pad: pixels of zero padding on every side before a random crop back to the
@@ -149,8 +158,12 @@ class DataConfig:
 
 @dataclass
 class JointModuleConfig:
-    """Joint Module (section 3.2). ``width`` is the inner width of the two 3x3
-    convolutions of G_reid; ``None`` keeps the paper's c (the backbone channels)."""
+    """Joint Module (section 3.2).
+
+    Args:
+        width: inner width of the two 3x3 convolutions of G_reid; null keeps the
+            paper's c (the backbone channels).
+    """
 
     width: int | None = None
 
@@ -321,7 +334,7 @@ class TrainConfig:
     - ``weight_decay_mode: coupled``: L2 regularisation as PyTorch's ``Adam`` /
       ``SGD`` ``weight_decay``: ``weight_decay * w`` is added to the gradient of the
       loss before the optimizer, so Adam/Amsgrad normalise it like the loss gradient.
-      This is what Bag of Tricks does, and what ``configs/paper_base.yaml`` sets
+      This is what Bag of Tricks does, and what ``anet_tf/configs/paper_base.yaml`` sets
       (5e-4).
     - ``decoupled`` (the default, for configs that predate the option): Keras'
       ``weight_decay``, ``w -= lr * weight_decay * w`` after the optimizer step
@@ -341,7 +354,33 @@ class TrainConfig:
     does not depend on the gradient's scale).
 
     Args:
+        stage1, stage2: the two stages (:class:`StageConfig`).
         optimizer: amsgrad (the paper) | adam | sgd (momentum 0.9).
+        lr: the base learning rate.
+        lr_milestones: epochs (counted over both stages) at which the multistep
+            schedule multiplies the lr by ``lr_gamma``.
+        lr_gamma: the multistep schedule's factor.
+        lr_schedule: multistep (the paper) | cosine (FastReID's strong baseline).
+        lr_delay_epochs: cosine: epochs at ``lr`` before the annealing starts.
+        lr_min: cosine: the lr the annealing ends at.
+        warmup_iters: steps of linear lr warm-up at the start of the run (0 = none).
+        warmup_factor: the warm-up's starting factor of the lr.
+        freeze_iters: steps at the start of the run with the backbone frozen.
+        bias_lr_factor: lr factor of convolution and dense biases (SGD only).
+        weight_decay_norm: decay of normalisation scales and shifts (coupled mode;
+            null = ``weight_decay``).
+        weight_decay_bias: decay of biases (coupled mode; null = ``weight_decay``).
+        weight_decay: L2 weight decay strength.
+        weight_decay_mode: coupled (added to the gradient, as PyTorch) | decoupled
+            (Keras' AdamW-style shrink after the step).
+        strategy: auto (mirrored over all visible GPUs, else one device) |
+            one_device | mirrored | multi_worker (``TF_CONFIG``; TensorFlow only).
+            ``data.batch_size`` is the global batch; batch-hard mining sees each
+            replica's share.
+        mixed_precision: float16 with loss scaling on TensorFlow, bfloat16 on JAX.
+        jit_compile: compile the train step with XLA.
+        eval_every: evaluate every this many epochs during training (and at the
+            end), keeping the best mAP in ``checkpoints/best``; 0 = only at the end.
         nesterov: Nesterov momentum for sgd (FastReID's SGD has none: false).
         deterministic: make a run repeatable bit for bit on the same machine and
             software: TensorFlow op determinism and no Grappler graph
@@ -404,6 +443,7 @@ class EvalConfig:
         chunk_size: queries per chunk in the scalable evaluator.
         vehicleid_trials: random gallery draws of the VehicleID protocol.
         trapezoid_ap: also report the MATLAB-style trapezoid mAP.
+        seed: seed of the VehicleID protocol's random gallery draws.
     """
 
     feature: Literal["f", "fa", "j"] = "j"
@@ -422,7 +462,16 @@ class EvalConfig:
 
 @dataclass
 class ExportConfig:
-    """Export to serving formats (TF Serving SavedModel, TFLite, ONNX, TensorRT)."""
+    """Export to serving formats (TF Serving SavedModel, TFLite, ONNX, TensorRT).
+
+    Args:
+        formats: what ``fit`` exports: saved_model | tflite | onnx | tensorrt.
+        model_name: the model's folder and name for TF Serving
+            (``export/<model_name>/<version>``); no path separators.
+        version: the SavedModel's version folder.
+        quantize: the TFLite files besides fp32: null (none) | fp16 | int8 (the
+            int8 dynamic-range and full-integer models).
+    """
 
     formats: list[str] = field(default_factory=lambda: ["saved_model"])
     model_name: str = "anet"
@@ -455,23 +504,28 @@ class Config:
 
 # ------------------------------------------------------------------------ loading
 
-CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs")
+# The shipped configs are package data, so a name works from any install.
+CONFIG_DIR = os.path.join(os.path.dirname(__file__), "configs")
 DEFAULT_CONFIG = "synthetic.yaml"
 
 
 def resolve_config_path(path: str | None) -> str:
-    """Find a config file: an existing path, or a name inside the shipped configs/.
+    """Find a config file: an existing path, or the name of a shipped config.
 
-    ``None`` gives the default (``configs/synthetic.yaml``).
+    ``None`` gives the default (``synthetic``). Shipped configs live in
+    ``anet_tf/configs/``; a name may be given with or without ``.yaml``, or as
+    ``configs/NAME.yaml``.
     """
     if path is None:
         path = DEFAULT_CONFIG
     if os.path.exists(path):
         return path
-    for candidate in (
-        os.path.join(CONFIG_DIR, path),
-        os.path.join(CONFIG_DIR, path + ".yaml"),
-    ):
+    candidates = [os.path.join(CONFIG_DIR, path), os.path.join(CONFIG_DIR, path + ".yaml")]
+    parts = os.path.normpath(path).split(os.sep)
+    if len(parts) == 2 and parts[0] == "configs":
+        # `configs/NAME.yaml`, the shipped configs' path relative to a clone's root
+        candidates.append(os.path.join(CONFIG_DIR, parts[1]))
+    for candidate in candidates:
         if os.path.exists(candidate):
             return candidate
     raise ConfigError(

@@ -4,10 +4,9 @@ Two things must happen before TensorFlow is imported, so they live here and not 
 `cli.py`:
 
 * ``TF_ENABLE_ONEDNN_OPTS=1`` on x86-64 Linux unless the user set it. TensorFlow
-  enables its oneDNN kernels by default only on some CPUs (not, for example, on the
-  AMD EPYC machines we measure on, where its own kernels are built without AVX2/FMA);
-  with them the default train step costs 25-37% less CPU time per image (README,
-  Performance: ``benchmarks/train_throughput.py`` with the variable at 0 and 1).
+  enables its oneDNN kernels by default only on some CPUs (not, for example, on AMD
+  EPYC, where its own kernels are built without AVX2/FMA); with them a CPU train
+  step costs about a third less CPU time per image (docs/performance.md).
 * the allocator (see `allocator.py`): re-execute once with tcmalloc preloaded.
 
 Calling `cli.main` in-process (tests, notebooks) does neither.

@@ -161,7 +161,7 @@ def measure_anchor(cfg, *, batch: int, steps: int, warmup: int, mixed: bool, xla
     return result
 
 
-# The switches of configs/fastreid_sbs_base.yaml that change what a train step
+# The switches of anet_tf/configs/fastreid_sbs_base.yaml that change what a train step
 # computes (the schedule, warm-up and augmentation do not).
 STRONG_OVERRIDES = [
     "model.stem=fastreid",
@@ -181,7 +181,7 @@ STRONG_OVERRIDES = [
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--paper", action="store_true", help="ResNet-50-IBN-a at 256x256 (configs/veri776.yaml)")
+    parser.add_argument("--paper", action="store_true", help="ResNet-50-IBN-a at 256x256 (anet_tf/configs/veri776.yaml)")
     parser.add_argument("--config", default=None, help="any config (default: synthetic)")
     parser.add_argument("--batch", type=int, default=None, help="batch size (multiple of 4)")
     parser.add_argument("--steps", type=int, default=5)
@@ -195,7 +195,7 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--strong", action="store_true",
         help="also time the baseline and ANet with FastReID's strong-baseline switches "
-        "(configs/fastreid_sbs_base.yaml: stem, non-local blocks, GeM, BNNeck, "
+        "(anet_tf/configs/fastreid_sbs_base.yaml: stem, non-local blocks, GeM, BNNeck, "
         "CircleSoftmax, no FC, soft-margin triplet, SGD) on the same config",
     )
     parser.add_argument("--json-out", default=None)

@@ -54,7 +54,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--paper", action="store_true", help="ResNet-50-IBN-a at 256x256 (configs/veri776.yaml)")
+    parser.add_argument("--paper", action="store_true", help="ResNet-50-IBN-a at 256x256 (anet_tf/configs/veri776.yaml)")
     parser.add_argument("--config", default=None, help="any config (default: synthetic)")
     parser.add_argument("--batch", type=int, default=None, help="batch size (a multiple of data.num_instances)")
     parser.add_argument("--steps", type=int, default=5, help="timed steps per configuration")

@@ -1,6 +1,5 @@
 """Config loading: shipped configs, _base_ inheritance, --set overrides, and errors."""
 
-import dataclasses
 import os
 
 import pytest
@@ -24,30 +23,31 @@ def test_shipped_configs_load(name):
 
 
 def test_synthetic_configs_differ_from_the_default_where_they_say():
-    """configs/synthetic.yaml (the default): 480 training vehicles in their own
-    folder, the attribute BNNeck, a stage-2 lr and the refit, at the step budget of
-    the earlier default, which configs/synthetic_80.yaml keeps as it was;
-    configs/synthetic_attributes.yaml is the default without the refit."""
-    default, old = load_config("synthetic"), load_config("synthetic_80")
-    attr = load_config("synthetic_attributes")
-    assert default.data.name == old.data.name == "synthetic"
-    assert (default.data.root, old.data.root) == ("datasets/synthetic_520", "datasets/synthetic")
-    assert (default.data.synth.ids, old.data.synth.ids) == (520, 120)
-    assert default.data.synth.test_ids == old.data.synth.test_ids == 40
-    assert (default.model.attribute_neck, old.model.attribute_neck) == ("bnneck", "none")
-    assert (default.train.stage2.lr, old.train.stage2.lr) == (pytest.approx(6e-4), None)
-    assert (default.train.attribute_refit, old.train.attribute_refit) == (True, False)
-    # The old default's epoch of 80 x 12 images in batches of 32 is the new one's.
-    steps = (old.data.synth.ids - old.data.synth.test_ids) * old.data.synth.images_per_id
-    steps //= old.data.batch_size
-    assert default.train.stage1.steps_per_epoch == default.train.stage2.steps_per_epoch == steps
-    assert old.train.stage1.steps_per_epoch is None and old.train.stage2.steps_per_epoch is None
-    assert (default.train.stage1.epochs, default.train.stage2.epochs) == (
-        old.train.stage1.epochs, old.train.stage2.epochs
+    """synthetic (the default): 480 training vehicles in their own folder, the
+    attribute BNNeck, a stage-2 lr and the refit, 30 steps an epoch; synthetic_80:
+    80 training vehicles, the paper's attribute head, one pass an epoch, no refit."""
+    default, small = load_config("synthetic"), load_config("synthetic_80")
+    assert default.data.name == small.data.name == "synthetic"
+    assert (default.data.root, small.data.root) == (
+        "datasets/synthetic_520",
+        "datasets/synthetic",
     )
-    assert attr.train.attribute_refit is False
-    strip = lambda c: {**dataclasses.asdict(c), "source": None, "train": None}  # noqa: E731
-    assert strip(attr) == strip(default)
+    assert (default.data.synth.ids, small.data.synth.ids) == (520, 120)
+    assert default.data.synth.test_ids == small.data.synth.test_ids == 40
+    assert (default.model.attribute_neck, small.model.attribute_neck) == ("bnneck", "none")
+    assert (default.train.stage2.lr, small.train.stage2.lr) == (pytest.approx(6e-4), None)
+    assert (default.train.attribute_refit, small.train.attribute_refit) == (True, False)
+    # One pass over synthetic_80's 80 x 12 training images in batches of 32 is the
+    # default's epoch.
+    steps = (small.data.synth.ids - small.data.synth.test_ids) * small.data.synth.images_per_id
+    steps //= small.data.batch_size
+    assert default.train.stage1.steps_per_epoch == default.train.stage2.steps_per_epoch == steps
+    assert small.train.stage1.steps_per_epoch is None
+    assert small.train.stage2.steps_per_epoch is None
+    assert (default.train.stage1.epochs, default.train.stage2.epochs) == (
+        small.train.stage1.epochs,
+        small.train.stage2.epochs,
+    )
 
 
 @pytest.mark.parametrize("name", ["veri776", "veriwild", "vehicleid"])
@@ -302,3 +302,60 @@ def test_fit_on_a_real_dataset_needs_a_pretrained_choice(tmp_path, capsys):
     cfg = load_config("synthetic", ["model.pretrained=none", "data.image_size=[32, 32]",
                                     "model.base_width=8"])
     assert build_model_from_config(cfg, num_ids=4, num_classes=[3, 2]) is not None
+
+
+def _shipped():
+    from anet_tf.commands.config import shipped_configs
+
+    return shipped_configs()
+
+
+def test_config_list_names_every_shipped_config(capsys):
+    from anet_tf.cli import main
+
+    assert main(["config", "list"]) == 0
+    names = capsys.readouterr().out.split()
+    assert "synthetic" in names and "veri776_strong" in names and "paper_base" in names
+    assert names == _shipped()
+
+
+@pytest.mark.parametrize("name", _shipped())
+def test_config_show_prints_yaml_that_loads_back_to_the_same_config(name, tmp_path, capsys):
+    """`config show NAME` is every key, _base_ applied: saved to a file and read
+    with --config, it is the shipped config (data.root included)."""
+    from anet_tf.cli import main
+
+    assert main(["config", "show", name]) == 0
+    text = capsys.readouterr().out
+    assert not any(line.startswith("_base_") for line in text.splitlines())
+    path = write(tmp_path / "mine.yaml", text)
+    assert load_config(path).to_dict() == load_config(name).to_dict()
+
+
+def test_config_show_applies_set_and_names_a_bad_key(tmp_path, capsys):
+    from anet_tf.cli import main
+
+    assert main(["config", "show", "synthetic", "--set", "train.seed=7"]) == 0
+    text = capsys.readouterr().out
+    assert load_config(write(tmp_path / "s.yaml", text)).train.seed == 7
+    assert main(["config", "show", "synthetic", "--set", "train.sead=7"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("anet-tf config: error:") and "train.sead" in err
+    assert main(["config", "show", "no_such_config"]) == 1
+    assert "no_such_config" in capsys.readouterr().err
+
+
+def test_a_config_path_is_read_before_a_shipped_name(tmp_path, monkeypatch):
+    """A path is a path (a file beside the working directory wins over the
+    shipped config of that name); a name finds the shipped config from any
+    folder."""
+    monkeypatch.chdir(tmp_path)
+    assert load_config("synthetic").data.root == "datasets/synthetic_520"
+    write(tmp_path / "base.yaml", "train: {seed: 4}\n")
+    path = write(tmp_path / "synthetic.yaml", "_base_: base.yaml\ndata: {root: here}\n")
+    assert load_config("synthetic.yaml").data.root == "here"
+    assert load_config(path).train.seed == 4
+    # the shipped configs' path from a clone's root still names them
+    assert load_config("configs/veri776.yaml").to_dict() == load_config("veri776").to_dict()
+    with pytest.raises(ConfigError, match="config file not found: 'configs/nope.yaml'"):
+        load_config("configs/nope.yaml")

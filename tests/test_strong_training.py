@@ -14,7 +14,7 @@ from anet_tf.config import ConfigError
 from anet_tf.config import load_config
 from anet_tf.training.trainer import cosine_lr_at_epoch
 
-# Every strong switch of configs/fastreid_sbs_base.yaml (network, losses, schedule,
+# Every strong switch of anet_tf/configs/fastreid_sbs_base.yaml (network, losses, schedule,
 # augmentation), at tiny shapes.
 STRONG = [
     "model.stem=fastreid",

@@ -19,11 +19,22 @@ def add_synth_parser(subparsers) -> None:
     p.add_argument(
         "--test-ids", type=int, default=None, help="test identities (default: a third of --ids)"
     )
-    p.add_argument("--cameras", type=int, default=None)
-    p.add_argument("--images-per-id", type=int, default=None)
-    p.add_argument("--image-size", type=int, default=None)
-    p.add_argument("--unlabelled-fraction", type=float, default=None)
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument(
+        "--cameras", type=int, default=None, help="cameras, each with its own view (default 6)"
+    )
+    p.add_argument(
+        "--images-per-id", type=int, default=None, help="images of each vehicle (default 12)"
+    )
+    p.add_argument(
+        "--image-size", type=int, default=None, help="side of the square images in pixels (default 128)"
+    )
+    p.add_argument(
+        "--unlabelled-fraction",
+        type=float,
+        default=None,
+        help="fraction of vehicles whose attributes are left unknown (default 0.1)",
+    )
+    p.add_argument("--seed", type=int, default=None, help="the dataset's seed (default 0)")
     p.add_argument(
         "--balanced-train",
         action=argparse.BooleanOptionalAction,
@@ -54,10 +65,26 @@ def add_weights_parser(subparsers) -> None:
     p = subparsers.add_parser("weights", help="pretrained weight tools")
     p.set_defaults(usage=p.format_help)
     wsub = p.add_subparsers(dest="weights_command", metavar="ACTION")
-    c = wsub.add_parser("convert", help="convert an IBN-Net or FastReID PyTorch checkpoint")
-    c.add_argument("file", help="resnet50_ibn_a .pth file")
-    c.add_argument("-o", "--out", required=True, help="output FILE.weights.h5")
-    c.add_argument("--arch", default="resnet50_ibn_a")
+    c = wsub.add_parser(
+        "convert",
+        help="convert an IBN-Net ImageNet or a FastReID PyTorch checkpoint to our backbone",
+    )
+    c.add_argument(
+        "file",
+        help="the .pth file: IBN-Net's ImageNet weights (e.g. resnet50_ibn_a-d9d0bb7b.pth) "
+        "or a FastReID model (model_final.pth: backbone, non-local blocks and heads)",
+    )
+    c.add_argument(
+        "-o",
+        "--out",
+        required=True,
+        help="output FILE.weights.h5 (a FastReID model's heads go to FILE.heads.npz)",
+    )
+    c.add_argument(
+        "--arch",
+        default="resnet50_ibn_a",
+        help="the checkpoint's architecture: resnet50_ibn_a (default) | resnet18_ibn_a | resnet18",
+    )
     c.set_defaults(handler=cmd_weights_convert)
 
 

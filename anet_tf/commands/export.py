@@ -131,7 +131,9 @@ def add_client_parser(subparsers) -> argparse.ArgumentParser:
         description="Send image files to TF Serving and print the attributes; "
         "REST by default, gRPC with --grpc (needs grpcio).",
     )
-    p.add_argument("images", nargs="+", help="JPEG or PNG files")
+    p.add_argument(
+        "images", nargs="+", help="image files sent as they are: JPEG, PNG, GIF, BMP or WebP"
+    )
     where = p.add_mutually_exclusive_group()
     where.add_argument(
         "--server", default=None, help="REST address (default http://localhost:8501)"

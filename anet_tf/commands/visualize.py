@@ -75,12 +75,14 @@ def add_visualize_parser(subparsers) -> None:
     v.set_defaults(handler=_visualize_activation)
 
     v = vsub.add_parser("curves", help="training curves of a run's log.csv")
-    v.add_argument("run", metavar="RUN_DIR|LOG_CSV")
+    v.add_argument("run", metavar="RUN_DIR|LOG_CSV", help="a run folder or its log.csv")
     v.add_argument("-o", "--out", required=True, help="output PNG")
     v.set_defaults(handler=_visualize_curves)
 
     v = vsub.add_parser("cmc", help="CMC curves of `anet-tf evaluate --json-out` files")
-    v.add_argument("files", nargs="+", metavar="EVAL_JSON")
+    v.add_argument(
+        "files", nargs="+", metavar="EVAL_JSON", help="files of `anet-tf evaluate --json-out`"
+    )
     v.add_argument(
         "--label", action="append", default=[], help="legend label per file (in order)"
     )
