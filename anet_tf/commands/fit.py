@@ -14,6 +14,7 @@ from anet_tf.commands.errors import EXIT_FAILED
 from anet_tf.commands.errors import Interrupted
 from anet_tf.commands.errors import UsageError
 from anet_tf.config import add_config_arguments
+from anet_tf.training.run import RESUMABLE_KEYS
 
 
 def add_fit_parser(subparsers) -> None:
@@ -25,7 +26,7 @@ def add_fit_parser(subparsers) -> None:
         default=None,
         metavar="RUN_DIR",
         help="continue an interrupted run; --set may change the schedule ahead and "
-        "evaluation settings (train.lr, train.stageN.epochs/lr/steps_per_epoch, eval.*)",
+        "evaluation settings: " + ", ".join(k + "*" if k.endswith(".") else k for k in RESUMABLE_KEYS),
     )
     p.add_argument(
         "--reevaluate",
