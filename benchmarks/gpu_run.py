@@ -564,7 +564,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--fastreid", default=os.path.join(ROOT, ".fastreid"), help="FastReID work tree (fastreid/, configs/)")
     parser.add_argument("--site", default=None, help="where the wheels are installed (default: a new folder in /tmp)")
     parser.add_argument("--large-batch", type=int, default=256, help="the larger batch besides 64")
-    parser.add_argument("--budget-s", type=float, default=None, help="seconds for all parts (default 400; dry run 1800)")
+    parser.add_argument("--budget-s", type=float, default=None, help="seconds for all parts (default 400; dry run 3600)")
     parser.add_argument("--only", default=None, help="comma-separated part names to run (e.g. anet-float32-256)")
     parser.add_argument("--peak-tflops", type=float, default=None, help="peak for the MFU of every row (default: datasheet by device)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -639,7 +639,7 @@ def main(argv=None) -> int:
         (jax_child if spec["kind"] == "jax" else fastreid_child)(spec, args.child_out)
         return 0
     t_start = time.perf_counter()
-    budget = args.budget_s if args.budget_s is not None else (1800 if args.dry_run else 400)
+    budget = args.budget_s if args.budget_s is not None else (3600 if args.dry_run else 400)
     os.makedirs(args.out, exist_ok=True)
     s = settings(args.dry_run, args.large_batch)
     parts = plan(s["batches"])

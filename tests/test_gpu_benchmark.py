@@ -356,7 +356,7 @@ def test_dry_run_of_the_gpu_benchmark_end_to_end(tmp_path):
     out = tmp_path / "out"
     env = dict(os.environ, XLA_FLAGS=JAX_FAST_COMPILE, JAX_PLATFORMS="cpu")
     cmd = [sys.executable, str(ROOT / "benchmarks" / "gpu_run.py"), "--dry-run", "--out", str(out), "--peak-tflops", "1"]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=3000)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=4000)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert sorted(os.listdir(out)) == sorted(gpu_run.OUT_FILES)
     report = json.loads((out / "gpu_run.json").read_text())
