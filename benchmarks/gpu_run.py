@@ -94,7 +94,7 @@ JAX_VARIANTS = {"baseline": ([], (1,)), "anet": ([], (1, 2)), "anet_w512": (["mo
 K = 4  # images per identity (data.num_instances of the paper's configs)
 PART_CAPS_S = {"fastreid": 75, "baseline": 90, "anet": 150, "anet_w512": 100}
 MIN_PART_S = 30  # a part is not started with less left than this
-OUT_FILES = ("gpu_run.json", "gpu_run.md", "gpu_run.log")
+OUT_FILES = ("gpu_run.json", "gpu_run.md", "gpu_run.log")  # what --out receives
 
 
 def settings(dry_run: bool, large_batch: int) -> dict:
@@ -577,7 +577,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def run_part(part: dict, args, env: dict, timeout: float, log) -> dict:
+def run_part(part: dict, env: dict, timeout: float, log) -> dict:
     """Run one part in a fresh process under ``timeout``; its record with the
     child's result (whatever it had written, also after a timeout or failure)."""
     fd, child_out = tempfile.mkstemp(prefix=f"gpu_run_{part['name']}_", suffix=".json")
@@ -678,7 +678,7 @@ def main(argv=None) -> int:
                 record = {k: part[k] for k in ("name", "kind", "model", "precision", "batch")}
                 record.update(status="skipped", error=f"{left:.0f} s of the {budget:.0f} s budget left")
             else:
-                record = run_part(spec, args, env, min(cap, left), log)
+                record = run_part(spec, env, min(cap, left), log)
             records.append(record)
             result = record.get("result") or {}
             for key in ("float32", "matmul_probe"):
