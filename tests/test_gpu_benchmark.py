@@ -385,3 +385,14 @@ def test_dry_run_of_the_gpu_benchmark_end_to_end(tmp_path):
     assert report["matmul_probe"]["tflops_median"] > 0
     table = (out / "gpu_run.md").read_text()
     assert table.count("| anet | 2 |") == 4
+
+
+def test_prepare_refuses_folders_that_git_would_not_ignore(tmp_path):
+    with pytest.raises(SystemExit, match=r"benchmarks is not git-ignored"):
+        gpu_prepare.main(["--fastreid", str(tmp_path), "--wheels", str(ROOT / "benchmarks")])
+
+
+def test_batch512_refuses_batches_without_two_identities(capsys):
+    with pytest.raises(SystemExit):
+        batch512.main(["--source", "xla-cpu", "--batches", "4,8"])
+    assert "--batches: two or more sizes, multiples of 4 of at least 8; got 4,8" in capsys.readouterr().err
