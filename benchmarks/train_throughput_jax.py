@@ -65,6 +65,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--backbone", default=None, help="model.backbone (e.g. resnet18_ibn_a for a tiny run)")
     parser.add_argument("--base-width", type=int, default=None, help="model.base_width")
     parser.add_argument("--image-size", type=int, nargs="+", default=None, metavar="PX", help="data.image_size: one side, or H W")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any other config override (repeatable), e.g. model.joint_module.width=512")
     parser.add_argument("--json-out", default=None)
     args = parser.parse_args(argv)
     unknown = [p for p in args.precisions.split(",") if p not in PRECISIONS]
@@ -94,6 +95,7 @@ def load_configs(args):
     if args.image_size:
         h, w = args.image_size * 2 if len(args.image_size) == 1 else args.image_size
         overrides.append(f"data.image_size=[{h}, {w}]")
+    overrides += getattr(args, "set", None) or []
     try:
         cfg = load_config(name, overrides)
     except ConfigError as err:
@@ -188,7 +190,14 @@ def build(cfg, precision: str):
 
 
 def run_stage(net, optimizer, names, cfg, state, batch, stage: int, steps: int, warmup: int):
-    """Time ``steps`` steps of ``stage`` after ``warmup``; returns (row, state)."""
+    """Time ``steps`` steps of ``stage`` after ``warmup``; returns (row, state).
+
+    The step is compiled ahead of the first call (``lower(...).compile()``), so
+    the row also holds the compile time (``compile_s``, inside ``first_step_s``),
+    XLA's buffer sizes of the compiled step (``xla_memory``) and the device
+    allocator's statistics after the timed steps (``device_memory``: its
+    ``peak_bytes_in_use`` is the process's peak so far; None where the platform
+    keeps none, as on the CPU)."""
     import jax
 
     from anet_tf.losses import loss_kwargs_from_config
@@ -206,12 +215,15 @@ def run_stage(net, optimizer, names, cfg, state, batch, stage: int, steps: int, 
     )
     images, targets = batch
 
+    t0 = time.perf_counter()
+    compiled = step.lower(*state, images, targets).compile()
+    compile_s = time.perf_counter() - t0
+
     def one_step(state):
-        terms, *state = step(*state, images, targets)
+        terms, *state = compiled(*state, images, targets)
         jax.block_until_ready((terms, state))
         return terms, state
 
-    t0 = time.perf_counter()
     terms, state = one_step(state)
     first = time.perf_counter() - t0
     for _ in range(max(warmup - 1, 0)):
@@ -228,14 +240,45 @@ def run_stage(net, optimizer, names, cfg, state, batch, stage: int, steps: int, 
         "images_per_s_max": max(rates),
         "step_s_median": statistics.median(times),
         "first_step_s": first,
+        "compile_s": compile_s,
         "loss_total": float(terms["total"]),
+        "xla_memory": compiled_memory(compiled),
+        "device_memory": device_memory(),
     }
     return row, state
 
 
-def measure(cfg, precision: str, stages, steps: int, warmup: int) -> list[dict]:
+def compiled_memory(compiled) -> dict | None:
+    """XLA's buffer sizes of a compiled step (``memory_analysis()``) in bytes:
+    arguments, outputs, aliased (donated) and temporaries; None where the backend
+    gives none."""
+    analysis = compiled.memory_analysis()
+    if analysis is None:
+        return None
+    names = ("argument", "output", "alias", "temp", "generated_code")
+    return {
+        f"{name}_bytes": int(getattr(analysis, f"{name}_size_in_bytes"))
+        for name in names
+        if hasattr(analysis, f"{name}_size_in_bytes")
+    }
+
+
+def device_memory() -> dict | None:
+    """The first device's allocator statistics (``bytes_in_use``,
+    ``peak_bytes_in_use``, ``bytes_limit``), None where it keeps none (CPU)."""
+    import jax
+
+    stats = jax.local_devices()[0].memory_stats()
+    if not stats:
+        return None
+    keys = ("bytes_in_use", "peak_bytes_in_use", "bytes_limit")
+    return {k: int(stats[k]) for k in keys if k in stats}
+
+
+def measure(cfg, precision: str, stages, steps: int, warmup: int, on_row=None) -> list[dict]:
     """Rows of one model and precision, the stages in order, each continuing from
-    the state the previous one left (as a run moves from stage 1 to stage 2)."""
+    the state the previous one left (as a run moves from stage 1 to stage 2).
+    ``on_row(row)``, if given, is called with each row as soon as it is measured."""
     import jax
 
     from anet_tf.training.jax_step import train_state
@@ -253,6 +296,8 @@ def measure(cfg, precision: str, stages, steps: int, warmup: int) -> list[dict]:
             "frozen_forward_flops_per_image": flops["frozen_forward"],
             "train_flops_per_image": flops[f"train_stage{stage}"], **row,
         })
+        if on_row is not None:
+            on_row(rows[-1])
     return rows
 
 
