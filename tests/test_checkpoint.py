@@ -337,4 +337,13 @@ def test_a_resave_on_a_really_full_disk_keeps_the_checkpoint(tmp_path):
         mgr.save(net, None, TrainState(2, 1, 3, attribute_refit_c=1.0))
         assert CheckpointManager(str(mnt / "ckpt")).latest()[1].attribute_refit_c == 1.0
     finally:
-        subprocess.run(["umount", str(mnt)], capture_output=True)
+        import gc
+        import time
+
+        gc.collect()  # h5py closes a file when its object goes
+        for _ in range(20):
+            if subprocess.run(["umount", str(mnt)], capture_output=True).returncode == 0:
+                break
+            time.sleep(0.2)
+        else:
+            subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
