@@ -266,7 +266,7 @@ def parse_time(text: str) -> int:
     text = text.strip()
     try:
         return int(float(text))
-    except ValueError:
+    except (ValueError, OverflowError):
         pass
     try:
         return _iso(text)
