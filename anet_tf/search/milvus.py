@@ -556,8 +556,8 @@ def remove_rows(
     conditions = []
     if cameras:
         conditions.append(f"camid in {sorted({int(c) for c in cameras})}")
-    if since is not None or until is not None:
-        conditions.append("time >= 0")
+    if since is None and until is not None:
+        conditions.append("time >= 0")  # unknown times (-1) are in no range
     if since is not None:
         conditions.append(f"time >= {int(since)}")
     if until is not None:
