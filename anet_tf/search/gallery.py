@@ -430,6 +430,8 @@ def index_params(kind: str, n: int, dim: int, **given) -> dict:
     for key, value in given.items():
         if value is not None and key in params:
             params[key] = int(value)
+    if "nlist" in params and given.get("nprobe") is None:
+        params["nprobe"] = min(32, params["nlist"])
     if kind == "ivfpq" and dim % params["m"]:
         raise SearchError(
             f"IVF-PQ: m={params['m']} sub-quantizers must divide the dimension {dim}"
