@@ -93,7 +93,9 @@ def make_queries(n: int, chunk: int, dim: int, count: int, seed: int) -> np.ndar
     for c in chunks:
         centres = chunk_centres(int(c), chunk, dim, seed)
         centre = centres[rng.integers(0, len(centres))]
-        out.append(centre + NOISE * rng.standard_normal(dim).astype(np.float32) / np.sqrt(dim))
+        out.append(
+            centre + NOISE * rng.standard_normal(dim).astype(np.float32) / np.sqrt(dim)
+        )
     return np.ascontiguousarray(_unit(np.asarray(out, np.float32)))
 
 
@@ -123,7 +125,9 @@ class ExactTopK:
 
     def __init__(self, queries: np.ndarray, k: int = 10):
         self.q, self.k = queries, k
-        self.scores = {f: np.full((len(queries), k), -np.inf, np.float32) for f in FILTERS}
+        self.scores = {
+            f: np.full((len(queries), k), -np.inf, np.float32) for f in FILTERS
+        }
         self.ids = {f: np.full((len(queries), k), -1, np.int64) for f in FILTERS}
 
     def fold(self, x, color, kind, start: int) -> None:
@@ -131,13 +135,18 @@ class ExactTopK:
         masks = {
             "none": None,
             "color": color == COLORS.index("red"),
-            "color,type": (color == COLORS.index("red")) & (kind == TYPES.index("sedan")),
+            "color,type": (color == COLORS.index("red"))
+            & (kind == TYPES.index("sedan")),
         }
         for f, mask in masks.items():
             sf = s if mask is None else np.where(mask[None, :], s, -np.inf)
             both_s = np.concatenate([self.scores[f], sf], 1)
             both_i = np.concatenate(
-                [self.ids[f], np.broadcast_to(np.arange(start, start + len(x)), sf.shape)], 1
+                [
+                    self.ids[f],
+                    np.broadcast_to(np.arange(start, start + len(x)), sf.shape),
+                ],
+                1,
             )
             top = np.argpartition(-both_s, self.k - 1, axis=1)[:, : self.k]
             self.scores[f] = np.take_along_axis(both_s, top, 1)
@@ -145,7 +154,10 @@ class ExactTopK:
 
 
 def recall(found: np.ndarray, exact: np.ndarray) -> float:
-    hits = [len(set(f[f >= 0]) & set(e[e >= 0])) / max(1, (e >= 0).sum()) for f, e in zip(found, exact, strict=True)]
+    hits = [
+        len(set(f[f >= 0]) & set(e[e >= 0])) / max(1, (e >= 0).sum())
+        for f, e in zip(found, exact, strict=True)
+    ]
     return float(np.mean(hits))
 
 
@@ -196,7 +208,12 @@ def faiss_indexes(args, dim: int):
     out = {}
     sample = None
     for kind in args.kinds:
-        given = {"nlist": args.nlist, "m": args.pq_m, "nprobe": args.nprobe, "M": args.hnsw_m}
+        given = {
+            "nlist": args.nlist,
+            "m": args.pq_m,
+            "nprobe": args.nprobe,
+            "M": args.hnsw_m,
+        }
         params = index_params(kind, args.n, dim, **given)
         t = time.perf_counter()
         if kind in ("ivf", "ivfpq"):
@@ -210,12 +227,28 @@ def faiss_indexes(args, dim: int):
                 sample = np.concatenate(parts)
             index = _new_faiss_index(kind, params, sample, args.seed)
         else:
-            index = _new_faiss_index(kind, params, np.zeros((0, dim), np.float32), args.seed)
+            index = _new_faiss_index(
+                kind, params, np.zeros((0, dim), np.float32), args.seed
+            )
         train_s = time.perf_counter() - t
-        meta = {"format": FORMAT, "kind": kind, "dim": dim, "count": 0, "params": params,
-                "model": dict(MODEL, embedding_dim=dim), "sources": []}
-        out[kind] = {"index": GalleryIndex(index, meta, {}), "train_s": train_s, "add_s": 0.0}
-        print(f"[{kind}] {params.get('factory', 'IndexFlatIP')} trained in {train_s:.1f} s", flush=True)
+        meta = {
+            "format": FORMAT,
+            "kind": kind,
+            "dim": dim,
+            "count": 0,
+            "params": params,
+            "model": dict(MODEL, embedding_dim=dim),
+            "sources": [],
+        }
+        out[kind] = {
+            "index": GalleryIndex(index, meta, {}),
+            "train_s": train_s,
+            "add_s": 0.0,
+        }
+        print(
+            f"[{kind}] {params.get('factory', 'IndexFlatIP')} trained in {train_s:.1f} s",
+            flush=True,
+        )
     return out
 
 
@@ -237,7 +270,10 @@ def run_faiss(args, dim: int, queries: np.ndarray) -> dict:
             b["index"].index.add(x)
             b["add_s"] += time.perf_counter() - t
         if c % 10 == 0:
-            print(f"  {start + size} vectors, {time.perf_counter() - t0:.0f} s, rss {rss_mb():.0f} MB", flush=True)
+            print(
+                f"  {start + size} vectors, {time.perf_counter() - t0:.0f} s, rss {rss_mb():.0f} MB",
+                flush=True,
+            )
     items = {
         "color_pred": np.concatenate(colors),
         "type_pred": np.concatenate(types),
@@ -294,7 +330,12 @@ def run_milvus(args, dim: int, queries: np.ndarray) -> dict:
             shutil.rmtree(db)
         rss_before = rss_mb()
         exact = ExactTopK(queries)
-        given = {"nlist": args.nlist, "m": args.pq_m, "nprobe": args.nprobe, "M": args.hnsw_m}
+        given = {
+            "nlist": args.nlist,
+            "m": args.pq_m,
+            "nprobe": args.nprobe,
+            "M": args.hnsw_m,
+        }
         b = {"train_s": 0.0, "add_s": 0.0}
         for c, start in enumerate(range(0, args.n, args.chunk)):
             size = min(args.chunk, args.n - start)
@@ -344,7 +385,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--backend", choices=["faiss", "milvus"], default="faiss")
     p.add_argument("--n", type=int, default=1_000_000)
-    p.add_argument("--dim", type=int, default=512, help="512: the served ANet embedding")
+    p.add_argument(
+        "--dim", type=int, default=512, help="512: the served ANet embedding"
+    )
     p.add_argument("--kinds", default="flat,ivfpq")
     p.add_argument("--chunk", type=int, default=50_000)
     p.add_argument("--queries", type=int, default=200)
@@ -384,7 +427,9 @@ def main() -> None:
         "n": args.n,
         "dim": args.dim,
         "queries": args.queries,
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_mb": round(
+            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1
+        ),
         "wall_s": round(time.perf_counter() - t, 1),
         "results": results,
     }

@@ -86,7 +86,10 @@ def test_faiss_gallery_built_in_parts_answers_like_one_built_at_once(
     save_embeddings(a, str(tmp_path / "a.npz"))
     save_embeddings(b, str(tmp_path / "b.npz"))
     whole = build_index([gallery])
-    assert main(["index", "build", str(tmp_path / "a.npz"), "-o", str(tmp_path / "idx")]) == 0
+    assert (
+        main(["index", "build", str(tmp_path / "a.npz"), "-o", str(tmp_path / "idx")])
+        == 0
+    )
     assert main(["index", "add", str(tmp_path / "idx"), str(tmp_path / "b.npz")]) == 0
     assert "added 90 items" in capsys.readouterr().out
     parts = open_gallery(str(tmp_path / "idx"))
@@ -99,7 +102,9 @@ def test_faiss_gallery_built_in_parts_answers_like_one_built_at_once(
         np.testing.assert_allclose(s1, s2, atol=1e-6)
     m1, m2 = whole.matches(s1, i1)[0][0], parts.matches(s2, i2)[0][0]
     assert m1 == m2 and m2.time == int(gallery.times[m2.id])
-    assert m2.confidence["color"] == pytest.approx(float(gallery.probs["color"][m2.id].max()))
+    assert m2.confidence["color"] == pytest.approx(
+        float(gallery.probs["color"][m2.id].max())
+    )
 
 
 def test_faiss_add_refuses_duplicates_and_other_models_changing_nothing(
@@ -110,7 +115,9 @@ def test_faiss_add_refuses_duplicates_and_other_models_changing_nothing(
     save_embeddings(part(gallery, range(99, 110)), str(tmp_path / "dup.npz"))
     twice = part(gallery, [120, 121, 120])
     save_embeddings(twice, str(tmp_path / "twice.npz"))
-    save_embeddings(random_embeddings(5, 16, fingerprint="beef"), str(tmp_path / "fp.npz"))
+    save_embeddings(
+        random_embeddings(5, 16, fingerprint="beef"), str(tmp_path / "fp.npz")
+    )
     save_embeddings(random_embeddings(5, 8), str(tmp_path / "dim.npz"))
     idx = tmp_path / "idx"
     assert main(["index", "build", str(tmp_path / "a.npz"), "-o", str(idx)]) == 0
@@ -125,19 +132,42 @@ def test_faiss_add_refuses_duplicates_and_other_models_changing_nothing(
         assert main(["index", "add", str(idx), str(tmp_path / name)]) == 1
         assert says in one_error_line(capsys)
         assert tree_digest(idx) == before
-    assert main(["index", "add", str(tmp_path / "nowhere"), str(tmp_path / "a.npz")]) == 1
+    assert (
+        main(["index", "add", str(tmp_path / "nowhere"), str(tmp_path / "a.npz")]) == 1
+    )
     assert "is not an anet-tf index" in one_error_line(capsys)
     assert not (tmp_path / "nowhere").exists()
+    assert (
+        main(
+            ["index", "build", str(tmp_path / "a.npz"), "-o", str(idx), "--shards", "2"]
+        )
+        == 1
+    )
+    assert "shards are those of a Milvus collection" in one_error_line(capsys)
     assert main(["index", "remove", str(idx), "--camera", "1"]) == 1
     assert "works on a Milvus target" in one_error_line(capsys)
-    assert main(["search", "--index", str(idx), "--collection", "x",
-                 "--query-embeddings", str(tmp_path / "a.npz")]) == 1
+    assert (
+        main(
+            [
+                "search",
+                "--index",
+                str(idx),
+                "--collection",
+                "x",
+                "--query-embeddings",
+                str(tmp_path / "a.npz"),
+            ]
+        )
+        == 1
+    )
     assert "a faiss index folder" in one_error_line(capsys)
     assert tree_digest(idx) == before
 
 
 @pytest.mark.parametrize("kind", ["ivf", "hnsw"])
-def test_approximate_kinds_find_the_vectors_themselves_and_filter(kind, random_embeddings, tmp_path):
+def test_approximate_kinds_find_the_vectors_themselves_and_filter(
+    kind, random_embeddings, tmp_path
+):
     gallery = random_embeddings(800, 16, seed=9)
     built = build_gallery([gallery], str(tmp_path / kind), kind=kind, nlist=8, nprobe=8)
     loaded = open_gallery(str(tmp_path / kind))
@@ -147,7 +177,9 @@ def test_approximate_kinds_find_the_vectors_themselves_and_filter(kind, random_e
     _, ids = loaded.search(gallery.embedding[:20], 5, where={"color": ["red"]})
     assert (ids >= 0).all()
     assert all(gallery.predicted["color"][i] == "red" for i in ids.ravel())
-    added, rows = add_to_gallery(str(tmp_path / kind), [part(gallery, range(10), "new")])
+    added, rows = add_to_gallery(
+        str(tmp_path / kind), [part(gallery, range(10), "new")]
+    )
     assert len(added) == 810 and len(rows) == 10
 
 
@@ -162,14 +194,18 @@ def test_time_column_of_a_manifest(tmp_path):
     assert images.times.tolist() == [1796285700, -1, 1796285760]
     assert set(images.known) == {"color"}
     assert parse_time("2026-12-03 09:15:00+01:00") == 1796285700
-    (tmp_path / "bad.csv").write_text("path,time\na.jpg,2026-12-03T08:15:00Z\nb.jpg,noon\n")
+    (tmp_path / "bad.csv").write_text(
+        "path,time\na.jpg,2026-12-03T08:15:00Z\nb.jpg,noon\n"
+    )
     with pytest.raises(SearchError, match=r"bad.csv:3: time: 'noon' is not a time"):
         list_images(str(tmp_path / "bad.csv"))
 
 
 def test_embeddings_file_keeps_times_and_reads_files_without_them(gallery, tmp_path):
     save_embeddings(gallery, str(tmp_path / "t.npz"))
-    np.testing.assert_array_equal(load_embeddings(str(tmp_path / "t.npz")).times, gallery.times)
+    np.testing.assert_array_equal(
+        load_embeddings(str(tmp_path / "t.npz")).times, gallery.times
+    )
     with np.load(tmp_path / "t.npz") as data:
         arrays = {k: data[k] for k in data.files if k != "time"}
     np.savez(tmp_path / "old.npz", **arrays)

@@ -13,11 +13,16 @@ import numpy as np
 import pytest
 
 pytest.importorskip(
-    "pymilvus", reason="the Milvus backend needs pymilvus: pip install -e '.[search-milvus]'"
+    "pymilvus",
+    reason="the Milvus backend needs pymilvus: pip install -e '.[search-milvus]'",
 )
 pytest.importorskip(
-    "milvus_lite", reason="a local Milvus database needs milvus-lite: pip install -e '.[search-milvus]'"
+    "milvus_lite",
+    reason="a local Milvus database needs milvus-lite: pip install -e '.[search-milvus]'",
 )
+
+from test_search_gallery import one_error_line  # noqa: E402
+from test_search_gallery import part  # noqa: E402
 
 from anet_tf.cli import main  # noqa: E402
 from anet_tf.search.embeddings import save_embeddings  # noqa: E402
@@ -28,8 +33,6 @@ from anet_tf.search.index import build_index  # noqa: E402
 from anet_tf.search.milvus import META_PROPERTY  # noqa: E402
 from anet_tf.search.milvus import connect  # noqa: E402
 from anet_tf.search.milvus import open_collection  # noqa: E402
-from test_search_gallery import one_error_line  # noqa: E402
-from test_search_gallery import part  # noqa: E402
 
 DIM = 16
 
@@ -68,8 +71,12 @@ def db(files):
     """A Milvus Lite database with the gallery built at once (collection whole)
     and in two parts (collection parts), through the CLI."""
     path = str(files["root"] / "gallery.db")
-    assert main(["index", "build", files["all"], "-o", path, "--collection", "whole"]) == 0
-    assert main(["index", "build", files["a"], "-o", path, "--collection", "parts"]) == 0
+    assert (
+        main(["index", "build", files["all"], "-o", path, "--collection", "whole"]) == 0
+    )
+    assert (
+        main(["index", "build", files["a"], "-o", path, "--collection", "parts"]) == 0
+    )
     assert main(["index", "add", path, files["b"], "--collection", "parts"]) == 0
     return path
 
@@ -82,7 +89,13 @@ def same_answers(g1, g2, queries, where=None, labels="predicted", k=10):
     m1, m2 = g1.matches(s1, i1), g2.matches(s2, i2)
     for r1, r2 in zip(m1, m2, strict=True):
         for a, b in zip(r1, r2, strict=True):
-            assert (a.id, a.path, a.pid, a.camid, a.time) == (b.id, b.path, b.pid, b.camid, b.time)
+            assert (a.id, a.path, a.pid, a.camid, a.time) == (
+                b.id,
+                b.path,
+                b.pid,
+                b.camid,
+                b.time,
+            )
             assert a.predicted == b.predicted and a.known == b.known
             assert a.confidence == pytest.approx(b.confidence, abs=1e-6)
     return i1
@@ -92,14 +105,20 @@ def test_collection_answers_as_the_exact_faiss_index(db, gallery, random_embeddi
     faiss_index = build_index([gallery])
     whole = open_gallery(db, "whole")
     assert len(whole) == 240 and whole.kind == "flat" and whole.dim == DIM
-    queries = np.concatenate([random_embeddings(6, DIM, seed=8).embedding, gallery.embedding[5:6]])
+    queries = np.concatenate(
+        [random_embeddings(6, DIM, seed=8).embedding, gallery.embedding[5:6]]
+    )
     same_answers(faiss_index, whole, queries)
-    ids = same_answers(faiss_index, whole, queries, parse_where("color=red|white,type=suv"))
+    ids = same_answers(
+        faiss_index, whole, queries, parse_where("color=red|white,type=suv")
+    )
     assert (ids >= 0).all()
     same_answers(faiss_index, whole, queries, {"color": ["blue"]}, labels="known")
     # few matches: the rows end in -1, as for faiss
     rare = parse_where("color=white,type=sedan")
-    mask = (gallery.predicted["color"] == "white") & (gallery.predicted["type"] == "sedan")
+    mask = (gallery.predicted["color"] == "white") & (
+        gallery.predicted["type"] == "sedan"
+    )
     ids = same_answers(faiss_index, whole, queries, rare, k=int(mask.sum()) + 3)
     assert (ids[:, -3:] == -1).all()
     # the odd path is found, and read back verbatim
@@ -121,16 +140,30 @@ def test_cli_search_on_milvus_prints_what_faiss_prints(db, files, tmp_path, caps
     assert main(["index", "build", files["all"], "-o", str(tmp_path / "idx")]) == 0
     capsys.readouterr()
     outputs = []
-    for target in (["--index", str(tmp_path / "idx")], ["--index", db, "--collection", "whole"]):
-        args = ["search", *target, "--query-embeddings", files["queries"], "-k", "4",
-                "--where", "color=red,type=suv", "--json"]
+    for target in (
+        ["--index", str(tmp_path / "idx")],
+        ["--index", db, "--collection", "whole"],
+    ):
+        args = [
+            "search",
+            *target,
+            "--query-embeddings",
+            files["queries"],
+            "-k",
+            "4",
+            "--where",
+            "color=red,type=suv",
+            "--json",
+        ]
         assert main(args) == 0
         outputs.append(json.loads(capsys.readouterr().out))
     faiss_out, milvus_out = outputs
     assert milvus_out["collection"] == "whole" and milvus_out["index"] == db
     for r1, r2 in zip(faiss_out["results"], milvus_out["results"], strict=True):
         assert [m["path"] for m in r1["matches"]] == [m["path"] for m in r2["matches"]]
-        assert all(m["attributes"] == {"color": "red", "type": "suv"} for m in r2["matches"])
+        assert all(
+            m["attributes"] == {"color": "red", "type": "suv"} for m in r2["matches"]
+        )
 
 
 def test_add_refuses_duplicates_and_other_models_writing_nothing(db, files, capsys):
@@ -150,31 +183,86 @@ def test_add_refuses_duplicates_and_other_models_writing_nothing(db, files, caps
 
 def test_search_refuses_another_models_queries(db, files, capsys):
     capsys.readouterr()
-    for name, says in (("fp", "has fingerprint beef"), ("dim", "holds 16-d embeddings")):
-        code = main(["search", "--index", db, "--collection", "whole",
-                     "--query-embeddings", files[name]])
+    for name, says in (
+        ("fp", "has fingerprint beef"),
+        ("dim", "holds 16-d embeddings"),
+    ):
+        code = main(
+            [
+                "search",
+                "--index",
+                db,
+                "--collection",
+                "whole",
+                "--query-embeddings",
+                files[name],
+            ]
+        )
         assert code == 1 and says in one_error_line(capsys)
 
 
-def test_bad_targets_and_filters_are_one_line_writing_nothing(db, files, tmp_path, capsys):
+def test_bad_targets_and_filters_are_one_line_writing_nothing(
+    db, files, tmp_path, capsys
+):
     capsys.readouterr()
     search = ["--query-embeddings", files["queries"]]
     for args, says in (
-        (["search", "--index", db, "--collection", "whole", *search, "--where", "colour=red"],
-         "no attribute 'colour'; it predicts color, type"),
-        (["search", "--index", db, "--collection", "whole", *search, "--where", "color=pink"],
-         "color has no class 'pink'; its classes are red, blue, white"),
-        (["search", "--index", db, "--collection", "nope", *search],
-         "no collection 'nope' (collections: parts, whole)"),
-        (["search", "--index", "http://127.0.0.1:9", *search], "http://127.0.0.1:9: cannot reach Milvus"),
-        (["index", "build", files["all"], "-o", "http://127.0.0.1:9"], "cannot reach Milvus"),
+        (
+            [
+                "search",
+                "--index",
+                db,
+                "--collection",
+                "whole",
+                *search,
+                "--where",
+                "colour=red",
+            ],
+            "no attribute 'colour'; it predicts color, type",
+        ),
+        (
+            [
+                "search",
+                "--index",
+                db,
+                "--collection",
+                "whole",
+                *search,
+                "--where",
+                "color=pink",
+            ],
+            "color has no class 'pink'; its classes are red, blue, white",
+        ),
+        (
+            ["search", "--index", db, "--collection", "nope", *search],
+            "no collection 'nope' (collections: parts, whole)",
+        ),
+        (
+            ["search", "--index", "http://127.0.0.1:9", *search],
+            "http://127.0.0.1:9: cannot reach Milvus",
+        ),
+        (
+            ["index", "build", files["all"], "-o", "http://127.0.0.1:9"],
+            "cannot reach Milvus",
+        ),
         (["index", "add", "http://127.0.0.1:9", files["b"]], "cannot reach Milvus"),
-        (["index", "add", str(tmp_path / "none.db"), files["b"]], "no such Milvus Lite database"),
-        (["search", "--index", str(tmp_path / "none.db"), *search], "none.db: no such file"),
-        (["index", "build", files["all"], "-o", db, "--collection", "bad-name"],
-         "a Milvus collection name is letters, digits and _"),
+        (
+            ["index", "add", str(tmp_path / "none.db"), files["b"]],
+            "no such Milvus Lite database",
+        ),
+        (
+            ["search", "--index", str(tmp_path / "none.db"), *search],
+            "none.db: no such file",
+        ),
+        (
+            ["index", "build", files["all"], "-o", db, "--collection", "bad-name"],
+            "a Milvus collection name is letters, digits and _",
+        ),
         (["index", "remove", db, "--collection", "whole"], "say which rows"),
-        (["index", "remove", db, "--collection", "whole", "--since", "noon"], "--since: 'noon' is not a time"),
+        (
+            ["index", "remove", db, "--collection", "whole", "--since", "noon"],
+            "--since: 'noon' is not a time",
+        ),
     ):
         assert main(args) == 1, args
         assert says in one_error_line(capsys), args
@@ -201,19 +289,40 @@ def test_a_collection_that_is_not_a_gallery_is_left_alone(db, files, capsys):
     ):
         assert main(args) == 1
         assert "'foreign' is not an anet-tf gallery" in one_error_line(capsys)
-    assert client.query("foreign", filter="", output_fields=["count(*)"])[0]["count(*)"] == 1
+    assert (
+        client.query("foreign", filter="", output_fields=["count(*)"])[0]["count(*)"]
+        == 1
+    )
     assert META_PROPERTY not in client.describe_collection("foreign")["properties"]
 
 
 def test_build_replaces_a_gallery_and_kinds_are_recorded(db, files, gallery, capsys):
-    assert main(["index", "build", files["a"], "-o", db, "--collection", "kinds",
-                 "--kind", "hnsw"]) == 0
+    assert (
+        main(
+            [
+                "index",
+                "build",
+                files["a"],
+                "-o",
+                db,
+                "--collection",
+                "kinds",
+                "--kind",
+                "hnsw",
+                "--shards",
+                "2",
+            ]
+        )
+        == 0
+    )
     assert "Milvus HNSW (M=32" in capsys.readouterr().out
     hnsw = open_gallery(db, "kinds")
     assert hnsw.kind == "hnsw" and len(hnsw) == 150
     _, ids = hnsw.search(gallery.embedding[:20], 1)
     assert (ids[:, 0] == np.arange(20)).all()
-    built = build_gallery([part(gallery, range(150, 240))], db, "kinds", kind="ivf", nlist=4)
+    built = build_gallery(
+        [part(gallery, range(150, 240))], db, "kinds", kind="ivf", nlist=4
+    )
     assert built.meta["params"] == {"nlist": 4, "nprobe": 4}
     ivf = open_gallery(db, "kinds")
     assert ivf.kind == "ivf" and len(ivf) == 90
@@ -230,10 +339,24 @@ def test_remove_by_camera_and_time_range(files, gallery, tmp_path, capsys):
     on_cameras = int(np.isin(gallery.camids, [1, 3]).sum())
     assert f"removed {on_cameras} items (camid in [1, 3])" in capsys.readouterr().out
     since, until = 1_800_000_000 + 60 * 50, 1_800_000_000 + 60 * 120
-    assert main(["index", "remove", path, "--since", "2027-01-15T08:50:00Z",
-                 "--until", str(until)]) == 0
+    assert (
+        main(
+            [
+                "index",
+                "remove",
+                path,
+                "--since",
+                "2027-01-15T08:50:00Z",
+                "--until",
+                str(until),
+            ]
+        )
+        == 0
+    )
     assert "time >= 1800003000 and time < 1800007200" in capsys.readouterr().out
-    keep = ~np.isin(gallery.camids, [1, 3]) & ~((gallery.times >= since) & (gallery.times < until))
+    keep = ~np.isin(gallery.camids, [1, 3]) & ~(
+        (gallery.times >= since) & (gallery.times < until)
+    )
     left = open_gallery(path)
     assert len(left) == int(keep.sum()) and left.meta["count"] == len(left)
     # what is left answers as an exact faiss index of the rows kept (ids are kept)

@@ -142,6 +142,12 @@ def add_parsers(subparsers) -> None:
     b.add_argument(
         "--hnsw-m", type=int, default=None, help="links per node (hnsw; default 32)"
     )
+    b.add_argument(
+        "--shards",
+        type=int,
+        default=None,
+        help="shards of a Milvus collection on a server (default 1)",
+    )
     b.set_defaults(handler=cmd_index_build)
     a = isub.add_parser(
         "add",
@@ -338,6 +344,7 @@ def cmd_index_build(args) -> int:
         bits=args.pq_bits,
         nprobe=args.nprobe,
         M=args.hnsw_m,
+        shards=args.shards,
     )
     for warning in index.meta["warnings"]:
         print(f"anet-tf index: warning: {warning}", file=sys.stderr)

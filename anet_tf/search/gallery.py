@@ -421,8 +421,11 @@ def index_params(kind: str, n: int, dim: int, **given) -> dict:
     if kind == "flat":
         return {}
     if kind == "hnsw":
-        params = {"M": HNSW_M, "ef_construction": HNSW_EF_CONSTRUCTION,
-                  "ef_search": HNSW_EF_SEARCH}
+        params = {
+            "M": HNSW_M,
+            "ef_construction": HNSW_EF_CONSTRUCTION,
+            "ef_search": HNSW_EF_SEARCH,
+        }
     else:
         params = default_ivfpq_params(n, dim)
         if kind == "ivf":
@@ -483,7 +486,7 @@ def build_gallery(
 ) -> Gallery:
     """Build a gallery of ``embeddings`` at ``target`` (an existing gallery there is
     replaced once the new one is complete); ``params`` are those of
-    :func:`index_params` (nlist, m, bits, nprobe, M)."""
+    :func:`index_params` (nlist, m, bits, nprobe, M), and ``shards`` for Milvus."""
     if is_milvus_target(target):
         from anet_tf.search.milvus import build_collection
 
@@ -493,6 +496,11 @@ def build_gallery(
     _no_collection(target, collection)
     from anet_tf.search.index import build_index
 
+    if params.pop("shards", None):
+        raise SearchError(
+            f"--shards: {target} is a faiss index folder, on one machine; shards are "
+            f"those of a Milvus collection"
+        )
     index = build_index(embeddings, kind=kind, **params)
     index.save(target)
     return index

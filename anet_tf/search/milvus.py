@@ -178,9 +178,7 @@ def _meta_of(client, uri: str, collection: str) -> dict | None:
             f"anet-tf reads {FORMAT}"
         )
     dims = [
-        f["params"].get("dim")
-        for f in described["fields"]
-        if f["name"] == "embedding"
+        f["params"].get("dim") for f in described["fields"] if f["name"] == "embedding"
     ]
     if not dims or int(dims[0]) != int(meta["dim"]):
         raise SearchError(
@@ -231,7 +229,9 @@ class MilvusGallery(Gallery):
         codes = self.check_filter(where or {}, labels)
         if any(not allowed for allowed in codes.values()):
             return None
-        return " and ".join(f"{col} in {sorted(allowed)}" for col, allowed in codes.items())
+        return " and ".join(
+            f"{col} in {sorted(allowed)}" for col, allowed in codes.items()
+        )
 
     def search(
         self,
@@ -268,9 +268,7 @@ class MilvusGallery(Gallery):
                 drop = [int(x) for x in np.asarray(exclude[i]).tolist() if x >= 0]
                 row_expr = expr
                 if drop:
-                    row_expr = " and ".join(
-                        x for x in (expr, f"id not in {drop}") if x
-                    )
+                    row_expr = " and ".join(x for x in (expr, f"id not in {drop}") if x)
                 batches.append((slice(i, i + 1), row_expr))
         for rows, row_expr in batches:
             with _milvus_errors(self.where):
@@ -294,7 +292,9 @@ class MilvusGallery(Gallery):
     def row(self, item: int) -> dict:
         if item not in self._rows:
             with _milvus_errors(self.where):
-                got = self.client.get(self.collection, ids=[item], output_fields=self.fields)
+                got = self.client.get(
+                    self.collection, ids=[item], output_fields=self.fields
+                )
             if not got:
                 raise SearchError(f"{self.where}: no item {item}")
             self._rows[item] = got[0]
@@ -377,7 +377,9 @@ def check_collection_target(uri: str, collection: str = DEFAULT_COLLECTION) -> N
 def _schema(pymilvus, rows: Rows):
     from pymilvus import DataType
 
-    schema = pymilvus.MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+    schema = pymilvus.MilvusClient.create_schema(
+        auto_id=False, enable_dynamic_field=False
+    )
     schema.add_field("id", DataType.INT64, is_primary=True)
     schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=int(rows.vectors.shape[1]))
     schema.add_field("path", DataType.VARCHAR, max_length=MAX_PATH_BYTES)
@@ -438,11 +440,13 @@ def build_collection(
     *,
     kind: str = "flat",
     seed: int = 0,
+    shards: int | None = None,
     **given,
 ) -> MilvusGallery:
     """A gallery collection of ``embeddings`` at ``uri``: written as a staging
     collection and renamed in when complete (an anet-tf gallery of that name is
-    replaced). ``given``: the settings of
+    replaced). ``shards``: the collection's shards on a server (insert channels;
+    default the server's, 1; Milvus Lite keeps one). ``given``: the settings of
     :func:`~anet_tf.search.gallery.index_params`.
 
     Raises:
@@ -477,11 +481,18 @@ def build_collection(
     milvus_params = {
         "flat": {},
         "ivf": {"nlist": params.get("nlist")},
-        "ivfpq": {"nlist": params.get("nlist"), "m": params.get("m"), "nbits": params.get("bits")},
+        "ivfpq": {
+            "nlist": params.get("nlist"),
+            "m": params.get("m"),
+            "nbits": params.get("bits"),
+        },
         "hnsw": {"M": params.get("M"), "efConstruction": params.get("ef_construction")},
     }[kind]
     index.add_index(
-        "embedding", index_type=MILVUS_INDEX[kind], metric_type="IP", params=milvus_params
+        "embedding",
+        index_type=MILVUS_INDEX[kind],
+        metric_type="IP",
+        params=milvus_params,
     )
     with _milvus_errors(uri):
         if client.has_collection(staging):
@@ -491,6 +502,7 @@ def build_collection(
             schema=_schema(pymilvus, rows),
             index_params=index,
             properties={META_PROPERTY: json.dumps(meta)},
+            **({"num_shards": int(shards)} if shards else {}),
         )
     try:
         _insert(client, uri, staging, rows, 0)
@@ -551,7 +563,9 @@ def remove_rows(
             "--until TIME"
         )
     if since is not None and until is not None and since >= until:
-        raise SearchError(f"index remove: --since {since} is not before --until {until}")
+        raise SearchError(
+            f"index remove: --since {since} is not before --until {until}"
+        )
     gallery = open_collection(uri, collection)
     conditions = []
     if cameras:
