@@ -356,9 +356,15 @@ def cmd_index_add(args) -> int:
     """``anet-tf index add TARGET EMBEDDINGS... [--collection NAME]``."""
     from anet_tf.search.embeddings import load_embeddings
     from anet_tf.search.gallery import add_to_gallery
+    from anet_tf.search.gallery import is_milvus_target
     from anet_tf.search.gallery import open_gallery
+    from anet_tf.search.index import read_meta
 
-    open_gallery(args.target, args.collection)  # a bad target fails before reading
+    # a bad target fails before the files are read
+    if is_milvus_target(args.target):
+        open_gallery(args.target, args.collection)
+    else:
+        read_meta(args.target)
     embeddings = [load_embeddings(p) for p in args.embeddings]
     index, rows = add_to_gallery(args.target, embeddings, args.collection)
     for warning in rows.warnings:

@@ -422,13 +422,12 @@ def add_to_index(target: str, embeddings: Sequence[Embeddings]) -> tuple[Gallery
     return index, rows
 
 
-def load_index(path: str) -> GalleryIndex:
-    """Read an index folder written by :meth:`GalleryIndex.save`.
+def read_meta(path: str) -> dict:
+    """The ``index.json`` of the index folder ``path``.
 
     Raises:
-        SearchError: the folder is missing, not an index, or its files disagree.
+        SearchError: the folder is missing or is not an index of this format.
     """
-    faiss = _faiss()
     meta_path = os.path.join(path, META_FILE)
     if not os.path.isfile(meta_path):
         raise SearchError(
@@ -441,6 +440,17 @@ def load_index(path: str) -> GalleryIndex:
         raise SearchError(
             f"{meta_path}: format {meta.get('format')!r}, this anet-tf reads {FORMAT}"
         )
+    return meta
+
+
+def load_index(path: str) -> GalleryIndex:
+    """Read an index folder written by :meth:`GalleryIndex.save`.
+
+    Raises:
+        SearchError: the folder is missing, not an index, or its files disagree.
+    """
+    faiss = _faiss()
+    meta = read_meta(path)
     try:
         index = faiss.read_index(os.path.join(path, INDEX_FILE))
         with np.load(os.path.join(path, ITEMS_FILE), allow_pickle=False) as data:
