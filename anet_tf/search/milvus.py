@@ -78,6 +78,8 @@ __all__ = [
 
 
 def _pymilvus():
+    # grpc's C core prints keepalive notices on stderr; errors are raised instead.
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     try:
         import pymilvus
     except ImportError:
