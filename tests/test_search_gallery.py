@@ -210,3 +210,25 @@ def test_embeddings_file_keeps_times_and_reads_files_without_them(gallery, tmp_p
         arrays = {k: data[k] for k in data.files if k != "time"}
     np.savez(tmp_path / "old.npz", **arrays)
     assert (load_embeddings(str(tmp_path / "old.npz")).times == -1).all()
+
+
+def test_add_to_an_index_written_without_times_and_probabilities(gallery, tmp_path):
+    """An index folder whose items.npz lacks the time and <a>_probs arrays (as
+    written before they were recorded) takes new items; its old items have no
+    confidence and unknown time."""
+    idx = str(tmp_path / "idx")
+    build_gallery([part(gallery, range(0, 50))], idx)
+    items_path = os.path.join(idx, "items.npz")
+    with np.load(items_path) as data:
+        kept = {
+            k: data[k] for k in data.files if k != "time" and not k.endswith("_probs")
+        }
+    np.savez(items_path, **kept)
+    added, _ = add_to_gallery(idx, [part(gallery, range(50, 60))])
+    old, new = added.match(3, 1, 1.0), added.match(55, 1, 1.0)
+    assert old.time == -1 and old.confidence == {}
+    assert new.time == int(gallery.times[55]) and set(new.confidence) == {
+        "color",
+        "type",
+    }
+    assert open_gallery(idx).match(55, 1, 1.0) == new

@@ -303,8 +303,8 @@ def make_match(model: dict, rank: int, item: int, score: float, row: dict) -> Ma
         predicted[name] = classes[p] if p >= 0 else ""
         known[name] = classes[k] if k >= 0 else ""
         probs = row.get(f"{name}_probs")
-        if probs is not None and p >= 0 and len(probs) > p:
-            confidence[name] = float(probs[p])
+        if probs is not None and p >= 0 and len(probs) > p and probs[p] == probs[p]:
+            confidence[name] = float(probs[p])  # (NaN: not recorded)
     path = row["path"]
     return Match(
         rank=rank,

@@ -410,8 +410,12 @@ def add_to_index(target: str, embeddings: Sequence[Embeddings]) -> tuple[Gallery
     present = set(index.paths)
     check_new_paths(rows, [p for p in rows.paths if p in present], target)
     items = dict(index.items)
+    old = len(index)
     for key, values in rows.columns.items():
-        items[key] = np.concatenate([items[key], values]) if key in items else values
+        # an index written without per-item probabilities: NaN (no confidence)
+        if key not in items:
+            items[key] = np.full((old, *values.shape[1:]), np.nan, values.dtype)
+        items[key] = np.concatenate([items[key], values])
     index.index.add(rows.vectors)
     index.items = items
     index._paths = None
