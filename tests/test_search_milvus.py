@@ -258,6 +258,20 @@ def test_bad_targets_and_filters_are_one_line_writing_nothing(
             ["index", "build", files["all"], "-o", db, "--collection", "bad-name"],
             "a Milvus collection name is letters, digits and _",
         ),
+        (
+            [
+                "index",
+                "build",
+                files["all"],
+                "-o",
+                str(tmp_path / "new.db"),
+                "--kind",
+                "ivfpq",
+                "--pq-m",
+                "5",
+            ],
+            "m=5 sub-quantizers must divide the dimension 16",
+        ),
         (["index", "remove", db, "--collection", "whole"], "say which rows"),
         (
             ["index", "remove", db, "--collection", "whole", "--since", "noon"],
