@@ -69,7 +69,12 @@ def _missing_input_path(args) -> str | None:
     for dest, flag in INPUT_PATHS.items():
         value = getattr(args, dest, None)
         for path in value if isinstance(value, list) else [value]:
-            if isinstance(path, str) and path and not os.path.exists(path):
+            if (
+                isinstance(path, str)
+                and path
+                and "://" not in path  # a server URI (a Milvus gallery)
+                and not os.path.exists(path)
+            ):
                 return f"{flag} {path}: no such file or folder"
     return None
 

@@ -147,6 +147,23 @@ def test_manifest_split_keeps_known_ids_and_labels(assets, tmp_path, write_image
     assert emb.known["type"].tolist() == ["", ""]
 
 
+def test_manifest_time_column_reaches_the_embeddings_file(assets, tmp_path, write_images):
+    paths = write_images(tmp_path / "images", 3, seed=6)
+    rel = [os.path.relpath(p, tmp_path) for p in paths]
+    (tmp_path / "list.csv").write_text(
+        "path,camera_id,time\n"
+        f"{rel[0]},1,2026-12-03T08:15:00Z\n"
+        f"{rel[1]},1,\n"
+        f"{rel[2]},2,1796285760\n"
+    )
+    out = tmp_path / "t.npz"
+    assert main(["embed", str(tmp_path / "list.csv"), "--model", assets.model,
+                 "-o", str(out), "--quiet"]) == 0
+    emb = load_embeddings(str(out))
+    assert emb.paths == paths
+    assert emb.times.tolist() == [1796285700, -1, 1796285760]
+
+
 def test_dataset_split_from_the_models_config(assets, tmp_path):
     out = tmp_path / "q.npz"
     code = main(

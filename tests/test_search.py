@@ -186,7 +186,7 @@ def test_another_models_embeddings_are_refused(gallery, index, fake_model, rando
     with pytest.raises(IndexMismatchError) as err:
         build_index([gallery, random_embeddings(5, 24, fingerprint="beef")])
     # two galleries of different models: the way out is one model, not a query
-    assert "embed every gallery with the same --model" in str(err.value)
+    assert "embed every part with the same --model" in str(err.value)
     assert "Search with" not in str(err.value)
     with pytest.raises(IndexMismatchError, match="do not fit the index of 24-d"):
         index.search(np.zeros((1, 32), np.float32))

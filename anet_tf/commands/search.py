@@ -1,8 +1,8 @@
-"""``anet-tf embed`` (images -> an embeddings ``.npz``), ``anet-tf index build``
-(embeddings -> a faiss gallery index) and ``anet-tf search`` (query images -> the
-most similar gallery images, with attribute filters); the work is done by
-:mod:`anet_tf.search`. Heavy imports (TensorFlow, faiss) happen inside the
-functions.
+"""``anet-tf embed`` (images -> an embeddings ``.npz``), ``anet-tf index build`` /
+``add`` / ``remove`` (embeddings -> a gallery: a faiss index folder or a Milvus
+collection) and ``anet-tf search`` (query images -> the most similar gallery
+images, with attribute filters); the work is done by :mod:`anet_tf.search`. Heavy
+imports (TensorFlow, faiss, pymilvus) happen inside the functions.
 """
 
 from __future__ import annotations
@@ -14,7 +14,22 @@ import sys
 
 from anet_tf.config import add_config_arguments
 from anet_tf.search.errors import SearchError
+from anet_tf.search.gallery import DEFAULT_COLLECTION
+from anet_tf.search.gallery import KINDS
 from anet_tf.search.sources import DATASET_PREFIX
+
+TARGET_HELP = (
+    "index folder (faiss), or a Milvus URI: a Milvus Lite database PATH.db or "
+    "http://host:19530"
+)
+
+
+def add_collection_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--collection",
+        default=None,
+        help="collection of a Milvus target (default: gallery)",
+    )
 
 
 def add_filter_arguments(p: argparse.ArgumentParser) -> None:
@@ -34,7 +49,10 @@ def add_filter_arguments(p: argparse.ArgumentParser) -> None:
         "from the gallery's manifest or dataset",
     )
     p.add_argument(
-        "--nprobe", type=int, default=None, help="IVF lists to scan (ivfpq index)"
+        "--nprobe",
+        type=int,
+        default=None,
+        help="IVF lists to scan (ivf, ivfpq), candidates kept (hnsw's ef)",
     )
 
 
@@ -90,21 +108,24 @@ def add_parsers(subparsers) -> None:
     p.set_defaults(usage=p.format_help)
     isub = p.add_subparsers(dest="index_command", metavar="ACTION")
     b = isub.add_parser(
-        "build", help="build a faiss gallery index from embeddings files"
+        "build",
+        help="build a gallery (faiss index folder or Milvus collection) from "
+        "embeddings files",
     )
     b.add_argument(
         "embeddings", nargs="+", metavar="EMBEDDINGS", help="`anet-tf embed` .npz files"
     )
-    b.add_argument("-o", "--out", required=True, metavar="INDEX", help="index folder")
+    b.add_argument("-o", "--out", required=True, metavar="TARGET", help=TARGET_HELP)
+    add_collection_argument(b)
     b.add_argument(
         "--kind",
-        choices=["flat", "ivfpq"],
+        choices=list(KINDS),
         default="flat",
-        help="flat: exact inner product (default); ivfpq: approximate, for "
-        "galleries beyond about a million images",
+        help="flat: exact inner product (default); ivf, ivfpq, hnsw: approximate, "
+        "for galleries beyond about a million images",
     )
     b.add_argument(
-        "--nlist", type=int, default=None, help="IVF lists (ivfpq; default ~4*sqrt(N))"
+        "--nlist", type=int, default=None, help="IVF lists (ivf, ivfpq; default ~4*sqrt(N))"
     )
     b.add_argument(
         "--pq-m", type=int, default=None, help="PQ sub-quantizers (ivfpq; divides D)"
@@ -116,16 +137,63 @@ def add_parsers(subparsers) -> None:
         "--nprobe",
         type=int,
         default=None,
-        help="default lists scanned per query (ivfpq)",
+        help="default lists scanned per query (ivf, ivfpq)",
+    )
+    b.add_argument(
+        "--hnsw-m", type=int, default=None, help="links per node (hnsw; default 32)"
+    )
+    b.add_argument(
+        "--shards",
+        type=int,
+        default=None,
+        help="shards of a Milvus collection on a server (default 1)",
     )
     b.set_defaults(handler=cmd_index_build)
+    a = isub.add_parser(
+        "add",
+        help="append embeddings files to a gallery (same model; an image already "
+        "in it is refused)",
+    )
+    a.add_argument("target", metavar="TARGET", help=TARGET_HELP)
+    a.add_argument(
+        "embeddings", nargs="+", metavar="EMBEDDINGS", help="`anet-tf embed` .npz files"
+    )
+    add_collection_argument(a)
+    a.set_defaults(handler=cmd_index_add)
+    r = isub.add_parser(
+        "remove", help="delete the rows of cameras or of a time range (Milvus)"
+    )
+    r.add_argument("target", metavar="TARGET", help="Milvus URI (PATH.db or http://...)")
+    add_collection_argument(r)
+    r.add_argument(
+        "--camera",
+        type=int,
+        action="append",
+        default=[],
+        metavar="ID",
+        help="rows seen by this camera (repeatable)",
+    )
+    r.add_argument(
+        "--since",
+        default=None,
+        metavar="TIME",
+        help="rows captured at or after TIME (ISO 8601 or seconds since 1970 UTC)",
+    )
+    r.add_argument(
+        "--until", default=None, metavar="TIME", help="rows captured before TIME"
+    )
+    r.set_defaults(handler=cmd_index_remove)
 
     p = subparsers.add_parser(
         "search", help="find gallery images like the query images"
     )
     p.add_argument(
-        "--index", required=True, help="index folder (`anet-tf index build`)"
+        "--index",
+        required=True,
+        metavar="TARGET",
+        help="the gallery of `anet-tf index build`: " + TARGET_HELP,
     )
+    add_collection_argument(p)
     add_query_arguments(p, required=True)
     p.add_argument(
         "--top-k", "-k", type=int, default=10, help="matches per query (default 10)"
@@ -248,27 +316,87 @@ def _source_images(args):
     return list_images(args.src, args.split)
 
 
-def cmd_index_build(args) -> int:
-    """``anet-tf index build EMBEDDINGS... -o INDEX``."""
-    from anet_tf.search.embeddings import load_embeddings
-    from anet_tf.search.index import build_index
-    from anet_tf.search.index import check_index_target
+def _describe(index) -> str:
+    params = index.meta["params"]
+    if index.collection is not None:
+        from anet_tf.search.milvus import MILVUS_INDEX
 
-    check_index_target(args.out)
+        settings = ", ".join(f"{k}={v}" for k, v in params.items())
+        return f"Milvus {MILVUS_INDEX[index.kind]}" + (f" ({settings})" if settings else "")
+    return params.get("factory", "IndexFlatIP, exact")
+
+
+def cmd_index_build(args) -> int:
+    """``anet-tf index build EMBEDDINGS... -o TARGET [--collection NAME]``."""
+    from anet_tf.search.embeddings import load_embeddings
+    from anet_tf.search.gallery import build_gallery
+    from anet_tf.search.gallery import check_build_target
+
+    check_build_target(args.out, args.collection)
     embeddings = [load_embeddings(p) for p in args.embeddings]
-    index = build_index(
+    index = build_gallery(
         embeddings,
+        args.out,
+        args.collection,
         kind=args.kind,
         nlist=args.nlist,
         m=args.pq_m,
         bits=args.pq_bits,
         nprobe=args.nprobe,
+        M=args.hnsw_m,
+        shards=args.shards,
     )
     for warning in index.meta["warnings"]:
         print(f"anet-tf index: warning: {warning}", file=sys.stderr)
-    index.save(args.out)
-    params = index.meta["params"].get("factory", "IndexFlatIP, exact")
-    print(f"wrote {args.out}: {len(index)} items, {index.dim}-d, {params}")
+    print(f"wrote {index.where}: {len(index)} items, {index.dim}-d, {_describe(index)}")
+    return 0
+
+
+def cmd_index_add(args) -> int:
+    """``anet-tf index add TARGET EMBEDDINGS... [--collection NAME]``."""
+    from anet_tf.search.embeddings import load_embeddings
+    from anet_tf.search.gallery import add_to_gallery
+    from anet_tf.search.gallery import is_milvus_target
+    from anet_tf.search.gallery import open_gallery
+    from anet_tf.search.index import read_meta
+
+    # a bad target fails before the files are read
+    if is_milvus_target(args.target):
+        open_gallery(args.target, args.collection)
+    else:
+        read_meta(args.target)
+    embeddings = [load_embeddings(p) for p in args.embeddings]
+    index, rows = add_to_gallery(args.target, embeddings, args.collection)
+    for warning in rows.warnings:
+        print(f"anet-tf index: warning: {warning}", file=sys.stderr)
+    print(f"added {len(rows)} items to {index.where}: {len(index)} items")
+    return 0
+
+
+def cmd_index_remove(args) -> int:
+    """``anet-tf index remove TARGET [--camera ID] [--since T] [--until T]``."""
+    from anet_tf.search.gallery import is_milvus_target
+    from anet_tf.search.sources import parse_time
+
+    if not is_milvus_target(args.target):
+        raise SearchError(
+            f"{args.target}: index remove works on a Milvus target (PATH.db or "
+            f"http://host:19530); a faiss index folder is rebuilt from the "
+            f"embeddings to keep"
+        )
+    times = {}
+    for flag in ("since", "until"):
+        value = getattr(args, flag)
+        try:
+            times[flag] = None if value is None else parse_time(value)
+        except ValueError as exc:
+            raise SearchError(f"--{flag}: {exc}") from None
+    from anet_tf.search.milvus import remove_rows
+
+    index, count, expr = remove_rows(
+        args.target, args.collection or DEFAULT_COLLECTION, cameras=args.camera, **times
+    )
+    print(f"removed {count} items ({expr}) from {index.where}: {len(index)} items")
     return 0
 
 
@@ -285,7 +413,7 @@ def search_payload(index, emb, matches, where, labels) -> dict:
                 "matches": [m.to_dict() for m in row],
             }
         )
-    return {
+    payload = {
         "index": index.path,
         "kind": index.kind,
         "model": {k: index.model[k] for k in ("path", "fingerprint", "embedding_dim")},
@@ -294,6 +422,9 @@ def search_payload(index, emb, matches, where, labels) -> dict:
         "results": results,
         "failed": [{"path": p, "reason": r} for p, r in emb.failed],
     }
+    if index.collection is not None:
+        payload["collection"] = index.collection
+    return payload
 
 
 def format_search_table(
@@ -339,14 +470,14 @@ def format_search_table(
 
 
 def cmd_search(args) -> int:
-    """``anet-tf search --index INDEX --query IMG... --top-k K [--where ...]``."""
-    from anet_tf.search.index import load_index
-    from anet_tf.search.index import parse_where
+    """``anet-tf search --index TARGET --query IMG... --top-k K [--where ...]``."""
+    from anet_tf.search.gallery import open_gallery
+    from anet_tf.search.gallery import parse_where
     from anet_tf.search.index import search_threads
 
     where = parse_where(args.where)
-    index = load_index(args.index)
-    index.filter_mask(where, args.labels)  # a bad filter fails before embedding
+    index = open_gallery(args.index, args.collection)
+    index.check_filter(where, args.labels)  # a bad filter fails before embedding
     emb = query_embeddings(args, index, progress=not args.json)
     scores, ids = index.search(
         emb.embedding,

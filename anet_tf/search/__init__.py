@@ -10,13 +10,17 @@ Everything here works from an exported SavedModel (the model TF Serving runs):
 * :mod:`anet_tf.search.embed`: the embedding loop, images -> embeddings and
   predicted attributes.
 * :mod:`anet_tf.search.embeddings`: the ``.npz`` file they are saved in.
-* :mod:`anet_tf.search.index`: a faiss gallery index built from such files (exact
-  inner product, or IVF-PQ for very large galleries), searched with attribute
-  filters.
+* :mod:`anet_tf.search.gallery`: what every gallery backend shares (the rows,
+  attribute filters, the model check, matches) and the choice of backend by
+  target: :func:`open_gallery`, :func:`build_gallery`, :func:`add_to_gallery`.
+* :mod:`anet_tf.search.index`: a faiss gallery index folder built from such files
+  (exact inner product, IVF, IVF-PQ or HNSW), searched with attribute filters.
+* :mod:`anet_tf.search.milvus`: the same gallery in a Milvus collection (Milvus
+  Lite or a server), with rows removed by camera or time.
 
-The ``embed``, ``index build`` and ``search`` commands are in
-:mod:`anet_tf.commands.search`. Importing this package does not import TensorFlow
-or faiss; each module imports them where it needs them.
+The ``embed``, ``index build|add|remove`` and ``search`` commands are in
+:mod:`anet_tf.commands.search`. Importing this package does not import TensorFlow,
+faiss or pymilvus; each module imports them where it needs them.
 """
 
 from anet_tf.search.embed import embed_images
@@ -24,6 +28,9 @@ from anet_tf.search.embeddings import Embeddings
 from anet_tf.search.embeddings import load_embeddings
 from anet_tf.search.embeddings import save_embeddings
 from anet_tf.search.errors import SearchError
+from anet_tf.search.gallery import add_to_gallery
+from anet_tf.search.gallery import build_gallery
+from anet_tf.search.gallery import open_gallery
 from anet_tf.search.index import GalleryIndex
 from anet_tf.search.index import IndexMismatchError
 from anet_tf.search.index import build_index
@@ -41,12 +48,15 @@ __all__ = [
     "IndexMismatchError",
     "SearchError",
     "ServingModel",
+    "add_to_gallery",
+    "build_gallery",
     "build_index",
     "embed_images",
     "list_images",
     "load_embeddings",
     "load_index",
     "model_fingerprint",
+    "open_gallery",
     "parse_where",
     "save_embeddings",
 ]

@@ -253,4 +253,5 @@ def embed_images(
         model=model.info(),
         failed=[(images.paths[i], reason) for i, reason in sorted(failed)],
         source=images.source,
+        times=np.asarray(images.times, np.int64)[order],
     )

@@ -13,6 +13,9 @@ key                      array              meaning
 ``path``                 bytes [N]          absolute image paths, UTF-8
 ``embedding``            float32 [N, D]     L2-normalised embeddings
 ``pid``, ``camid``       int64 [N]          vehicle and camera ids, -1 unknown
+``time``                 int64 [N]          capture time, seconds since 1970-01-01
+                                            UTC, -1 unknown (files without it:
+                                            all unknown)
 ``attribute_names``      str [n]            the model's attributes
 ``<a>_classes``          str [m_a]          class names of attribute ``a``
 ``<a>_probs``            float32 [N, m_a]   predicted class probabilities
@@ -55,6 +58,11 @@ class Embeddings:
     model: dict
     failed: list[tuple[str, str]] = field(default_factory=list)
     source: str = ""
+    times: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.times is None:
+            self.times = np.full(len(self.paths), -1, np.int64)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -98,6 +106,7 @@ def save_embeddings(emb: Embeddings, path: str) -> str:
         "embedding": np.asarray(emb.embedding, np.float32),
         "pid": np.asarray(emb.pids, np.int64),
         "camid": np.asarray(emb.camids, np.int64),
+        "time": np.asarray(emb.times, np.int64),
         "attribute_names": _strings(emb.attribute_names),
         "failed_path": _utf8([p for p, _ in emb.failed])
         if emb.failed
@@ -161,4 +170,5 @@ def load_embeddings(path: str) -> Embeddings:
                 )
             ),
             source=str(data["source"]),
+            times=data["time"] if "time" in data.files else None,
         )

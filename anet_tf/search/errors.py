@@ -6,3 +6,7 @@ from __future__ import annotations
 class SearchError(ValueError):
     """Bad input to embed, index or search, said for people (what, where, what
     would be right)."""
+
+
+class IndexMismatchError(SearchError):
+    """The index and the query (or two embedding files) come from different models."""

@@ -1,13 +1,18 @@
-"""A searchable gallery: a faiss index of embeddings with their attributes.
+"""A searchable gallery in a faiss index folder: embeddings with their attributes.
 
 ``anet-tf index build EMB.npz [EMB.npz ...] -o INDEX`` writes the folder::
 
     INDEX/index.faiss   the faiss index (ids = item positions 0..N-1)
-    INDEX/items.npz     per item: path (UTF-8), pid, camid, and per attribute the
-                        predicted class (<a>_pred) and known class (<a>_known), as
-                        class indices (-1 unknown)
+    INDEX/items.npz     per item: path (UTF-8), pid, camid, time, and per attribute
+                        the predicted class (<a>_pred) and known class (<a>_known),
+                        as class indices (-1 unknown), and the predicted class
+                        probabilities (<a>_probs)
     INDEX/index.json    format, kind, dimension, item count, the model (path,
                         fingerprint, embedding dim, attributes) and index settings
+
+``anet-tf index add INDEX EMB.npz`` appends items (ids N, N+1, ...). The rows,
+filters and matches are those of :mod:`anet_tf.search.gallery`, shared with the
+Milvus backend (:mod:`anet_tf.search.milvus`).
 
 Kinds:
 
@@ -15,16 +20,22 @@ Kinds:
     ``IndexFlatIP``: exact inner product, i.e. exact cosine similarity of the
     L2-normalised embeddings. Memory 4·D bytes per image; a batch-1 query scans
     the whole gallery (see ``benchmarks/search.py`` for timings).
+``ivf``
+    ``IVF{nlist},Flat`` (inner product): 4·D bytes per image, only ``nprobe`` of
+    the ``nlist`` inverted lists are scanned per query.
 ``ivfpq``
     ``IVF{nlist},PQ{m}x{bits}`` (inner product): approximate, for galleries beyond
     about a million images; m bytes per image, and only ``nprobe`` of the ``nlist``
     inverted lists are scanned per query.
+``hnsw``
+    ``HNSW{M},Flat`` (inner product): a graph, 4·D + 8·M bytes per image, no
+    training, ``ef_search`` candidates per query.
 
 Attribute filters (``--where color=red,type=sedan``) keep the items whose predicted
 (or, with ``labels="known"``, known) classes match. They are applied inside the
 search by a faiss ``IDSelectorBitmap``, so the flat index returns the exact top-k
-among the matching items, however few match; the IVF-PQ index returns the best
-matches among the probed lists.
+among the matching items, however few match; the approximate kinds return the
+best matches among the probed lists or graph nodes.
 
 An index remembers the model that embedded its gallery; a query embedded by another
 model (another dimension or fingerprint) is refused with :class:`IndexMismatchError`.
@@ -39,24 +50,44 @@ import shutil
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
 from anet_tf.search.embeddings import Embeddings
-from anet_tf.search.embeddings import unknown_known_labels
+from anet_tf.search.errors import IndexMismatchError
 from anet_tf.search.errors import SearchError
+from anet_tf.search.gallery import KINDS
+from anet_tf.search.gallery import LABEL_SOURCES
+from anet_tf.search.gallery import Gallery
+from anet_tf.search.gallery import Match
+from anet_tf.search.gallery import Rows
+from anet_tf.search.gallery import check_new_paths
+from anet_tf.search.gallery import check_same_model
+from anet_tf.search.gallery import gallery_rows
+from anet_tf.search.gallery import index_params
+from anet_tf.search.gallery import parse_where
+
+__all__ = [
+    "FORMAT",
+    "KINDS",
+    "LABEL_SOURCES",
+    "GalleryIndex",
+    "IndexMismatchError",
+    "Match",
+    "add_to_index",
+    "build_index",
+    "check_index_target",
+    "check_same_model",
+    "default_ivfpq_params",
+    "load_index",
+    "parse_where",
+    "search_threads",
+]
 
 FORMAT = "anet-tf-index/1"
-KINDS = ("flat", "ivfpq")
-LABEL_SOURCES = ("predicted", "known")
 INDEX_FILE = "index.faiss"
 ITEMS_FILE = "items.npz"
 META_FILE = "index.json"
-
-
-class IndexMismatchError(SearchError):
-    """The index and the query (or two embedding files) come from different models."""
 
 
 def _faiss():
@@ -69,73 +100,10 @@ def _faiss():
     return faiss
 
 
-# ------------------------------------------------------------------------- filters
-
-
-def parse_where(specs: str | Sequence[str] | None) -> dict[str, list[str]]:
-    """``"color=red|blue,type=sedan"`` (or several such strings) -> ``{"color":
-    ["red", "blue"], "type": ["sedan"]}``.
-
-    Conditions are joined by ``,`` (and across strings) with AND; ``|`` separates
-    the classes one attribute may take. Repeating an attribute intersects.
-
-    Raises:
-        SearchError: a condition without ``=`` or without a value.
-    """
-    if specs is None:
-        return {}
-    if isinstance(specs, str):
-        specs = [specs]
-    where: dict[str, list[str]] = {}
-    for spec in specs:
-        for cond in spec.split(","):
-            cond = cond.strip()
-            if not cond:
-                continue
-            name, sep, values = cond.partition("=")
-            name = name.strip()
-            allowed = [v.strip() for v in values.split("|") if v.strip()]
-            if not sep or not name or not allowed:
-                raise SearchError(
-                    f"--where {spec!r}: {cond!r} is not ATTRIBUTE=CLASS[|CLASS...] "
-                    f"(e.g. color=red,type=sedan|suv)"
-                )
-            if name in where:
-                allowed = [v for v in where[name] if v in allowed]
-            where[name] = allowed
-    return where
-
-
 # -------------------------------------------------------------------------- index
 
 
-@dataclass
-class Match:
-    """One gallery item found for a query."""
-
-    rank: int
-    id: int
-    score: float
-    path: str
-    pid: int
-    camid: int
-    predicted: dict[str, str]
-    known: dict[str, str]
-
-    def to_dict(self) -> dict:
-        return {
-            "rank": self.rank,
-            "id": self.id,
-            "score": round(float(self.score), 6),
-            "path": self.path,
-            "pid": self.pid,
-            "camid": self.camid,
-            "attributes": self.predicted,
-            "known": self.known,
-        }
-
-
-class GalleryIndex:
+class GalleryIndex(Gallery):
     """A faiss index plus what each item is (path, ids, attributes) and which model
     embedded it. Built by :func:`build_index`, read by :func:`load_index`.
 
@@ -154,27 +122,6 @@ class GalleryIndex:
         self.items = items
         self._paths: list[str] | None = None
 
-    # --- description
-    @property
-    def kind(self) -> str:
-        return self.meta["kind"]
-
-    @property
-    def dim(self) -> int:
-        return int(self.meta["dim"])
-
-    @property
-    def model(self) -> dict:
-        return self.meta["model"]
-
-    @property
-    def attribute_names(self) -> list[str]:
-        return [a["name"] for a in self.meta["model"]["attributes"]]
-
-    @property
-    def attribute_classes(self) -> list[list[str]]:
-        return [list(a["classes"]) for a in self.meta["model"]["attributes"]]
-
     def __len__(self) -> int:
         return int(self.index.ntotal)
 
@@ -183,19 +130,6 @@ class GalleryIndex:
         if self._paths is None:
             self._paths = [p.decode("utf-8") for p in self.items["path"].tolist()]
         return self._paths
-
-    # --- checks
-    def check_model(self, model: dict, what: str = "the query model") -> None:
-        """Refuse embeddings of another model than the gallery's.
-
-        Args:
-            model: ``ServingModel.info()`` or an embeddings file's ``model``.
-            what: how to name that model in the message.
-
-        Raises:
-            IndexMismatchError: naming both models and what to do.
-        """
-        check_same_model(self.model, model, "the index", what)
 
     # --- filters
     def filter_mask(
@@ -207,30 +141,12 @@ class GalleryIndex:
             SearchError: an attribute or class the model does not have, listing
                 the valid ones; an unknown label source.
         """
-        if labels not in LABEL_SOURCES:
-            raise SearchError(
-                f"labels must be one of {', '.join(LABEL_SOURCES)}. "
-                f"Received: labels={labels!r}"
-            )
-        if not where:
+        codes = self.check_filter(where, labels)
+        if not codes:
             return None
-        names = self.attribute_names
         mask = np.ones(len(self), bool)
-        for name, values in where.items():
-            if name not in names:
-                raise SearchError(
-                    f"--where: the model has no attribute {name!r}; it predicts "
-                    f"{', '.join(names) if names else 'no attributes'}"
-                )
-            classes = self.attribute_classes[names.index(name)]
-            bad = [v for v in values if v not in classes]
-            if bad:
-                raise SearchError(
-                    f"--where: {name} has no class {', '.join(map(repr, bad))}; its "
-                    f"classes are {', '.join(classes)}"
-                )
-            codes = self.items[f"{name}_{'pred' if labels == 'predicted' else 'known'}"]
-            mask &= np.isin(codes, [classes.index(v) for v in values])
+        for column, allowed in codes.items():
+            mask &= np.isin(self.items[column], allowed)
         return mask
 
     # --- search
@@ -252,7 +168,8 @@ class GalleryIndex:
             top_k: matches per query.
             where: attribute filter (:func:`parse_where`).
             labels: filter on the predicted or the known classes.
-            nprobe: IVF lists scanned per query (ivfpq; default from the index).
+            nprobe: IVF lists scanned per query (ivf, ivfpq; default from the
+                index), candidates kept per query (hnsw's ef_search).
             exclude: per query, item ids to leave out (e.g. the same vehicle seen by
                 the same camera, which the re-id protocol ignores).
             threads: faiss (OpenMP) threads for this call; None keeps faiss's
@@ -265,14 +182,7 @@ class GalleryIndex:
             fewer items qualify, the rows end with score -inf and id -1.
         """
         faiss = _faiss()
-        queries = np.ascontiguousarray(np.asarray(queries, np.float32))
-        if queries.ndim != 2 or queries.shape[1] != self.dim:
-            raise IndexMismatchError(
-                f"queries of shape {tuple(queries.shape)} do not fit the index of "
-                f"{self.dim}-d embeddings"
-            )
-        if top_k < 1:
-            raise SearchError(f"top_k must be >= 1. Received: top_k={top_k}")
+        queries = self.check_queries(queries, top_k)
         mask = self.filter_mask(where or {}, labels)
         q = len(queries)
         scores = np.full((q, top_k), -np.inf, np.float32)
@@ -316,10 +226,13 @@ class GalleryIndex:
         if mask is not None and not mask.all():
             bits = np.packbits(mask, bitorder="little")
             selector = faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bits))
-        if self.kind == "ivfpq":
+        if self.kind in ("ivf", "ivfpq"):
             params = faiss.SearchParametersIVF(
                 sel=selector, nprobe=int(nprobe or self.meta["params"]["nprobe"])
             )
+        elif self.kind == "hnsw":
+            ef = int(nprobe or self.meta["params"]["ef_search"])
+            params = faiss.SearchParametersHNSW(sel=selector, efSearch=max(ef, k))
         elif selector is not None:
             params = faiss.SearchParameters(sel=selector)
         else:
@@ -329,37 +242,9 @@ class GalleryIndex:
         scores[:, :k] = np.where(found, d, -np.inf)
         ids[:, :k] = np.where(found, i, -1)
 
-    def match(self, item: int, rank: int, score: float) -> Match:
-        """The :class:`Match` of item ``item``."""
-        predicted, known = {}, {}
-        for name, classes in zip(
-            self.attribute_names, self.attribute_classes, strict=True
-        ):
-            p = int(self.items[f"{name}_pred"][item])
-            k = int(self.items[f"{name}_known"][item])
-            predicted[name] = classes[p] if p >= 0 else ""
-            known[name] = classes[k] if k >= 0 else ""
-        return Match(
-            rank=rank,
-            id=int(item),
-            score=float(score),
-            path=self.paths[item],
-            pid=int(self.items["pid"][item]),
-            camid=int(self.items["camid"][item]),
-            predicted=predicted,
-            known=known,
-        )
-
-    def matches(self, scores: np.ndarray, ids: np.ndarray) -> list[list[Match]]:
-        """Rows of :meth:`search` as lists of :class:`Match` (padding dropped)."""
-        return [
-            [
-                self.match(int(i), rank + 1, float(s))
-                for rank, (s, i) in enumerate(zip(row_s, row_i, strict=True))
-                if i >= 0
-            ]
-            for row_s, row_i in zip(scores, ids, strict=True)
-        ]
+    def row(self, item: int) -> dict:
+        """Item ``item``'s values of the ``items.npz`` arrays."""
+        return {key: values[item] for key, values in self.items.items()}
 
     def same_pid_camera(self, pid: int, camid: int) -> np.ndarray:
         """Items of vehicle ``pid`` seen by camera ``camid`` (the re-id protocol's
@@ -422,40 +307,6 @@ def check_index_target(out_dir: str) -> None:
         raise SearchError(f"-o {out_dir}: {probe} is a file, not a folder")
 
 
-def check_same_model(
-    expected: dict, got: dict, expected_name: str, got_name: str, advice: str | None = None
-) -> None:
-    """Raise :class:`IndexMismatchError` unless both model records agree on the
-    embedding dimension and fingerprint; ``advice`` (what to do) replaces the
-    default, which is a query's (search with the index's model)."""
-    d_e, d_g = int(expected["embedding_dim"]), int(got["embedding_dim"])
-    if advice is None:
-        advice = (
-            f"Search with the model the index was built with (--model "
-            f"{expected['path']}), or embed the gallery again with this model and "
-            f"rebuild the index"
-        )
-    if d_e != d_g:
-        raise IndexMismatchError(
-            f"{expected_name} holds {d_e}-d embeddings of the model {expected['path']} "
-            f"(fingerprint {expected['fingerprint']}), but {got_name} "
-            f"{got['path']} gives {d_g}-d embeddings: they were made by different "
-            f"models. {advice}"
-        )
-    if expected["fingerprint"] != got["fingerprint"]:
-        raise IndexMismatchError(
-            f"{expected_name} was built with the model {expected['path']} "
-            f"(fingerprint {expected['fingerprint']}), but {got_name} {got['path']} "
-            f"has fingerprint {got['fingerprint']} (other weights or outputs): "
-            f"similarities across models mean nothing. {advice}"
-        )
-
-
-def _class_codes(values: np.ndarray, classes: list[str]) -> np.ndarray:
-    lookup = {c: i for i, c in enumerate(classes)}
-    return np.asarray([lookup.get(v, -1) for v in values.tolist()], np.int16)
-
-
 def default_ivfpq_params(n: int, dim: int) -> dict:
     """nlist about 4·sqrt(N) (a power of two, capped at N/39 so each list trains on
     39+ points), m the largest divisor of D up to min(64, D/4) (D/m dims per
@@ -474,107 +325,28 @@ def build_index(
     m: int | None = None,
     bits: int | None = None,
     nprobe: int | None = None,
+    M: int | None = None,  # noqa: N803 (HNSW's name for it)
     seed: int = 0,
 ) -> GalleryIndex:
     """A gallery index of one or more embeddings files of the same model.
 
     Args:
         embeddings: the galleries to index, in order (item ids follow it).
-        kind: flat (exact) | ivfpq (approximate; see the module docstring).
-        nlist, m, bits, nprobe: IVF-PQ settings; None = :func:`default_ivfpq_params`.
-        seed: seed of the IVF-PQ k-means.
+        kind: flat (exact) | ivf | ivfpq | hnsw (approximate; see the module
+            docstring).
+        nlist, m, bits, nprobe: IVF(-PQ) settings; M: HNSW links per node; None =
+            the defaults of :func:`anet_tf.search.gallery.index_params`.
+        seed: seed of the IVF k-means.
 
     Raises:
         IndexMismatchError: the files come from different models.
-        SearchError: no embeddings; too few vectors to train IVF-PQ.
+        SearchError: no embeddings; too few vectors to train IVF.
     """
-    faiss = _faiss()
-    if kind not in KINDS:
-        raise SearchError(f"kind must be one of {', '.join(KINDS)}. Received: {kind!r}")
-    embeddings = list(embeddings)
-    if not embeddings or not sum(len(e) for e in embeddings):
-        raise SearchError("no embeddings to index")
-    first = embeddings[0]
-    for i, emb in enumerate(embeddings[1:], start=2):
-        check_same_model(
-            first.model,
-            emb.model,
-            "embeddings file 1",
-            f"file {i}, model",
-            advice=(
-                "An index holds the embeddings of one model: embed every gallery "
-                f"with the same --model (anet-tf embed), e.g. {first.model['path']}, "
-                "then build it from those files"
-            ),
-        )
-    vectors = np.ascontiguousarray(
-        np.concatenate([e.embedding for e in embeddings], 0).astype(np.float32)
-    )
-    n, dim = vectors.shape
-    if dim != int(first.model["embedding_dim"]):
-        raise IndexMismatchError(
-            f"the embeddings are {dim}-d, their model records "
-            f"{first.model['embedding_dim']}"
-        )
-    names, classes = first.attribute_names, first.attribute_classes
-    items: dict[str, np.ndarray] = {
-        "path": np.asarray(
-            [p.encode("utf-8") for e in embeddings for p in e.paths], dtype=bytes
-        ),
-        "pid": np.concatenate([e.pids for e in embeddings]).astype(np.int64),
-        "camid": np.concatenate([e.camids for e in embeddings]).astype(np.int64),
-    }
-    warnings = []
-    for name, cls in zip(names, classes, strict=True):
-        items[f"{name}_pred"] = np.concatenate(
-            [np.argmax(e.probs[name], axis=1) for e in embeddings]
-        ).astype(np.int16)
-        items[f"{name}_known"] = np.concatenate(
-            [_class_codes(e.known[name], cls) for e in embeddings]
-        )
-    for e in embeddings:
-        for name, values in unknown_known_labels(e).items():
-            warnings.append(
-                f"{e.source}: known {name} labels {values} are not classes of the "
-                f"model ({', '.join(classes[names.index(name)])}); they match no filter"
-            )
-    params: dict = {}
-    if kind == "flat":
-        index = faiss.IndexFlatIP(dim)
-        index.add(vectors)
-    else:
-        params = default_ivfpq_params(n, dim)
-        for key, value in (
-            ("nlist", nlist),
-            ("m", m),
-            ("bits", bits),
-            ("nprobe", nprobe),
-        ):
-            if value is not None:
-                params[key] = int(value)
-        if dim % params["m"]:
-            raise SearchError(
-                f"IVF-PQ: m={params['m']} sub-quantizers must divide the "
-                f"dimension {dim}"
-            )
-        need = max(params["nlist"], 2 ** params["bits"])
-        if n < need:
-            raise SearchError(
-                f"IVF-PQ with nlist={params['nlist']} and {params['bits']}-bit codes "
-                f"needs at least {need} gallery vectors to train; this gallery has "
-                f"{n}. "
-                f"Use --kind flat (exact, fine up to about a million images)"
-            )
-        # "np": no polysemous training (minutes, and only for Hamming filtering,
-        # which the search does not use).
-        factory = f"IVF{params['nlist']},PQ{params['m']}x{params['bits']}np"
-        index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
-        index.cp.seed = seed
-        index.pq.cp.seed = seed
-        index.train(vectors)
-        index.add(vectors)
-        index.nprobe = params["nprobe"]
-        params["factory"] = factory
+    rows = gallery_rows(embeddings)
+    n, dim = rows.vectors.shape
+    params = index_params(kind, n, dim, nlist=nlist, m=m, bits=bits, nprobe=nprobe, M=M)
+    index = _new_faiss_index(kind, params, rows.vectors, seed)
+    index.add(rows.vectors)
     meta = {
         "format": FORMAT,
         "kind": kind,
@@ -582,21 +354,84 @@ def build_index(
         "count": n,
         "metric": "inner_product",
         "params": params,
-        "model": first.model,
-        "sources": [e.source for e in embeddings],
+        "model": rows.model,
+        "sources": rows.sources,
         "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "warnings": warnings,
+        "warnings": rows.warnings,
     }
-    return GalleryIndex(index, meta, items)
+    return GalleryIndex(index, meta, dict(rows.columns))
 
 
-def load_index(path: str) -> GalleryIndex:
-    """Read an index folder written by :meth:`GalleryIndex.save`.
+def _new_faiss_index(kind: str, params: dict, vectors: np.ndarray, seed: int):
+    """An empty faiss index of ``kind`` (trained on ``vectors`` where it needs it);
+    ``params`` gets the faiss factory string."""
+    faiss = _faiss()
+    n, dim = vectors.shape
+    if kind == "flat":
+        return faiss.IndexFlatIP(dim)
+    if kind == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, params["M"], faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = params["ef_construction"]
+        index.hnsw.efSearch = params["ef_search"]
+        params["factory"] = f"HNSW{params['M']},Flat"
+        return index
+    need = params["nlist"]
+    if kind == "ivfpq":
+        need = max(need, 2 ** params["bits"])
+        # "np": no polysemous training (minutes, and only for Hamming filtering,
+        # which the search does not use).
+        factory = f"IVF{params['nlist']},PQ{params['m']}x{params['bits']}np"
+    else:
+        factory = f"IVF{params['nlist']},Flat"
+    if n < need:
+        codes = f" and {params['bits']}-bit codes" if kind == "ivfpq" else ""
+        raise SearchError(
+            f"{'IVF-PQ' if kind == 'ivfpq' else 'IVF'} with nlist={params['nlist']}"
+            f"{codes} needs at least {need} gallery vectors to train; this gallery "
+            f"has {n}. Use --kind flat (exact, fine up to about a million images)"
+        )
+    index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+    index.cp.seed = seed
+    if kind == "ivfpq":
+        index.pq.cp.seed = seed
+    index.train(vectors)
+    index.nprobe = params["nprobe"]
+    params["factory"] = factory
+    return index
+
+
+def add_to_index(target: str, embeddings: Sequence[Embeddings]) -> tuple[GalleryIndex, Rows]:
+    """Append ``embeddings`` to the index folder ``target`` (ids continue from its
+    item count) and rewrite it; refused, with nothing written, for another model
+    or an image already in the index (:func:`~anet_tf.search.gallery.check_new_paths`).
+    An IVF index keeps the lists it was trained with."""
+    index = load_index(target)
+    rows = gallery_rows(embeddings, index.model, f"the index {target}")
+    present = set(index.paths)
+    check_new_paths(rows, [p for p in rows.paths if p in present], target)
+    items = dict(index.items)
+    old = len(index)
+    for key, values in rows.columns.items():
+        # an index written without per-item probabilities: NaN (no confidence)
+        if key not in items:
+            items[key] = np.full((old, *values.shape[1:]), np.nan, values.dtype)
+        items[key] = np.concatenate([items[key], values])
+    index.index.add(rows.vectors)
+    index.items = items
+    index._paths = None
+    index.meta["count"] = len(index)
+    index.meta["sources"] = [*index.meta["sources"], *rows.sources]
+    index.meta["warnings"] = [*index.meta.get("warnings", []), *rows.warnings]
+    index.save(target)
+    return index, rows
+
+
+def read_meta(path: str) -> dict:
+    """The ``index.json`` of the index folder ``path``.
 
     Raises:
-        SearchError: the folder is missing, not an index, or its files disagree.
+        SearchError: the folder is missing or is not an index of this format.
     """
-    faiss = _faiss()
     meta_path = os.path.join(path, META_FILE)
     if not os.path.isfile(meta_path):
         raise SearchError(
@@ -609,6 +444,17 @@ def load_index(path: str) -> GalleryIndex:
         raise SearchError(
             f"{meta_path}: format {meta.get('format')!r}, this anet-tf reads {FORMAT}"
         )
+    return meta
+
+
+def load_index(path: str) -> GalleryIndex:
+    """Read an index folder written by :meth:`GalleryIndex.save`.
+
+    Raises:
+        SearchError: the folder is missing, not an index, or its files disagree.
+    """
+    faiss = _faiss()
+    meta = read_meta(path)
     try:
         index = faiss.read_index(os.path.join(path, INDEX_FILE))
         with np.load(os.path.join(path, ITEMS_FILE), allow_pickle=False) as data:
@@ -630,6 +476,9 @@ def load_index(path: str) -> GalleryIndex:
             f"{index.d}, {ITEMS_FILE}: {len(items['path'])} items, {META_FILE}: "
             f"{meta['count']} x {meta['dim']}); rebuild it"
         )
-    if meta["kind"] == "ivfpq":
+    items.setdefault("time", np.full(len(items["path"]), -1, np.int64))
+    if meta["kind"] in ("ivf", "ivfpq"):
         faiss.extract_index_ivf(index).nprobe = int(meta["params"]["nprobe"])
+    elif meta["kind"] == "hnsw":
+        index.hnsw.efSearch = int(meta["params"]["ef_search"])
     return GalleryIndex(index, meta, items, path=os.path.abspath(path))

@@ -18,6 +18,7 @@ A source is
 
 from __future__ import annotations
 
+import datetime
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from anet_tf.data.records import ProblemLog
 from anet_tf.search.errors import SearchError
 
 DATASET_PREFIX = "dataset:"
+TIME_COLUMN = "time"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 
 
@@ -48,6 +50,8 @@ class ImageList:
         camids: camera ids, -1 unknown.
         known: attribute name -> known class name per image ("" unknown).
         source: what the list was read from (for the output file).
+        times: capture times, seconds since 1970-01-01 UTC, -1 unknown (default:
+            all unknown).
     """
 
     paths: list[str]
@@ -55,6 +59,11 @@ class ImageList:
     camids: np.ndarray
     known: dict[str, list[str]] = field(default_factory=dict)
     source: str = ""
+    times: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.times is None:
+            self.times = np.full(len(self.paths), UNKNOWN, np.int64)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -129,6 +138,7 @@ def list_sources(sources: Sequence[str], split: str | None = None) -> ImageList:
         camids=np.concatenate([lst.camids for lst in lists]),
         known=known,
         source=" ".join(sources),
+        times=np.concatenate([lst.times for lst in lists]),
     )
 
 
@@ -215,8 +225,8 @@ def _read_manifest(path: str, split: str | None, source: str) -> ImageList:
                 f"{path}:1: --split {split}: the manifest has no 'split' column"
             )
         col = {h: i for i, h in enumerate(header)}
-        attributes = [h for h in header if h and h not in COLUMNS]
-        paths, pids, camids = [], [], []
+        attributes = [h for h in header if h and h not in (*COLUMNS, TIME_COLUMN)]
+        paths, pids, camids, times = [], [], [], []
         known: dict[str, list[str]] = {a: [] for a in attributes}
         for line, row in reader:
             if not any(cell.strip() for cell in row):
@@ -230,6 +240,7 @@ def _read_manifest(path: str, split: str | None, source: str) -> ImageList:
             paths.append(os.path.normpath(os.path.join(base, row[col["path"]].strip())))
             pids.append(_int_cell(row, col, "vehicle_id", path, line))
             camids.append(_int_cell(row, col, "camera_id", path, line))
+            times.append(_time_cell(row, col, path, line))
             for a in attributes:
                 known[a].append(row[col[a]].strip())
     if not paths:
@@ -241,6 +252,7 @@ def _read_manifest(path: str, split: str | None, source: str) -> ImageList:
         np.asarray(camids, np.int64),
         known,
         source if split is None else f"{source} (split {split})",
+        np.asarray(times, np.int64),
     )
 
 
@@ -251,6 +263,44 @@ def _manifest_rows(fh, path: str):
         yield from manifest_rows(fh, path, ProblemLog(strict=True))
     except DataError as exc:
         raise SearchError(str(exc)) from None
+
+
+def parse_time(text: str) -> int:
+    """A capture time as seconds since 1970-01-01 UTC: an ISO 8601 date and time
+    (``2026-12-03T08:15:00Z``, ``2026-12-03 09:15:00+01:00``; without an offset it
+    is UTC) or a number of seconds (``1796285700``).
+
+    Raises:
+        ValueError: neither.
+    """
+    text = text.strip()
+    try:
+        return int(float(text))
+    except (ValueError, OverflowError):
+        pass
+    try:
+        return _iso(text)
+    except (ValueError, OverflowError):
+        raise ValueError(
+            f"{text!r} is not a time (ISO 8601, e.g. 2026-12-03T08:15:00Z, or seconds "
+            f"since 1970-01-01 UTC)"
+        ) from None
+
+
+def _iso(text: str) -> int:
+    moment = datetime.datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.timezone.utc)
+    return int(moment.timestamp())
+
+
+def _time_cell(row, col, path, line) -> int:
+    if TIME_COLUMN not in col or not row[col[TIME_COLUMN]].strip():
+        return UNKNOWN
+    try:
+        return parse_time(row[col[TIME_COLUMN]])
+    except ValueError as exc:
+        raise SearchError(f"{path}:{line}: {TIME_COLUMN}: {exc}") from None
 
 
 def _int_cell(row, col, name, path, line) -> int:

@@ -1,0 +1,542 @@
+"""What every gallery backend shares: the rows a gallery holds, attribute filters,
+the model check, matches, and the choice of backend by target.
+
+A gallery is a set of rows, one per embedded image: the L2-normalised embedding,
+the image path, vehicle id (``pid``), camera id (``camid``), capture time, and per
+attribute the predicted class, the known class (as class indices, -1 unknown) and
+the predicted class probabilities; plus the record of the model that embedded
+them. Two backends store it:
+
+* a faiss index folder (:mod:`anet_tf.search.index`), the target of any path that
+  is not a Milvus URI;
+* a Milvus collection (:mod:`anet_tf.search.milvus`), the target of a Milvus URI:
+  a Milvus Lite database file (``gallery.db``, run in-process) or a server or
+  cluster (``http://host:19530``).
+
+Both answer :meth:`Gallery.search` with the same arguments and the same meaning
+(on the same rows, their exact kinds return the same top-k ids), and
+:func:`open_gallery`, :func:`build_gallery` and :func:`add_to_gallery` choose the
+backend by target, so the commands are written once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from dataclasses import field
+
+import numpy as np
+
+from anet_tf.search.embeddings import Embeddings
+from anet_tf.search.embeddings import unknown_known_labels
+from anet_tf.search.errors import IndexMismatchError
+from anet_tf.search.errors import SearchError
+
+KINDS = ("flat", "ivf", "ivfpq", "hnsw")
+LABEL_SOURCES = ("predicted", "known")
+DEFAULT_COLLECTION = "gallery"
+MILVUS_SCHEMES = ("http://", "https://", "tcp://", "grpc://", "unix:")
+HNSW_M = 32
+HNSW_EF_CONSTRUCTION = 200
+HNSW_EF_SEARCH = 64
+
+
+def is_milvus_target(target: str) -> bool:
+    """A Milvus URI (``http(s)://``, ``tcp://``, ``grpc://``, ``unix:``) or a
+    Milvus Lite database file (``*.db``); anything else is a faiss folder."""
+    return target.startswith(MILVUS_SCHEMES) or target.endswith(".db")
+
+
+# ------------------------------------------------------------------------- filters
+
+
+def parse_where(specs: str | Sequence[str] | None) -> dict[str, list[str]]:
+    """``"color=red|blue,type=sedan"`` (or several such strings) -> ``{"color":
+    ["red", "blue"], "type": ["sedan"]}``.
+
+    Conditions are joined by ``,`` (and across strings) with AND; ``|`` separates
+    the classes one attribute may take. Repeating an attribute intersects.
+
+    Raises:
+        SearchError: a condition without ``=`` or without a value.
+    """
+    if specs is None:
+        return {}
+    if isinstance(specs, str):
+        specs = [specs]
+    where: dict[str, list[str]] = {}
+    for spec in specs:
+        for cond in spec.split(","):
+            cond = cond.strip()
+            if not cond:
+                continue
+            name, sep, values = cond.partition("=")
+            name = name.strip()
+            allowed = [v.strip() for v in values.split("|") if v.strip()]
+            if not sep or not name or not allowed:
+                raise SearchError(
+                    f"--where {spec!r}: {cond!r} is not ATTRIBUTE=CLASS[|CLASS...] "
+                    f"(e.g. color=red,type=sedan|suv)"
+                )
+            if name in where:
+                allowed = [v for v in where[name] if v in allowed]
+            where[name] = allowed
+    return where
+
+
+def where_codes(
+    model: dict, where: dict[str, list[str]], labels: str = "predicted"
+) -> dict[str, list[int]]:
+    """``where`` as the class indices each filtered column may hold: ``{"<a>_pred"
+    (or "<a>_known"): [class index, ...]}``; an empty list matches nothing.
+
+    Raises:
+        SearchError: an attribute or class the model does not have, listing the
+            valid ones; an unknown label source.
+    """
+    if labels not in LABEL_SOURCES:
+        raise SearchError(
+            f"labels must be one of {', '.join(LABEL_SOURCES)}. "
+            f"Received: labels={labels!r}"
+        )
+    attributes = {a["name"]: list(a["classes"]) for a in model["attributes"]}
+    codes = {}
+    for name, values in where.items():
+        if name not in attributes:
+            names = ", ".join(attributes) or "no attributes"
+            raise SearchError(
+                f"--where: the model has no attribute {name!r}; it predicts {names}"
+            )
+        classes = attributes[name]
+        bad = [v for v in values if v not in classes]
+        if bad:
+            raise SearchError(
+                f"--where: {name} has no class {', '.join(map(repr, bad))}; its "
+                f"classes are {', '.join(classes)}"
+            )
+        suffix = "pred" if labels == "predicted" else "known"
+        codes[f"{name}_{suffix}"] = [classes.index(v) for v in values]
+    return codes
+
+
+# ---------------------------------------------------------------------- the model
+
+
+def check_same_model(
+    expected: dict, got: dict, expected_name: str, got_name: str, advice: str | None = None
+) -> None:
+    """Raise :class:`IndexMismatchError` unless both model records agree on the
+    embedding dimension and fingerprint; ``advice`` (what to do) replaces the
+    default, which is a query's (search with the index's model)."""
+    d_e, d_g = int(expected["embedding_dim"]), int(got["embedding_dim"])
+    if advice is None:
+        advice = (
+            f"Search with the model the index was built with (--model "
+            f"{expected['path']}), or embed the gallery again with this model and "
+            f"rebuild the index"
+        )
+    if d_e != d_g:
+        raise IndexMismatchError(
+            f"{expected_name} holds {d_e}-d embeddings of the model {expected['path']} "
+            f"(fingerprint {expected['fingerprint']}), but {got_name} "
+            f"{got['path']} gives {d_g}-d embeddings: they were made by different "
+            f"models. {advice}"
+        )
+    if expected["fingerprint"] != got["fingerprint"]:
+        raise IndexMismatchError(
+            f"{expected_name} was built with the model {expected['path']} "
+            f"(fingerprint {expected['fingerprint']}), but {got_name} {got['path']} "
+            f"has fingerprint {got['fingerprint']} (other weights or outputs): "
+            f"similarities across models mean nothing. {advice}"
+        )
+
+
+# ------------------------------------------------------------------------ the rows
+
+
+@dataclass
+class Rows:
+    """Gallery rows as columns (what :func:`gallery_rows` makes of embeddings
+    files): ``vectors`` float32 [N, D], and in ``columns`` path (bytes, UTF-8),
+    pid, camid, time (int64, -1 unknown), per attribute ``<a>_pred`` and
+    ``<a>_known`` (int16 class indices, -1 unknown) and ``<a>_probs`` (float32
+    [N, m_a])."""
+
+    vectors: np.ndarray
+    columns: dict[str, np.ndarray]
+    model: dict
+    sources: list[str]
+    warnings: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.vectors)
+
+    @property
+    def paths(self) -> list[str]:
+        return [p.decode("utf-8") for p in self.columns["path"].tolist()]
+
+
+def _class_codes(values: np.ndarray, classes: list[str]) -> np.ndarray:
+    lookup = {c: i for i, c in enumerate(classes)}
+    return np.asarray([lookup.get(v, -1) for v in values.tolist()], np.int16)
+
+
+def gallery_rows(
+    embeddings: Sequence[Embeddings], model: dict | None = None, what: str = "file"
+) -> Rows:
+    """The rows of one or more embeddings files of one model, in order.
+
+    Args:
+        embeddings: the files' contents.
+        model: the model they must come from (an existing gallery's); default the
+            first file's.
+        what: how to name the model of ``model`` in a refusal.
+
+    Raises:
+        IndexMismatchError: the files come from different models (or not from
+            ``model``), or a file's vectors do not have its model's dimension.
+        SearchError: no embeddings.
+    """
+    embeddings = list(embeddings)
+    if not embeddings or not sum(len(e) for e in embeddings):
+        raise SearchError("no embeddings to index")
+    if model is None:
+        model, start, expected = embeddings[0].model, 1, "embeddings file 1"
+        advice = (
+            "A gallery holds the embeddings of one model: embed every part with the "
+            f"same --model (anet-tf embed), e.g. {model['path']}, then build it"
+        )
+    else:
+        start, expected = 0, what
+        advice = (
+            f"Embed these images with the gallery's model (--model {model['path']}), "
+            "or build a new gallery for this model"
+        )
+    for i, emb in enumerate(embeddings[start:], start=start + 1):
+        check_same_model(model, emb.model, expected, f"file {i} ({emb.source}), model", advice)
+    vectors = np.ascontiguousarray(
+        np.concatenate([e.embedding for e in embeddings], 0).astype(np.float32)
+    )
+    if vectors.shape[1] != int(model["embedding_dim"]):
+        raise IndexMismatchError(
+            f"the embeddings are {vectors.shape[1]}-d, their model records "
+            f"{model['embedding_dim']}"
+        )
+    names = [a["name"] for a in model["attributes"]]
+    classes = [list(a["classes"]) for a in model["attributes"]]
+    columns: dict[str, np.ndarray] = {
+        "path": np.asarray(
+            [p.encode("utf-8") for e in embeddings for p in e.paths], dtype=bytes
+        ),
+        "pid": np.concatenate([e.pids for e in embeddings]).astype(np.int64),
+        "camid": np.concatenate([e.camids for e in embeddings]).astype(np.int64),
+        "time": np.concatenate([e.times for e in embeddings]).astype(np.int64),
+    }
+    warnings = []
+    for name, cls in zip(names, classes, strict=True):
+        columns[f"{name}_pred"] = np.concatenate(
+            [np.argmax(e.probs[name], axis=1) for e in embeddings]
+        ).astype(np.int16)
+        columns[f"{name}_known"] = np.concatenate(
+            [_class_codes(e.known[name], cls) for e in embeddings]
+        )
+        columns[f"{name}_probs"] = np.concatenate(
+            [np.asarray(e.probs[name], np.float32) for e in embeddings]
+        )
+    for e in embeddings:
+        for name, values in unknown_known_labels(e).items():
+            warnings.append(
+                f"{e.source}: known {name} labels {values} are not classes of the "
+                f"model ({', '.join(classes[names.index(name)])}); they match no filter"
+            )
+    return Rows(vectors, columns, model, [e.source for e in embeddings], warnings)
+
+
+def check_new_paths(rows: Rows, existing: Sequence[str], target: str) -> None:
+    """Refuse rows whose image path is already in the gallery ``target`` (whose
+    paths among the new ones are ``existing``) or repeated among the new rows:
+    ``index add`` appends new sightings, and an image is one row."""
+    paths = rows.paths
+    seen: set[str] = set()
+    repeated = [p for p in paths if p in seen or seen.add(p)]
+    if repeated:
+        raise SearchError(
+            f"index add: {repeated[0]} is given {paths.count(repeated[0])} times "
+            f"({len(set(repeated))} paths repeated); nothing was added"
+        )
+    if existing:
+        raise SearchError(
+            f"index add: {len(existing)} of the {len(paths)} images are already in "
+            f"{target} (e.g. {sorted(existing)[0]}); an image is added once: remove "
+            f"them from the file (or from the gallery) first; nothing was added"
+        )
+
+
+# ------------------------------------------------------------------------- matches
+
+
+@dataclass
+class Match:
+    """One gallery item found for a query."""
+
+    rank: int
+    id: int
+    score: float
+    path: str
+    pid: int
+    camid: int
+    predicted: dict[str, str]
+    known: dict[str, str]
+    time: int = -1
+    confidence: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {
+            "rank": self.rank,
+            "id": self.id,
+            "score": round(float(self.score), 6),
+            "path": self.path,
+            "pid": self.pid,
+            "camid": self.camid,
+            "time": self.time,
+            "attributes": self.predicted,
+            "confidence": {a: round(float(p), 6) for a, p in self.confidence.items()},
+            "known": self.known,
+        }
+
+
+def make_match(model: dict, rank: int, item: int, score: float, row: dict) -> Match:
+    """The :class:`Match` of a row (a dict of the :class:`Rows` columns' values)."""
+    predicted, known, confidence = {}, {}, {}
+    for a in model["attributes"]:
+        name, classes = a["name"], list(a["classes"])
+        p, k = int(row[f"{name}_pred"]), int(row[f"{name}_known"])
+        predicted[name] = classes[p] if p >= 0 else ""
+        known[name] = classes[k] if k >= 0 else ""
+        probs = row.get(f"{name}_probs")
+        if probs is not None and p >= 0 and len(probs) > p and probs[p] == probs[p]:
+            confidence[name] = float(probs[p])  # (NaN: not recorded)
+    path = row["path"]
+    return Match(
+        rank=rank,
+        id=int(item),
+        score=float(score),
+        path=path.decode("utf-8") if isinstance(path, bytes) else str(path),
+        pid=int(row["pid"]),
+        camid=int(row["camid"]),
+        predicted=predicted,
+        known=known,
+        time=int(row.get("time", -1)),
+        confidence=confidence,
+    )
+
+
+# --------------------------------------------------------------------- the backend
+
+
+class Gallery:
+    """What both backends answer. A subclass sets ``meta`` (format, kind, dim,
+    params, model, sources) and ``path`` (where it is), and implements
+    ``__len__``, :meth:`search` and :meth:`row`."""
+
+    meta: dict
+    path: str | None
+    collection: str | None = None
+
+    @property
+    def kind(self) -> str:
+        return self.meta["kind"]
+
+    @property
+    def dim(self) -> int:
+        return int(self.meta["dim"])
+
+    @property
+    def model(self) -> dict:
+        return self.meta["model"]
+
+    @property
+    def attribute_names(self) -> list[str]:
+        return [a["name"] for a in self.meta["model"]["attributes"]]
+
+    @property
+    def attribute_classes(self) -> list[list[str]]:
+        return [list(a["classes"]) for a in self.meta["model"]["attributes"]]
+
+    @property
+    def where(self) -> str:
+        """How to name this gallery in a message."""
+        if self.collection is None:
+            return str(self.path)
+        return f"{self.path} (collection {self.collection})"
+
+    def check_model(self, model: dict, what: str = "the query model") -> None:
+        """Refuse embeddings of another model than the gallery's.
+
+        Args:
+            model: ``ServingModel.info()`` or an embeddings file's ``model``.
+            what: how to name that model in the message.
+
+        Raises:
+            IndexMismatchError: naming both models and what to do.
+        """
+        check_same_model(self.model, model, "the index", what)
+
+    def check_filter(self, where: dict[str, list[str]], labels: str = "predicted"):
+        """:func:`where_codes` of this gallery's model (raises on a bad filter)."""
+        return where_codes(self.model, where, labels)
+
+    def check_queries(self, queries, top_k: int) -> np.ndarray:
+        queries = np.ascontiguousarray(np.asarray(queries, np.float32))
+        if queries.ndim != 2 or queries.shape[1] != self.dim:
+            raise IndexMismatchError(
+                f"queries of shape {tuple(queries.shape)} do not fit the index of "
+                f"{self.dim}-d embeddings"
+            )
+        if top_k < 1:
+            raise SearchError(f"top_k must be >= 1. Received: top_k={top_k}")
+        return queries
+
+    def row(self, item: int) -> dict:  # pragma: no cover - per backend
+        raise NotImplementedError
+
+    def match(self, item: int, rank: int, score: float) -> Match:
+        """The :class:`Match` of item ``item``."""
+        return make_match(self.model, rank, item, score, self.row(item))
+
+    def matches(self, scores: np.ndarray, ids: np.ndarray) -> list[list[Match]]:
+        """Rows of :meth:`search` as lists of :class:`Match` (padding dropped)."""
+        return [
+            [
+                self.match(int(i), rank + 1, float(s))
+                for rank, (s, i) in enumerate(zip(row_s, row_i, strict=True))
+                if i >= 0
+            ]
+            for row_s, row_i in zip(scores, ids, strict=True)
+        ]
+
+
+def index_params(kind: str, n: int, dim: int, **given) -> dict:
+    """The settings of an index ``kind`` for ``n`` vectors of ``dim`` dimensions:
+    the defaults (:func:`anet_tf.search.index.default_ivfpq_params` for the IVF
+    kinds; M=32, efConstruction=200, efSearch=64 for HNSW) with the ``given`` ones
+    (not None) on top.
+
+    Raises:
+        SearchError: an unknown kind; a PQ ``m`` that does not divide ``dim``.
+    """
+    from anet_tf.search.index import default_ivfpq_params
+
+    if kind not in KINDS:
+        raise SearchError(f"kind must be one of {', '.join(KINDS)}. Received: {kind!r}")
+    if kind == "flat":
+        return {}
+    if kind == "hnsw":
+        params = {
+            "M": HNSW_M,
+            "ef_construction": HNSW_EF_CONSTRUCTION,
+            "ef_search": HNSW_EF_SEARCH,
+        }
+    else:
+        params = default_ivfpq_params(n, dim)
+        if kind == "ivf":
+            params = {"nlist": params["nlist"], "nprobe": params["nprobe"]}
+    for key, value in given.items():
+        if value is not None and key in params:
+            params[key] = int(value)
+    if "nlist" in params and given.get("nprobe") is None:
+        params["nprobe"] = min(32, params["nlist"])
+    if kind == "ivfpq" and dim % params["m"]:
+        raise SearchError(
+            f"IVF-PQ: m={params['m']} sub-quantizers must divide the dimension {dim}"
+        )
+    return params
+
+
+# ------------------------------------------------------------- choice by target
+
+
+def open_gallery(target: str, collection: str | None = None) -> Gallery:
+    """The gallery at ``target``: a faiss index folder, or a Milvus URI with
+    ``collection`` (default ``gallery``).
+
+    Raises:
+        SearchError: nothing there, not a gallery, unreachable, damaged.
+    """
+    if is_milvus_target(target):
+        from anet_tf.search.milvus import open_collection
+
+        return open_collection(target, collection or DEFAULT_COLLECTION)
+    _no_collection(target, collection)
+    from anet_tf.search.index import load_index
+
+    return load_index(target)
+
+
+def check_build_target(target: str, collection: str | None = None) -> None:
+    """Raise :class:`SearchError` (one line) unless ``target`` can receive a new
+    gallery; called before any work is spent."""
+    if is_milvus_target(target):
+        from anet_tf.search.milvus import check_collection_target
+
+        check_collection_target(target, collection or DEFAULT_COLLECTION)
+        return
+    _no_collection(target, collection)
+    from anet_tf.search.index import check_index_target
+
+    check_index_target(target)
+
+
+def build_gallery(
+    embeddings: Sequence[Embeddings],
+    target: str,
+    collection: str | None = None,
+    *,
+    kind: str = "flat",
+    **params,
+) -> Gallery:
+    """Build a gallery of ``embeddings`` at ``target`` (an existing gallery there is
+    replaced once the new one is complete); ``params`` are those of
+    :func:`index_params` (nlist, m, bits, nprobe, M), and ``shards`` for Milvus."""
+    if is_milvus_target(target):
+        from anet_tf.search.milvus import build_collection
+
+        return build_collection(
+            embeddings, target, collection or DEFAULT_COLLECTION, kind=kind, **params
+        )
+    _no_collection(target, collection)
+    from anet_tf.search.index import build_index
+
+    if params.pop("shards", None):
+        raise SearchError(
+            f"--shards: {target} is a faiss index folder, on one machine; shards are "
+            f"those of a Milvus collection"
+        )
+    index = build_index(embeddings, kind=kind, **params)
+    index.save(target)
+    return index
+
+
+def add_to_gallery(
+    target: str, embeddings: Sequence[Embeddings], collection: str | None = None
+) -> tuple[Gallery, Rows]:
+    """Append ``embeddings`` to the gallery at ``target``: same model, no image
+    already there (:func:`check_new_paths`); all checks come before anything is
+    written. Returns the gallery and the rows added."""
+    if is_milvus_target(target):
+        from anet_tf.search.milvus import add_to_collection
+
+        return add_to_collection(target, collection or DEFAULT_COLLECTION, embeddings)
+    _no_collection(target, collection)
+    from anet_tf.search.index import add_to_index
+
+    return add_to_index(target, embeddings)
+
+
+def _no_collection(target: str, collection: str | None) -> None:
+    if collection is not None:
+        raise SearchError(
+            f"--collection {collection}: {target} is a faiss index folder, which holds "
+            f"one gallery; a collection is part of a Milvus target (a .db file or "
+            f"http://host:19530)"
+        )

@@ -1,0 +1,471 @@
+"""The limits of one machine: gallery search at 10^5-10^7 vectors.
+
+Generated re-id-like gallery vectors (10 images per vehicle: a random unit centre
+per vehicle plus noise, as ``benchmarks/search.py``), each vehicle with a random
+colour (of 10) and type (of 7) that all its images carry, are streamed in chunks of ``--chunk`` vectors,
+so memory holds the indexes and one chunk, never the whole gallery. Each chunk is
+added to every index under test and folded into the exact top-10 of each query
+(unfiltered and per filter), the ground truth of recall@10.
+
+Per index: build time (training plus adding every chunk), index memory (the
+serialised faiss index; for Milvus Lite, which serves from inside the process,
+this process's memory growth while it builds and loads the collection, and the
+database's size on disk), recall@10 against the exact top-10, and batch-1 latency p50 / p99 over ``--queries`` queries (top-10) with no filter, with
+``color=red`` (1/10 of the gallery) and with ``color=red,type=sedan`` (1/70). The
+queries are new images of red sedans of the gallery, so the exact top-10 are
+mostly the images of the query's vehicle, filtered or not. The vectors are
+isotropic in D dimensions, a hard case for IVF's clustering; recall on real
+embeddings differs with their structure. IVF kinds are also timed at
+``--nprobe-extra`` lists.
+
+Backends:
+
+- ``faiss``: the kinds of ``--kinds`` (flat, ivf, ivfpq, hnsw) built with the
+  settings of :func:`anet_tf.search.gallery.index_params` (``--nlist`` etc.
+  override them) and searched through :meth:`GalleryIndex.search` (what
+  ``anet-tf search`` calls), with 1 faiss thread as the CLI for batch-1 queries.
+  IVF kinds train on the first ``--train`` vectors.
+- ``milvus``: a Milvus Lite database (``--db``), built with
+  :func:`anet_tf.search.milvus.build_collection` on the first chunk and the same
+  insert for the others, searched through :meth:`MilvusGallery.search`; the time
+  of one incremental ``index add`` of a further chunk (with its duplicate check)
+  is reported too.
+
+    python benchmarks/search_scale.py --n 1000000 --kinds flat,ivf,ivfpq --nlist 1024 --json-out s6.json
+    python benchmarks/search_scale.py --n 10000000 --kinds ivfpq --nlist 1024 --json-out s7.json
+    python benchmarks/search_scale.py --backend milvus --n 100000 --kinds flat,ivf --json-out m5.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from machine import machine_info  # noqa: E402
+from search import COLORS  # noqa: E402
+from search import TYPES  # noqa: E402
+
+from anet_tf.search.embeddings import Embeddings  # noqa: E402
+from anet_tf.search.gallery import index_params  # noqa: E402
+from anet_tf.search.gallery import parse_where  # noqa: E402
+
+PER_ID = 10
+NOISE = 0.8
+FILTERS = {"none": "", "color": "color=red", "color,type": "color=red,type=sedan"}
+MODEL = {
+    "path": "benchmark",
+    "fingerprint": "benchmark",
+    "embedding_dim": 0,
+    "attributes": [
+        {"name": "color", "classes": COLORS},
+        {"name": "type", "classes": TYPES},
+    ],
+}
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def chunk_centres(c: int, size: int, dim: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng([seed, c, 0])
+    return _unit(rng.standard_normal((max(1, size // PER_ID), dim), dtype=np.float32))
+
+
+def vehicle_attributes(c: int, vehicles: int, seed: int):
+    """Each vehicle's colour and type codes (all its images share them)."""
+    rng = np.random.default_rng([seed, c, 2])
+    return rng.integers(0, len(COLORS), vehicles), rng.integers(0, len(TYPES), vehicles)
+
+
+def make_chunk(c: int, size: int, dim: int, seed: int):
+    """Chunk ``c``: its vectors (float32 [size, D]) and colour and type codes."""
+    centres = chunk_centres(c, size, dim, seed)
+    rng = np.random.default_rng([seed, c, 1])
+    ids = np.arange(size) % len(centres)
+    noise = rng.standard_normal((size, dim), dtype=np.float32)
+    x = np.ascontiguousarray(_unit(centres[ids] + NOISE * noise / np.sqrt(dim)))
+    color, kind = vehicle_attributes(c, len(centres), seed)
+    return x, color[ids], kind[ids]
+
+
+def make_queries(n: int, chunk: int, dim: int, count: int, seed: int) -> np.ndarray:
+    """New images of random red sedans of the gallery (of random chunks), so each
+    filter keeps the query's vehicle, as a search for a red sedan does."""
+    rng = np.random.default_rng([seed, 10**9])
+    chunks = rng.integers(0, max(1, n // chunk), count)
+    red, sedan = COLORS.index("red"), TYPES.index("sedan")
+    out = []
+    for c in chunks:
+        centres = chunk_centres(int(c), chunk, dim, seed)
+        color, kind = vehicle_attributes(int(c), len(centres), seed)
+        centre = centres[rng.choice(np.flatnonzero((color == red) & (kind == sedan)))]
+        noise = rng.standard_normal(dim).astype(np.float32)
+        out.append(centre + NOISE * noise / np.sqrt(dim))
+    return np.ascontiguousarray(_unit(np.asarray(out, np.float32)))
+
+
+def chunk_embeddings(x, color, kind, start: int, dim: int) -> Embeddings:
+    n = len(x)
+    model = dict(MODEL, embedding_dim=dim)
+    return Embeddings(
+        paths=[f"gallery/{start + i:08d}.jpg" for i in range(n)],
+        embedding=x,
+        attribute_names=["color", "type"],
+        attribute_classes=[COLORS, TYPES],
+        probs={
+            "color": np.eye(len(COLORS), dtype=np.float32)[color],
+            "type": np.eye(len(TYPES), dtype=np.float32)[kind],
+        },
+        predicted={"color": np.asarray(COLORS)[color], "type": np.asarray(TYPES)[kind]},
+        known={"color": np.full(n, "", str), "type": np.full(n, "", str)},
+        pids=np.arange(start, start + n, dtype=np.int64) // PER_ID,
+        camids=np.full(n, -1, np.int64),
+        model=model,
+        source=f"chunk@{start}",
+    )
+
+
+class ExactTopK:
+    """The exact top-k of each query, per filter, folded over chunks."""
+
+    def __init__(self, queries: np.ndarray, k: int = 10):
+        self.q, self.k = queries, k
+        self.scores = {
+            f: np.full((len(queries), k), -np.inf, np.float32) for f in FILTERS
+        }
+        self.ids = {f: np.full((len(queries), k), -1, np.int64) for f in FILTERS}
+
+    def fold(self, x, color, kind, start: int) -> None:
+        s = self.q @ x.T
+        masks = {
+            "none": None,
+            "color": color == COLORS.index("red"),
+            "color,type": (color == COLORS.index("red"))
+            & (kind == TYPES.index("sedan")),
+        }
+        for f, mask in masks.items():
+            sf = s if mask is None else np.where(mask[None, :], s, -np.inf)
+            both_s = np.concatenate([self.scores[f], sf], 1)
+            both_i = np.concatenate(
+                [
+                    self.ids[f],
+                    np.broadcast_to(np.arange(start, start + len(x)), sf.shape),
+                ],
+                1,
+            )
+            top = np.argpartition(-both_s, self.k - 1, axis=1)[:, : self.k]
+            self.scores[f] = np.take_along_axis(both_s, top, 1)
+            self.ids[f] = np.take_along_axis(both_i, top, 1)
+
+
+def recall(found: np.ndarray, exact: np.ndarray) -> float:
+    hits = [
+        len(set(f[f >= 0]) & set(e[e >= 0])) / max(1, (e >= 0).sum())
+        for f, e in zip(found, exact, strict=True)
+    ]
+    return float(np.mean(hits))
+
+
+def latencies(search, queries, where, warmup: int) -> tuple[dict, np.ndarray]:
+    for q in queries[:warmup]:
+        search(q[None], where)
+    times, ids = [], []
+    for q in queries:
+        t = time.perf_counter()
+        _, i = search(q[None], where)
+        times.append((time.perf_counter() - t) * 1e3)
+        ids.append(i[0])
+    t = np.asarray(times)
+    return {
+        "p50_ms": round(float(np.percentile(t, 50)), 3),
+        "p99_ms": round(float(np.percentile(t, 99)), 3),
+        "max_ms": round(float(t.max()), 3),
+    }, np.asarray(ids)
+
+
+def rss_mb(pid: int | str = "self") -> float:
+    with open(f"/proc/{pid}/status", encoding="utf-8") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def folder_mb(path: str) -> float:
+    total = 0
+    for dirpath, _, files in os.walk(path):
+        for f in files:
+            total += os.path.getsize(os.path.join(dirpath, f))
+    return total / 2**20
+
+
+# ------------------------------------------------------------------------- faiss
+
+
+def faiss_indexes(args, dim: int):
+    import faiss
+
+    from anet_tf.search.index import FORMAT
+    from anet_tf.search.index import GalleryIndex
+    from anet_tf.search.index import _new_faiss_index
+
+    faiss.omp_set_num_threads(args.build_threads)
+    out = {}
+    sample = None
+    for kind in args.kinds:
+        given = {
+            "nlist": args.nlist,
+            "m": args.pq_m,
+            "nprobe": args.nprobe,
+            "M": args.hnsw_m,
+        }
+        params = index_params(kind, args.n, dim, **given)
+        t = time.perf_counter()
+        if kind in ("ivf", "ivfpq"):
+            if sample is None:
+                parts, have, c = [], 0, 0
+                while have < args.train:
+                    x, _, _ = make_chunk(c, args.chunk, dim, args.seed)
+                    parts.append(x[: args.train - have])
+                    have += len(parts[-1])
+                    c += 1
+                sample = np.concatenate(parts)
+            index = _new_faiss_index(kind, params, sample, args.seed)
+        else:
+            index = _new_faiss_index(
+                kind, params, np.zeros((0, dim), np.float32), args.seed
+            )
+        train_s = time.perf_counter() - t
+        meta = {
+            "format": FORMAT,
+            "kind": kind,
+            "dim": dim,
+            "count": 0,
+            "params": params,
+            "model": dict(MODEL, embedding_dim=dim),
+            "sources": [],
+        }
+        out[kind] = {
+            "index": GalleryIndex(index, meta, {}),
+            "train_s": train_s,
+            "add_s": 0.0,
+        }
+        print(
+            f"[{kind}] {params.get('factory', 'IndexFlatIP')} trained in {train_s:.1f} s",
+            flush=True,
+        )
+    return out
+
+
+def run_faiss(args, dim: int, queries: np.ndarray) -> dict:
+    import faiss
+
+    built = faiss_indexes(args, dim)
+    exact = ExactTopK(queries)
+    colors, types = [], []
+    t0 = time.perf_counter()
+    for c, start in enumerate(range(0, args.n, args.chunk)):
+        size = min(args.chunk, args.n - start)
+        x, color, kind = make_chunk(c, size, dim, args.seed)
+        exact.fold(x, color, kind, start)
+        colors.append(color.astype(np.int16))
+        types.append(kind.astype(np.int16))
+        for b in built.values():
+            t = time.perf_counter()
+            b["index"].index.add(x)
+            b["add_s"] += time.perf_counter() - t
+        if c % 10 == 0:
+            print(
+                f"  {start + size} vectors, {time.perf_counter() - t0:.0f} s, rss {rss_mb():.0f} MB",
+                flush=True,
+            )
+    items = {
+        "color_pred": np.concatenate(colors),
+        "type_pred": np.concatenate(types),
+        "color_known": np.full(args.n, -1, np.int16),
+        "type_known": np.full(args.n, -1, np.int16),
+    }
+    faiss.omp_set_num_threads(1)
+    results = {}
+    for kind, b in built.items():
+        g = b["index"]
+        g.items = items
+        g.meta["count"] = len(g)
+        size = faiss.serialize_index(g.index).nbytes
+
+        def search(q, where, g=g):
+            return g.search(q, 10, where=where, threads=1)
+
+        results[kind] = case(args, b, size, search, queries, exact)
+        results[kind]["params"] = g.meta["params"]
+        print(kind, json.dumps(results[kind]), flush=True)
+        if kind in ("ivf", "ivfpq") and args.nprobe_extra:
+
+            def deeper(q, where, g=g):
+                return g.search(q, 10, where=where, threads=1, nprobe=args.nprobe_extra)
+
+            name = f"{kind}@nprobe={args.nprobe_extra}"
+            results[name] = case(args, b, size, deeper, queries, exact)
+            print(name, json.dumps(results[name]), flush=True)
+        b["index"] = None
+        del g
+    return results
+
+
+def case(args, b, size_bytes, search, queries, exact) -> dict:
+    out = {
+        "build_s": round(b["train_s"] + b["add_s"], 1),
+        "train_s": round(b["train_s"], 1),
+        "add_s": round(b["add_s"], 1),
+        "index_mb": round(size_bytes / 2**20, 1),
+        "bytes_per_vector": round(size_bytes / args.n, 1),
+    }
+    for f, spec in FILTERS.items():
+        timing, ids = latencies(search, queries, parse_where(spec), args.warmup)
+        out[f] = dict(timing, recall_at_10=round(recall(ids, exact.ids[f]), 4))
+    return out
+
+
+# ------------------------------------------------------------------------ milvus
+
+
+def run_milvus(args, dim: int, queries: np.ndarray) -> dict:
+    from anet_tf.search.gallery import add_to_gallery
+    from anet_tf.search.milvus import _insert
+    from anet_tf.search.milvus import build_collection
+    from anet_tf.search.milvus import gallery_rows
+    from anet_tf.search.milvus import open_collection
+
+    results = {}
+    for kind in args.kinds:
+        db = args.db.replace(".db", f"-{kind}.db")
+        if os.path.exists(db):
+            shutil.rmtree(db)
+        rss_before = rss_mb()
+        exact = ExactTopK(queries)
+        given = {
+            "nlist": args.nlist,
+            "m": args.pq_m,
+            "nprobe": args.nprobe,
+            "M": args.hnsw_m,
+        }
+        b = {"train_s": 0.0, "add_s": 0.0}
+        for c, start in enumerate(range(0, args.n, args.chunk)):
+            size = min(args.chunk, args.n - start)
+            x, color, ty = make_chunk(c, size, dim, args.seed)
+            exact.fold(x, color, ty, start)
+            emb = chunk_embeddings(x, color, ty, start, dim)
+            t = time.perf_counter()
+            if c == 0:
+                g = build_collection([emb], db, "bench", kind=kind, **given)
+            else:
+                _insert(g.client, db, "bench", gallery_rows([emb]), start)
+            b["add_s"] += time.perf_counter() - t
+            if c % 5 == 0:
+                print(f"  [{kind}] {start + size} rows, {b['add_s']:.0f} s", flush=True)
+        t = time.perf_counter()
+        g.client.flush("bench")
+        g.meta["next_id"] = args.n
+        g.save_meta()
+        g = open_collection(db, "bench")
+        b["add_s"] += time.perf_counter() - t
+        assert len(g) == args.n, (len(g), args.n)
+
+        def search(q, where, g=g):
+            return g.search(q, 10, where=where)
+
+        # Milvus Lite serves from inside this process: its memory is this
+        # process's growth while the collection was built and loaded.
+        res = case(args, b, 0, search, queries, exact)
+        del res["index_mb"], res["bytes_per_vector"]
+        res["process_rss_growth_mb"] = round(rss_mb() - rss_before, 1)
+        res["disk_mb"] = round(folder_mb(db), 1)
+        res["params"] = g.meta["params"]
+        extra = min(args.chunk, 10_000)
+        x, color, ty = make_chunk(10**6, extra, dim, args.seed)
+        t = time.perf_counter()
+        add_to_gallery(db, [chunk_embeddings(x, color, ty, 10**9, dim)], "bench")
+        res["index_add_rows"] = extra
+        res["index_add_s"] = round(time.perf_counter() - t, 2)
+        results[kind] = res
+        print(kind, json.dumps(res), flush=True)
+        g.client.drop_collection("bench")
+        del g
+    return results
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--backend", choices=["faiss", "milvus"], default="faiss")
+    p.add_argument("--n", type=int, default=1_000_000)
+    p.add_argument(
+        "--dim", type=int, default=512, help="512: the served ANet embedding"
+    )
+    p.add_argument("--kinds", default="flat,ivfpq")
+    p.add_argument("--chunk", type=int, default=50_000)
+    p.add_argument("--queries", type=int, default=200)
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--train", type=int, default=65_536, help="IVF training vectors")
+    p.add_argument("--nlist", type=int, default=None)
+    p.add_argument("--pq-m", type=int, default=None)
+    p.add_argument("--nprobe", type=int, default=None)
+    p.add_argument("--hnsw-m", type=int, default=None)
+    p.add_argument(
+        "--nprobe-extra",
+        type=int,
+        default=128,
+        help="IVF lists of a second timing (0: none)",
+    )
+    p.add_argument("--build-threads", type=int, default=2)
+    p.add_argument("--db", default="/tmp/search_scale.db")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json-out", default=None)
+    args = p.parse_args()
+    args.kinds = args.kinds.split(",")
+    info = machine_info()
+    info["load_average_start"] = os.getloadavg()
+    if args.backend == "faiss":
+        import faiss
+
+        info["faiss"] = faiss.__version__
+    else:
+        import importlib.metadata
+
+        info["pymilvus"] = importlib.metadata.version("pymilvus")
+        info["milvus_lite"] = importlib.metadata.version("milvus-lite")
+    print(json.dumps(info), flush=True)
+    queries = make_queries(args.n, args.chunk, args.dim, args.queries, args.seed)
+    t = time.perf_counter()
+    run = run_faiss if args.backend == "faiss" else run_milvus
+    results = run(args, args.dim, queries)
+    info["load_average_end"] = os.getloadavg()
+    out = {
+        "command": " ".join(sys.argv),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": info,
+        "n": args.n,
+        "dim": args.dim,
+        "queries": args.queries,
+        "peak_rss_mb": round(
+            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1
+        ),
+        "wall_s": round(time.perf_counter() - t, 1),
+        "results": results,
+    }
+    print(json.dumps(out, indent=2))
+    if args.json_out:
+        with open(args.json_out, "w", encoding="utf-8") as fh:
+            json.dump(out, fh, indent=2)
+
+
+if __name__ == "__main__":
+    main()
