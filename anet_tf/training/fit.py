@@ -65,7 +65,7 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
         if "TF_CONFIG" not in os.environ:
             raise ValueError(
                 "train.strategy=multi_worker needs the TF_CONFIG environment variable "
-                "(cluster and task); see the README"
+                "(cluster and task); see docs/training.md, 'Several GPUs and several machines'"
             )
         return tf.distribute.MultiWorkerMirroredStrategy()
     gpus = tf.config.list_logical_devices("GPU")
@@ -167,7 +167,7 @@ def set_determinism(enabled: bool) -> tuple[bool, bool]:
     other ops have finished), and two traces of the same step could be optimised
     into graphs that round differently. With Grappler off both went away: every
     same-seed run gave bit-identical weights. The price is the unoptimised graph
-    (see the README for the measured cost).
+    (its measured cost: docs/training.md, ``train.deterministic``).
 
     Seeds and the input pipeline are repeatable in either case
     (:func:`seed_everything`; ``data.seed`` drives the sampler and the stateless
