@@ -275,7 +275,8 @@ def test_non_local_backbone_saves_and_reloads(tmp_path):
     np.testing.assert_allclose(loaded(x), backbone(x), rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("inter", [1, None])  # FastReID's checkpoints, the paper's C / 2
+# inter 1: FastReID's checkpoints; None: the paper's C / 2.
+@pytest.mark.parametrize("inter", [1, None])
 def test_a_new_non_local_block_is_the_identity_under_float16(inter):
     """y is cubic in x: on ResNet-50's 512 stage-2 channels, a map of mean |x| 24
     puts y beyond float16's 65504. The block must still be the identity while its
