@@ -123,9 +123,9 @@ def check_image_bytes(contents: tf.Tensor, source: tf.Tensor | str) -> tf.Operat
     fails with ``cannot decode image <source>: <reason>`` for an empty file, an
     unknown format, and a JPEG or PNG cut short (no end-of-image marker / IEND
     chunk). Damage inside a complete-looking file is left to the decoder, whose
-    error does not name the file: only a check that decodes every file of a dataset
-    before training catches those with their paths (and :func:`preprocess_image_bytes`
-    in a served batch).
+    error does not name the file: a check that decodes every file of a dataset
+    before training names those by path, :func:`preprocess_image_bytes` by their
+    index in a served batch.
     """
     problem = image_bytes_problem(contents)
     message = tf.strings.join(["cannot decode image ", source, ": ", problem])
