@@ -102,7 +102,7 @@ def test_strong_switches_train_anet_through_both_stages(make_tiny_cfg, tmp_path)
 
     # Stage 2 runs the frozen backbone in inference mode, on BatchNorm moving
     # statistics that 4 tiny steps have barely moved from (0, 1); each non-local
-    # block (quadratic in its input) then multiplies the map's scale by ~10
+    # block (cubic in its input) then multiplies the map's scale by ~10
     # (measured: max |x| 184, 1825, 37792, 183989 after the four blocks, against 4-6
     # in training mode) and stage 2's loss turned NaN. Real runs start from
     # calibrated statistics; the test above covers the non-local blocks in training.
