@@ -273,3 +273,18 @@ def test_non_local_backbone_saves_and_reloads(tmp_path):
     assert loaded.get_layer("nl3_1").inter_channels == 1
     x = np.random.default_rng(0).normal(size=(1, 32, 32, 3)).astype("float32")
     np.testing.assert_allclose(loaded(x), backbone(x), rtol=1e-6, atol=1e-6)
+
+
+# inter 1: FastReID's checkpoints; None: the paper's C / 2.
+@pytest.mark.parametrize("inter", [1, None])
+def test_a_new_non_local_block_is_the_identity_under_float16(inter):
+    """y is cubic in x: on ResNet-50's 512 stage-2 channels, a map of mean |x| 24
+    puts y beyond float16's 65504. The block must still be the identity while its
+    BatchNorm has gamma 0 and its initial moving statistics (mean 0, variance 1),
+    not 0 * inf = NaN."""
+    layer = NonLocal(inter, dtype="mixed_float16")
+    x = np.abs(np.random.default_rng(0).normal(size=(2, 16, 16, 512))) * 30
+    x = x.astype("float16")
+    z = layer(x, training=False)
+    assert keras.backend.standardize_dtype(z.dtype) == "float16"
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(z), x)

@@ -289,3 +289,39 @@ def test_client_command_prints_attributes_and_saves_embeddings(
     np.testing.assert_allclose(np.load(out), served[3]["embedding"].numpy(), atol=1e-6)
     assert main(["client", files[0], "--server", "http://127.0.0.1:9"]) == 1
     assert "cannot reach" in capsys.readouterr().err
+
+
+def test_client_command_names_the_file_the_server_cannot_decode(
+    served, rest_server, tmp_path, capsys
+):
+    """A PNG that announces 0 x 0 pixels has a valid header and end chunk; the
+    served model's error names its index in the request, and the command turns
+    that into the file and its place among the images sent, on one line."""
+    import struct
+    import zlib
+
+    from anet_tf.cli import main
+
+    def chunk(kind, payload):
+        crc = zlib.crc32(kind + payload) & 0xFFFFFFFF
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", crc)
+
+    empty_png = (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", 0, 0, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(b""))
+        + chunk(b"IEND", b"")
+    )
+    files = []
+    for i, data in enumerate([served[2][0], served[2][1], empty_png]):
+        files.append(str(tmp_path / f"car{i}.{'png' if i == 2 else 'jpg'}"))
+        with open(files[-1], "wb") as fh:
+            fh.write(data)
+    assert main(["client", *files, "--server", rest_server]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert err.startswith(
+        f"anet-tf client: error: {files[2]} (image 3 of 3): the server cannot decode "
+        "it: its header announces no pixels (width or height 0)"
+    ), err
+    assert client.bad_image("HTTP 400: something else") is None

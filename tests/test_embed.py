@@ -83,10 +83,10 @@ def test_folder_to_documented_npz_with_bad_files_reported(assets, tmp_path, caps
             strict=True,
         )
     )
-    # The decoder's own words (the header reader's, which now runs first for the
-    # pixel cap), not TensorFlow's "Graph execution error".
-    assert "Invalid JPEG data" in failed.pop(str(tmp_path / "imgs" / "damaged.jpg"))
+    # The served model's reason (its header reader, which runs first for the pixel
+    # cap, cannot read the frame), not TensorFlow's "Graph execution error".
     assert failed == {
+        str(tmp_path / "imgs" / "damaged.jpg"): "the decoder refused the data after a valid header (damaged inside the file)",
         str(tmp_path / "imgs" / "cut.jpg"): "truncated JPEG (no end-of-image marker)",
         str(tmp_path / "imgs" / "empty.png"): "the file is empty",
         str(

@@ -159,6 +159,50 @@ def test_not_an_image_is_invalid_argument_and_the_model_keeps_serving(exported, 
     assert serve(image_bytes=tf.constant([good]))["embedding"].shape == (1, 16)
 
 
+def _png(width: int, height: int, data: bytes) -> bytes:
+    """A PNG file (8-bit RGB) with the given IHDR size and IDAT payload."""
+    import struct
+    import zlib
+
+    def chunk(kind, payload):
+        crc = zlib.crc32(kind + payload) & 0xFFFFFFFF
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", crc)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", data)
+        + chunk(b"IEND", b"")
+    )
+
+
+def test_damage_behind_a_valid_header_is_named_by_its_index(exported, encode_image, random_pixels):
+    """Files whose header and end marker are intact pass the checks before decoding;
+    the decoder's own error names no image. The request still fails naming the
+    image's index in the batch, and the model keeps serving."""
+    import zlib
+
+    _, _, _, _, loaded = exported
+    serve = loaded.signatures["serving_default"]
+    good = encode_image(random_pixels(20, 20))
+    jpeg = encode_image(random_pixels(20, 20), "JPEG")
+    sos = jpeg.find(b"\xff\xda")
+    damaged = "the decoder refused the data after a valid header (damaged inside the file)"
+    cases = [
+        ("its header announces no pixels", _png(0, 0, zlib.compress(b""))),
+        (damaged, _png(20, 20, b"\x00" * 40)),  # IDAT not a zlib stream
+        (damaged, jpeg[:sos] + b"\xff\xd9"),  # header, tables, frame, end: no scan
+    ]
+    for reason, bad in cases:
+        with pytest.raises(tf.errors.InvalidArgumentError) as info:
+            serve(image_bytes=tf.constant([good, good, bad, good]))
+        assert f"cannot decode image image_bytes[2]: {reason}" in str(info.value)
+    # The first bad image of the batch, whichever check finds the other one.
+    with pytest.raises(tf.errors.InvalidArgumentError) as info:
+        serve(image_bytes=tf.constant([good, cases[1][1], good, b"not an image"]))
+    assert f"cannot decode image image_bytes[1]: {damaged}" in str(info.value)
+    assert serve(image_bytes=tf.constant([good]))["embedding"].shape == (1, 16)
+
+
 def test_nonfinite_pixels_are_invalid_argument(exported, export_image_size):
     _, _, _, _, loaded = exported
     h, w = export_image_size

@@ -175,6 +175,13 @@ def cmd_client(args) -> int:
                 timeout=args.timeout,
             )
     except client.ServingError as exc:
+        bad = client.bad_image(str(exc))
+        if bad is not None and bad[0] < len(args.images):
+            index, reason = bad
+            raise CommandError(
+                f"{args.images[index]} (image {index + 1} of {len(args.images)}): the "
+                f"server cannot decode it: {reason}"
+            ) from None
         raise CommandError(str(exc)) from None
     if args.out and "embedding" in outputs:
         np.save(args.out, outputs["embedding"])

@@ -55,6 +55,8 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # A truncated file lacks its end marker; it is looked for in this many last bytes
 # (JPEG entropy data never contains FF D9, so a match there is the real marker).
 _TAIL_BYTES = 256
+# Images a served batch decodes at once (tf.map_fn's default parallel_iterations).
+_DECODE_THREADS = 10
 
 
 # ------------------------------------------------------------------ preprocessing
@@ -121,9 +123,18 @@ def check_image_bytes(contents: tf.Tensor, source: tf.Tensor | str) -> tf.Operat
     fails with ``cannot decode image <source>: <reason>`` for an empty file, an
     unknown format, and a JPEG or PNG cut short (no end-of-image marker / IEND
     chunk). Damage inside a complete-looking file is left to the decoder, whose
-    error does not name the file: only a check that decodes every file of a dataset
-    before training catches those with their paths.
+    error does not name the file: a check that decodes every file of a dataset
+    before training names those by path, :func:`preprocess_image_bytes` by their
+    index in a served batch.
     """
+    problem = image_bytes_problem(contents)
+    message = tf.strings.join(["cannot decode image ", source, ": ", problem])
+    return tf.debugging.Assert(tf.equal(problem, ""), [message])
+
+
+def image_bytes_problem(contents: tf.Tensor) -> tf.Tensor:
+    """What :func:`check_image_bytes` finds wrong with ``contents`` (a scalar
+    string: "" when nothing), computed with string operations that cannot fail."""
     size = tf.strings.length(contents)
     head = tf.strings.join([tf.strings.substr(contents, 0, 12), b"\0" * 12])
     is_jpeg = tf.strings.substr(head, 0, 3) == b"\xff\xd8\xff"
@@ -153,8 +164,7 @@ def check_image_bytes(contents: tf.Tensor, source: tf.Tensor | str) -> tf.Operat
             ),
         ),
     )
-    message = tf.strings.join(["cannot decode image ", source, ": ", reason])
-    return tf.debugging.Assert(tf.equal(reason, ""), [message])
+    return reason
 
 
 def _header_int(header: tf.Tensor, offset: int, size: int, big_endian: bool) -> tf.Tensor:
@@ -178,17 +188,29 @@ def _webp_pixels(header: tf.Tensor) -> tf.Tensor:
     )
 
 
-def header_pixels(contents: tf.Tensor) -> tf.Tensor:
-    """Width x height (int64) from an image file's header, without decoding it: JPEG
-    (its SOF), PNG (IHDR), GIF, BMP and WebP (VP8, VP8L, VP8X); 0 where the header
-    says nothing usable. Call after :func:`check_image_bytes` has passed."""
-    header = tf.strings.join([tf.strings.substr(contents, 0, 32), b"\0" * 32])
-    head3, head8 = tf.strings.substr(header, 0, 3), tf.strings.substr(header, 0, 8)
+def _header(contents: tf.Tensor) -> tf.Tensor:
+    """The first 32 bytes of a file, zero-padded to 32."""
+    return tf.strings.join([tf.strings.substr(contents, 0, 32), b"\0" * 32])
+
+
+def _fixed_header_pixels(header: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """Width x height as PNG (IHDR), GIF and BMP headers give it, at fixed offsets
+    (string ops only: nothing here can fail)."""
     png = _header_int(header, 16, 4, True) * _header_int(header, 20, 4, True)
     gif = _header_int(header, 6, 2, False) * _header_int(header, 8, 2, False)
     bmp_h = _header_int(header, 22, 4, False)
     bmp_h = tf.where(bmp_h >= 2**31, 2**32 - bmp_h, bmp_h)  # top-down BMPs: negative
     bmp = _header_int(header, 18, 4, False) * bmp_h
+    return png, gif, bmp
+
+
+def header_pixels(contents: tf.Tensor) -> tf.Tensor:
+    """Width x height (int64) from an image file's header, without decoding it: JPEG
+    (its SOF), PNG (IHDR), GIF, BMP and WebP (VP8, VP8L, VP8X); 0 where the header
+    says nothing usable. Call after :func:`check_image_bytes` has passed."""
+    header = _header(contents)
+    head3, head8 = tf.strings.substr(header, 0, 3), tf.strings.substr(header, 0, 8)
+    png, gif, bmp = _fixed_header_pixels(header)
     webp = (tf.strings.substr(header, 0, 4) == b"RIFF") & (tf.strings.substr(header, 8, 4) == b"WEBP")
     return tf.case(
         [
@@ -229,6 +251,11 @@ def decode_image(
         )
         with tf.control_dependencies([too_large]):
             contents = tf.identity(contents)
+    return _decode_pixels(contents)
+
+
+def _decode_pixels(contents: tf.Tensor) -> tf.Tensor:
+    """The decoder alone: encoded bytes -> uint8 [H, W, 3]."""
     image = tf.io.decode_image(contents, channels=3, expand_animations=False)
     image.set_shape([None, None, 3])
     return image
@@ -256,17 +283,102 @@ def preprocess_image_bytes(
 
     Works eagerly and inside ``tf.function`` (serving signatures take raw bytes). An
     image that cannot be decoded fails the batch naming its index: ``cannot decode
-    image image_bytes[3]: ...``.
+    image image_bytes[3]: ...`` (the first such image of the batch). Each image is
+    checked as :func:`decode_image` checks a file (:func:`image_bytes_problem`,
+    then, with ``max_pixels``, the size its header announces, so that an oversized
+    image is never decoded) and decoded only if it passed. The decoders run in a
+    tf.data pipeline that drops a failing image (:func:`_decode_each`), because
+    their own errors (damage inside a file whose header and end marker are intact,
+    a PNG of 0 x 0 pixels) name no image.
     """
     h, w = image_size
-    names = tf.strings.join(
-        ["image_bytes[", tf.strings.as_string(tf.range(tf.size(contents))), "]"]
+    n = tf.size(contents)
+
+    def check_and_decode(c):
+        problem = image_bytes_problem(c)
+        if max_pixels is not None:
+            pixels = tf.cond(
+                problem == "", lambda: header_pixels(c), lambda: tf.constant(0, tf.int64)
+            )
+            problem = tf.where(
+                (problem == "") & (pixels > max_pixels),
+                tf.strings.join([
+                    tf.strings.as_string(pixels),
+                    f" pixels, more than the limit of {max_pixels} "
+                    "(data.max_image_pixels)",
+                ]),
+                problem,
+            )
+        image = tf.cond(
+            problem == "",
+            lambda: preprocess_for_inference(_decode_pixels(c), image_size),
+            lambda: tf.zeros([h, w, 3], tf.float32),
+        )
+        return problem, image
+
+    decoded, index, (problems, images) = _decode_each(
+        check_and_decode,
+        contents,
+        (tf.TensorSpec([], tf.string), tf.TensorSpec([h, w, 3], tf.float32)),
     )
-    return tf.map_fn(
-        lambda item: decode_and_preprocess(item[0], image_size, item[1], max_pixels),
-        (contents, names),
-        fn_output_signature=tf.TensorSpec([h, w, 3], tf.float32),
+    problems = tf.tensor_scatter_nd_update(
+        tf.fill([n], "decoder"), index[:, None], problems
     )
+    bad = ~decoded | (problems != "")
+    # Padded by one entry, so that "the first bad image" exists in every case.
+    first = tf.argmax(tf.cast(tf.concat([bad, [True]], 0), tf.int32), output_type=tf.int32)
+    padded = tf.concat([contents, [b""]], 0)
+    problem = tf.concat([problems, [""]], 0)[first]
+    reason = tf.where(problem == "decoder", _decoder_failure(padded[first]), problem)
+    message = tf.strings.join(
+        ["cannot decode image image_bytes[", tf.strings.as_string(first), "]: ", reason]
+    )
+    with tf.control_dependencies([tf.debugging.Assert(~tf.reduce_any(bad), [message])]):
+        return tf.identity(images)
+
+
+def _decoder_failure(contents: tf.Tensor) -> tf.Tensor:
+    """Why a decoder (or a JPEG's size reader) may have refused ``contents``, which
+    passed :func:`image_bytes_problem`: a PNG, GIF or BMP header that announces no
+    pixels, or else damage inside the file."""
+    header = _header(contents)
+    png, gif, bmp = _fixed_header_pixels(header)
+    empty = (
+        ((tf.strings.substr(header, 0, 8) == _PNG_SIGNATURE) & (png == 0))
+        | ((tf.strings.substr(header, 0, 3) == b"GIF") & (gif == 0))
+        | ((tf.strings.substr(header, 0, 2) == b"BM") & (bmp == 0))
+    )
+    return tf.where(
+        empty,
+        "its header announces no pixels (width or height 0)",
+        "the decoder refused the data after a valid header (damaged inside the file)",
+    )
+
+
+def _decode_each(fn, contents: tf.Tensor, spec):
+    """(ok bool [B], index, values): ``fn`` is mapped over the images in a tf.data
+    pipeline whose failing elements are dropped, so a decoder's error gives ok
+    False instead of failing the graph. ``values`` (of structure ``spec``) are
+    ``fn`` of the images with ok True, in order, and ``index`` their places in the
+    batch: all B of them when every ok is True."""
+    n = tf.size(contents)
+    each = tf.data.Dataset.from_tensor_slices((tf.range(n), contents))
+    each = each.map(
+        lambda i, c: (i, fn(c)), num_parallel_calls=_DECODE_THREADS, deterministic=True
+    )
+    each = each.ignore_errors().batch(tf.cast(tf.maximum(n, 1), tf.int64))
+    # A batch of none after it: the first batch exists when every image fails.
+    none = (
+        tf.zeros([0], tf.int32),
+        tf.nest.map_structure(lambda t: tf.zeros([0, *t.shape], t.dtype), spec),
+    )
+    first = each.concatenate(tf.data.Dataset.from_tensors(none)).take(1)
+    options = tf.data.Options()
+    options.experimental_optimization.apply_default_optimizations = False
+    options.autotune.enabled = False
+    index, values = first.with_options(options).get_single_element()
+    ok = tf.scatter_nd(index[:, None], tf.ones_like(index), [n]) > 0
+    return ok, index, values
 
 
 def flip_horizontal(images: tf.Tensor) -> tf.Tensor:

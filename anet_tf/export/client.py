@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
@@ -35,6 +36,17 @@ GRPC_MESSAGE_BYTES = 64 * 1024 * 1024
 
 class ServingError(RuntimeError):
     """The server answered with an error (its message is kept)."""
+
+
+# What the SavedModel's serving_default says of an image it cannot decode.
+_DECODE_FAILURE = re.compile(r"cannot decode image image_bytes\[(\d+)\]: ([^\n\]]+)")
+
+
+def bad_image(message: str) -> tuple[int, str] | None:
+    """(index in the request, reason) of the image a server's error message says it
+    could not decode, or None when the error is about something else."""
+    match = _DECODE_FAILURE.search(message)
+    return (int(match.group(1)), match.group(2).strip()) if match else None
 
 
 def read_images(paths: Sequence[str]) -> list[bytes]:

@@ -25,9 +25,10 @@ Each returns ``embedding`` float32 [N, D] (the configured test feature of
 class name). Decoding, resizing and normalisation are
 :func:`anet_tf.data.pipeline.preprocess_image_bytes` and
 :func:`~anet_tf.data.pipeline.preprocess_for_inference`, the functions evaluation
-uses, so a client sends image files unchanged. An input that is not an image fails
-the request with InvalidArgument ("cannot decode image image_bytes[i]: ...", i the
-index of the first bad image of the batch), never the server; so do NaN or Inf
+uses, so a client sends image files unchanged. An input that is not an image, or
+one the decoder refuses behind a valid header, fails the request with
+InvalidArgument ("cannot decode image image_bytes[i]: ...", i the index of the
+first bad image of the batch), never the server; so do NaN or Inf
 pixels sent to ``serve_images`` and a file whose header announces more than
 ``data.max_image_pixels`` pixels (refused before it is decoded).
 

@@ -130,7 +130,10 @@ class NonLocal(keras.layers.Layer):
 
     ``y`` is computed as ``theta (phi^T g) / N`` when N > inter and the size is known
     when the graph is built (the same product, N * inter**2 instead of N**2 * inter
-    multiply-adds); the attention runs in float32 under mixed precision (N-term sums).
+    multiply-adds). Under mixed precision the attention, ``W_0`` and ``W_1`` run in
+    float32 and only z is cast back: y is cubic in x, so with |x| of a few tens
+    (inputs a pretrained network gives) it leaves float16's range (65504), and
+    ``W_1``'s zero gamma times inf would make a new block NaN instead of the identity.
 
     Args:
         inter_channels: channels of theta, phi and g; None = C // 2 (the paper's,
@@ -168,7 +171,7 @@ class NonLocal(keras.layers.Layer):
             raise ValueError(f"NonLocal on {c} channel(s) leaves no inter channel")
         self.inter = inter
 
-        def conv(filters, name):
+        def conv(filters, name, dtype=None):
             # 1x1, "same" = "valid" here; "same" lets the FLOP summary count it.
             return keras.layers.Conv2D(
                 filters,
@@ -176,20 +179,20 @@ class NonLocal(keras.layers.Layer):
                 padding="same",
                 use_bias=True,
                 name=name,
-                dtype=self.dtype_policy,
+                dtype=dtype or self.dtype_policy,
             )
 
         self.g = conv(inter, "g")
         self.theta = conv(inter, "theta")
         self.phi = conv(inter, "phi")
-        self.W_0 = conv(c, "W_0")
+        self.W_0 = conv(c, "W_0", "float32")
         self.W_1 = keras.layers.BatchNormalization(
             epsilon=BN_EPSILON,
             momentum=BN_MOMENTUM,
             gamma_initializer="zeros",
             beta_initializer="zeros",
             name="W_1",
-            dtype=self.dtype_policy,
+            dtype="float32",
         )
         for layer in (self.g, self.theta, self.phi):
             layer.build(input_shape)
@@ -218,8 +221,8 @@ class NonLocal(keras.layers.Layer):
         else:
             f = ops.matmul(theta, ops.transpose(phi, (0, 2, 1))) / n
             y = ops.matmul(f, g)
-        y = ops.cast(ops.reshape(y, (-1, h, w, inter)), self.compute_dtype)
-        return self.W_1(self.W_0(y), training=training) + x
+        w_y = self.W_1(self.W_0(ops.reshape(y, (-1, h, w, inter))), training=training)
+        return ops.cast(w_y + ops.cast(x, "float32"), self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
         return input_shape

@@ -74,7 +74,8 @@ def unusable_weights(net, probe_batch: int = 2) -> str | None:
     included) is finite, and a forward pass in inference mode over a fixed random
     batch gives finite outputs. The second catches weights that are finite but
     useless, e.g. |w| = 1e30 after a step at an absurd learning rate, which the next
-    step's loss would report as NaN only after they had been saved."""
+    step's loss would report as NaN only after they had been saved. When it fails,
+    :func:`non_finite_probe_report` says where and why."""
     bad = [w.path for w in net.weights if not np.isfinite(keras.ops.convert_to_numpy(w)).all()]
     if bad:
         return (
@@ -83,14 +84,99 @@ def unusable_weights(net, probe_batch: int = 2) -> str | None:
         )
     shape = [probe_batch, *(d or 64 for d in net.input_shape[1:])]
     probe = np.random.default_rng(0).standard_normal(shape).astype("float32")
-    outputs = net(probe, training=False)
-    for name, value in sorted(outputs.items() if isinstance(outputs, dict) else [("output", outputs)]):
+    name = _first_non_finite_output(net(probe, training=False))
+    return None if name is None else non_finite_probe_report(net, probe, name)
+
+
+def _first_non_finite_output(outputs) -> str | None:
+    items = outputs.items() if isinstance(outputs, dict) else [("output", outputs)]
+    for name, value in sorted(items):
         values = keras.ops.convert_to_numpy(keras.ops.cast(value, "float32"))
         if not np.isfinite(values).all():
-            return (
-                f"the weights are finite but the network's output '{name}' is not "
-                "finite on a probe batch (weights too large to use)"
-            )
+            return name
+    return None
+
+
+def non_finite_probe_report(net, probe, name: str) -> str:
+    """What an inference-mode probe whose output ``name`` is not finite shows: the
+    first layer that gives a non-finite value, and whether the same weights give
+    finite outputs with batch statistics (training mode, run statelessly: no moving
+    statistic changes).
+
+    Finite there means the weights work and BatchNorm's moving statistics do not
+    describe their scale: training mode normalises every convolution's output by
+    the batch, inference mode by moving averages (momentum 0.9: 0.81 of the initial
+    mean 0 / variance 1 is left after two steps) that lag weights which grew fast,
+    as in a few steps from random initialisation whose updates are large beside
+    the weights. Each block then scales the map up, and a non-local block, cubic
+    in its input, takes it past float32's range."""
+    try:
+        layer = first_non_finite_layer(net, probe)
+        finite_in_training = _finite_with_batch_statistics(net, probe)
+    except Exception as exc:  # noqa: BLE001 - the refusal matters, the diagnosis less
+        return (
+            f"the weights are finite but the network's output '{name}' is not finite "
+            f"on the inference-mode probe batch (no diagnosis: {type(exc).__name__})"
+        )
+    where = f" (first at layer '{layer}')" if layer else ""
+    if finite_in_training:
+        return (
+            f"the weights are finite, but the network's output '{name}' is not finite "
+            f"on the inference-mode probe batch{where}, while all outputs are finite "
+            "with batch statistics (training mode): BatchNorm's moving statistics do "
+            "not yet match weights that grew fast, as in the first unfrozen steps "
+            "from random initialisation (model.pretrained starts from statistics "
+            "that match; train.freeze_iters keeps the backbone as it is for that "
+            "many steps)"
+        )
+    return (
+        f"the weights are finite but the network's output '{name}' is not finite on "
+        f"a probe batch{where}, in inference mode and with batch statistics "
+        "(training mode) alike: the weights are too large to use, as after a step "
+        "at an absurd learning rate"
+    )
+
+
+def _finite_with_batch_statistics(net, probe) -> bool:
+    outputs, _ = net.stateless_call(
+        [v.value for v in net.trainable_variables],
+        [v.value for v in net.non_trainable_variables],
+        probe,
+        training=True,
+    )
+    return _first_non_finite_output(outputs) is None
+
+
+def first_non_finite_layer(model, x) -> str | None:
+    """The first layer of a functional ``model`` (in graph order, looking inside
+    nested functional models: ``backbone/nl3_0``) whose inference-mode output on
+    ``x`` is not finite; None if none is found. A layer called more than once (no
+    single place in the graph) is passed over."""
+    layers, flags = [], []
+    for layer in model.layers:
+        # The node of the call inside this graph (a nested model's own .input and
+        # .output are those of its inner graph).
+        nodes = layer._inbound_nodes
+        if isinstance(layer, keras.layers.InputLayer) or len(nodes) != 1:
+            continue
+        finite = [
+            keras.ops.all(keras.ops.isfinite(keras.ops.cast(t, "float32")))
+            for t in keras.tree.flatten(nodes[0].output_tensors)
+        ]
+        layers.append(layer)
+        flags.append(keras.ops.all(keras.ops.stack(finite)) if len(finite) > 1 else finite[0])
+    if not layers:
+        return None
+    values = keras.Model(model.input, flags)(x, training=False)
+    for layer, ok in zip(layers, keras.tree.flatten(values), strict=True):
+        if bool(keras.ops.convert_to_numpy(ok)):
+            continue
+        if isinstance(layer, keras.Model) and layer.layers:
+            inputs = layer._inbound_nodes[0].input_tensors
+            inner = first_non_finite_layer(layer, keras.Model(model.input, inputs)(x, training=False))
+            if inner:
+                return f"{layer.name}/{inner}"
+        return layer.name
     return None
 
 
