@@ -6,6 +6,7 @@ This module imports nothing of the package, so every layer may use it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 
@@ -148,12 +149,16 @@ def damaged(path: str, what: str, advice: str = "") -> DamagedFileError:
     return DamagedFileError(_damaged(path, " ".join(str(what).split()), advice))
 
 
-def atomic_write_text(path: str, text: str) -> None:
-    """Write a file so that a reader (or a kill) sees the old or the new one whole."""
+@contextlib.contextmanager
+def atomic_file(path: str, mode: str = "wb", encoding: str | None = None):
+    """A file object whose content replaces ``path`` only once it is complete and
+    flushed to disk: a reader (or a kill, or a full disk) sees the old file or the
+    new one whole, never a part. What fails inside the block leaves ``path`` as it
+    was and no temporary file behind."""
     tmp = f"{path}.tmp-{os.getpid()}"
     try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with open(tmp, mode, encoding=encoding) as fh:
+            yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -164,6 +169,18 @@ def atomic_write_text(path: str, text: str) -> None:
         except OSError:
             pass
         raise
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    """Write a text file through :func:`atomic_file`."""
+    with atomic_file(path, "w", encoding="utf-8") as fh:
+        fh.write(text)
+
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
+    """Write a binary file through :func:`atomic_file`."""
+    with atomic_file(path, "wb") as fh:
+        fh.write(data)
 
 
 def fsync_dir(path: str) -> None:

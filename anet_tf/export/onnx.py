@@ -18,6 +18,9 @@ import os
 
 import numpy as np
 
+from anet_tf.io import atomic_write_bytes
+from anet_tf.io import atomic_write_text
+
 ONNX_FILE = "model.onnx"
 OPSET = 17
 INPUT_NAME = "images"
@@ -58,11 +61,8 @@ def export_onnx(module, out_dir: str, metadata: dict | None = None) -> str:
     if metadata is not None:
         entry = proto.metadata_props.add()
         entry.key, entry.value = "anet_tf", json.dumps(metadata)
-        with open(os.path.join(out_dir, "metadata.json"), "w", encoding="utf-8") as fh:
-            json.dump(metadata, fh, indent=2)
-    with open(path + ".tmp", "wb") as fh:
-        fh.write(proto.SerializeToString())
-    os.replace(path + ".tmp", path)
+        atomic_write_text(os.path.join(out_dir, "metadata.json"), json.dumps(metadata, indent=2))
+    atomic_write_bytes(path, proto.SerializeToString())
     return path
 
 

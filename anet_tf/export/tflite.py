@@ -35,6 +35,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from anet_tf.io import atomic_write_bytes
+from anet_tf.io import atomic_write_text
 from anet_tf.native_output import stderr_filtered
 
 TFLITE_FILES = {
@@ -190,15 +192,12 @@ def export_tflite(
         for variant in variants:
             path = os.path.join(out_dir, TFLITE_FILES[variant])
             data = convert(pixel_model, variant, representative)
-            with open(path + ".tmp", "wb") as fh:
-                fh.write(data)
-            os.replace(path + ".tmp", path)
+            atomic_write_bytes(path, data)
             paths[variant] = path
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     if metadata is not None:
-        with open(os.path.join(out_dir, "metadata.json"), "w", encoding="utf-8") as fh:
-            json.dump(metadata, fh, indent=2)
+        atomic_write_text(os.path.join(out_dir, "metadata.json"), json.dumps(metadata, indent=2))
     return paths
 
 

@@ -37,6 +37,7 @@ from dataclasses import field
 
 import numpy as np
 
+from anet_tf.io import atomic_file
 from anet_tf.search.errors import SearchError
 
 FORMAT = "anet-tf-embeddings/1"
@@ -120,10 +121,8 @@ def save_embeddings(emb: Embeddings, path: str) -> str:
         arrays[f"{name}_known"] = _strings(emb.known[name])
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as fh:
+    with atomic_file(path, "wb") as fh:
         np.savez(fh, **arrays)
-    os.replace(tmp, path)
     return path
 
 
