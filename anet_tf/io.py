@@ -150,14 +150,14 @@ def damaged(path: str, what: str, advice: str = "") -> DamagedFileError:
 
 
 @contextlib.contextmanager
-def atomic_file(path: str, mode: str = "wb", encoding: str | None = None):
+def atomic_file(path: str, mode: str = "wb", encoding: str | None = None, newline: str | None = None):
     """A file object whose content replaces ``path`` only once it is complete and
     flushed to disk: a reader (or a kill, or a full disk) sees the old file or the
     new one whole, never a part. What fails inside the block leaves ``path`` as it
     was and no temporary file behind."""
     tmp = f"{path}.tmp-{os.getpid()}"
     try:
-        with open(tmp, mode, encoding=encoding) as fh:
+        with open(tmp, mode, encoding=encoding, newline=newline) as fh:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())

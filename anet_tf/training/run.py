@@ -39,6 +39,7 @@ import yaml
 from anet_tf.config import Config
 from anet_tf.config import config_from_dict
 from anet_tf.io import DamagedFileError
+from anet_tf.io import atomic_file
 from anet_tf.io import atomic_write_text
 from anet_tf.io import read_yaml_file
 
@@ -352,19 +353,10 @@ def read_log_complete(run_dir: str) -> tuple[list[str], list[dict], int]:
 
 
 def _write_log(run_dir: str, header: list[str], rows: list[dict]) -> None:
-    path = log_path(run_dir)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "w", newline="", encoding="utf-8") as fh:
-            w = csv.DictWriter(fh, fieldnames=header, extrasaction="ignore")
-            w.writeheader()
-            w.writerows(rows)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        remove_path(tmp)
-        raise
+    with atomic_file(log_path(run_dir), "w", encoding="utf-8", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=header, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
 
 
 def append_log_row(run_dir: str, row: dict, columns: list[str]) -> None:
