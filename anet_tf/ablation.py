@@ -40,7 +40,12 @@ from anet_tf.config import Config
 from anet_tf.config import ConfigError
 from anet_tf.io import atomic_write_text
 from anet_tf.io import read_yaml_file
+from anet_tf.training.checkpoint import POINTER
+from anet_tf.training.checkpoint import STATE
+from anet_tf.training.checkpoint import WEIGHTS
+from anet_tf.training.run import CHECKPOINTS
 from anet_tf.training.run import METRICS_FILE
+from anet_tf.training.run import copy_log_rows
 
 STUDY_FILE = "study.yaml"
 REPORT_MD = "ablation.md"
@@ -301,7 +306,7 @@ def run_state(run_dir: str) -> str:
     ``new``."""
     if os.path.exists(os.path.join(run_dir, METRICS_FILE)):
         return "finished"
-    if os.path.exists(os.path.join(run_dir, "checkpoints", "last.json")):
+    if os.path.exists(os.path.join(run_dir, CHECKPOINTS, POINTER)):
         return "interrupted"
     return "new"
 
@@ -311,15 +316,13 @@ def start_from_stage1(cfg: Config, run_dir: str, source_run: str) -> bool:
     and optimizer state of ``source_run``'s ``checkpoints/stage1`` (and its stage-1
     rows of log.csv). False (nothing written) when the source has no such snapshot
     or the stage-1 settings differ."""
-    import csv
-
     from anet_tf.training.checkpoint import CheckpointManager
     from anet_tf.training.fit import STAGE1_SNAPSHOT
     from anet_tf.training.fit import load_run_config
     from anet_tf.training.fit import save_run_config
 
-    snapshot = os.path.join(source_run, "checkpoints", STAGE1_SNAPSHOT)
-    if not os.path.isfile(os.path.join(snapshot, "state.json")):
+    snapshot = os.path.join(source_run, CHECKPOINTS, STAGE1_SNAPSHOT)
+    if not os.path.isfile(os.path.join(snapshot, STATE)):
         return False
     source_cfg = load_run_config(source_run)
     mine, theirs = _base_dict(cfg), _base_dict(source_cfg)
@@ -329,14 +332,8 @@ def start_from_stage1(cfg: Config, run_dir: str, source_run: str) -> bool:
     if _differences(theirs, mine):
         return False
     save_run_config(cfg, run_dir)
-    CheckpointManager(os.path.join(run_dir, "checkpoints")).start_from(snapshot)
-    source_log = os.path.join(source_run, "log.csv")
-    if os.path.exists(source_log):
-        with open(source_log, encoding="utf-8", newline="") as fh:
-            rows = list(csv.reader(fh))
-        keep = [rows[0]] + [r for r in rows[1:] if r and r[0] == "1"] if rows else []
-        with open(os.path.join(run_dir, "log.csv"), "w", encoding="utf-8", newline="") as fh:
-            csv.writer(fh).writerows(keep)
+    CheckpointManager(os.path.join(run_dir, CHECKPOINTS)).start_from(snapshot)
+    copy_log_rows(source_run, run_dir, stage=1)
     with open(os.path.join(run_dir, "stage1_from.txt"), "w", encoding="utf-8") as fh:
         fh.write(f"stage 1 copied from {os.path.abspath(snapshot)}\n")
     return True
@@ -402,7 +399,7 @@ def evaluate_variant_run(out_dir: str, name: str, seed: int, verbose: bool) -> s
     if latest is None:
         return f"failed ({os.path.relpath(source, out_dir)} has no checkpoint)"
     # The final weights: those the source run's own metrics.json was measured on.
-    weights = os.path.join(latest[0], "net.weights.h5")
+    weights = os.path.join(latest[0], WEIGHTS)
     keras.backend.clear_session()
     payload = evaluate_run(source, [f"eval.feature={variant.feature}"], weights=weights)
     payload["source_run"] = os.path.relpath(source, out_dir)

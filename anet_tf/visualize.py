@@ -35,6 +35,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from anet_tf.training.run import LOG_FILE
+
 
 class VisualizeError(ValueError):
     """Input a picture cannot be drawn from, said for people (what, where, what
@@ -412,7 +414,7 @@ def read_log(path: str) -> dict[str, np.ndarray]:
         path: the ``log.csv`` file or the run directory holding it.
     """
     if os.path.isdir(path):
-        path = os.path.join(path, "log.csv")
+        path = os.path.join(path, LOG_FILE)
     if not os.path.isfile(path):
         raise VisualizeError(f"{path}: no such training log (a run directory has log.csv)")
     with open(path, encoding="utf-8", newline="") as fh:

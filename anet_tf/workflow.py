@@ -15,6 +15,8 @@ import time
 from anet_tf.config import Config
 from anet_tf.io import NotWritableError
 from anet_tf.io import read_json_file
+from anet_tf.training.run import CONFIG_FILE
+from anet_tf.training.run import LOG_FILE
 from anet_tf.training.run import METRICS_FILE
 
 
@@ -275,9 +277,9 @@ def fit_and_report(
     print(format_results(metrics, cfg.data.name, chance=chance, feature=cfg.eval.feature))
     print()
     print(f"run directory : {run_dir}")
-    print(f"  config      : {os.path.join(run_dir, 'config.yaml')}")
+    print(f"  config      : {os.path.join(run_dir, CONFIG_FILE)}")
     print(f"  checkpoints : {os.path.join(run_dir, 'checkpoints')} (last.json, best/)")
-    print(f"  log         : {os.path.join(run_dir, 'log.csv')}")
+    print(f"  log         : {os.path.join(run_dir, LOG_FILE)}")
     print(f"  tensorboard : tensorboard --logdir {os.path.join(run_dir, 'tensorboard')}")
     print(f"  metrics     : {os.path.join(run_dir, METRICS_FILE)}")
     if exported:

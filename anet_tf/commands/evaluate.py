@@ -55,11 +55,12 @@ def _weights(args) -> str:
     """The weights file of ``--run`` (its best, else newest, checkpoint) or
     ``--checkpoint`` (a folder or the file)."""
     from anet_tf.export import resolve_weights
+    from anet_tf.training.checkpoint import WEIGHTS
 
     if args.run:
         return resolve_weights(args.run)[1]
     ckpt = args.checkpoint
-    weights = os.path.join(ckpt, "net.weights.h5") if os.path.isdir(ckpt) else ckpt
+    weights = os.path.join(ckpt, WEIGHTS) if os.path.isdir(ckpt) else ckpt
     if not os.path.isfile(weights):
         raise FileNotFoundError(f"checkpoint weights not found: {weights}")
     return weights

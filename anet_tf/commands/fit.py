@@ -14,6 +14,7 @@ from anet_tf.commands.errors import EXIT_FAILED
 from anet_tf.commands.errors import Interrupted
 from anet_tf.commands.errors import UsageError
 from anet_tf.config import add_config_arguments
+from anet_tf.training.run import CONFIG_FILE
 from anet_tf.training.run import RESUMABLE_KEYS
 
 
@@ -104,7 +105,7 @@ def cmd_fit(args) -> int:
 
     cfg = load_config(args.config, args.overrides)
     run_dir = args.out or workflow.default_run_dir(cfg)
-    if os.path.exists(os.path.join(run_dir, "config.yaml")):
+    if os.path.exists(os.path.join(run_dir, CONFIG_FILE)):
         raise UsageError(
             f"{run_dir} already holds a run; continue it with --resume {run_dir} or "
             f"choose another --out"

@@ -64,6 +64,7 @@ def resolve_weights(source: str) -> tuple[str, str]:
     A run directory gives its ``checkpoints/best`` when it exists, else its last
     complete checkpoint.
     """
+    from anet_tf.training.checkpoint import WEIGHTS
     from anet_tf.training.checkpoint import run_checkpoint
     from anet_tf.training.fit import CONFIG_FILE
 
@@ -75,7 +76,7 @@ def resolve_weights(source: str) -> tuple[str, str]:
     else:
         run_dir = find_run_dir(source)
         ckpt = source
-    weights = os.path.join(ckpt, "net.weights.h5") if os.path.isdir(ckpt) else ckpt
+    weights = os.path.join(ckpt, WEIGHTS) if os.path.isdir(ckpt) else ckpt
     if not os.path.isfile(weights):
         raise FileNotFoundError(f"checkpoint weights not found: {weights}")
     return run_dir, weights

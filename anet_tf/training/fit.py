@@ -28,6 +28,7 @@ from anet_tf.io import atomic_write_text
 from anet_tf.training.callbacks import StageProgress
 from anet_tf.training.callbacks import stage_callbacks
 from anet_tf.training.checkpoint import BEST
+from anet_tf.training.checkpoint import STATE
 from anet_tf.training.checkpoint import CheckpointManager
 from anet_tf.training.optimizers import coupled_weight_decay
 from anet_tf.training.optimizers import make_optimizer
@@ -505,7 +506,7 @@ def refit_and_save(cfg, net, optimizer, dataset, ckpts, chief: bool, verbose) ->
     best = os.path.join(ckpts.directory, BEST)
     best_epoch = (
         CheckpointManager.read_state(best).global_epoch
-        if os.path.isfile(os.path.join(best, "state.json"))
+        if os.path.isfile(os.path.join(best, STATE))
         else None
     )
     ckpts.save(

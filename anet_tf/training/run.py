@@ -352,6 +352,18 @@ def read_log_complete(run_dir: str) -> tuple[list[str], list[dict], int]:
     return header, rows, torn + len(body) - len(rows)
 
 
+def copy_log_rows(source_run: str, run_dir: str, stage: int) -> int:
+    """Write the complete rows of ``stage`` from ``source_run``'s log as
+    ``run_dir``'s log (a run that starts from another's stage-1 snapshot);
+    returns how many. Nothing is written when the source has no log."""
+    header, rows, _ = read_log_complete(source_run)
+    if not header:
+        return 0
+    kept = [r for r in rows if r.get("stage") == str(stage)]
+    _write_log(run_dir, header, kept)
+    return len(kept)
+
+
 def _write_log(run_dir: str, header: list[str], rows: list[dict]) -> None:
     with atomic_file(log_path(run_dir), "w", encoding="utf-8", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=header, extrasaction="ignore")
