@@ -348,7 +348,6 @@ def train_run(
     (:func:`start_from_stage1`)."""
     import keras
 
-    from anet_tf.commands.errors import report
     from anet_tf.training.callbacks import NonFiniteLossError
     from anet_tf.training.run import RunFolderError
     from anet_tf.workflow import fit_and_report
@@ -368,9 +367,10 @@ def train_run(
             None if resume else cfg, run_dir, resume=resume, export=False, verbose=verbose
         )
     except (NonFiniteLossError, RunFolderError) as exc:
-        # The study goes on with its other runs; this one is listed at the end.
-        code = report("ablate", exc)
-        return f"failed (exit code {code}; see the messages above)"
+        # The study goes on with its other runs; this one is listed at the end
+        # with what stopped it.
+        what = "stopped" if isinstance(exc, NonFiniteLossError) else "error"
+        return f"failed ({what}: {' '.join(str(exc).split())})"
     if shared:
         return f"trained stage 2{shared}"
     return "resumed, finished" if resume else "trained"

@@ -242,3 +242,17 @@ def test_anet_noac_trains_stage_2_from_anets_stage_1(tmp_path):
     a = weights(os.path.join(anet, "checkpoints", "stage1", "net.weights.h5"))
     b = weights(os.path.join(noac, "checkpoints", "epoch-0001", "net.weights.h5"))
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_a_run_that_cannot_train_is_listed_with_its_reason_not_reported(tmp_path, make_tiny_cfg, capsys):
+    """The study job returns what stopped a run (here: its folder is in use by
+    another process) and prints nothing itself: the command lists it at the end."""
+    from anet_tf.ablation import train_run
+    from anet_tf.training.run import RunLock
+
+    cfg = make_tiny_cfg("model.variant=baseline", "eval.feature=f")
+    run_dir = str(tmp_path / "baseline" / "seed0")
+    with RunLock(run_dir):
+        outcome = train_run(cfg, run_dir, verbose=False)
+    assert outcome.startswith("failed (error: ") and "is in use by process" in outcome
+    assert "\n" not in outcome and "anet-tf ablate" not in capsys.readouterr().err
