@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from anet_tf.search.errors import SearchError
+from anet_tf.search.serving import outputs_to_numpy
 
 __all__ = ["AttributePrediction", "ImageError", "Predictor", "load"]
 
@@ -87,12 +88,12 @@ class _RunServing:
     def predict_bytes(self, contents: Sequence[bytes]) -> dict[str, np.ndarray]:
         import tensorflow as tf
 
-        return _numpy(self.module.serve_bytes(tf.constant(list(contents), tf.string)))
+        return outputs_to_numpy(self.module.serve_bytes(tf.constant(list(contents), tf.string)))
 
     def predict_pixels(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
         import tensorflow as tf
 
-        return _numpy(self.module.serve_images(tf.constant(pixels, tf.float32)))
+        return outputs_to_numpy(self.module.serve_images(tf.constant(pixels, tf.float32)))
 
 
 class _SavedModelServing:
@@ -120,17 +121,7 @@ class _SavedModelServing:
 
         from anet_tf.export.saved_model import INPUT_IMAGES
 
-        return _numpy(self._pixels(**{INPUT_IMAGES: tf.constant(pixels, tf.float32)}))
-
-
-def _numpy(out: dict) -> dict[str, np.ndarray]:
-    result = {}
-    for key, value in out.items():
-        value = value.numpy()
-        if value.dtype == object:
-            value = np.asarray([v.decode("utf-8") for v in value], dtype=str)
-        result[key] = value
-    return result
+        return outputs_to_numpy(self._pixels(**{INPUT_IMAGES: tf.constant(pixels, tf.float32)}))
 
 
 def _is_saved_model(path: str) -> bool:

@@ -30,6 +30,18 @@ _VOLATILE_METADATA = (
 )
 
 
+def outputs_to_numpy(out: dict) -> dict[str, np.ndarray]:
+    """A signature's or serving function's outputs as NumPy arrays, its string
+    tensors (attribute labels) as ``str`` arrays."""
+    result = {}
+    for key, value in out.items():
+        value = value.numpy()
+        if value.dtype == object:
+            value = np.asarray([v.decode("utf-8") for v in value], dtype=str)
+        result[key] = value
+    return result
+
+
 def resolve_model_dir(path: str) -> str:
     """The version folder of a SavedModel: ``path`` itself when it holds
     ``saved_model.pb``, else its highest numbered sub-folder (as TF Serving picks
@@ -141,11 +153,4 @@ class ServingModel:
 
         from anet_tf.export.saved_model import INPUT_BYTES
 
-        out = self._signature(**{INPUT_BYTES: tf.constant(list(contents), tf.string)})
-        result = {}
-        for key, value in out.items():
-            value = value.numpy()
-            if value.dtype == object:
-                value = np.asarray([v.decode("utf-8") for v in value], dtype=str)
-            result[key] = value
-        return result
+        return outputs_to_numpy(self._signature(**{INPUT_BYTES: tf.constant(list(contents), tf.string)}))
