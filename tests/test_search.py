@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 from anet_tf.cli import main
-from anet_tf.search.embeddings import Embeddings
 from anet_tf.search.embeddings import load_embeddings
 from anet_tf.search.embeddings import save_embeddings
 from anet_tf.search.errors import SearchError
@@ -76,7 +75,7 @@ def test_filter_on_known_labels_and_with_few_matches(gallery, index):
     assert all(gallery.known["color"][i] == "blue" for i in ids[0])
 
     few = np.flatnonzero(gallery.known["color"] == "white")[:3]
-    sub = load_like(gallery, few)
+    sub = gallery.rows(few)
     small = build_index([sub])
     scores, ids = small.search(query, 5, where={"color": ["white"]}, labels="known")
     assert ids[0].tolist()[3:] == [-1, -1] and np.isneginf(scores[0, 3:]).all()
@@ -84,21 +83,6 @@ def test_filter_on_known_labels_and_with_few_matches(gallery, index):
     assert [len(r) for r in small.matches(scores, ids)] == [3]
     _, none = small.search(query, 5, where={"color": ["red"]}, labels="known")
     assert (none == -1).all()
-
-
-def load_like(emb: Embeddings, keep: np.ndarray) -> Embeddings:
-    return Embeddings(
-        paths=[emb.paths[i] for i in keep],
-        embedding=emb.embedding[keep],
-        attribute_names=emb.attribute_names,
-        attribute_classes=emb.attribute_classes,
-        probs={a: v[keep] for a, v in emb.probs.items()},
-        predicted={a: v[keep] for a, v in emb.predicted.items()},
-        known={a: v[keep] for a, v in emb.known.items()},
-        pids=emb.pids[keep],
-        camids=emb.camids[keep],
-        model=emb.model,
-    )
 
 
 def test_exclude_leaves_items_out(gallery, index):

@@ -5,6 +5,7 @@ and the capture time from a manifest's time column."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 
@@ -29,23 +30,10 @@ from anet_tf.search.sources import parse_time
 def part(emb: Embeddings, keep, prefix: str | None = None) -> Embeddings:
     """Rows ``keep`` of ``emb`` (paths renamed under ``prefix`` when given)."""
     keep = np.asarray(keep)
-    paths = [emb.paths[i] for i in keep]
+    sub = dataclasses.replace(emb.rows(keep), source=f"{emb.source}[{keep[0]}:{keep[-1] + 1}]")
     if prefix is not None:
-        paths = [f"/{prefix}{p}" for p in paths]
-    return Embeddings(
-        paths=paths,
-        embedding=emb.embedding[keep],
-        attribute_names=emb.attribute_names,
-        attribute_classes=emb.attribute_classes,
-        probs={a: v[keep] for a, v in emb.probs.items()},
-        predicted={a: v[keep] for a, v in emb.predicted.items()},
-        known={a: v[keep] for a, v in emb.known.items()},
-        pids=emb.pids[keep],
-        camids=emb.camids[keep],
-        model=emb.model,
-        source=f"{emb.source}[{keep[0]}:{keep[-1] + 1}]",
-        times=emb.times[keep],
-    )
+        sub.paths = [f"/{prefix}{p}" for p in sub.paths]
+    return sub
 
 
 def tree_digest(folder) -> str:

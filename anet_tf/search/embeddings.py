@@ -29,6 +29,7 @@ key                      array              meaning
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Sequence
@@ -64,6 +65,22 @@ class Embeddings:
     def __post_init__(self) -> None:
         if self.times is None:
             self.times = np.full(len(self.paths), -1, np.int64)
+
+    def rows(self, keep) -> Embeddings:
+        """The rows ``keep`` (indices) of these embeddings, everything else shared."""
+        keep = np.asarray(keep)
+        return dataclasses.replace(
+            self,
+            paths=[self.paths[i] for i in keep],
+            embedding=self.embedding[keep],
+            probs={a: v[keep] for a, v in self.probs.items()},
+            predicted={a: v[keep] for a, v in self.predicted.items()},
+            known={a: v[keep] for a, v in self.known.items()},
+            pids=self.pids[keep],
+            camids=self.camids[keep],
+            times=self.times[keep],
+            failed=[],
+        )
 
     def __len__(self) -> int:
         return len(self.paths)
