@@ -146,10 +146,11 @@ def evaluate_run(run_dir: str, overrides=(), weights: str | None = None) -> dict
     }
 
 
-def resume_config(run_dir: str, overrides=(), command: str = "anet-tf fit") -> Config:
+def resume_config(run_dir: str, overrides=()) -> Config:
     """The config a resumed run continues with: the run's own, with ``overrides``
     applied to the keys that may change mid-run (recorded in its changes.yaml,
-    with the command, when training resumes).
+    with the command, by :func:`anet_tf.training.fit.train` when training
+    resumes).
 
     Raises:
         RunFolderError: an override of a key that cannot change on resume.
@@ -197,7 +198,7 @@ def fit_and_report(
 
     if resume:
         if cfg is None:
-            cfg = resume_config(run_dir, overrides, command)
+            cfg = resume_config(run_dir, overrides)
         done = finished_state(cfg, run_dir)
         if done is not None and not reevaluate:
             print(

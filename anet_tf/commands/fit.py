@@ -85,7 +85,7 @@ def cmd_fit(args) -> int:
             + [a for o in overrides for a in ("--set", o)]
         )
         try:
-            cfg = workflow.resume_config(args.resume, overrides, command)
+            cfg = workflow.resume_config(args.resume, overrides)
         except RunFolderError as exc:  # a --set the run cannot take
             raise UsageError(str(exc)) from None
         with _interruption_kept(args.resume):

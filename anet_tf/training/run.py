@@ -130,7 +130,7 @@ def resumable(key: str) -> bool:
     return any(key == k or (k.endswith(".") and key.startswith(k)) for k in RESUMABLE_KEYS)
 
 
-def apply_resume_overrides(run_dir: str, overrides: list[str], command: str = "") -> Config:
+def apply_resume_overrides(run_dir: str, overrides: list[str]) -> Config:
     """The run's config with ``overrides`` applied, after checking every key may
     change mid-run. Nothing is written here: :func:`record_resume_changes` writes
     the change once the resumed run holds the folder's lock. Raises RunFolderError
