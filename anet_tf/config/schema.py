@@ -1,7 +1,7 @@
 """The config schema: nested dataclasses, one per section, holding plain values.
 
 Each dataclass's ``Args:`` gives the meaning of its keys; ``tools/config_reference.py``
-writes docs/configuration.md from them.
+writes docs/configuration.md from them (with the notes in docs/config_notes/).
 ``build_*`` functions elsewhere turn a section into the keyword arguments of model
 and data classes, which never see a config object.
 """
@@ -283,55 +283,11 @@ class StageConfig:
     lr: float | None = None
 
 
+# How the lr schedule, warm-up, backbone freezing and weight decay work:
+# docs/config_notes/train.md, which the configuration reference includes.
 @dataclass
 class TrainConfig:
     """Two-stage training (section 3.2, 4.2).
-
-    The learning-rate schedule counts epochs over both stages (``stage2.lr``
-    replaces it in stage 2):
-
-    - ``lr_schedule: multistep`` (the paper): lr is multiplied by ``lr_gamma`` at
-      each epoch of ``lr_milestones``.
-    - ``cosine`` (FastReID's strong baseline): ``lr`` for the first
-      ``lr_delay_epochs`` epochs, then cosine annealing towards ``lr_min`` over the
-      remaining epochs, stepped once per epoch as PyTorch's ``CosineAnnealingLR``
-      with ``T_max`` = remaining epochs (``DELAY_EPOCHS``, ``ETA_MIN_LR``). The
-      epochs it spans are stage 1's, plus stage 2's when ANet's stage 2 follows the
-      schedule (``stage2.lr`` null).
-    - ``freeze_iters`` (FastReID's ``FREEZE_ITERS``): the backbone is frozen for
-      the run's first ``freeze_iters`` steps (inference-mode BatchNorm, no update)
-      while the heads train (see :class:`anet_tf.training.trainer.ANetTrainer`);
-      needs coupled weight decay, since Keras' decoupled decay would still shrink the
-      frozen weights.
-    - ``warmup_iters`` (either schedule): the lr of the first ``warmup_iters``
-      iterations of the run is multiplied by a factor rising linearly from
-      ``warmup_factor`` to 1, set before every step (``WARMUP_ITERS``,
-      ``WARMUP_FACTOR``).
-
-    Weight decay (the paper does not give it; its baseline's lineage, Bag of Tricks,
-    torchreid and FastReID, uses 5e-4):
-
-    - ``weight_decay_mode: coupled``: L2 regularisation as PyTorch's ``Adam`` /
-      ``SGD`` ``weight_decay``: ``weight_decay * w`` is added to the gradient of the
-      loss before the optimizer, so Adam/Amsgrad normalise it like the loss gradient.
-      This is what Bag of Tricks does, and what ``anet_tf/configs/paper_base.yaml`` sets
-      (5e-4).
-    - ``decoupled`` (the default, for configs that predate the option): Keras'
-      ``weight_decay``, ``w -= lr * weight_decay * w`` after the optimizer step
-      (AdamW style); at lr 6e-4 and 5e-4 this shrinks a weight by 3e-7 a step, so it
-      regularises almost nothing.
-
-    Both decay every trainable variable, BatchNorm gammas/betas and biases included,
-    as Bag of Tricks does (its ``WEIGHT_DECAY_BIAS`` is also 5e-4). In stage 2 only
-    the variables stage 2 trains are decayed.
-
-    Parameter groups as FastReID builds them (coupled mode only):
-    ``weight_decay_norm`` replaces ``weight_decay`` for the scales and shifts of
-    normalisation layers (BatchNorm, InstanceNorm, the BNNeck), ``weight_decay_bias``
-    for the biases of convolutions and dense layers (null = ``weight_decay``), and
-    ``bias_lr_factor`` multiplies the lr of those biases (SGD only: there it equals
-    scaling the bias' gradient and decay, which is how it is done; Adam's update
-    does not depend on the gradient's scale).
 
     Args:
         stage1, stage2: the two stages (:class:`StageConfig`).
