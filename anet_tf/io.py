@@ -44,6 +44,20 @@ def quote(value, limit: int = QUOTE_LIMIT) -> str:
     return f"{text[:limit]}... ({len(text)} characters)"
 
 
+def path_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be one folder name inside another folder (a model name, a
+    run name), or None. A name with a separator or ``..`` would write elsewhere."""
+    if not name or not name.strip():
+        return "must not be empty"
+    if "/" in name or "\\" in name or (os.sep in name) or (os.altsep and os.altsep in name):
+        return f"must be a single folder name without path separators, got {quote(name)}"
+    if name == "." or ".." in name:
+        return f"must not be '.' or '..' or contain '..', got {quote(name)}"
+    if "\0" in name:
+        return f"must not contain NUL, got {quote(name)}"
+    return None
+
+
 def _expanded_size(root: yaml.Node, limit: int) -> int:
     """Values the document would hold with every alias expanded (each distinct
     node counted once per reference), stopping as soon as it passes ``limit``."""

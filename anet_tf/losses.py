@@ -38,8 +38,8 @@ from typing import Any
 import numpy as np
 from keras import ops
 
-from anet_tf.config import VARIANTS
 from anet_tf.config import LossConfig
+from anet_tf.model.names import VARIANTS
 
 # A tensor of the active Keras backend (tf.Tensor, jax.Array), or anything
 # ``keras.ops`` converts to one (NumPy arrays, nested lists).

@@ -210,7 +210,7 @@ def fit_and_report(
             )
             return None
     assert cfg is not None
-    from anet_tf.config import check_pretrained_choice
+    from anet_tf.model.pretrained import check_pretrained_choice
 
     check_pretrained_choice(cfg)
     ensure_synthetic(cfg, verbose=verbose)

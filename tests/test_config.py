@@ -5,9 +5,9 @@ import os
 import pytest
 
 from anet_tf.config import ConfigError
-from anet_tf.config import check_data_root
 from anet_tf.config import config_from_dict
 from anet_tf.config import load_config
+from anet_tf.data.readers import check_data_root
 
 
 def write(path, text):
@@ -169,6 +169,13 @@ def test_feature_must_exist_in_variant():
     assert cfg.model.variant == "baseline"
 
 
+def test_dataset_names_are_the_readers():
+    from anet_tf.config import DATASET_NAMES
+    from anet_tf.data.readers import READERS
+
+    assert tuple(READERS) == DATASET_NAMES
+
+
 def test_missing_data_root_error(tmp_path):
     cfg = load_config("veri776", [f"data.root={tmp_path / 'nope'}"])
     with pytest.raises(ConfigError, match=r"data\.root.*does not exist"):
@@ -289,8 +296,8 @@ def test_missing_input_paths_are_answered_before_tensorflow_loads(argv, flag):
 
 def test_fit_on_a_real_dataset_needs_a_pretrained_choice(tmp_path, capsys):
     from anet_tf.cli import main
-    from anet_tf.config import check_pretrained_choice
     from anet_tf.model import build_model_from_config
+    from anet_tf.model.pretrained import check_pretrained_choice
 
     for name in ("veri776", "veriwild", "vehicleid"):
         assert main(["fit", "--config", name, "--out", str(tmp_path / name)]) == 1

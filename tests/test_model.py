@@ -20,6 +20,7 @@ from anet_tf.model.layers import InstanceNormalization
 from anet_tf.model.layers import JointModule
 from anet_tf.model.layers import ReidHead
 from anet_tf.model.layers import SEAttention
+from anet_tf.model.names import BACKBONE_NAMES
 from anet_tf.model.summary import layer_macs
 
 ATTRS = ["color", "type"]
@@ -52,6 +53,10 @@ def _expected_keys(variant):
 
 
 # ------------------------------------------------------------------- backbones
+
+
+def test_backbone_names_are_the_builders_keys():
+    assert tuple(BACKBONES) == BACKBONE_NAMES
 
 
 @pytest.mark.parametrize("name", list(BACKBONES))

@@ -9,7 +9,8 @@ module          commands
 ``data``        ``synth``, ``data check``, ``summary``, ``weights convert``
 ``export``      ``export``, ``client``
 ``search``      ``embed``, ``index build``, ``search``
-``config``      ``config list``, ``config show``
+``config``      ``config list``, ``config show``, and the ``--config`` and
+                ``--set`` options every command shares
 ``visualize``   ``visualize ranked|activation|curves|cmc|confusion|projector``
 ``errors``      the exit codes and the one error reporter every command goes
                 through

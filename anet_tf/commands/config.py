@@ -1,11 +1,31 @@
 """``anet-tf config list`` and ``config show``: the shipped configs, and any config
-fully resolved, to start one's own from."""
+fully resolved, to start one's own from; and the ``--config`` and ``--set`` options
+every command shares (:func:`add_config_arguments`)."""
 
 from __future__ import annotations
 
 import os
 
-from anet_tf.config import add_config_arguments
+
+def add_config_arguments(parser, config_help: str | None = None, config: bool = True) -> None:
+    """Add the ``--config`` and ``--set KEY=VALUE`` options every command shares
+    (parsed values: ``args.config``, ``args.overrides``)."""
+    if config:
+        parser.add_argument(
+            "--config",
+            "-c",
+            default=None,
+            help=config_help
+            or "YAML config file or the name of a shipped one (default: synthetic)",
+        )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set train.stage1.epochs=3 (repeatable)",
+    )
 
 
 def add_config_parser(subparsers) -> None:

@@ -7,9 +7,9 @@ import argparse
 import json
 import os
 
+from anet_tf.commands.config import add_config_arguments
 from anet_tf.commands.errors import EXIT_FAILED
 from anet_tf.commands.errors import UsageError
-from anet_tf.config import add_config_arguments
 
 
 def add_synth_parser(subparsers) -> None:

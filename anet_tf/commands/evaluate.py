@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 
-from anet_tf.config import add_config_arguments
+from anet_tf.commands.config import add_config_arguments
 
 
 def add_evaluate_parser(subparsers) -> None:

@@ -12,7 +12,7 @@ from anet_tf.commands.errors import CommandError
 
 
 def _formats(text: str) -> list[str]:
-    from anet_tf.export import FORMATS
+    from anet_tf.export.formats import FORMATS
 
     formats = [f.strip() for f in text.split(",") if f.strip()]
     unknown = [f for f in formats if f not in FORMATS]
@@ -79,10 +79,10 @@ def add_export_parser(subparsers) -> argparse.ArgumentParser:
 def cmd_export(args) -> int:
     from anet_tf.config import ConfigError
     from anet_tf.config import apply_overrides
-    from anet_tf.config import path_name_problem
     from anet_tf.export import ExportRefused
     from anet_tf.export import export_formats
     from anet_tf.export import load_trained
+    from anet_tf.io import path_name_problem
 
     # The name becomes a folder under --out: checked before any work is spent.
     problem = args.model_name is not None and path_name_problem(args.model_name)

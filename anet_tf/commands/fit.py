@@ -10,10 +10,10 @@ import os
 import shlex
 import sys
 
+from anet_tf.commands.config import add_config_arguments
 from anet_tf.commands.errors import EXIT_FAILED
 from anet_tf.commands.errors import Interrupted
 from anet_tf.commands.errors import UsageError
-from anet_tf.config import add_config_arguments
 from anet_tf.training.run import CONFIG_FILE
 from anet_tf.training.run import RESUMABLE_KEYS
 

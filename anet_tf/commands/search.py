@@ -12,7 +12,7 @@ import json
 import os
 import sys
 
-from anet_tf.config import add_config_arguments
+from anet_tf.commands.config import add_config_arguments
 from anet_tf.search.errors import SearchError
 from anet_tf.search.gallery import DEFAULT_COLLECTION
 from anet_tf.search.gallery import KINDS

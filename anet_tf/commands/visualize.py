@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import os
 
+from anet_tf.commands.config import add_config_arguments
 from anet_tf.commands.errors import UsageError
 from anet_tf.commands.search import add_filter_arguments
 from anet_tf.commands.search import add_query_arguments
 from anet_tf.commands.search import query_embeddings
-from anet_tf.config import add_config_arguments
 
 
 def add_visualize_parser(subparsers) -> None:

@@ -8,15 +8,16 @@ same records, whatever the on-disk layout.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 from anet_tf.config import Config
 from anet_tf.config import ConfigError
-from anet_tf.config import check_data_root
 from anet_tf.data.records import ReidDataset
 from anet_tf.data.vehicleid import read_vehicleid
 from anet_tf.data.veri776 import read_veri776
 from anet_tf.data.veriwild import read_veriwild
+from anet_tf.io import quote
 
 
 def _read_folder(
@@ -36,6 +37,17 @@ READERS: dict[str, Callable[..., ReidDataset]] = {
     "veriwild": read_veriwild,
     "vehicleid": read_vehicleid,
 }
+
+
+def check_data_root(cfg: Config) -> str:
+    """Return ``data.root`` if it is an existing folder, else a ConfigError naming it."""
+    root = cfg.data.root
+    if not os.path.isdir(root):
+        raise ConfigError(
+            f"{cfg.source}: data.root: dataset folder {quote(root)} does not exist "
+            f"(data.name={cfg.data.name!r}); set it with --set data.root=PATH"
+        )
+    return root
 
 
 def get_reader(name: str) -> Callable[..., ReidDataset]:

@@ -24,9 +24,7 @@ from anet_tf.evaluation.metrics import evaluate_rank
 from anet_tf.evaluation.metrics import l2_normalize
 from anet_tf.evaluation.metrics import pairwise_distance
 from anet_tf.evaluation.rerank import k_reciprocal_rerank
-
-FEATURES = ("f", "fa", "j")
-
+from anet_tf.model.names import TEST_FEATURES
 
 # ----------------------------------------------------------------------- features
 
@@ -61,7 +59,7 @@ def assemble_feature(
                 "van have no Joint Module)"
             )
         return np.asarray(j, dtype=np.float32)
-    raise KeyError(f"unknown feature {name!r}; valid: {', '.join(FEATURES)}")
+    raise KeyError(f"unknown feature {name!r}; valid: {', '.join(TEST_FEATURES)}")
 
 
 def combine_flip(features: np.ndarray, flipped_features: np.ndarray) -> np.ndarray:

@@ -22,8 +22,8 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-FORMATS = ("saved_model", "tflite", "onnx", "tensorrt")
-QUANTIZE = ("fp16", "int8")
+from anet_tf.export.formats import FORMATS
+from anet_tf.export.formats import QUANTIZE
 
 
 class ExportRefused(RuntimeError):

@@ -1,27 +1,39 @@
-"""The ANet network: backbones, custom layers, builders, weights and summary."""
+"""The ANet network: backbones, custom layers, builders, weights and summary.
 
-from anet_tf.model.anet import VARIANTS
-from anet_tf.model.anet import build_anet
-from anet_tf.model.anet import build_model_from_config
-from anet_tf.model.anet import test_feature
-from anet_tf.model.backbone import BACKBONES
-from anet_tf.model.backbone import build_backbone
-from anet_tf.model.summary import summarize
-from anet_tf.model.summary import summarize_config
-from anet_tf.model.weights import convert_ibn_checkpoint
-from anet_tf.model.weights import load_backbone_weights
-from anet_tf.model.weights import load_keras_resnet50_imagenet
+The names below load their module (and Keras) when first used, so importing
+:mod:`anet_tf.model.names`, the choice lists the config reads, loads neither.
+"""
 
-__all__ = [
-    "BACKBONES",
-    "VARIANTS",
-    "build_anet",
-    "build_backbone",
-    "build_model_from_config",
-    "convert_ibn_checkpoint",
-    "load_backbone_weights",
-    "load_keras_resnet50_imagenet",
-    "summarize",
-    "summarize_config",
-    "test_feature",
-]
+from __future__ import annotations
+
+import importlib
+
+# public name -> the module that defines it
+_EXPORTS = {
+    "BACKBONES": "anet_tf.model.backbone",
+    "VARIANTS": "anet_tf.model.names",
+    "build_anet": "anet_tf.model.anet",
+    "build_backbone": "anet_tf.model.backbone",
+    "build_model_from_config": "anet_tf.model.anet",
+    "convert_ibn_checkpoint": "anet_tf.model.weights",
+    "load_backbone_weights": "anet_tf.model.weights",
+    "load_keras_resnet50_imagenet": "anet_tf.model.weights",
+    "summarize": "anet_tf.model.summary",
+    "summarize_config": "anet_tf.model.summary",
+    "test_feature": "anet_tf.model.anet",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # the next access is a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

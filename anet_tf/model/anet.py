@@ -38,10 +38,10 @@ from anet_tf.model.layers import ATTENTIONS
 from anet_tf.model.layers import AttributeBranch
 from anet_tf.model.layers import JointModule
 from anet_tf.model.layers import ReidHead
+from anet_tf.model.names import TEST_FEATURES
+from anet_tf.model.names import VARIANTS
 from anet_tf.model.weights import load_backbone_weights
 
-VARIANTS = ("baseline", "van", "anet")
-TEST_FEATURES = ("f", "fa", "j")
 _ATTRIBUTE_NAME = re.compile(r"[A-Za-z0-9_]+")
 
 
