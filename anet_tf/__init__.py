@@ -1,6 +1,6 @@
 """anet-tf: AttributeNet (ANet) vehicle re-identification in TensorFlow / Keras 3."""
 
-__version__ = "0.1.0"
+from anet_tf._version import __version__ as __version__
 
 
 def load(path):

@@ -19,7 +19,7 @@ from anet_tf.commands import errors
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from anet_tf import __version__
+    from anet_tf._version import __version__
     from anet_tf.commands import config
     from anet_tf.commands import data
     from anet_tf.commands import evaluate

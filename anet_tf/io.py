@@ -1,5 +1,6 @@
 """Files the project reads and writes: atomic writes, JSON and YAML that name the
-file when it is damaged, and YAML whose aliases cannot blow up memory.
+file when it is damaged, YAML whose aliases cannot blow up memory, and the removal
+of what a failed write left (telling a full disk from other failures).
 
 This module imports nothing of the package, so every layer may use it.
 """
@@ -7,8 +8,10 @@ This module imports nothing of the package, so every layer may use it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import shutil
 
 import yaml
 
@@ -209,3 +212,22 @@ def fsync_dir(path: str) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` is a write that failed for want of space (or quota)."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    # h5py and TensorFlow wrap the C error: only the text is left.
+    return "No space left on device" in str(exc) or "Disk quota exceeded" in str(exc)
+
+
+def remove_path(path: str) -> None:
+    """Remove a folder (not through a link) or a file; what cannot be removed stays."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        try:
+            os.remove(path)
+        except OSError:
+            pass

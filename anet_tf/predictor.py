@@ -74,8 +74,8 @@ class _RunServing:
     signatures are called."""
 
     def __init__(self, source: str):
-        from anet_tf.export import load_trained
         from anet_tf.export.saved_model import build_serving_module
+        from anet_tf.training.run_checkpoints import load_trained
 
         net, cfg, dataset = load_trained(source)
         self.module = build_serving_module(net, cfg, dataset)

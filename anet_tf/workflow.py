@@ -127,8 +127,8 @@ def evaluate_run(run_dir: str, overrides=(), weights: str | None = None) -> dict
     """
     from anet_tf.config import apply_overrides
     from anet_tf.data.readers import load_dataset
-    from anet_tf.export import resolve_weights
     from anet_tf.training.fit import load_run_config
+    from anet_tf.training.run_checkpoints import resolve_weights
 
     cfg = load_run_config(run_dir)
     if overrides:
@@ -194,7 +194,7 @@ def fit_and_report(
     """
     from anet_tf.training.fit import train
     from anet_tf.training.fit import write_json
-    from anet_tf.training.run import finished_state
+    from anet_tf.training.run_checkpoints import finished_state
 
     if resume:
         if cfg is None:

@@ -50,8 +50,8 @@ from input_pipeline import machine  # noqa: E402
 
 def load_model(args):
     """(net, cfg, dataset, representative pixels)."""
-    from anet_tf.export import load_trained
     from anet_tf.export.tflite import representative_images
+    from anet_tf.training.run_checkpoints import load_trained
 
     if args.run:
         net, cfg, dataset = load_trained(args.run)

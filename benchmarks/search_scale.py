@@ -339,11 +339,11 @@ def case(args, b, size_bytes, search, queries, exact) -> dict:
 
 
 def run_milvus(args, dim: int, queries: np.ndarray) -> dict:
-    from anet_tf.search.gallery import add_to_gallery
     from anet_tf.search.milvus import _insert
     from anet_tf.search.milvus import build_collection
     from anet_tf.search.milvus import gallery_rows
     from anet_tf.search.milvus import open_collection
+    from anet_tf.search.targets import add_to_gallery
 
     results = {}
     for kind in args.kinds:

@@ -186,7 +186,7 @@ def test_a_failed_save_keeps_a_complete_published_checkpoint(tmp_path, monkeypat
     the new one; no temporary folder is left behind."""
     import errno
 
-    from anet_tf.training.checkpoint import DiskFullError
+    from anet_tf.training.run import DiskFullError
 
     ckpt = str(tmp_path / "ckpt")
     net = tiny_net()
@@ -309,7 +309,7 @@ def test_a_resave_on_a_really_full_disk_keeps_the_checkpoint(tmp_path):
     import shutil
     import subprocess
 
-    from anet_tf.training.checkpoint import DiskFullError
+    from anet_tf.training.run import DiskFullError
 
     mnt = tmp_path / "small"
     mnt.mkdir()

@@ -202,7 +202,7 @@ def test_one_error_reporter_gives_one_line_and_the_exit_code(capsys):
     from anet_tf.commands import errors
     from anet_tf.config import ConfigError
     from anet_tf.training.callbacks import NonFiniteLossError
-    from anet_tf.training.checkpoint import DiskFullError
+    from anet_tf.training.run import DiskFullError
 
     cases = [
         (ConfigError("bad\n  key"), 1, "anet-tf x: error: bad key"),

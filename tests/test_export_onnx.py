@@ -137,7 +137,7 @@ def test_fp16_onnx_for_tensorrt_11_keeps_float32_io_and_matches(exported, tmp_pa
 
 
 def test_a_checkpoint_folder_or_file_finds_its_run(exported):
-    from anet_tf.export import resolve_weights
+    from anet_tf.training.run_checkpoints import resolve_weights
 
     run = exported[5]
     best = os.path.join(run, "checkpoints", "best")

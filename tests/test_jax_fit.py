@@ -98,8 +98,8 @@ def jax_side(data_root: str, run_dir: str, out: str) -> None:
     from anet_tf.data.pipeline import IMAGENET_MEAN
     from anet_tf.data.pipeline import IMAGENET_STD
     from anet_tf.evaluation.extract import keras_predict_fn
-    from anet_tf.export import load_trained
     from anet_tf.training.checkpoint import CheckpointManager
+    from anet_tf.training.run_checkpoints import load_trained
 
     if keras.backend.backend() != "jax":
         raise SystemExit(f"Keras runs {keras.backend.backend()}, not jax")
@@ -173,8 +173,8 @@ def test_jax_fit_trains_both_stages_data_parallel_into_a_run_folder(jax_fit):
 
 
 def test_stage2_on_jax_leaves_the_backbone_and_f_head_as_stage1_ended(jax_fit):
-    from anet_tf.export import load_trained
     from anet_tf.training.checkpoint import CheckpointManager
+    from anet_tf.training.run_checkpoints import load_trained
 
     run_dir, _, _ = jax_fit
     stage1, _, _ = load_trained(str(run_dir / "checkpoints" / "stage1"))

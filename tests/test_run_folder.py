@@ -367,8 +367,8 @@ def _checkpoint_failing_with_enospc(monkeypatch, on_call: int):
 def test_disk_full_keeps_the_previous_checkpoint_and_leaves_no_partial_files(
     make_tiny_cfg, tmp_path, monkeypatch
 ):
-    from anet_tf.training.checkpoint import DiskFullError
     from anet_tf.training.fit import train
+    from anet_tf.training.run import DiskFullError
 
     # The baseline variant: checkpoints are written the same way for every variant,
     # and its train step traces in half the time of ANet's.
@@ -509,9 +509,9 @@ def test_a_trained_run_does_not_need_its_pretrained_file_any_more(make_tiny_cfg,
     """Resume, export and evaluation load a checkpoint over the network: they must
     not read model.pretrained (moved or deleted after training)."""
     from anet_tf import workflow
-    from anet_tf.export import load_trained
     from anet_tf.model.backbone import build_backbone
     from anet_tf.training.fit import train
+    from anet_tf.training.run_checkpoints import load_trained
 
     weights = str(tmp_path / "backbone.weights.h5")
     build_backbone("resnet18_ibn_a", base_width=8, input_shape=(32, 32, 3)).save_weights(weights)

@@ -17,14 +17,14 @@ from anet_tf.search.embeddings import Embeddings
 from anet_tf.search.embeddings import load_embeddings
 from anet_tf.search.embeddings import save_embeddings
 from anet_tf.search.errors import SearchError
-from anet_tf.search.gallery import add_to_gallery
-from anet_tf.search.gallery import build_gallery
-from anet_tf.search.gallery import is_milvus_target
-from anet_tf.search.gallery import open_gallery
 from anet_tf.search.gallery import parse_where
 from anet_tf.search.index import build_index
 from anet_tf.search.sources import list_images
 from anet_tf.search.sources import parse_time
+from anet_tf.search.targets import add_to_gallery
+from anet_tf.search.targets import build_gallery
+from anet_tf.search.targets import is_milvus_target
+from anet_tf.search.targets import open_gallery
 
 
 def part(emb: Embeddings, keep, prefix: str | None = None) -> Embeddings:

@@ -26,13 +26,13 @@ from test_search_gallery import part  # noqa: E402
 
 from anet_tf.cli import main  # noqa: E402
 from anet_tf.search.embeddings import save_embeddings  # noqa: E402
-from anet_tf.search.gallery import build_gallery  # noqa: E402
-from anet_tf.search.gallery import open_gallery  # noqa: E402
 from anet_tf.search.gallery import parse_where  # noqa: E402
 from anet_tf.search.index import build_index  # noqa: E402
 from anet_tf.search.milvus import META_PROPERTY  # noqa: E402
 from anet_tf.search.milvus import connect  # noqa: E402
 from anet_tf.search.milvus import open_collection  # noqa: E402
+from anet_tf.search.targets import build_gallery  # noqa: E402
+from anet_tf.search.targets import open_gallery  # noqa: E402
 
 DIM = 16
 

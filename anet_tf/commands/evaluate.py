@@ -27,8 +27,8 @@ def evaluated_config(args):
     from anet_tf.config import ConfigError
     from anet_tf.config import apply_overrides
     from anet_tf.config import load_config
-    from anet_tf.export import resolve_weights
     from anet_tf.training.run import load_run_config
+    from anet_tf.training.run_checkpoints import resolve_weights
 
     if args.model and args.feature:
         raise ConfigError(
@@ -54,16 +54,12 @@ def evaluated_config(args):
 def _weights(args) -> str:
     """The weights file of ``--run`` (its best, else newest, checkpoint) or
     ``--checkpoint`` (a folder or the file)."""
-    from anet_tf.export import resolve_weights
-    from anet_tf.training.checkpoint import WEIGHTS
+    from anet_tf.training.checkpoint import checkpoint_weights
+    from anet_tf.training.run_checkpoints import resolve_weights
 
     if args.run:
         return resolve_weights(args.run)[1]
-    ckpt = args.checkpoint
-    weights = os.path.join(ckpt, WEIGHTS) if os.path.isdir(ckpt) else ckpt
-    if not os.path.isfile(weights):
-        raise FileNotFoundError(f"checkpoint weights not found: {weights}")
-    return weights
+    return checkpoint_weights(args.checkpoint)
 
 
 def cmd_evaluate(args) -> int:

@@ -81,8 +81,8 @@ def cmd_export(args) -> int:
     from anet_tf.config import apply_overrides
     from anet_tf.export import ExportRefused
     from anet_tf.export import export_formats
-    from anet_tf.export import load_trained
     from anet_tf.io import path_name_problem
+    from anet_tf.training.run_checkpoints import load_trained
 
     # The name becomes a folder under --out: checked before any work is spent.
     problem = args.model_name is not None and path_name_problem(args.model_name)

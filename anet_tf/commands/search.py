@@ -14,8 +14,8 @@ import sys
 
 from anet_tf.commands.config import add_config_arguments
 from anet_tf.search.errors import SearchError
-from anet_tf.search.gallery import DEFAULT_COLLECTION
 from anet_tf.search.gallery import KINDS
+from anet_tf.search.milvus import DEFAULT_COLLECTION
 from anet_tf.search.sources import DATASET_PREFIX
 
 TARGET_HELP = (
@@ -329,8 +329,8 @@ def _describe(index) -> str:
 def cmd_index_build(args) -> int:
     """``anet-tf index build EMBEDDINGS... -o TARGET [--collection NAME]``."""
     from anet_tf.search.embeddings import load_embeddings
-    from anet_tf.search.gallery import build_gallery
-    from anet_tf.search.gallery import check_build_target
+    from anet_tf.search.targets import build_gallery
+    from anet_tf.search.targets import check_build_target
 
     check_build_target(args.out, args.collection)
     embeddings = [load_embeddings(p) for p in args.embeddings]
@@ -355,10 +355,10 @@ def cmd_index_build(args) -> int:
 def cmd_index_add(args) -> int:
     """``anet-tf index add TARGET EMBEDDINGS... [--collection NAME]``."""
     from anet_tf.search.embeddings import load_embeddings
-    from anet_tf.search.gallery import add_to_gallery
-    from anet_tf.search.gallery import is_milvus_target
-    from anet_tf.search.gallery import open_gallery
     from anet_tf.search.index import read_meta
+    from anet_tf.search.targets import add_to_gallery
+    from anet_tf.search.targets import is_milvus_target
+    from anet_tf.search.targets import open_gallery
 
     # a bad target fails before the files are read
     if is_milvus_target(args.target):
@@ -375,8 +375,8 @@ def cmd_index_add(args) -> int:
 
 def cmd_index_remove(args) -> int:
     """``anet-tf index remove TARGET [--camera ID] [--since T] [--until T]``."""
-    from anet_tf.search.gallery import is_milvus_target
     from anet_tf.search.sources import parse_time
+    from anet_tf.search.targets import is_milvus_target
 
     if not is_milvus_target(args.target):
         raise SearchError(
@@ -471,9 +471,9 @@ def format_search_table(
 
 def cmd_search(args) -> int:
     """``anet-tf search --index TARGET --query IMG... --top-k K [--where ...]``."""
-    from anet_tf.search.gallery import open_gallery
     from anet_tf.search.gallery import parse_where
     from anet_tf.search.index import search_threads
+    from anet_tf.search.targets import open_gallery
 
     where = parse_where(args.where)
     index = open_gallery(args.index, args.collection)

@@ -42,67 +42,6 @@ class ExportRefused(RuntimeError):
         )
 
 
-def find_run_dir(path: str) -> str:
-    """The run directory of a checkpoint folder or ``net.weights.h5`` file: the
-    nearest parent (up to three levels) holding ``config.yaml``."""
-    from anet_tf.training.fit import CONFIG_FILE
-
-    probe = os.path.abspath(path)
-    for _ in range(4):
-        if os.path.isfile(os.path.join(probe, CONFIG_FILE)):
-            return probe
-        probe = os.path.dirname(probe)
-    raise FileNotFoundError(
-        f"{path}: no {CONFIG_FILE} in it or in its parents; a checkpoint must sit "
-        f"in a run directory (RUN/checkpoints/epoch-NNNN/net.weights.h5)"
-    )
-
-
-def resolve_weights(source: str) -> tuple[str, str]:
-    """(run_dir, weights file) of a run directory, checkpoint folder or weights file.
-
-    A run directory gives its ``checkpoints/best`` when it exists, else its last
-    complete checkpoint.
-    """
-    from anet_tf.training.checkpoint import WEIGHTS
-    from anet_tf.training.checkpoint import run_checkpoint
-    from anet_tf.training.fit import CONFIG_FILE
-
-    if not os.path.exists(source):
-        raise FileNotFoundError(f"{source}: no such run directory or checkpoint")
-    if os.path.isdir(source) and os.path.isfile(os.path.join(source, CONFIG_FILE)):
-        run_dir = source
-        ckpt = run_checkpoint(source)
-    else:
-        run_dir = find_run_dir(source)
-        ckpt = source
-    weights = os.path.join(ckpt, WEIGHTS) if os.path.isdir(ckpt) else ckpt
-    if not os.path.isfile(weights):
-        raise FileNotFoundError(f"checkpoint weights not found: {weights}")
-    return run_dir, weights
-
-
-def load_trained(source: str):
-    """(net, cfg, dataset) of a run directory or checkpoint, weights loaded.
-
-    The dataset is read for its attribute class names and training images (the
-    int8 calibration set); a synthetic dataset must exist at ``data.root``.
-    """
-    from anet_tf.data.readers import load_dataset
-    from anet_tf.training.checkpoint import load_net_weights
-    from anet_tf.training.fit import build_trainer
-    from anet_tf.training.fit import load_run_config
-
-    run_dir, weights = resolve_weights(source)
-    cfg = load_run_config(run_dir)
-    dataset = load_dataset(cfg)
-    trainer = build_trainer(
-        cfg, len(dataset.train_pids()), dataset.num_classes, load_pretrained=False
-    )
-    load_net_weights(trainer.net, weights)
-    return trainer.net, cfg, dataset
-
-
 def export_formats(
     net,
     cfg,
@@ -208,6 +147,8 @@ def run_export(
 
     Returns and raises as :func:`export_formats`.
     """
+    from anet_tf.training.run_checkpoints import load_trained
+
     net, cfg, dataset = load_trained(source)
     return export_formats(
         net,

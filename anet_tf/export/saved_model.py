@@ -306,7 +306,7 @@ def serving_metadata(module: AnetServing, cfg: Config, dataset) -> dict:
     """What a client needs to know about the model, stored as assets/metadata.json."""
     import keras
 
-    from anet_tf import __version__
+    from anet_tf._version import __version__
 
     h, w = module.image_size
     return {

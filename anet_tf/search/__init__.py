@@ -11,12 +11,13 @@ Everything here works from an exported SavedModel (the model TF Serving runs):
   predicted attributes.
 * :mod:`anet_tf.search.embeddings`: the ``.npz`` file they are saved in.
 * :mod:`anet_tf.search.gallery`: what every gallery backend shares (the rows,
-  attribute filters, the model check, matches) and the choice of backend by
-  target: :func:`open_gallery`, :func:`build_gallery`, :func:`add_to_gallery`.
+  attribute filters, the model check, matches, index settings).
 * :mod:`anet_tf.search.index`: a faiss gallery index folder built from such files
   (exact inner product, IVF, IVF-PQ or HNSW), searched with attribute filters.
 * :mod:`anet_tf.search.milvus`: the same gallery in a Milvus collection (Milvus
   Lite or a server), with rows removed by camera or time.
+* :mod:`anet_tf.search.targets`: the backend chosen by target:
+  :func:`open_gallery`, :func:`build_gallery`, :func:`add_to_gallery`.
 
 The ``embed``, ``index build|add|remove`` and ``search`` commands are in
 :mod:`anet_tf.commands.search`. Importing this package does not import TensorFlow,
@@ -28,9 +29,6 @@ from anet_tf.search.embeddings import Embeddings
 from anet_tf.search.embeddings import load_embeddings
 from anet_tf.search.embeddings import save_embeddings
 from anet_tf.search.errors import SearchError
-from anet_tf.search.gallery import add_to_gallery
-from anet_tf.search.gallery import build_gallery
-from anet_tf.search.gallery import open_gallery
 from anet_tf.search.index import GalleryIndex
 from anet_tf.search.index import IndexMismatchError
 from anet_tf.search.index import build_index
@@ -40,6 +38,9 @@ from anet_tf.search.serving import ServingModel
 from anet_tf.search.serving import model_fingerprint
 from anet_tf.search.sources import ImageList
 from anet_tf.search.sources import list_images
+from anet_tf.search.targets import add_to_gallery
+from anet_tf.search.targets import build_gallery
+from anet_tf.search.targets import open_gallery
 
 __all__ = [
     "Embeddings",

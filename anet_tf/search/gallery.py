@@ -1,5 +1,5 @@
 """What every gallery backend shares: the rows a gallery holds, attribute filters,
-the model check, matches, and the choice of backend by target.
+the model check, matches and the index settings.
 
 A gallery is a set of rows, one per embedded image: the L2-normalised embedding,
 the image path, vehicle id (``pid``), camera id (``camid``), capture time, and per
@@ -15,12 +15,13 @@ them. Two backends store it:
 
 Both answer :meth:`Gallery.search` with the same arguments and the same meaning
 (on the same rows, their exact kinds return the same top-k ids), and
-:func:`open_gallery`, :func:`build_gallery` and :func:`add_to_gallery` choose the
-backend by target, so the commands are written once.
+:mod:`anet_tf.search.targets` opens, builds and adds to either by target, so the
+commands are written once.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field
@@ -34,17 +35,9 @@ from anet_tf.search.errors import SearchError
 
 KINDS = ("flat", "ivf", "ivfpq", "hnsw")
 LABEL_SOURCES = ("predicted", "known")
-DEFAULT_COLLECTION = "gallery"
-MILVUS_SCHEMES = ("http://", "https://", "tcp://", "grpc://", "unix:")
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 200
 HNSW_EF_SEARCH = 64
-
-
-def is_milvus_target(target: str) -> bool:
-    """A Milvus URI (``http(s)://``, ``tcp://``, ``grpc://``, ``unix:``) or a
-    Milvus Lite database file (``*.db``); anything else is a faiss folder."""
-    return target.startswith(MILVUS_SCHEMES) or target.endswith(".db")
 
 
 # ------------------------------------------------------------------------- filters
@@ -416,17 +409,25 @@ class Gallery:
         ]
 
 
+def default_ivfpq_params(n: int, dim: int) -> dict:
+    """nlist about 4·sqrt(N) (a power of two, capped at N/39 so each list trains on
+    39+ points), m the largest divisor of D up to min(64, D/4) (D/m dims per
+    sub-quantizer, m bytes per image), 8 bits, nprobe = min(32, nlist)."""
+    nlist = 2 ** max(0, round(math.log2(max(1.0, 4 * math.sqrt(n)))))
+    nlist = max(1, min(nlist, n // 39 or 1))
+    m = max(d for d in range(1, max(1, min(64, dim // 4)) + 1) if dim % d == 0)
+    return {"nlist": nlist, "m": m, "bits": 8, "nprobe": min(32, nlist)}
+
+
 def index_params(kind: str, n: int, dim: int, **given) -> dict:
     """The settings of an index ``kind`` for ``n`` vectors of ``dim`` dimensions:
-    the defaults (:func:`anet_tf.search.index.default_ivfpq_params` for the IVF
+    the defaults (:func:`default_ivfpq_params` for the IVF
     kinds; M=32, efConstruction=200, efSearch=64 for HNSW) with the ``given`` ones
     (not None) on top.
 
     Raises:
         SearchError: an unknown kind; a PQ ``m`` that does not divide ``dim``.
     """
-    from anet_tf.search.index import default_ivfpq_params
-
     if kind not in KINDS:
         raise SearchError(f"kind must be one of {', '.join(KINDS)}. Received: {kind!r}")
     if kind == "flat":
@@ -451,92 +452,3 @@ def index_params(kind: str, n: int, dim: int, **given) -> dict:
             f"IVF-PQ: m={params['m']} sub-quantizers must divide the dimension {dim}"
         )
     return params
-
-
-# ------------------------------------------------------------- choice by target
-
-
-def open_gallery(target: str, collection: str | None = None) -> Gallery:
-    """The gallery at ``target``: a faiss index folder, or a Milvus URI with
-    ``collection`` (default ``gallery``).
-
-    Raises:
-        SearchError: nothing there, not a gallery, unreachable, damaged.
-    """
-    if is_milvus_target(target):
-        from anet_tf.search.milvus import open_collection
-
-        return open_collection(target, collection or DEFAULT_COLLECTION)
-    _no_collection(target, collection)
-    from anet_tf.search.index import load_index
-
-    return load_index(target)
-
-
-def check_build_target(target: str, collection: str | None = None) -> None:
-    """Raise :class:`SearchError` (one line) unless ``target`` can receive a new
-    gallery; called before any work is spent."""
-    if is_milvus_target(target):
-        from anet_tf.search.milvus import check_collection_target
-
-        check_collection_target(target, collection or DEFAULT_COLLECTION)
-        return
-    _no_collection(target, collection)
-    from anet_tf.search.index import check_index_target
-
-    check_index_target(target)
-
-
-def build_gallery(
-    embeddings: Sequence[Embeddings],
-    target: str,
-    collection: str | None = None,
-    *,
-    kind: str = "flat",
-    **params,
-) -> Gallery:
-    """Build a gallery of ``embeddings`` at ``target`` (an existing gallery there is
-    replaced once the new one is complete); ``params`` are those of
-    :func:`index_params` (nlist, m, bits, nprobe, M), and ``shards`` for Milvus."""
-    if is_milvus_target(target):
-        from anet_tf.search.milvus import build_collection
-
-        return build_collection(
-            embeddings, target, collection or DEFAULT_COLLECTION, kind=kind, **params
-        )
-    _no_collection(target, collection)
-    from anet_tf.search.index import build_index
-
-    if params.pop("shards", None):
-        raise SearchError(
-            f"--shards: {target} is a faiss index folder, on one machine; shards are "
-            f"those of a Milvus collection"
-        )
-    index = build_index(embeddings, kind=kind, **params)
-    index.save(target)
-    return index
-
-
-def add_to_gallery(
-    target: str, embeddings: Sequence[Embeddings], collection: str | None = None
-) -> tuple[Gallery, Rows]:
-    """Append ``embeddings`` to the gallery at ``target``: same model, no image
-    already there (:func:`check_new_paths`); all checks come before anything is
-    written. Returns the gallery and the rows added."""
-    if is_milvus_target(target):
-        from anet_tf.search.milvus import add_to_collection
-
-        return add_to_collection(target, collection or DEFAULT_COLLECTION, embeddings)
-    _no_collection(target, collection)
-    from anet_tf.search.index import add_to_index
-
-    return add_to_index(target, embeddings)
-
-
-def _no_collection(target: str, collection: str | None) -> None:
-    if collection is not None:
-        raise SearchError(
-            f"--collection {collection}: {target} is a faiss index folder, which holds "
-            f"one gallery; a collection is part of a Milvus target (a .db file or "
-            f"http://host:19530)"
-        )

@@ -44,7 +44,6 @@ model (another dimension or fingerprint) is refused with :class:`IndexMismatchEr
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import tempfile
@@ -78,7 +77,6 @@ __all__ = [
     "build_index",
     "check_index_target",
     "check_same_model",
-    "default_ivfpq_params",
     "load_index",
     "parse_where",
     "search_threads",
@@ -305,16 +303,6 @@ def check_index_target(out_dir: str) -> None:
         probe = os.path.dirname(probe)
     if probe and not os.path.isdir(probe):
         raise SearchError(f"-o {out_dir}: {probe} is a file, not a folder")
-
-
-def default_ivfpq_params(n: int, dim: int) -> dict:
-    """nlist about 4·sqrt(N) (a power of two, capped at N/39 so each list trains on
-    39+ points), m the largest divisor of D up to min(64, D/4) (D/m dims per
-    sub-quantizer, m bytes per image), 8 bits, nprobe = min(32, nlist)."""
-    nlist = 2 ** max(0, round(math.log2(max(1.0, 4 * math.sqrt(n)))))
-    nlist = max(1, min(nlist, n // 39 or 1))
-    m = max(d for d in range(1, max(1, min(64, dim // 4)) + 1) if dim % d == 0)
-    return {"nlist": nlist, "m": m, "bits": 8, "nprobe": min(32, nlist)}
 
 
 def build_index(

@@ -49,8 +49,6 @@ import numpy as np
 
 from anet_tf.search.embeddings import Embeddings
 from anet_tf.search.errors import SearchError
-from anet_tf.search.gallery import DEFAULT_COLLECTION
-from anet_tf.search.gallery import MILVUS_SCHEMES
 from anet_tf.search.gallery import Gallery
 from anet_tf.search.gallery import Rows
 from anet_tf.search.gallery import check_new_paths
@@ -58,6 +56,8 @@ from anet_tf.search.gallery import gallery_rows
 from anet_tf.search.gallery import index_params
 
 FORMAT = "anet-tf-milvus/1"
+DEFAULT_COLLECTION = "gallery"
+MILVUS_SCHEMES = ("http://", "https://", "tcp://", "grpc://", "unix:")
 META_PROPERTY = "anet_tf.gallery"
 STAGING_SUFFIX = "_anet_building"
 MAX_PATH_BYTES = 4096

@@ -30,10 +30,10 @@ import numpy as np
 from anet_tf.io import atomic_write_text as _atomic_write_text
 from anet_tf.io import damaged
 from anet_tf.io import fsync_dir as _fsync_dir
+from anet_tf.io import is_disk_full as _is_disk_full
 from anet_tf.io import read_json_file
+from anet_tf.io import remove_path as _remove
 from anet_tf.training.run import DiskFullError
-from anet_tf.training.run import is_disk_full as _is_disk_full
-from anet_tf.training.run import remove_path as _remove
 
 POINTER = "last.json"
 BEST = "best"
@@ -474,18 +474,14 @@ def other_checkpoints_advice(path: str) -> str:
     )
 
 
-def run_checkpoint(run_dir: str) -> str:
-    """The checkpoint folder a run is used through: ``checkpoints/best`` when it
-    exists, else the newest complete checkpoint.
+def checkpoint_weights(path: str) -> str:
+    """The weights file of a checkpoint folder, or ``path`` itself when it is the
+    file.
 
     Raises:
-        FileNotFoundError: the run has no checkpoint yet.
+        FileNotFoundError: there is no such file.
     """
-    directory = os.path.join(run_dir, "checkpoints")
-    best = os.path.join(directory, BEST)
-    if os.path.isfile(os.path.join(best, WEIGHTS)):
-        return best
-    latest = CheckpointManager(directory).latest() if os.path.isdir(directory) else None
-    if latest is None:
-        raise FileNotFoundError(f"{run_dir}: the run has no checkpoint yet (checkpoints/best or last.json)")
-    return latest[0]
+    weights = os.path.join(path, WEIGHTS) if os.path.isdir(path) else path
+    if not os.path.isfile(weights):
+        raise FileNotFoundError(f"checkpoint weights not found: {weights}")
+    return weights

@@ -7,6 +7,7 @@ A run folder (``anet-tf fit --out RUN``) holds::
     lock              held (flock) by the process training in the folder (LOCK_FILE)
     log.csv           one row per completed epoch (LOG_FILE)
     checkpoints/      complete checkpoints, see :mod:`anet_tf.training.checkpoint`
+                      (which one a run is used through: :mod:`anet_tf.training.run_checkpoints`)
     tensorboard/      event files
     metrics.json      the final evaluation (METRICS_FILE)
     export/           the SavedModel, when exported
@@ -31,7 +32,6 @@ import errno
 import fcntl
 import json
 import os
-import shutil
 import socket
 
 import yaml
@@ -41,7 +41,9 @@ from anet_tf.config import config_from_dict
 from anet_tf.io import DamagedFileError
 from anet_tf.io import atomic_file
 from anet_tf.io import atomic_write_text
+from anet_tf.io import is_disk_full
 from anet_tf.io import read_yaml_file
+from anet_tf.io import remove_path
 
 CONFIG_FILE = "config.yaml"
 CHANGES_FILE = "changes.yaml"
@@ -60,13 +62,6 @@ class RunFolderError(RuntimeError):
 
 class DiskFullError(RunFolderError):
     """No space left while writing into the run folder; what was there is intact."""
-
-
-def is_disk_full(exc: BaseException) -> bool:
-    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return True
-    # h5py and TensorFlow wrap the C error: only the text is left.
-    return "No space left on device" in str(exc) or "Disk quota exceeded" in str(exc)
 
 
 def is_run(run_dir: str) -> bool:
@@ -193,20 +188,6 @@ def planned_epochs(cfg: Config) -> int:
     return cfg.train.stage1.epochs + (cfg.train.stage2.epochs if cfg.model.variant == "anet" else 0)
 
 
-def finished_state(cfg: Config, run_dir: str):
-    """The newest checkpoint's state when the run is finished (every planned epoch
-    trained and metrics.json written), else None."""
-    from anet_tf.training.checkpoint import CheckpointManager
-
-    directory = os.path.join(run_dir, CHECKPOINTS)
-    if not os.path.isfile(os.path.join(run_dir, METRICS_FILE)) or not os.path.isdir(directory):
-        return None
-    latest = CheckpointManager(directory).latest()
-    if latest is None or latest[1].global_epoch < planned_epochs(cfg):
-        return None
-    return latest[1]
-
-
 # -------------------------------------------------------------------- the lock
 class RunLock:
     """Exclusive use of a run folder by one process.
@@ -302,17 +283,6 @@ def remove_stale_temporaries(run_dir: str) -> list[str]:
             remove_path(path)
             removed.append(path)
     return removed
-
-
-def remove_path(path: str) -> None:
-    """Remove a folder (not through a link) or a file; what cannot be removed stays."""
-    if os.path.isdir(path) and not os.path.islink(path):
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        try:
-            os.remove(path)
-        except OSError:
-            pass
 
 
 # --------------------------------------------------------------------- the log
