@@ -40,8 +40,8 @@ def _upsample(heat: np.ndarray, height: int, width: int) -> np.ndarray:
 def activation_maps(net, image_paths: Sequence[str], image_size: Sequence[int]) -> dict:
     """G and G_reid of each image under a functional ANet network.
 
-    Images go through :func:`anet_tf.data.pipeline.read_image` and
-    :func:`~anet_tf.data.pipeline.preprocess_for_inference`, as in evaluation.
+    Images go through :func:`anet_tf.data.decode.read_image` and
+    :func:`~anet_tf.data.preprocessing.preprocess_for_inference`, as in evaluation.
 
     Returns:
         ``{"pixels": uint8 [N, H, W, 3] (the resized network input),
@@ -53,9 +53,9 @@ def activation_maps(net, image_paths: Sequence[str], image_size: Sequence[int]) 
     """
     import tensorflow as tf
 
-    from anet_tf.data.pipeline import preprocess_for_inference
-    from anet_tf.data.pipeline import read_image
-    from anet_tf.data.pipeline import resize
+    from anet_tf.data.decode import read_image
+    from anet_tf.data.preprocessing import preprocess_for_inference
+    from anet_tf.data.preprocessing import resize
 
     missing = [k for k in ("G", "G_reid") if k not in net.output]
     if missing:
