@@ -328,9 +328,9 @@ def _name_undecodable_images(exc: Exception, dataset, run_dir: str) -> None:
         return
     from concurrent.futures import ThreadPoolExecutor
 
-    from anet_tf.data.pipeline import decode_image
+    from anet_tf.data.decode import decode_image
+    from anet_tf.data.decode_errors import decoder_reason
     from anet_tf.data.records import DataError
-    from anet_tf.search.embed import decoder_reason
 
     print("[anet-tf] an image could not be decoded; decoding every image to find which ...",
           file=sys.stderr, flush=True)

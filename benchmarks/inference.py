@@ -85,7 +85,7 @@ def anchor_runner(cfg):
     import tensorflow as tf
     from train_throughput import anchor_resnet50
 
-    from anet_tf.data.pipeline import normalize
+    from anet_tf.data.preprocessing import normalize
 
     body = anchor_resnet50(cfg.data.image_size, cfg.model.last_stride)
     fn = tf.function(lambda x: body(x, training=False), reduce_retracing=True)
@@ -98,7 +98,7 @@ def build_runners(net, cfg, dataset, representative, out_dir, threads, formats=F
     baseline)."""
     import tensorflow as tf
 
-    from anet_tf.data.pipeline import normalize
+    from anet_tf.data.preprocessing import normalize
     from anet_tf.evaluation.extract import keras_embed_fn
     from anet_tf.export.onnx import OnnxRuntimeModel
     from anet_tf.export.onnx import export_onnx

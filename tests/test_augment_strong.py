@@ -17,11 +17,11 @@ from anet_tf.config import AugmentConfig
 from anet_tf.config import DataConfig
 from anet_tf.data import augment
 from anet_tf.data import autoaugment as aa
-from anet_tf.data.pipeline import IMAGENET_MEAN
+from anet_tf.data.decode import read_image
 from anet_tf.data.pipeline import build_train_dataset
-from anet_tf.data.pipeline import normalize
-from anet_tf.data.pipeline import read_image
-from anet_tf.data.pipeline import resize
+from anet_tf.data.preprocessing import IMAGENET_MEAN
+from anet_tf.data.preprocessing import normalize
+from anet_tf.data.preprocessing import resize
 from anet_tf.data.records import Record
 from anet_tf.data.records import ReidDataset
 from anet_tf.data.sampler import PKSampler

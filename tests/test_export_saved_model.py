@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from anet_tf.data.pipeline import decode_image
-from anet_tf.data.pipeline import normalize
-from anet_tf.data.pipeline import preprocess_for_inference
+from anet_tf.data.decode import decode_image
+from anet_tf.data.preprocessing import normalize
+from anet_tf.data.preprocessing import preprocess_for_inference
 from anet_tf.model import build_model_from_config
 from anet_tf.model import test_feature
 

@@ -95,8 +95,8 @@ def jax_side(data_root: str, run_dir: str, out: str) -> None:
     import keras
 
     from anet_tf.cli import main
-    from anet_tf.data.pipeline import IMAGENET_MEAN
-    from anet_tf.data.pipeline import IMAGENET_STD
+    from anet_tf.data.preprocessing import IMAGENET_MEAN
+    from anet_tf.data.preprocessing import IMAGENET_STD
     from anet_tf.evaluation.extract import keras_predict_fn
     from anet_tf.training.checkpoint import CheckpointManager
     from anet_tf.training.run_checkpoints import load_trained

@@ -11,10 +11,10 @@ import pytest
 from PIL import Image
 
 from anet_tf.cli import main
+from anet_tf.evaluation.activation import map_heat
 from anet_tf.search.embeddings import save_embeddings
 from anet_tf.search.index import build_index
 from anet_tf.visualize import VisualizeError
-from anet_tf.visualize import map_heat
 from anet_tf.visualize import sprite_layout
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -206,12 +206,12 @@ def _visualize_activation(args) -> int:
 
     from anet_tf.config import apply_overrides
     from anet_tf.data.readers import load_dataset
+    from anet_tf.evaluation.activation import activation_maps
     from anet_tf.model import build_model_from_config
     from anet_tf.search.sources import list_sources
     from anet_tf.training.checkpoint import load_net_weights
     from anet_tf.training.run import load_run_config
     from anet_tf.training.run_checkpoints import resolve_weights
-    from anet_tf.visualize import activation_maps
     from anet_tf.visualize import plot_activation_maps
 
     cfg = load_run_config(args.run)

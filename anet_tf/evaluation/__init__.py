@@ -1,6 +1,7 @@
 """Evaluation: re-id metrics (CMC, mAP, mINP), each dataset's protocol, test-time
 features, k-reciprocal re-ranking and attribute accuracy. NumPy only; no TensorFlow
-import."""
+import (the activation maps of :mod:`anet_tf.evaluation.activation`, a forward pass,
+import it when called)."""
 
 from anet_tf.evaluation.attributes import attribute_accuracy
 from anet_tf.evaluation.attributes import format_attribute_table

@@ -23,8 +23,8 @@ Each returns ``embedding`` float32 [N, D] (the configured test feature of
 ``eval.feature``, L2-normalised), and per attribute ``<name>_probs`` float32
 [N, m_i] (softmax of the attribute logits) and ``<name>_label`` string [N] (the top-1
 class name). Decoding, resizing and normalisation are
-:func:`anet_tf.data.pipeline.preprocess_image_bytes` and
-:func:`~anet_tf.data.pipeline.preprocess_for_inference`, the functions evaluation
+:func:`anet_tf.data.preprocessing.preprocess_image_bytes` and
+:func:`~anet_tf.data.preprocessing.preprocess_for_inference`, the functions evaluation
 uses, so a client sends image files unchanged. An input that is not an image, or
 one the decoder refuses behind a valid header, fails the request with
 InvalidArgument ("cannot decode image image_bytes[i]: ...", i the index of the
@@ -49,11 +49,11 @@ import numpy as np
 import tensorflow as tf
 
 from anet_tf.config import Config
-from anet_tf.data.pipeline import IMAGENET_MEAN
-from anet_tf.data.pipeline import IMAGENET_STD
-from anet_tf.data.pipeline import normalize
-from anet_tf.data.pipeline import preprocess_for_inference
-from anet_tf.data.pipeline import preprocess_image_bytes
+from anet_tf.data.preprocessing import IMAGENET_MEAN
+from anet_tf.data.preprocessing import IMAGENET_STD
+from anet_tf.data.preprocessing import normalize
+from anet_tf.data.preprocessing import preprocess_for_inference
+from anet_tf.data.preprocessing import preprocess_image_bytes
 from anet_tf.model.anet import test_feature
 
 SIGNATURE_BYTES = "serving_default"
@@ -412,7 +412,7 @@ def read_metadata(saved_model_dir: str) -> dict:
 
 
 def denormalize(images):
-    """Inverse of :func:`anet_tf.data.pipeline.normalize`: network input -> float
+    """Inverse of :func:`anet_tf.data.preprocessing.normalize`: network input -> float
     pixels in [0, 255]. The round trip differs from the original pixels by float32
     round-off (about 1e-5 of a grey level)."""
     mean = np.asarray(IMAGENET_MEAN, np.float32)

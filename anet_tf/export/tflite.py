@@ -94,8 +94,8 @@ def save_pixel_model(module, path: str) -> str:
 def load_pixels(paths: Sequence[str], image_size: Sequence[int]) -> np.ndarray:
     """Image files -> float32 pixels [N, h, w, 3] in [0, 255]: the decode and resize
     of the evaluation pipeline, without the normalisation the model does itself."""
-    from anet_tf.data.pipeline import read_image
-    from anet_tf.data.pipeline import resize
+    from anet_tf.data.decode import read_image
+    from anet_tf.data.preprocessing import resize
 
     if not len(paths):
         return np.zeros((0, *image_size, 3), np.float32)

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from anet_tf.data.decode_errors import decoder_reason
 from anet_tf.search.embeddings import FORMAT
 from anet_tf.search.embeddings import Embeddings
 from anet_tf.search.embeddings import load_embeddings
@@ -50,7 +51,6 @@ __all__ = [
     "SearchError",
     "ServingModel",
     "dataset_images",
-    "decoder_reason",
     "embed_images",
     "is_image_file",
     "list_images",
@@ -70,23 +70,6 @@ def _decode_error(exc: Exception) -> str:
     if match:
         return match.group(1).strip()
     return decoder_reason(message) or type(exc).__name__
-
-
-def decoder_reason(message: str) -> str | None:
-    """The line of a TensorFlow error message that says what the decoder found
-    (e.g. ``jpeg::Uncompress failed. Invalid JPEG data or crop window.``), or None."""
-    for line in message.splitlines():
-        text = re.sub(r"\{\{[^}]*\}\}", "", line).strip()
-        if (
-            not text
-            or text.startswith(
-                ("Graph execution error", "Detected at node", "File ", "[[", "<stack traces")
-            )
-            or text.endswith(" in <module>")
-        ):
-            continue
-        return text[:200]
-    return None
 
 
 def _read_bytes(paths: Sequence[str]) -> list[bytes | str]:

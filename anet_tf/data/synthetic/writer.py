@@ -1,0 +1,220 @@
+"""Writing the synthetic dataset: :func:`generate` draws the identities, their
+cameras and their train / query / gallery splits, renders every image and writes
+the folder format of :mod:`anet_tf.data.generic` with the generator arguments
+beside it."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+
+import numpy as np
+
+from anet_tf.config import SynthConfig
+from anet_tf.data.generic import ATTRIBUTE_DIR
+from anet_tf.data.generic import MANIFEST
+from anet_tf.data.generic import write_folder
+from anet_tf.data.records import UNKNOWN
+from anet_tf.data.records import Record
+from anet_tf.data.records import ReidDataset
+from anet_tf.data.synthetic.scene import make_camera
+from anet_tf.data.synthetic.scene import render_image
+from anet_tf.data.synthetic.vehicles import COLORS
+from anet_tf.data.synthetic.vehicles import TYPES
+from anet_tf.data.synthetic.vehicles import balanced_attributes
+from anet_tf.data.synthetic.vehicles import sample_vehicle
+
+ATTRIBUTES = ("color", "type")
+SETTINGS = "synth.yaml"  # the generator arguments, written beside the manifest
+
+
+def generate(
+    out_dir: str,
+    *,
+    ids: int = 120,
+    test_ids: int = 40,
+    cameras: int = 6,
+    images_per_id: int = 12,
+    image_size: int = 128,
+    unlabelled_fraction: float = 0.1,
+    seed: int = 0,
+    balanced_train: bool = True,
+    overwrite: bool = False,
+) -> str:
+    """Render the synthetic dataset into ``out_dir`` in the folder format.
+
+    Args:
+        out_dir: output folder; created, or must be empty unless ``overwrite``.
+        ids: identities in total, numbered from 1; the first ``ids - test_ids``
+            train, the rest are split into query and gallery.
+        test_ids: identities of the test split.
+        cameras: cameras, numbered from 1.
+        images_per_id: images per identity, spread over 2 or more cameras.
+        image_size: side of the square JPEG images.
+        unlabelled_fraction: fraction of train and of test identities whose
+            attribute cells are left empty (unknown).
+        seed: a non-negative integer; the same arguments give byte-identical
+            files (with the same NumPy and Pillow versions).
+        balanced_train: give every colour and type the same number of training
+            identities (:func:`balanced_attributes`) instead of drawing them
+            independently; the test split is the same either way.
+        overwrite: replace a dataset already in ``out_dir`` (only the files this
+            generator writes are removed).
+
+    Returns:
+        ``out_dir``.
+    """
+    _check_arguments(
+        ids, test_ids, cameras, images_per_id, image_size, unlabelled_fraction, seed
+    )
+    _prepare(out_dir, overwrite)
+    image_dir = os.path.join(out_dir, "images")
+    os.makedirs(image_dir)
+
+    camera_models = [
+        make_camera(c, image_size, np.random.default_rng([seed, 1, c]))
+        for c in range(cameras)
+    ]
+    num_train = ids - test_ids
+    split_rng = np.random.default_rng([seed, 2])
+    unlabelled = set()
+    for group in (range(1, num_train + 1), range(num_train + 1, ids + 1)):
+        count = int(unlabelled_fraction * len(group) + 0.5)  # half rounds up
+        unlabelled.update(int(p) for p in split_rng.permutation(list(group))[:count])
+
+    color_names, type_names = list(COLORS), list(TYPES)
+    dataset = ReidDataset(
+        name="synthetic",
+        root=os.path.abspath(out_dir),
+        attribute_names=list(ATTRIBUTES),
+        attribute_classes=[color_names, type_names],
+    )
+    design = (
+        balanced_attributes(num_train, np.random.default_rng([seed, 5]))
+        if balanced_train
+        else [(None, None)] * num_train
+    )
+    for pid in range(1, ids + 1):
+        rng = np.random.default_rng([seed, 3, pid])
+        color, type_ = design[pid - 1] if pid <= num_train else (None, None)
+        spec = sample_vehicle(rng, color=color, type_=type_)
+        attributes = (
+            (UNKNOWN, UNKNOWN)
+            if pid in unlabelled
+            else (color_names.index(spec.color), type_names.index(spec.type))
+        )
+        cams = _cameras_of(rng, cameras, images_per_id)
+        splits = ["train"] * images_per_id
+        if pid > num_train:
+            splits = _test_splits(rng, cams)
+        sprites: dict = {}
+        for k, (cam, split) in enumerate(zip(cams, splits, strict=True)):
+            image = render_image(
+                spec,
+                camera_models[cam - 1],
+                image_size,
+                np.random.default_rng([seed, 4, pid, k]),
+                sprites,
+            )
+            path = os.path.join(image_dir, f"{pid:04d}_c{cam:02d}_{k:03d}.jpg")
+            image.save(path, "JPEG", quality=95)
+            dataset.split(split).append(Record(path, pid, cam, attributes, split))
+    write_folder(dataset, out_dir)
+    with open(os.path.join(out_dir, SETTINGS), "w", encoding="utf-8") as f:
+        f.write("# Generated by anet_tf.data.synthetic.generate with:\n")
+        for key, value in dict(
+            ids=ids,
+            test_ids=test_ids,
+            cameras=cameras,
+            images_per_id=images_per_id,
+            image_size=image_size,
+            unlabelled_fraction=unlabelled_fraction,
+            seed=seed,
+            balanced_train=balanced_train,
+        ).items():
+            f.write(f"{key}: {value}\n")
+    return out_dir
+
+
+def generate_from_config(
+    synth: SynthConfig, out_dir: str, overwrite: bool = False
+) -> str:
+    """:func:`generate` with the settings of a ``data.synth`` config section."""
+    return generate(out_dir, overwrite=overwrite, **dataclasses.asdict(synth))
+
+
+def _check_arguments(ids, test_ids, cameras, images_per_id, image_size, fraction, seed):
+    if not 1 <= test_ids < ids:
+        raise ValueError(
+            f"need 1 <= test_ids < ids. Received: test_ids={test_ids}, ids={ids}"
+        )
+    if cameras < 2:
+        raise ValueError(
+            f"need cameras >= 2 for cross-camera queries. Received: cameras={cameras}"
+        )
+    if images_per_id < 2:
+        raise ValueError(
+            f"need images_per_id >= 2 (a query and a gallery image). Received: "
+            f"images_per_id={images_per_id}"
+        )
+    if image_size < 32:
+        raise ValueError(f"need image_size >= 32. Received: image_size={image_size}")
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(
+            f"unlabelled_fraction must be in [0, 1). Received: "
+            f"unlabelled_fraction={fraction}"
+        )
+    if seed < 0:
+        raise ValueError(f"seed must be >= 0. Received: seed={seed}")
+
+
+def _prepare(out_dir: str, overwrite: bool) -> None:
+    """Create ``out_dir``; refuse to mix with existing files unless ``overwrite``."""
+    ours = ("images", ATTRIBUTE_DIR, MANIFEST, SETTINGS)
+    if os.path.isdir(out_dir) and os.listdir(out_dir):
+        if not overwrite:
+            raise FileExistsError(
+                f"{out_dir} is not empty; choose a new folder, or pass "
+                f"overwrite=True to replace a dataset generated there"
+            )
+        others = sorted(set(os.listdir(out_dir)) - set(ours))
+        if others:
+            raise FileExistsError(
+                f"{out_dir} holds files the generator did not write "
+                f"({', '.join(others[:5])}"
+                f"); refusing to overwrite it"
+            )
+        for name in ours:
+            path = os.path.join(out_dir, name)
+            if os.path.isdir(path):
+                shutil.rmtree(path)
+            elif os.path.exists(path):
+                os.remove(path)
+    os.makedirs(out_dir, exist_ok=True)
+
+
+def _cameras_of(rng: np.random.Generator, cameras: int, images: int) -> list[int]:
+    """Camera (1-based) of each image: an identity passes 2 or more cameras, each of
+    which takes at least one of its images."""
+    seen = int(rng.integers(2, min(cameras, images) + 1))
+    chosen = rng.choice(cameras, seen, replace=False) + 1
+    cams = [int(chosen[k % seen]) for k in range(images)]
+    rng.shuffle(cams)
+    return cams
+
+
+def _test_splits(rng: np.random.Generator, cams: list[int]) -> list[str]:
+    """One query image from each of one or two cameras, never from every camera of
+    the identity, so each query keeps a gallery image from a camera it is not."""
+    distinct = sorted(set(cams))
+    num_query = min(int(rng.integers(1, 3)), len(distinct) - 1)
+    query_cams = set(int(c) for c in rng.choice(distinct, num_query, replace=False))
+    splits = []
+    for cam in cams:
+        if cam in query_cams:
+            query_cams.discard(cam)
+            splits.append("query")
+        else:
+            splits.append("gallery")
+    return splits
