@@ -1,5 +1,5 @@
 """``anet-tf evaluate``: the metrics of a run, a checkpoint or a SavedModel on its
-dataset's test protocol (the jobs are in :mod:`anet_tf.workflow`)."""
+dataset's test protocol (the jobs are in :mod:`anet_tf.jobs.fit_evaluate_export`)."""
 
 from __future__ import annotations
 
@@ -67,9 +67,9 @@ def _weights(args) -> str:
 
 
 def cmd_evaluate(args) -> int:
-    from anet_tf import workflow
     from anet_tf.data.readers import load_dataset
     from anet_tf.evaluation.extract import format_results
+    from anet_tf.jobs import fit_evaluate_export as workflow
     from anet_tf.training.run import METRICS_FILE
 
     cfg = evaluated_config(args)

@@ -1,6 +1,6 @@
 """``anet-tf fit`` (train, evaluate, export one run) and ``anet-tf ablate`` (the
-study of Tables 1-2 as runs); the jobs are :func:`anet_tf.workflow.fit_and_report`
-and :mod:`anet_tf.ablation`."""
+study of Tables 1-2 as runs); the jobs are :func:`anet_tf.jobs.fit_evaluate_export.fit_and_report`
+and :mod:`anet_tf.jobs.study`."""
 
 from __future__ import annotations
 
@@ -69,7 +69,7 @@ def add_ablate_parser(subparsers) -> None:
 
 
 def cmd_fit(args) -> int:
-    from anet_tf import workflow
+    from anet_tf.jobs import fit_evaluate_export as workflow
 
     if args.resume:
         if args.config:
@@ -165,7 +165,7 @@ def _ablate_command_line(args) -> str:
 def cmd_ablate(args) -> int:
     """Run (or continue) the study in ``--out``, then write its reports;
     ``--report-only`` only rewrites the reports from the finished runs."""
-    from anet_tf import ablation
+    from anet_tf.jobs import study as ablation
 
     out_dir = args.out
     if args.report_only:

@@ -2,7 +2,7 @@
 runs, repeated over seeds and summarised as mean ± std.
 
 A variant is a set of ``--set`` overrides and a test feature (:data:`VARIANTS`).
-Every variant x seed is a run folder made by :func:`anet_tf.workflow.fit_and_report`::
+Every variant x seed is a run folder made by :func:`anet_tf.jobs.fit_evaluate_export.fit_and_report`::
 
     DIR/study.yaml              base config, overrides, variants, seeds, invocations
     DIR/<variant>/seed<k>/      an ordinary run (config.yaml, checkpoints/, log.csv,
@@ -348,9 +348,9 @@ def train_run(
     (:func:`start_from_stage1`)."""
     import keras
 
+    from anet_tf.jobs.fit_evaluate_export import fit_and_report
     from anet_tf.training.callbacks import NonFiniteLossError
     from anet_tf.training.run import RunFolderError
-    from anet_tf.workflow import fit_and_report
 
     state = run_state(run_dir)
     if state == "finished":
@@ -380,9 +380,9 @@ def evaluate_variant_run(out_dir: str, name: str, seed: int, verbose: bool) -> s
     """Evaluate the source run of an ``evaluates`` variant on its feature."""
     import keras
 
+    from anet_tf.jobs.fit_evaluate_export import evaluate_run
     from anet_tf.training.checkpoint import CheckpointManager
     from anet_tf.training.fit import write_json
-    from anet_tf.workflow import evaluate_run
 
     variant = VARIANTS[name]
     source = run_dir_of(out_dir, variant.evaluates, seed)
