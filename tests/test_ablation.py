@@ -6,10 +6,10 @@ import os
 import numpy as np
 import pytest
 
-from anet_tf.ablation import VARIANTS
-from anet_tf.ablation import parse_seeds
-from anet_tf.ablation import parse_variants
 from anet_tf.cli import main
+from anet_tf.jobs.study import VARIANTS
+from anet_tf.jobs.study import parse_seeds
+from anet_tf.jobs.study import parse_variants
 
 TINY = [
     "data.image_size=[32, 32]",
@@ -156,7 +156,7 @@ def test_report_only_rewrites_reports(study):
 
 
 def test_other_settings_are_refused(study, capsys):
-    from anet_tf.ablation import open_study
+    from anet_tf.jobs.study import open_study
 
     out, overrides = study
     # The same settings continue the study, adding seeds (nothing is written here).
@@ -247,7 +247,7 @@ def test_anet_noac_trains_stage_2_from_anets_stage_1(tmp_path):
 def test_a_run_that_cannot_train_is_listed_with_its_reason_not_reported(tmp_path, make_tiny_cfg, capsys):
     """The study job returns what stopped a run (here: its folder is in use by
     another process) and prints nothing itself: the command lists it at the end."""
-    from anet_tf.ablation import train_run
+    from anet_tf.jobs.study import train_run
     from anet_tf.training.run import RunLock
 
     cfg = make_tiny_cfg("model.variant=baseline", "eval.feature=f")

@@ -24,8 +24,8 @@ from anet_tf.cli import main
 def finished_run(tiny_dataset, tmp_path_factory):
     """A finished tiny baseline run (two epochs, so it has two checkpoints); each
     test damages its own copy."""
-    from anet_tf import workflow
     from anet_tf.config import load_config
+    from anet_tf.jobs import fit_evaluate_export as workflow
 
     cfg = load_config(
         "synthetic",

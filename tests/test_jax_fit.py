@@ -211,9 +211,9 @@ def test_tensorflow_evaluates_a_jax_checkpoint_as_jax_did(jax_fit):
     """The checkpoint is interchangeable: TensorFlow's evaluation of the weights the
     run ended with gives the metrics the JAX fit wrote."""
     from anet_tf.data.readers import load_dataset
+    from anet_tf.jobs.fit_evaluate_export import evaluate_weights
     from anet_tf.training.checkpoint import CheckpointManager
     from anet_tf.training.run import load_run_config
-    from anet_tf.workflow import evaluate_weights
 
     run_dir, _, _ = jax_fit
     written = json.loads((run_dir / "metrics.json").read_text())["metrics"]
@@ -260,7 +260,7 @@ def test_tensorflow_resumes_a_jax_run(jax_fit, tmp_path):
     optimizer state): one more stage-2 epoch, logged after the JAX epochs."""
     import shutil
 
-    from anet_tf.workflow import fit_and_report
+    from anet_tf.jobs.fit_evaluate_export import fit_and_report
 
     run_dir, _, _ = jax_fit
     copy = tmp_path / "run"

@@ -151,7 +151,7 @@ def test_resume_with_refit_through_fit_leaves_an_earlier_best_alone(tiny_dataset
     the last checkpoint only, best/ keeps its classifiers, and fit says so."""
     import h5py
 
-    from anet_tf import workflow
+    from anet_tf.jobs import fit_evaluate_export as workflow
     from anet_tf.training.checkpoint import CheckpointManager
     from anet_tf.training.fit import train
 

@@ -142,7 +142,7 @@ def test_a_bad_update_is_never_checkpointed(make_tiny_cfg, tmp_path, bad_lr, why
 def test_resume_with_a_lower_lr_after_a_nan_stop(make_tiny_cfg, tmp_path, capsys):
     import yaml
 
-    from anet_tf import workflow
+    from anet_tf.jobs import fit_evaluate_export as workflow
     from anet_tf.training.callbacks import NonFiniteLossError
     from anet_tf.training.fit import load_run_config
     from anet_tf.training.fit import train
@@ -171,8 +171,8 @@ def finished_run(tiny_dataset, tmp_path_factory):
     the tests below; each test works on its own copy (:func:`copy_of`)."""
     from conftest import TINY_OVERRIDES
 
-    from anet_tf import workflow
     from anet_tf.config import load_config
+    from anet_tf.jobs import fit_evaluate_export as workflow
 
     cfg = load_config("synthetic", [f"data.root={tiny_dataset}", *TINY_OVERRIDES,
                                     "model.variant=baseline", "eval.feature=f", "train.stage1.epochs=1"])
@@ -200,7 +200,7 @@ def test_resume_refuses_settings_that_change_the_network(finished_run, tmp_path,
 
 # ------------------------------------------------------------------ finished runs
 def test_resume_of_a_finished_run_changes_nothing_unless_asked(finished_run, tmp_path, capsys):
-    from anet_tf import workflow
+    from anet_tf.jobs import fit_evaluate_export as workflow
 
     run_dir = copy_of(finished_run, tmp_path)
     metrics_path = os.path.join(run_dir, "metrics.json")
@@ -461,7 +461,7 @@ def test_killed_and_resumed_equals_uninterrupted_with_steps_per_epoch(make_tiny_
     """train.deterministic: a run stopped after epoch 2 and resumed (through the new
     --set path, extending stage 1 to 3 epochs) ends with the very weights of a run
     that trained 3 epochs at once, with steps_per_epoch unlike the sampler's."""
-    from anet_tf import workflow
+    from anet_tf.jobs import fit_evaluate_export as workflow
     from anet_tf.training.fit import train
 
     # Amsgrad: every one of its slots (m, v, v_hat, iterations) must come back.
@@ -508,7 +508,7 @@ def test_killed_and_resumed_equals_uninterrupted_with_steps_per_epoch(make_tiny_
 def test_a_trained_run_does_not_need_its_pretrained_file_any_more(make_tiny_cfg, tmp_path):
     """Resume, export and evaluation load a checkpoint over the network: they must
     not read model.pretrained (moved or deleted after training)."""
-    from anet_tf import workflow
+    from anet_tf.jobs import fit_evaluate_export as workflow
     from anet_tf.model.backbone import build_backbone
     from anet_tf.training.fit import train
     from anet_tf.training.run_checkpoints import load_trained

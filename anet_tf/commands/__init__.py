@@ -18,7 +18,7 @@ module          commands
 
 A parser names its handler (``set_defaults(handler=...)``); a handler takes the
 parsed arguments, returns the exit code or raises, and leaves the jobs to the
-library (:mod:`anet_tf.workflow`, :mod:`anet_tf.ablation`, :mod:`anet_tf.export`,
+library (:mod:`anet_tf.jobs`, :mod:`anet_tf.export`,
 :mod:`anet_tf.search`, :mod:`anet_tf.visualize`). :mod:`anet_tf.cli` builds the
 parser and dispatches. These modules import TensorFlow only inside the handlers,
 so ``anet-tf --help`` and the input path checks stay instant.

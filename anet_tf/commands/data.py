@@ -127,7 +127,7 @@ def cmd_data_check(args) -> int:
         report = check(args.dir)
     else:
         from anet_tf.data.readers import load_dataset
-        from anet_tf.workflow import ensure_synthetic
+        from anet_tf.jobs.fit_evaluate_export import ensure_synthetic
 
         cfg = load_config_of(args)
         ensure_synthetic(cfg, verbose=not args.json)

@@ -1,5 +1,5 @@
 """``anet-tf evaluate``: the metrics of a run, a checkpoint or a SavedModel on its
-dataset's test protocol (the jobs are in :mod:`anet_tf.workflow`)."""
+dataset's test protocol (the jobs are in :mod:`anet_tf.jobs.fit_evaluate_export`)."""
 
 from __future__ import annotations
 
@@ -63,26 +63,26 @@ def _weights(args) -> str:
 
 
 def cmd_evaluate(args) -> int:
-    from anet_tf import workflow
     from anet_tf.data.readers import load_dataset
     from anet_tf.evaluation.extract import format_results
+    from anet_tf.jobs import fit_evaluate_export as job
     from anet_tf.training.run import METRICS_FILE
 
     cfg = evaluated_config(args)
-    workflow.ensure_synthetic(cfg)
+    job.ensure_synthetic(cfg)
     dataset = load_dataset(cfg)
     if args.model:
-        metrics = workflow.evaluate_saved_model(cfg, dataset, args.model)
+        metrics = job.evaluate_saved_model(cfg, dataset, args.model)
     else:
-        metrics = workflow.evaluate_weights(cfg, dataset, _weights(args))
-    chance = workflow.chance_level(dataset, cfg)
+        metrics = job.evaluate_weights(cfg, dataset, _weights(args))
+    chance = job.chance_level(dataset, cfg)
     print(format_results(metrics, cfg.data.name, chance=chance, feature=cfg.eval.feature))
     if args.json_out:
         with open(args.json_out, "w", encoding="utf-8") as fh:
             json.dump({"dataset": cfg.data.name, "feature": cfg.eval.feature, "metrics": metrics}, fh, indent=2, default=float)
         print(f"metrics written to {args.json_out}")
     if args.run and not (args.config or args.overrides):
-        path = workflow.record_evaluation(args.run, cfg.eval.feature, metrics)
+        path = job.record_evaluation(args.run, cfg.eval.feature, metrics)
         print(f"metrics recorded in {path} (evaluations.{cfg.eval.feature})")
     elif args.run:
         print(

@@ -1,6 +1,6 @@
 """``anet-tf fit`` (train, evaluate, export one run) and ``anet-tf ablate`` (the
-study of Tables 1-2 as runs); the jobs are :func:`anet_tf.workflow.fit_and_report`
-and :mod:`anet_tf.ablation`."""
+study of Tables 1-2 as runs); the jobs are :func:`anet_tf.jobs.fit_evaluate_export.fit_and_report`
+and :mod:`anet_tf.jobs.study`."""
 
 from __future__ import annotations
 
@@ -69,7 +69,7 @@ def add_ablate_parser(subparsers) -> None:
 
 
 def cmd_fit(args) -> int:
-    from anet_tf import workflow
+    from anet_tf.jobs import fit_evaluate_export as job
 
     if args.resume:
         if args.config:
@@ -85,11 +85,11 @@ def cmd_fit(args) -> int:
             + [a for o in overrides for a in ("--set", o)]
         )
         try:
-            cfg = workflow.resume_config(args.resume, overrides)
+            cfg = job.resume_config(args.resume, overrides)
         except RunFolderError as exc:  # a --set the run cannot take
             raise UsageError(str(exc)) from None
         with _interruption_kept(args.resume):
-            workflow.fit_and_report(
+            job.fit_and_report(
                 cfg,
                 args.resume,
                 resume=True,
@@ -104,14 +104,14 @@ def cmd_fit(args) -> int:
     from anet_tf.config import load_config
 
     cfg = load_config(args.config, args.overrides)
-    run_dir = args.out or workflow.default_run_dir(cfg)
+    run_dir = args.out or job.default_run_dir(cfg)
     if os.path.exists(os.path.join(run_dir, CONFIG_FILE)):
         raise UsageError(
             f"{run_dir} already holds a run; continue it with --resume {run_dir} or "
             f"choose another --out"
         )
     with _interruption_kept(run_dir):
-        workflow.fit_and_report(cfg, run_dir, resume=False, export=not args.no_export, verbose=not args.quiet)
+        job.fit_and_report(cfg, run_dir, resume=False, export=not args.no_export, verbose=not args.quiet)
     return 0
 
 
@@ -165,7 +165,7 @@ def _ablate_command_line(args) -> str:
 def cmd_ablate(args) -> int:
     """Run (or continue) the study in ``--out``, then write its reports;
     ``--report-only`` only rewrites the reports from the finished runs."""
-    from anet_tf import ablation
+    from anet_tf.jobs import study as ablation
 
     out_dir = args.out
     if args.report_only:

@@ -313,12 +313,74 @@ def _train(cfg, run_dir, *, resume, dataset, evaluate_fn, extra_callbacks, verbo
             lock.release()
 
 
+@dataclass
+class _Session:
+    """What every stage of one training session shares: the run, the network and
+    its optimizer, and what the caller injected."""
+
+    cfg: Config
+    run_dir: str
+    strategy: tf.distribute.Strategy
+    chief: bool
+    dataset: object
+    trainer: ANetTrainer
+    optimizer: keras.optimizers.Optimizer
+    ckpts: CheckpointManager
+    columns: list[str]
+    evaluate_fn: Callable | None
+    extra_callbacks: tuple
+    verbose: int
+
+
+@dataclass
+class _Carried:
+    """What a stage hands the next one and the run's result: the resumed
+    checkpoint's values at first, then each trained stage's."""
+
+    best_score: float | None = None
+    best_key: str = ""
+    last_metrics: dict = dataclasses.field(default_factory=dict)
+    global_epoch: int = 0
+    train_seconds: float = 0.0
+
+    @classmethod
+    def of(cls, state) -> _Carried:
+        if state is None:
+            return cls()
+        return cls(state.best_score, state.best_key, dict(state.metrics or {}),
+                   state.global_epoch, state.train_seconds)
+
+
 def _train_locked(cfg, run_dir, strategy, chief, dataset, *, resume, evaluate_fn,
                   extra_callbacks, verbose, command) -> TrainResult:
-    from anet_tf.data.pipeline import build_train_dataset
-
-    replicas = strategy.num_replicas_in_sync
     ckpts = CheckpointManager(os.path.join(run_dir, "checkpoints"))
+    latest = _open_run_folder(cfg, run_dir, ckpts, chief, resume, verbose)
+    trainer, optimizer = _compiled_trainer(cfg, strategy, dataset, load_pretrained=latest is None)
+    state = _restore(cfg, run_dir, latest, trainer, optimizer, chief, resume, verbose, command)
+    columns = term_names(cfg.model.variant, trainer.attribute_names)
+    if chief:
+        # One row per epoch the checkpoint completed (a kill can fall between the
+        # checkpoint and its row, and older versions wrote the row first).
+        reconcile_log(run_dir, state.global_epoch if state else 0,
+                      (state.metrics if state else None), columns)
+    session = _Session(cfg, run_dir, strategy, chief, dataset, trainer, optimizer, ckpts,
+                       columns, evaluate_fn, extra_callbacks, verbose)
+    carried = _run_stages(session, state)
+    if cfg.train.attribute_refit and cfg.model.variant != "baseline":
+        refit_and_save(cfg, trainer.net, optimizer, dataset, ckpts, chief, verbose)
+    return TrainResult(
+        run_dir=run_dir,
+        net=trainer.net,
+        dataset=dataset,
+        metrics=carried.last_metrics,
+        global_epoch=carried.global_epoch,
+        train_seconds=carried.train_seconds,
+    )
+
+
+def _open_run_folder(cfg, run_dir, ckpts, chief, resume, verbose):
+    """Tidy what an interrupted save left, write the config of a new run, and find
+    the checkpoint a resumed one continues from (None: start from the beginning)."""
     if chief:
         removed = remove_stale_temporaries(run_dir) + ckpts.remove_unpublished()
         if removed and verbose:
@@ -328,17 +390,27 @@ def _train_locked(cfg, run_dir, strategy, chief, dataset, *, resume, evaluate_fn
     latest = ckpts.latest() if resume else None
     if resume and latest is None and verbose:
         print(f"[anet-tf] no checkpoint in {run_dir}; starting from the beginning")
+    return latest
 
+
+def _compiled_trainer(cfg, strategy, dataset, *, load_pretrained: bool):
+    """The network, its training wrapper and its optimizer, built and compiled in
+    the strategy's scope."""
     num_ids = len(dataset.train_pids())
     with strategy.scope():
-        trainer = build_trainer(cfg, num_ids, dataset.num_classes, load_pretrained=latest is None)
+        trainer = build_trainer(cfg, num_ids, dataset.num_classes, load_pretrained=load_pretrained)
         # Loss scaling is for float16 (TensorFlow); JAX's bfloat16 needs none.
         optimizer = make_optimizer(cfg.train, cfg.train.mixed_precision and not on_jax())
         # Build the optimizer over the stage-1 variables so its state has the same
         # layout whether it is saved in stage 1 or 2 (stage 2 updates a subset).
         optimizer.build(trainer.net.trainable_variables)
         trainer.compile(optimizer=optimizer, jit_compile=_jit_compile(cfg))
+    return trainer, optimizer
 
+
+def _restore(cfg, run_dir, latest, trainer, optimizer, chief, resume, verbose, command):
+    """Load the checkpoint ``latest`` (weights and optimizer state) and, on resume,
+    record a --set change; the checkpoint's TrainState, or None."""
     state = None
     if latest is not None:
         path, state = latest
@@ -351,23 +423,18 @@ def _train_locked(cfg, run_dir, strategy, chief, dataset, *, resume, evaluate_fn
                 f"[anet-tf] resumed {path}: stage {state.stage}, epoch {state.stage_epoch}"
                 f" of that stage (global epoch {state.global_epoch})"
             )
+    return state
 
-    columns = term_names(cfg.model.variant, trainer.attribute_names)
-    if chief:
-        # One row per epoch the checkpoint completed (a kill can fall between the
-        # checkpoint and its row, and older versions wrote the row first).
-        reconcile_log(run_dir, state.global_epoch if state else 0,
-                      (state.metrics if state else None), columns)
+
+def _run_stages(session: _Session, state) -> _Carried:
+    """Train each stage from where ``state`` (the resumed checkpoint) left it."""
+    cfg, verbose = session.cfg, session.verbose
     stages = [(STAGE1, cfg.train.stage1)]
     if cfg.model.variant == "anet":
         stages.append((STAGE2, cfg.train.stage2))
     elif cfg.train.stage2.epochs and verbose:
         print(f"[anet-tf] model.variant={cfg.model.variant!r}: stage 2 (AC, eq. 13) applies to anet only; skipped")
-    best_score = state.best_score if state else None
-    best_key = state.best_key if state else ""
-    last_metrics: dict = dict(state.metrics or {}) if state else {}
-    global_epoch = state.global_epoch if state else 0
-    train_seconds = state.train_seconds if state else 0.0
+    carried = _Carried.of(state)
     offset = 0
     for stage, stage_cfg in stages:
         start = 0
@@ -380,101 +447,113 @@ def _train_locked(cfg, run_dir, strategy, chief, dataset, *, resume, evaluate_fn
         if start >= stage_cfg.epochs:
             offset += stage_cfg.epochs
             continue
-        with strategy.scope():
-            trainer.set_stage(stage)
-            trainer.compile(optimizer=optimizer, jit_compile=_jit_compile(cfg))
-        data_cfg = per_replica_data_config(cfg, replicas)
-        train_ds, steps = build_train_dataset(
-            dataset,
-            data_cfg,
-            num_replicas=replicas,
-            epoch_seed_offset=offset + start,
-            steps_per_epoch=stage_cfg.steps_per_epoch,
-        )
-        steps = stage_cfg.steps_per_epoch or steps
-        progress = StageProgress(
-            run_dir,
-            stage=stage,
-            stage_offset=offset,
-            stage_epochs=stage_cfg.epochs,
-            batch_size=data_cfg.batch_size * replicas,
-            columns=columns,
-            is_chief=chief,
-            is_final_stage=stage == stages[-1][0],
-            best_score=best_score,
-            best_key=best_key,
-            train_seconds=train_seconds,
-        )
-        run_callbacks = stage_callbacks(
-            progress,
-            base_lr=cfg.train.lr,
-            milestones=cfg.train.lr_milestones,
-            gamma=cfg.train.lr_gamma,
-            stage_lr=stage_cfg.lr,
-            schedule=dict(
-                schedule=cfg.train.lr_schedule,
-                total_epochs=scheduled_epochs(cfg),
-                delay_epochs=cfg.train.lr_delay_epochs,
-                lr_min=cfg.train.lr_min,
-                warmup_iters=cfg.train.warmup_iters,
-                warmup_factor=cfg.train.warmup_factor,
-                steps_per_epoch=steps,
-            ),
-            evaluate_fn=evaluate_fn,
-            eval_every=cfg.train.eval_every,
-            print_epochs=verbose == 2,
-        )
-        if verbose:
-            print(
-                f"[anet-tf] stage {stage}: epochs {start + 1}..{stage_cfg.epochs}, "
-                f"{steps} steps of {data_cfg.batch_size * replicas} images, "
-                + (_jax_devices() if on_jax() else f"{replicas} replica(s)")
-            )
-        callbacks = [*run_callbacks, *extra_callbacks]
-        if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-            from anet_tf.training.loop import custom_fit
-
-            custom_fit(
-                trainer,
-                strategy,
-                dataset,
-                data_cfg,
-                epochs=stage_cfg.epochs,
-                initial_epoch=start,
-                steps_per_epoch=steps,
-                callbacks=callbacks,
-                epoch_seed_offset=offset + start,
-                verbose=0,  # LogRow prints the epoch (verbose=2)
-            )
-        else:
-            trainer.fit(
-                train_ds,
-                epochs=stage_cfg.epochs,
-                initial_epoch=start,
-                steps_per_epoch=steps,
-                callbacks=callbacks,
-                verbose=1 if verbose == 1 else 0,  # 2: LogRow's plain lines
-                shuffle=False,  # the P x K sampler already orders the stream
-            )
-        best_score, best_key = progress.best_score, progress.best_key
-        train_seconds = progress.train_seconds
-        last_metrics = progress.last_metrics or last_metrics
-        if stage == STAGE1 and len(stages) > 1 and chief:
+        _train_stage(session, stage, stage_cfg, start, offset,
+                     is_final=stage == stages[-1][0], carried=carried)
+        if stage == STAGE1 and len(stages) > 1 and session.chief:
             # The end of stage 1 outlives checkpoint pruning: ANet with and without
             # AC share it (they differ only in stage 2's L').
-            ckpts.snapshot(STAGE1_SNAPSHOT)
+            session.ckpts.snapshot(STAGE1_SNAPSHOT)
         offset += stage_cfg.epochs
-        global_epoch = offset
-    if cfg.train.attribute_refit and cfg.model.variant != "baseline":
-        refit_and_save(cfg, trainer.net, optimizer, dataset, ckpts, chief, verbose)
-    return TrainResult(
-        run_dir=run_dir,
-        net=trainer.net,
-        dataset=dataset,
-        metrics=last_metrics,
-        global_epoch=global_epoch,
-        train_seconds=train_seconds,
+        carried.global_epoch = offset
+    return carried
+
+
+def _train_stage(s: _Session, stage, stage_cfg, start, offset, *, is_final, carried) -> None:
+    """Train one stage from its epoch ``start``; what it ends with goes to
+    ``carried``."""
+    from anet_tf.data.pipeline import build_train_dataset
+
+    cfg, replicas = s.cfg, s.strategy.num_replicas_in_sync
+    with s.strategy.scope():
+        s.trainer.set_stage(stage)
+        s.trainer.compile(optimizer=s.optimizer, jit_compile=_jit_compile(cfg))
+    data_cfg = per_replica_data_config(cfg, replicas)
+    train_ds, steps = build_train_dataset(
+        s.dataset,
+        data_cfg,
+        num_replicas=replicas,
+        epoch_seed_offset=offset + start,
+        steps_per_epoch=stage_cfg.steps_per_epoch,
     )
+    steps = stage_cfg.steps_per_epoch or steps
+    progress = StageProgress(
+        s.run_dir,
+        stage=stage,
+        stage_offset=offset,
+        stage_epochs=stage_cfg.epochs,
+        batch_size=data_cfg.batch_size * replicas,
+        columns=s.columns,
+        is_chief=s.chief,
+        is_final_stage=is_final,
+        best_score=carried.best_score,
+        best_key=carried.best_key,
+        train_seconds=carried.train_seconds,
+    )
+    run_callbacks = _stage_callbacks(s, stage_cfg, progress, steps)
+    if s.verbose:
+        print(
+            f"[anet-tf] stage {stage}: epochs {start + 1}..{stage_cfg.epochs}, "
+            f"{steps} steps of {data_cfg.batch_size * replicas} images, "
+            + (_jax_devices() if on_jax() else f"{replicas} replica(s)")
+        )
+    callbacks = [*run_callbacks, *s.extra_callbacks]
+    _fit_stage(s, train_ds, data_cfg, stage_cfg, start, offset, steps, callbacks)
+    carried.best_score, carried.best_key = progress.best_score, progress.best_key
+    carried.train_seconds = progress.train_seconds
+    carried.last_metrics = progress.last_metrics or carried.last_metrics
+
+
+def _stage_callbacks(s: _Session, stage_cfg, progress, steps) -> list:
+    """The stage's learning-rate schedule, evaluation, checkpoints and log rows."""
+    cfg = s.cfg
+    return stage_callbacks(
+        progress,
+        base_lr=cfg.train.lr,
+        milestones=cfg.train.lr_milestones,
+        gamma=cfg.train.lr_gamma,
+        stage_lr=stage_cfg.lr,
+        schedule=dict(
+            schedule=cfg.train.lr_schedule,
+            total_epochs=scheduled_epochs(cfg),
+            delay_epochs=cfg.train.lr_delay_epochs,
+            lr_min=cfg.train.lr_min,
+            warmup_iters=cfg.train.warmup_iters,
+            warmup_factor=cfg.train.warmup_factor,
+            steps_per_epoch=steps,
+        ),
+        evaluate_fn=s.evaluate_fn,
+        eval_every=cfg.train.eval_every,
+        print_epochs=s.verbose == 2,
+    )
+
+
+def _fit_stage(s: _Session, train_ds, data_cfg, stage_cfg, start, offset, steps, callbacks) -> None:
+    """Keras' fit, or the custom loop under MultiWorkerMirroredStrategy."""
+    if isinstance(s.strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        from anet_tf.training.loop import custom_fit
+
+        custom_fit(
+            s.trainer,
+            s.strategy,
+            s.dataset,
+            data_cfg,
+            epochs=stage_cfg.epochs,
+            initial_epoch=start,
+            steps_per_epoch=steps,
+            callbacks=callbacks,
+            epoch_seed_offset=offset + start,
+            verbose=0,  # LogRow prints the epoch (verbose=2)
+        )
+    else:
+        s.trainer.fit(
+            train_ds,
+            epochs=stage_cfg.epochs,
+            initial_epoch=start,
+            steps_per_epoch=steps,
+            callbacks=callbacks,
+            verbose=1 if s.verbose == 1 else 0,  # 2: LogRow's plain lines
+            shuffle=False,  # the P x K sampler already orders the stream
+        )
 
 
 def refit_and_save(cfg, net, optimizer, dataset, ckpts, chief: bool, verbose) -> None:

@@ -192,7 +192,6 @@ def fit_and_report(
             override the run cannot take.
         DataError, ConfigError: bad data or settings (an undecodable image named).
     """
-    from anet_tf.training.fit import train
     from anet_tf.training.fit import write_json
     from anet_tf.training.run_checkpoints import finished_state
 
@@ -210,6 +209,25 @@ def fit_and_report(
             )
             return None
     assert cfg is not None
+    dataset = _checked_dataset(cfg, verbose)
+    t0 = time.perf_counter()
+    result = _train_run(cfg, run_dir, dataset, resume=resume, command=command, verbose=verbose)
+    # Training wall time over every session of the run (kept in the checkpoints);
+    # a run whose training had finished before this call keeps its own.
+    train_s = result.train_seconds or (time.perf_counter() - t0)
+    payload = _evaluate_trained(cfg, result, dataset, run_dir, train_s)
+    exported = None
+    if export:
+        exported = _export_trained(cfg, result, dataset, run_dir)
+        payload["saved_model"] = exported
+    write_json(os.path.join(run_dir, METRICS_FILE), payload)
+    _print_where_things_are(cfg, payload, run_dir, exported, train_s)
+    return payload
+
+
+def _checked_dataset(cfg: Config, verbose: bool):
+    """The dataset of ``cfg`` (the synthetic one generated when absent), every
+    image's header checked before any training: a bad one is named in seconds."""
     from anet_tf.model.pretrained import check_pretrained_choice
 
     check_pretrained_choice(cfg)
@@ -219,11 +237,17 @@ def fit_and_report(
     dataset = load_dataset(cfg)
     from anet_tf.data.check import preflight
 
-    # Every image's header before any training: a bad one is named in seconds.
     preflight(dataset, cfg.data.max_image_pixels, verbose=verbose)
-    t0 = time.perf_counter()
+    return dataset
+
+
+def _train_run(cfg: Config, run_dir: str, dataset, *, resume: bool, command: str, verbose: bool):
+    """:func:`anet_tf.training.fit.train` with the evaluation injected; an image
+    the input pipeline cannot decode is named."""
+    from anet_tf.training.fit import train
+
     try:
-        result = train(
+        return train(
             cfg,
             run_dir,
             resume=resume,
@@ -237,12 +261,11 @@ def fit_and_report(
     except Exception as exc:  # a decoder error inside the input pipeline
         _name_undecodable_images(exc, dataset, run_dir)
         raise
-    # Training wall time over every session of the run (kept in the checkpoints);
-    # a run whose training had finished before this call keeps its own.
-    train_s = result.train_seconds or (time.perf_counter() - t0)
 
+
+def _evaluate_trained(cfg: Config, result, dataset, run_dir: str, train_s: float) -> dict:
+    """The trained network's metrics.json content (without the export)."""
     from anet_tf.evaluation.extract import evaluate_net
-    from anet_tf.evaluation.extract import format_results
 
     print(f"[anet-tf] evaluating on the {cfg.data.name} test split (feature {cfg.eval.feature}) ...", flush=True)
     try:
@@ -250,32 +273,35 @@ def fit_and_report(
     except Exception as exc:
         _name_undecodable_images(exc, dataset, run_dir)
         raise
-    chance = chance_level(dataset, cfg)
-    payload = {
+    return {
         "dataset": cfg.data.name,
         "feature": cfg.eval.feature,
         "metrics": metrics,
-        "chance": chance,
+        "chance": chance_level(dataset, cfg),
         "train_seconds": round(train_s, 1),
         "global_epochs": result.global_epoch,
     }
-    exported = None
-    if export:
-        from anet_tf.training.fit import on_jax
 
-        print("[anet-tf] exporting the SavedModel ...", flush=True)
-        if on_jax():
-            exported = export_in_tensorflow(run_dir, os.path.join(run_dir, "export"))
-        else:
-            from anet_tf.export.saved_model import export_saved_model
 
-            exported = export_saved_model(
-                result.net, cfg, dataset, os.path.join(run_dir, "export")
-            )
-        payload["saved_model"] = exported
-    write_json(os.path.join(run_dir, METRICS_FILE), payload)
+def _export_trained(cfg: Config, result, dataset, run_dir: str) -> str:
+    """Export the trained network to ``run_dir/export``; the SavedModel's folder."""
+    from anet_tf.training.fit import on_jax
+
+    print("[anet-tf] exporting the SavedModel ...", flush=True)
+    if on_jax():
+        return export_in_tensorflow(run_dir, os.path.join(run_dir, "export"))
+    from anet_tf.export.saved_model import export_saved_model
+
+    return export_saved_model(result.net, cfg, dataset, os.path.join(run_dir, "export"))
+
+
+def _print_where_things_are(cfg: Config, payload: dict, run_dir: str, exported, train_s: float) -> None:
+    """The results, then where the run keeps what it wrote."""
+    from anet_tf.evaluation.extract import format_results
+
     print()
-    print(format_results(metrics, cfg.data.name, chance=chance, feature=cfg.eval.feature))
+    print(format_results(payload["metrics"], cfg.data.name, chance=payload["chance"],
+                         feature=cfg.eval.feature))
     print()
     print(f"run directory : {run_dir}")
     print(f"  config      : {os.path.join(run_dir, CONFIG_FILE)}")
@@ -286,7 +312,6 @@ def fit_and_report(
     if exported:
         print(f"  saved model : {exported}")
     print(f"training took {train_s:.0f} s")
-    return payload
 
 
 def export_in_tensorflow(run_dir: str, out: str) -> str:
