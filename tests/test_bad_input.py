@@ -255,3 +255,21 @@ def test_ctrl_c_during_fit_is_one_line_and_the_run_resumes(tmp_path):
     code = main(["fit", "--resume", run_dir, "--set", f"train.stage1.epochs={done + 1}", "--no-export", "--quiet"])
     assert code == 0
     assert [int(r["global_epoch"]) for r in read_log(run_dir)] == list(range(1, done + 2))
+
+
+def test_resume_of_a_run_killed_before_its_first_checkpoint_starts_over(run_copy, capsys):
+    """A run folder with its config but no checkpoint (killed in the first epoch):
+    --resume says so and trains from the beginning, without a traceback."""
+    from anet_tf.training.run import CHECKPOINTS
+    from anet_tf.training.run import LOG_FILE
+    from anet_tf.training.run import METRICS_FILE
+
+    for name in (CHECKPOINTS, LOG_FILE, METRICS_FILE):
+        path = os.path.join(run_copy, name)
+        shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+    assert main(["fit", "--resume", run_copy, "--no-export", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert f"no checkpoint in {run_copy}; starting from the beginning" in out
+    assert "resumed" not in out
+    assert len(read_log(run_copy)) == 2
+    assert os.path.isfile(os.path.join(run_copy, METRICS_FILE))

@@ -418,7 +418,7 @@ def _restore(cfg, run_dir, latest, trainer, optimizer, chief, resume, verbose, c
     if chief and resume:
         # The resumed run can continue: only now is a --set change recorded.
         record_resume_changes(run_dir, cfg, command)
-        if verbose:
+        if verbose and state is not None:
             print(
                 f"[anet-tf] resumed {path}: stage {state.stage}, epoch {state.stage_epoch}"
                 f" of that stage (global epoch {state.global_epoch})"
