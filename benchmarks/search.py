@@ -35,7 +35,7 @@ import time
 import numpy as np
 from machine import machine_info
 
-from anet_tf.search.embed import Embeddings
+from anet_tf.search.embeddings import Embeddings
 from anet_tf.search.index import build_index
 
 COLORS = [

@@ -204,7 +204,7 @@ def test_anet_noac_trains_stage_2_from_anets_stage_1(tmp_path):
     import h5py
 
     from anet_tf.data.synthetic import generate
-    from anet_tf.training.fit import load_run_config
+    from anet_tf.training.run import load_run_config
 
     data = str(tmp_path / "synth")
     generate(data, ids=8, test_ids=4, cameras=2, images_per_id=4, image_size=32, seed=1)

@@ -144,8 +144,8 @@ def test_resume_with_a_lower_lr_after_a_nan_stop(make_tiny_cfg, tmp_path, capsys
 
     from anet_tf.jobs import fit_evaluate_export as workflow
     from anet_tf.training.callbacks import NonFiniteLossError
-    from anet_tf.training.fit import load_run_config
     from anet_tf.training.fit import train
+    from anet_tf.training.run import load_run_config
 
     cfg = make_tiny_cfg("model.variant=baseline", "eval.feature=f",  # any variant will do
                         "train.stage1.steps_per_epoch=1", "train.stage1.epochs=3")

@@ -155,8 +155,8 @@ def test_resume_after_kill9_starts_next_epoch_from_saved_weights(tiny_data, tmp_
 
     from anet_tf.training.checkpoint import CheckpointManager
     from anet_tf.training.fit import build_trainer
-    from anet_tf.training.fit import load_run_config
     from anet_tf.training.fit import train
+    from anet_tf.training.run import load_run_config
 
     run_dir = str(tmp_path / "killed")
     # The baseline variant: saving and restoring are the same for every variant (the

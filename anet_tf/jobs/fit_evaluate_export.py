@@ -27,11 +27,12 @@ def default_run_dir(cfg: Config) -> str:
 
 def ensure_synthetic(cfg, verbose: bool = True) -> None:
     """Generate the synthetic dataset at ``data.root`` when it is absent."""
+    from anet_tf.data.generic import MANIFEST
     from anet_tf.data.synthetic import generate_from_config
 
     if cfg.data.name != "synthetic":
         return
-    if os.path.exists(os.path.join(cfg.data.root, "manifest.csv")):
+    if os.path.exists(os.path.join(cfg.data.root, MANIFEST)):
         _warn_if_settings_differ(cfg, verbose)
         return
     if verbose:
@@ -127,7 +128,7 @@ def evaluate_run(run_dir: str, overrides=(), weights: str | None = None) -> dict
     """
     from anet_tf.config import apply_overrides
     from anet_tf.data.readers import load_dataset
-    from anet_tf.training.fit import load_run_config
+    from anet_tf.training.run import load_run_config
     from anet_tf.training.run_checkpoints import resolve_weights
 
     cfg = load_run_config(run_dir)

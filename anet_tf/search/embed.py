@@ -8,9 +8,6 @@ model gives. An image that cannot be read or decoded is reported by path and lef
 out; the others are processed. The result is an
 :class:`~anet_tf.search.embeddings.Embeddings`, the ``.npz`` file of
 :mod:`anet_tf.search.embeddings`.
-
-The names this module held before the package was split (sources, the SavedModel
-client, the file format) are still importable from here.
 """
 
 from __future__ import annotations
@@ -25,41 +22,10 @@ from collections.abc import Sequence
 import numpy as np
 
 from anet_tf.data.decode_errors import decoder_reason
-from anet_tf.search.embeddings import FORMAT
 from anet_tf.search.embeddings import Embeddings
-from anet_tf.search.embeddings import load_embeddings
-from anet_tf.search.embeddings import save_embeddings
-from anet_tf.search.embeddings import unknown_known_labels
 from anet_tf.search.errors import SearchError
 from anet_tf.search.serving import ServingModel
-from anet_tf.search.serving import model_fingerprint
-from anet_tf.search.serving import resolve_model_dir
-from anet_tf.search.sources import DATASET_PREFIX
-from anet_tf.search.sources import IMAGE_EXTENSIONS
 from anet_tf.search.sources import ImageList
-from anet_tf.search.sources import dataset_images
-from anet_tf.search.sources import is_image_file
-from anet_tf.search.sources import list_images
-
-__all__ = [
-    "DATASET_PREFIX",
-    "FORMAT",
-    "IMAGE_EXTENSIONS",
-    "Embeddings",
-    "ImageList",
-    "Progress",
-    "SearchError",
-    "ServingModel",
-    "dataset_images",
-    "embed_images",
-    "is_image_file",
-    "list_images",
-    "load_embeddings",
-    "model_fingerprint",
-    "resolve_model_dir",
-    "save_embeddings",
-    "unknown_known_labels",
-]
 
 
 def _decode_error(exc: Exception) -> str:

@@ -32,9 +32,7 @@ from anet_tf.training.checkpoint import STATE
 from anet_tf.training.checkpoint import CheckpointManager
 from anet_tf.training.optimizers import coupled_weight_decay
 from anet_tf.training.optimizers import make_optimizer
-from anet_tf.training.run import CONFIG_FILE  # noqa: F401  (re-exported)
 from anet_tf.training.run import RunLock
-from anet_tf.training.run import load_run_config  # noqa: F401  (re-exported)
 from anet_tf.training.run import reconcile_log
 from anet_tf.training.run import record_resume_changes
 from anet_tf.training.run import remove_stale_temporaries

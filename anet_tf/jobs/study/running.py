@@ -37,8 +37,8 @@ def start_from_stage1(cfg: Config, run_dir: str, source_run: str) -> bool:
     or the stage-1 settings differ."""
     from anet_tf.training.checkpoint import CheckpointManager
     from anet_tf.training.fit import STAGE1_SNAPSHOT
-    from anet_tf.training.fit import load_run_config
     from anet_tf.training.fit import save_run_config
+    from anet_tf.training.run import load_run_config
 
     snapshot = os.path.join(source_run, CHECKPOINTS, STAGE1_SNAPSHOT)
     if not os.path.isfile(os.path.join(snapshot, STATE)):
