@@ -18,7 +18,7 @@ from anet_tf.data.decode import decode_image
 from anet_tf.data.preprocessing import normalize
 from anet_tf.data.preprocessing import preprocess_for_inference
 from anet_tf.model import build_model_from_config
-from anet_tf.model import test_feature
+from anet_tf.model import select_test_feature
 
 # ---------------------------------------------------------------- helpers
 
@@ -33,7 +33,7 @@ def keras_reference(net, cfg, names, image_bytes):
         ]
     )
     out = net(images, training=False)
-    feature = test_feature(out, cfg.eval.feature, names).numpy()
+    feature = select_test_feature(out, cfg.eval.feature, names).numpy()
     embedding = feature / np.linalg.norm(feature, axis=-1, keepdims=True)
     probs = {n: tf.nn.softmax(out[f"a_{n}_logits"]).numpy() for n in names}
     return embedding, probs
@@ -252,7 +252,7 @@ def test_load_embedder_takes_normalised_images(exported, export_image_size, rand
     pixels = np.stack([random_pixels(*export_image_size, seed=s) for s in (6, 7)])
     images = normalize(tf.constant(pixels, tf.float32))
     out = embed(images)
-    feature = test_feature(net(images, training=False), "j", ["color", "type"]).numpy()
+    feature = select_test_feature(net(images, training=False), "j", ["color", "type"]).numpy()
     expected = feature / np.linalg.norm(feature, axis=-1, keepdims=True)
     assert isinstance(out, np.ndarray)
     np.testing.assert_allclose(out, expected, atol=1e-5)

@@ -11,8 +11,8 @@ from anet_tf.model import BACKBONES
 from anet_tf.model import build_anet
 from anet_tf.model import build_backbone
 from anet_tf.model import build_model_from_config
+from anet_tf.model import select_test_feature
 from anet_tf.model import summarize
-from anet_tf.model import test_feature
 from anet_tf.model.layers import IBN
 from anet_tf.model.layers import AttributeBranch
 from anet_tf.model.layers import ConvBNReLU
@@ -361,15 +361,15 @@ def test_joint_width_changes_the_parameter_count():
 
 def test_test_feature_selects_and_concatenates(anet):
     out = anet(_images(2), training=False)
-    assert test_feature(out, "f", ATTRS).shape == (2, 16)
-    assert test_feature(out, "j", ATTRS).shape == (2, 12)
-    fa = test_feature(out, "fa", ATTRS)
+    assert select_test_feature(out, "f", ATTRS).shape == (2, 16)
+    assert select_test_feature(out, "j", ATTRS).shape == (2, 12)
+    fa = select_test_feature(out, "fa", ATTRS)
     assert fa.shape == (2, 16 + 2 * 8)
     np.testing.assert_allclose(fa[:, 16:24], out["a_color"])
     with pytest.raises(ValueError, match="'j' needs variant anet"):
-        test_feature({"f": out["f"]}, "j", ATTRS)
+        select_test_feature({"f": out["f"]}, "j", ATTRS)
     with pytest.raises(ValueError, match="feature="):
-        test_feature(out, "x", ATTRS)
+        select_test_feature(out, "x", ATTRS)
 
 
 def test_build_model_from_config_maps_every_setting():

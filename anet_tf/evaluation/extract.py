@@ -35,10 +35,10 @@ from anet_tf.model.anet import compiled_inference
 
 def keras_embed_fn(net, feature: str, attribute_names: list[str]) -> Callable:
     """A compiled ``fn(images) -> features`` of a functional ANet network."""
-    from anet_tf.model.anet import test_feature
+    from anet_tf.model.anet import select_test_feature
 
     def read(outputs):
-        return keras.ops.cast(test_feature(outputs, feature, attribute_names), "float32")
+        return keras.ops.cast(select_test_feature(outputs, feature, attribute_names), "float32")
 
     return compiled_inference(net, read)
 
@@ -46,10 +46,10 @@ def keras_embed_fn(net, feature: str, attribute_names: list[str]) -> Callable:
 def keras_predict_fn(net, feature: str, attribute_names: list[str]) -> Callable:
     """A compiled predictor of a functional ANet network: the test feature and the
     argmax of each ``a_<name>_logits``, from one forward pass."""
-    from anet_tf.model.anet import test_feature
+    from anet_tf.model.anet import select_test_feature
 
     def read(outputs):
-        feats = keras.ops.cast(test_feature(outputs, feature, attribute_names), "float32")
+        feats = keras.ops.cast(select_test_feature(outputs, feature, attribute_names), "float32")
         classes = {
             name: keras.ops.cast(keras.ops.argmax(outputs[f"a_{name}_logits"], axis=-1), "int32")
             for name in attribute_names

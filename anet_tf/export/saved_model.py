@@ -54,7 +54,7 @@ from anet_tf.data.preprocessing import IMAGENET_STD
 from anet_tf.data.preprocessing import normalize
 from anet_tf.data.preprocessing import preprocess_for_inference
 from anet_tf.data.preprocessing import preprocess_image_bytes
-from anet_tf.model.anet import test_feature
+from anet_tf.model.anet import select_test_feature
 
 SIGNATURE_BYTES = "serving_default"
 SIGNATURE_IMAGES = "serve_images"
@@ -208,7 +208,7 @@ class AnetServing(tf.Module):
     def outputs(self, network_input: tf.Tensor) -> dict:
         """Numeric outputs of a normalised batch: embedding and <name>_probs."""
         out = self.net(network_input, training=False)
-        feature = test_feature(out, self._feature, self._attribute_names)
+        feature = select_test_feature(out, self._feature, self._attribute_names)
         result = {EMBEDDING: tf.math.l2_normalize(tf.cast(feature, tf.float32), -1)}
         for name in self._attribute_names:
             logits = tf.cast(out[f"a_{name}_logits"], tf.float32)

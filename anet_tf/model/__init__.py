@@ -18,9 +18,9 @@ _EXPORTS = {
     "convert_ibn_checkpoint": "anet_tf.model.weights",
     "load_backbone_weights": "anet_tf.model.weights",
     "load_keras_resnet50_imagenet": "anet_tf.model.weights",
+    "select_test_feature": "anet_tf.model.anet",
     "summarize": "anet_tf.model.summary",
     "summarize_config": "anet_tf.model.summary",
-    "test_feature": "anet_tf.model.anet",
 }
 
 __all__ = sorted(_EXPORTS)

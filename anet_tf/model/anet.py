@@ -242,7 +242,7 @@ def head_kwargs(head_cfg) -> dict:
     }
 
 
-def test_feature(outputs: dict, feature: str, attribute_names: list[str]):
+def select_test_feature(outputs: dict, feature: str, attribute_names: list[str]):
     """The test-time feature of Table 1, un-normalised.
 
     Args:
@@ -266,10 +266,6 @@ def test_feature(outputs: dict, feature: str, attribute_names: list[str]):
     if len(keys) == 1:
         return outputs[keys[0]]
     return keras.ops.concatenate([outputs[k] for k in keys], axis=-1)
-
-
-# pytest would otherwise collect this public helper as a test.
-test_feature.__test__ = False
 
 
 def compiled_inference(net, read):
