@@ -1,12 +1,10 @@
-"""Shared test settings (quiet TensorFlow, CPU only) and the fixtures and helpers
-more than one test module uses: tiny runs, a tiny exported SavedModel for search,
-random embeddings, images, and tiny copies of the datasets' release layouts."""
+"""Shared test settings (quiet TensorFlow, CPU only) and the fixtures more than one
+test module uses: tiny runs, a tiny exported SavedModel for search, random
+embeddings, images, and tiny copies of the datasets' release layouts. Plain helpers
+that test modules import are in helpers.py."""
 
-import csv
 import io
 import os
-import subprocess
-import sys
 from types import SimpleNamespace
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -14,28 +12,8 @@ os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from helpers import TINY_OVERRIDES  # noqa: E402
 from PIL import Image  # noqa: E402
-
-
-def read_log(run_dir):
-    """The rows of a run folder's log.csv, as dicts of strings."""
-    with open(os.path.join(run_dir, "log.csv"), encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
-
-
-def run_script(script, env, timeout=420):
-    """Run Python source in a fresh interpreter (for process-global settings: dtype
-    policy, logical devices, TF_CONFIG), capturing its output."""
-    return subprocess.run(
-        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=timeout
-    )
-
-
-# XLA options that cut the compile time of tiny JAX steps on CPU several fold (at
-# these sizes compilation is nearly all of the time). A jaxlib that does not know
-# an option refuses to start ("Unknown flag"): callers then run without them.
-JAX_FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"
-
 
 # The test files that take longest, longest first (summed --durations of one run of
 # the suite on the 2-core CPU). The parallel runner hands out whole files
@@ -60,36 +38,6 @@ LONGEST_FILES_FIRST = [
 def pytest_collection_modifyitems(config, items):
     rank = {name: i for i, name in enumerate(LONGEST_FILES_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable
-
-
-# The smallest settings that still train both stages of every variant (CPU, seconds).
-TINY_OVERRIDES = [
-    "data.image_size=[32, 32]",
-    "data.batch_size=8",
-    "data.num_instances=4",
-    "data.test_batch_size=16",
-    "model.base_width=8",
-    "model.s_f=16",
-    "model.s_a=8",
-    "model.s_j=16",
-    "train.stage1.epochs=2",
-    "train.stage1.steps_per_epoch=2",
-    "train.stage2.epochs=1",
-    "train.stage2.steps_per_epoch=2",
-    "train.lr_milestones=[2]",
-    "train.strategy=one_device",
-    # SGD: the update graph of Amsgrad (the paper's optimizer, the configs' default)
-    # costs about 30 % of a tiny ANet run's CPU time to trace (measured 22.5 s vs
-    # 15.9 s of CPU per run, two runs each, on a shared machine); tests that are
-    # about the optimizer state name amsgrad.
-    "train.optimizer=sgd",
-    # The paper's stage 2 (the schedule's lr) and no attribute refit, where the
-    # default config has stage 2 at 6e-4 and the refit: the tests of the schedule and
-    # of resumed runs are about the paper's training; tests/test_refit.py covers the
-    # refit and names it.
-    "train.stage2.lr=null",
-    "train.attribute_refit=false",
-]
 
 
 @pytest.fixture(scope="session")

@@ -14,8 +14,8 @@ import sys
 import time
 
 import pytest
-from conftest import TINY_OVERRIDES
-from conftest import read_log
+from helpers import TINY_OVERRIDES
+from helpers import read_log
 
 from anet_tf.cli import main
 

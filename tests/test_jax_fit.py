@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import JAX_FAST_COMPILE
-from conftest import TINY_OVERRIDES
-from conftest import read_log
+from helpers import JAX_FAST_COMPILE
+from helpers import TINY_OVERRIDES
+from helpers import read_log
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("jax") is None,

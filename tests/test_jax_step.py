@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import JAX_FAST_COMPILE
+from helpers import JAX_FAST_COMPILE
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("jax") is None,
@@ -52,7 +52,7 @@ class _RefuseTensorFlow(importlib.abc.MetaPathFinder):
 
 sys.meta_path.insert(0, _RefuseTensorFlow())
 """
-# Compile time is what tiny shapes cost on CPU (conftest.JAX_FAST_COMPILE).
+# Compile time is what tiny shapes cost on CPU (helpers.JAX_FAST_COMPILE).
 FAST_COMPILE = JAX_FAST_COMPILE
 
 ATTRIBUTES = ["color", "type"]

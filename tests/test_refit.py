@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 import pytest
-from conftest import TINY_OVERRIDES
+from helpers import TINY_OVERRIDES
 
 from anet_tf.config import ConfigError
 from anet_tf.config import load_config

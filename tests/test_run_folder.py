@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import read_log
+from helpers import read_log
 
 from anet_tf.training.run import RunFolderError
 from anet_tf.training.run import RunLock
@@ -169,7 +169,7 @@ def test_resume_with_a_lower_lr_after_a_nan_stop(make_tiny_cfg, tmp_path, capsys
 def finished_run(tiny_dataset, tmp_path_factory):
     """One finished, evaluated tiny baseline run (stage 1, one epoch), trained once for
     the tests below; each test works on its own copy (:func:`copy_of`)."""
-    from conftest import TINY_OVERRIDES
+    from helpers import TINY_OVERRIDES
 
     from anet_tf.config import load_config
     from anet_tf.jobs import fit_evaluate_export as workflow

@@ -11,13 +11,13 @@ import time
 
 import numpy as np
 import pytest
-from conftest import TINY_OVERRIDES
-from conftest import read_log
-from conftest import run_script
+from helpers import TINY_OVERRIDES
+from helpers import read_log
+from helpers import run_script
 
 from anet_tf.config import load_config
 
-TINY = TINY_OVERRIDES  # the shared tiny settings (tests/conftest.py)
+TINY = TINY_OVERRIDES  # the shared tiny settings (tests/helpers.py)
 
 
 @pytest.fixture
