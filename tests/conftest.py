@@ -152,6 +152,43 @@ def random_pixels():
     return _random_pixels
 
 
+@pytest.fixture(scope="session")
+def onnx_export(tmp_path_factory, export_image_size, tiny_export_run):
+    """``anet-tf export --run RUN --formats saved_model,onnx,tensorrt
+    --model-version 3`` on a run directory holding a tiny untrained network:
+    (rc, out, cfg, dataset, pixels, run). For test_export_onnx.py and
+    test_export_tensorrt.py (both skip without tf2onnx and onnxruntime)."""
+    from anet_tf.cli import main
+    from anet_tf.training.fit import save_run_config
+
+    tmp = str(tmp_path_factory.mktemp("onnx"))
+    net, cfg, dataset = tiny_export_run(tmp)
+    run = os.path.join(tmp, "run")
+    save_run_config(cfg, run)
+    os.makedirs(os.path.join(run, "checkpoints", "best"))
+    net.save_weights(os.path.join(run, "checkpoints", "best", "net.weights.h5"))
+    out = os.path.join(tmp, "out")
+    rc = main(
+        [
+            "export",
+            "--run",
+            run,
+            "--out",
+            out,
+            "--formats",
+            "saved_model,onnx,tensorrt",
+            "--model-version",
+            "3",
+            "--quiet",
+        ]
+    )
+    from anet_tf.export.tflite import load_pixels
+
+    records = dataset.query + dataset.gallery
+    pixels = load_pixels([r.path for r in records], export_image_size)
+    return rc, out, cfg, dataset, pixels, run
+
+
 # ------------------------------------------------------------------- search
 SEARCH_OVERRIDES = [
     "data.image_size=[32,32]",
