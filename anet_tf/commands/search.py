@@ -77,6 +77,7 @@ def add_query_arguments(p: argparse.ArgumentParser, required: bool) -> None:
     )
 
 
+# long: argparse declarations of embed/index/search and their options, read top to bottom like --help.
 def add_parsers(subparsers) -> None:
     """Add ``embed``, ``index`` and ``search`` to the ``anet-tf`` sub-command
     parsers."""

@@ -17,6 +17,7 @@ from anet_tf.commands.search import add_query_arguments
 from anet_tf.commands.search import query_embeddings
 
 
+# long: argparse declarations of the six pictures and their options, read top to bottom like --help.
 def add_visualize_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "visualize",

@@ -124,6 +124,7 @@ def _check_fill(erasing_fill: str) -> Sequence[float] | None:
     return None if erasing_fill == "random" else [255.0 * m for m in IMAGENET_MEAN]
 
 
+# long: 27 lines of docstring; the body is the tf.data chain (sample, decode, augment, batch) in the order the data flows.
 def build_train_dataset(
     dataset: ReidDataset,
     cfg: DataConfig,

@@ -168,6 +168,7 @@ def vehicleid_split(pids, rng: np.random.Generator) -> tuple[np.ndarray, np.ndar
     return np.flatnonzero(~is_gallery), np.flatnonzero(is_gallery)
 
 
+# long: 18 lines of docstring; 77 lines of code: the ten random gallery draws of the protocol and their average, as the protocol is written.
 def vehicleid_protocol(
     features: np.ndarray,
     pids,

@@ -69,6 +69,7 @@ def _map_entry(name, value_type):
     return entry
 
 
+# long: the message declarations of the TF Serving protos, data written as code, read like the .proto files.
 def _build_pool() -> descriptor_pool.DescriptorPool:
     pool = descriptor_pool.DescriptorPool()
     pool.AddSerializedFile(wrappers_pb2.DESCRIPTOR.serialized_pb)

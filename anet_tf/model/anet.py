@@ -45,6 +45,7 @@ from anet_tf.model.weights import load_backbone_weights
 _ATTRIBUTE_NAME = re.compile(r"[A-Za-z0-9_]+")
 
 
+# long: 31 lines of docstring; the body is the network's graph in the order of the paper's figure 2 (backbone, f, branches, Joint Module, j).
 def build_anet(
     *,
     num_ids: int,

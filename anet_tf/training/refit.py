@@ -68,6 +68,7 @@ def _objective(w: np.ndarray, x: np.ndarray, y: np.ndarray, k: int, l2: float):
     return loss + 0.5 * l2 * float(np.sum(W * W)), grad.ravel()
 
 
+# long: 16 lines of docstring; 69 lines of code: the L-BFGS objective and its gradient beside the call that uses them.
 def fit_softmax_regression(
     x: np.ndarray,
     y: np.ndarray,

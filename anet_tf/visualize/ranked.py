@@ -52,6 +52,7 @@ def _attribute_text(values: dict[str, str]) -> str:
     return " ".join(v for v in values.values() if v)
 
 
+# long: 10 lines of docstring; the body draws one figure, row after row, query then its matches.
 def plot_ranked_list(
     rows: Sequence[RankedRow],
     out_path: str,

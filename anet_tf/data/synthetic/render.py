@@ -189,6 +189,7 @@ def _draw_rim(pen: _Pen, cx: float, cy: float, r: float, spec: VehicleSpec) -> N
         pen.ellipse(cx, cy, inner * 0.55, inner * 0.55, rim)
 
 
+# long: one drawing of a vehicle's front or back, part after part (tyres, body, glass, lights, plate); splitting it would pass a dozen shared coordinates between pieces.
 def _render_face(spec: VehicleSpec, width: int, front: bool) -> Image.Image:
     f = FACE[spec.type]
     top = 4.0
