@@ -17,6 +17,7 @@ from typing import Literal
 import yaml
 
 from anet_tf.export.formats import QUANTIZE
+from anet_tf.model.names import ATTRIBUTE_BRANCHES
 from anet_tf.model.names import BACKBONE_NAMES
 from anet_tf.model.names import TEST_FEATURES
 from anet_tf.model.names import VARIANTS
@@ -218,7 +219,7 @@ class ModelConfig:
     base_width: int = 64
     last_stride: int = 1
     pretrained: str | None = None
-    attribute_branch: Literal["se", "fc"] = "se"
+    attribute_branch: Literal[ATTRIBUTE_BRANCHES] = "se"
     attribute_neck: Literal["none", "bnneck"] = "none"
     se_reduction: int = 16
     s_f: int = 512

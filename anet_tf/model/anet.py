@@ -34,10 +34,10 @@ import keras
 from anet_tf.config import Config
 from anet_tf.model.backbone import BACKBONES
 from anet_tf.model.backbone import build_backbone
-from anet_tf.model.layers import ATTENTIONS
 from anet_tf.model.layers import AttributeBranch
 from anet_tf.model.layers import JointModule
 from anet_tf.model.layers import ReidHead
+from anet_tf.model.names import ATTRIBUTE_BRANCHES
 from anet_tf.model.names import TEST_FEATURES
 from anet_tf.model.names import VARIANTS
 from anet_tf.model.weights import load_backbone_weights
@@ -108,9 +108,9 @@ def build_anet(
         raise KeyError(
             f"unknown backbone {backbone!r}; valid backbones: {', '.join(BACKBONES)}"
         )
-    if attribute_branch not in ATTENTIONS:
+    if attribute_branch not in ATTRIBUTE_BRANCHES:
         raise ValueError(
-            f"attribute_branch must be one of {ATTENTIONS}. Received: "
+            f"attribute_branch must be one of {ATTRIBUTE_BRANCHES}. Received: "
             f"attribute_branch={attribute_branch!r}"
         )
     if num_ids <= 0:

@@ -19,12 +19,13 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from anet_tf.model.names import ATTRIBUTE_BRANCHES
+
 # PyTorch defaults, so converted IBN-Net / ImageNet statistics behave identically:
 # torch momentum 0.1 updates running = 0.9 running + 0.1 batch, Keras momentum 0.9.
 BN_EPSILON = 1e-5
 BN_MOMENTUM = 0.9
 
-ATTENTIONS = ("se", "fc")
 
 
 def _channels(input_shape, layer_name: str) -> int:
@@ -451,9 +452,9 @@ class AttributeBranch(keras.layers.Layer):
         self, units, num_classes, attention="se", reduction=16, neck="none", **kwargs
     ):
         super().__init__(**kwargs)
-        if attention not in ATTENTIONS:
+        if attention not in ATTRIBUTE_BRANCHES:
             raise ValueError(
-                f"attention must be one of {ATTENTIONS}. Received: attention={attention!r}"
+                f"attention must be one of {ATTRIBUTE_BRANCHES}. Received: attention={attention!r}"
             )
         if units <= 0 or num_classes <= 0:
             raise ValueError(
