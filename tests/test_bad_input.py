@@ -273,3 +273,29 @@ def test_resume_of_a_run_killed_before_its_first_checkpoint_starts_over(run_copy
     assert "resumed" not in out
     assert len(read_log(run_copy)) == 2
     assert os.path.isfile(os.path.join(run_copy, METRICS_FILE))
+
+
+def test_a_ctrl_c_that_python_swallows_in_a_del_is_raised_at_the_next_check():
+    """A SIGINT arriving in a __del__ (TensorFlow releasing a traced function) is
+    printed by Python as "Exception ignored" and lost; inside kept_interrupts it is
+    remembered and raised by the next check (the first callback of every stage)."""
+    from anet_tf.training.interrupt import kept_interrupts
+    from anet_tf.training.interrupt import raise_if_interrupted
+
+    class ReleasedInTheMiddleOfAStep:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.5)  # the handler runs here, inside __del__
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        ReleasedInTheMiddleOfAStep()  # without the context: swallowed, nothing to raise
+        raise_if_interrupted()
+        with pytest.raises(KeyboardInterrupt):
+            with kept_interrupts():
+                ReleasedInTheMiddleOfAStep()
+                raise_if_interrupted()
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        raise_if_interrupted()  # forgotten once raised
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -120,8 +120,11 @@ def _interruption_kept(run_dir: str):
     """Ctrl-C during a run: one line saying what the run folder keeps and how to
     go on (every checkpoint and log row is written atomically or repaired on
     resume, so the folder is consistent wherever the interruption fell)."""
+    from anet_tf.training.interrupt import kept_interrupts
+
     try:
-        yield
+        with kept_interrupts():
+            yield
     except KeyboardInterrupt:
         from anet_tf.training.checkpoint import CheckpointManager
         from anet_tf.training.run import CHECKPOINTS

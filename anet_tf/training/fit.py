@@ -30,6 +30,7 @@ from anet_tf.training.callbacks import stage_callbacks
 from anet_tf.training.checkpoint import BEST
 from anet_tf.training.checkpoint import STATE
 from anet_tf.training.checkpoint import CheckpointManager
+from anet_tf.training.interrupt import InterruptCheck
 from anet_tf.training.optimizers import coupled_weight_decay
 from anet_tf.training.optimizers import make_optimizer
 from anet_tf.training.run import RunLock
@@ -494,7 +495,8 @@ def _train_stage(s: _Session, stage, stage_cfg, start, offset, *, is_final, carr
             f"{steps} steps of {data_cfg.batch_size * replicas} images, "
             + (_jax_devices() if on_jax() else f"{replicas} replica(s)")
         )
-    callbacks = [*run_callbacks, *s.extra_callbacks]
+    # First: a Ctrl-C that Python swallowed (in a __del__) is raised at the next step.
+    callbacks = [InterruptCheck(), *run_callbacks, *s.extra_callbacks]
     _fit_stage(s, train_ds, data_cfg, stage_cfg, start, offset, steps, callbacks)
     carried.best_score, carried.best_key = progress.best_score, progress.best_key
     carried.train_seconds = progress.train_seconds
