@@ -233,7 +233,7 @@ class Predictor:
         return self._stack(results)
 
     def _run_chunk(self, items, chunk, results, failed) -> None:
-        from anet_tf.search.embed import _read_bytes
+        from anet_tf.search.embed import read_image_files
 
         encoded = []
         by_shape: dict[tuple, list[int]] = {}
@@ -247,7 +247,7 @@ class Predictor:
                     by_shape.setdefault(item.shape, []).append(i)
                 continue
             if isinstance(item, str):
-                data = _read_bytes([item])[0]
+                data = read_image_files([item])[0]
                 if isinstance(data, str):
                     failed.append((i, data))
                     continue
@@ -265,7 +265,7 @@ class Predictor:
         decode), one per image, so exactly the bad ones are named."""
         import tensorflow as tf
 
-        from anet_tf.search.embed import _decode_error
+        from anet_tf.search.embed import decode_failure
 
         try:
             out = self._serving.predict_bytes([data for _, data in encoded])
@@ -274,7 +274,7 @@ class Predictor:
                 try:
                     results[i] = _row(self._serving.predict_bytes([data]), 0)
                 except tf.errors.InvalidArgumentError as exc:
-                    failed.append((i, _decode_error(exc)))
+                    failed.append((i, decode_failure(exc)))
             return
         for row, (i, _) in enumerate(encoded):
             results[i] = _row(out, row)

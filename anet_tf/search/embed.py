@@ -28,7 +28,7 @@ from anet_tf.search.serving import ServingModel
 from anet_tf.search.sources import ImageList
 
 
-def _decode_error(exc: Exception) -> str:
+def decode_failure(exc: Exception) -> str:
     """The reason inside a TensorFlow decode error, without the graph's wrapping
     (``Graph execution error:``, ``Detected at node ...``, the Python frames)."""
     message = getattr(exc, "message", None) or str(exc)
@@ -38,7 +38,7 @@ def _decode_error(exc: Exception) -> str:
     return decoder_reason(message) or type(exc).__name__
 
 
-def _read_bytes(paths: Sequence[str]) -> list[bytes | str]:
+def read_image_files(paths: Sequence[str]) -> list[bytes | str]:
     """Each file's bytes, or the reason it cannot be read."""
     out: list[bytes | str] = []
     for path in paths:
@@ -141,12 +141,12 @@ def embed_images(
     bar = Progress(n, "embed", enabled=progress)
     starts = list(range(0, n, batch_size))
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        pending = pool.submit(_read_bytes, images.paths[0:batch_size]) if n else None
+        pending = pool.submit(read_image_files, images.paths[0:batch_size]) if n else None
         for b, start in enumerate(starts):
             contents = pending.result()
             if b + 1 < len(starts):
                 nxt = starts[b + 1]
-                pending = pool.submit(_read_bytes, images.paths[nxt : nxt + batch_size])
+                pending = pool.submit(read_image_files, images.paths[nxt : nxt + batch_size])
             ok = []
             for offset, data in enumerate(contents):
                 if isinstance(data, str):
@@ -161,7 +161,7 @@ def embed_images(
                         try:
                             keep([i], model.predict_bytes([data]))
                         except tf.errors.InvalidArgumentError as exc:
-                            fail(i, _decode_error(exc))
+                            fail(i, decode_failure(exc))
             bar.update(len(contents))
     bar.close()
     from anet_tf.export.saved_model import EMBEDDING
