@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 import threading
 
 import keras
@@ -41,10 +42,19 @@ def kept_interrupts():
         yield
         return
     previous = signal.signal(signal.SIGINT, _remember_and_raise)
+    previous_hook = sys.unraisablehook
+
+    def hook(unraisable):
+        # A swallowed Ctrl-C is raised again at the next step: not worth a traceback.
+        if not isinstance(unraisable.exc_value, KeyboardInterrupt):
+            previous_hook(unraisable)
+
+    sys.unraisablehook = hook
     try:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+        sys.unraisablehook = previous_hook
         _requested = False
 
 
