@@ -231,3 +231,240 @@ def remove_path(path: str) -> None:
             os.remove(path)
         except OSError:
             pass
+
+
+# ------------------------------------------------------------------ folder swaps
+# A folder is replaced in three renames, each atomic: the old one aside
+# (``.NAME.replaced``), the new one in, then the old one removed. A kill between
+# the first two leaves no ``NAME`` but its last complete version aside, which
+# :func:`recover_folder` puts back (roll back: the interrupted write never
+# happened) and which a reader may read in the meantime (:func:`committed_folder`).
+ASIDE_SUFFIX = ".replaced"
+STAGING_MARK = ".staging-"
+
+
+def aside_path(target: str) -> str:
+    """Where :func:`replace_folder` keeps the old ``target`` while swapping."""
+    parent, name = os.path.split(os.path.abspath(target))
+    return os.path.join(parent, f".{name}{ASIDE_SUFFIX}")
+
+
+def staging_path(target: str) -> str:
+    """A folder beside ``target`` (same file system, so it renames in) that this
+    process writes the new ``target`` into; :func:`recover_folder` removes it when
+    its writer is gone."""
+    parent, name = os.path.split(os.path.abspath(target))
+    return os.path.join(parent, f".{name}{STAGING_MARK}{os.getpid()}")
+
+
+def replace_folder(staging: str, target: str) -> None:
+    """Make the complete folder ``staging`` the folder ``target``, atomically for
+    a reader and for a kill at any point: the old ``target`` (if any) is renamed
+    aside, ``staging`` renamed in, and only then the old one removed."""
+    target = os.path.abspath(target)
+    parent = os.path.dirname(target)
+    aside = aside_path(target)
+    _fsync_tree(staging)
+    if os.path.lexists(aside):  # an earlier swap's leftover (its target is whole)
+        if os.path.lexists(target):
+            remove_path(aside)
+        else:
+            os.replace(aside, target)
+    if os.path.lexists(target):
+        os.replace(target, aside)
+    os.replace(staging, target)
+    fsync_dir(parent)
+    remove_path(aside)
+
+
+def recover_folder(target: str) -> str | None:
+    """Finish what an interrupted :func:`replace_folder` of ``target`` left: put the
+    old folder back where the new one never arrived, remove it where the new one
+    did, and remove the staging folders of processes that no longer run. Call it
+    holding the writer's lock of ``target``. Returns what was done (one line), or
+    None where nothing was left."""
+    target = os.path.abspath(target)
+    parent, name = os.path.split(target)
+    done = None
+    aside = aside_path(target)
+    if os.path.lexists(aside):
+        if os.path.lexists(target):
+            remove_path(aside)
+        else:
+            os.replace(aside, target)
+            fsync_dir(parent)
+            done = (
+                f"{target}: an interrupted replacement was rolled back (the last "
+                "complete version is back)"
+            )
+    prefix = f".{name}{STAGING_MARK}"
+    if os.path.isdir(parent):
+        for entry in os.listdir(parent):
+            if not entry.startswith(prefix):
+                continue
+            pid = entry[len(prefix) :]
+            if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+                remove_path(os.path.join(parent, entry))
+    return done
+
+
+def committed_folder(target: str) -> str:
+    """The folder a reader should read for ``target``: ``target`` itself, or,
+    while a replacement is interrupted (``target`` missing), its last complete
+    version kept aside."""
+    if not os.path.lexists(target) and os.path.isdir(aside_path(target)):
+        return aside_path(target)
+    return target
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _fsync_tree(folder: str) -> None:
+    for root, _dirs, files in os.walk(folder):
+        for name in files:
+            try:
+                fd = os.open(os.path.join(root, name), os.O_RDONLY)
+            except OSError:
+                continue
+            try:
+                os.fsync(fd)
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+        fsync_dir(root)
+
+
+# ------------------------------------------------------------------------- locks
+class LockHeldError(ValueError):
+    """Another process holds a lock (the message names it and what to do)."""
+
+
+class FileLock:
+    """Exclusive use of something by one process, through a kernel ``flock`` on
+    the file ``path``: the kernel releases it when the holder exits, however it
+    exits (``kill -9`` included), so a stale lock never blocks anyone. The file
+    keeps the holder's pid, host and start time, which name the holder when a
+    second process is refused. A lock on a network file system may not exclude
+    processes on other hosts.
+
+    Args:
+        path: the lock file (created, never removed: removing it would let two
+            processes lock two different files of one name).
+        what: how to name the locked thing in a refusal.
+        advice: what the refused process should do (ends the message).
+        wait_s: how long to wait for the holder to let go before refusing
+            (0: refuse at once).
+        shared: a shared (reader's) lock: many holders, none while an exclusive
+            one is held.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        what: str,
+        advice: str = "wait for it to finish or stop it",
+        wait_s: float = 0.0,
+        shared: bool = False,
+    ):
+        self.path = path
+        self.what = what
+        self.advice = advice
+        self.wait_s = wait_s
+        self.shared = shared
+        self._fh = None
+        self.took_over: str | None = None
+
+    def acquire(self) -> FileLock:
+        import fcntl
+        import time
+
+        parent = os.path.dirname(os.path.abspath(self.path))
+        os.makedirs(parent, exist_ok=True)
+        fh = open(self.path, "a+", encoding="utf-8")
+        mode = fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX
+        deadline = time.monotonic() + max(0.0, self.wait_s)
+        delay = 0.05
+        while True:
+            try:
+                fcntl.flock(fh.fileno(), mode | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                    fh.close()
+                    raise
+                if time.monotonic() >= deadline:
+                    fh.seek(0)
+                    holder = describe_holder(fh.read())
+                    fh.close()
+                    waited = f" (waited {self.wait_s:g} s)" if self.wait_s else ""
+                    raise LockHeldError(
+                        f"{self.what} is in use by {holder}{waited}; {self.advice}"
+                    ) from None
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+        self._fh = fh
+        if not self.shared:
+            fh.seek(0)
+            previous = fh.read().strip()
+            if previous:
+                self.took_over = describe_holder(previous)
+            self._write_holder()
+        return self
+
+    def _write_holder(self) -> None:
+        import datetime
+        import socket
+
+        fh = self._fh
+        fh.seek(0)
+        fh.truncate()
+        fh.write(
+            json.dumps(
+                {
+                    "pid": os.getpid(),
+                    "host": socket.gethostname(),
+                    "since": datetime.datetime.now().isoformat(timespec="seconds"),
+                }
+            )
+        )
+        fh.flush()
+
+    def release(self) -> None:
+        import fcntl
+
+        if self._fh is None:
+            return
+        try:
+            if not self.shared:
+                self._fh.seek(0)
+                self._fh.truncate()
+                self._fh.flush()
+            fcntl.flock(self._fh.fileno(), fcntl.LOCK_UN)
+        finally:
+            self._fh.close()
+            self._fh = None
+
+    def __enter__(self) -> FileLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def describe_holder(text: str) -> str:
+    """The holder a lock file records, for a message ("process 12 on host (since
+    ...)"), or "another process" where the record is empty or unreadable."""
+    try:
+        info = json.loads(text)
+        return f"process {info['pid']} on {info['host']} (since {info['since']})"
+    except (ValueError, KeyError, TypeError):
+        return "another process"

@@ -28,17 +28,15 @@ from __future__ import annotations
 
 import csv
 import datetime
-import errno
-import fcntl
-import json
 import os
-import socket
 
 import yaml
 
 from anet_tf.config import Config
 from anet_tf.config import config_from_dict
 from anet_tf.io import DamagedFileError
+from anet_tf.io import FileLock
+from anet_tf.io import LockHeldError
 from anet_tf.io import atomic_file
 from anet_tf.io import atomic_write_text
 from anet_tf.io import is_disk_full
@@ -189,82 +187,29 @@ def planned_epochs(cfg: Config) -> int:
 
 
 # -------------------------------------------------------------------- the lock
-class RunLock:
-    """Exclusive use of a run folder by one process.
-
-    ``flock`` on ``RUN/lock``: the kernel releases it when the holder exits, however
-    it exits (``kill -9`` included), so a stale lock never blocks a run; the file
-    keeps the holder's pid and host, which name the holder when a second process is
-    refused, and tell the next holder that it took over from a process that died.
-    A lock on a network file system may not exclude processes on other hosts.
+class RunLock(FileLock):
+    """Exclusive use of a run folder by one process: a :class:`~anet_tf.io.FileLock`
+    on ``RUN/lock`` (released by the kernel however its holder exits, ``kill -9``
+    included; the file names the holder). ``took_over`` names a holder that died
+    with the lock (the next holder says so). A refusal is a
+    :class:`RunFolderError`.
     """
 
     def __init__(self, run_dir: str):
+        super().__init__(
+            os.path.join(run_dir, LOCK_FILE),
+            run_dir,
+            "wait for it to finish, stop it, or choose another --out",
+        )
         self.run_dir = run_dir
-        self.path = os.path.join(run_dir, LOCK_FILE)
-        self._fh = None
-        self.took_over: str | None = None
 
     def acquire(self) -> RunLock:
         os.makedirs(self.run_dir, exist_ok=True)
-        fh = open(self.path, "a+", encoding="utf-8")
         try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                fh.close()
-                raise
-            fh.seek(0)
-            holder = _describe_holder(fh.read())
-            fh.close()
-            raise RunFolderError(
-                f"{self.run_dir} is in use by {holder}; wait for it to finish, stop it, "
-                "or choose another --out"
-            ) from None
-        fh.seek(0)
-        previous = fh.read().strip()
-        if previous:
-            self.took_over = _describe_holder(previous)
-        fh.seek(0)
-        fh.truncate()
-        fh.write(
-            json.dumps(
-                {
-                    "pid": os.getpid(),
-                    "host": socket.gethostname(),
-                    "since": datetime.datetime.now().isoformat(timespec="seconds"),
-                }
-            )
-        )
-        fh.flush()
-        self._fh = fh
+            super().acquire()
+        except LockHeldError as exc:
+            raise RunFolderError(str(exc)) from None
         return self
-
-    def release(self) -> None:
-        if self._fh is None:
-            return
-        try:
-            self._fh.seek(0)
-            self._fh.truncate()
-            self._fh.flush()
-            fcntl.flock(self._fh.fileno(), fcntl.LOCK_UN)
-        finally:
-            self._fh.close()
-            self._fh = None
-
-    def __enter__(self) -> RunLock:
-        return self.acquire()
-
-    def __exit__(self, *exc) -> None:
-        self.release()
-
-
-def _describe_holder(text: str) -> str:
-    try:
-        info = json.loads(text)
-        return f"process {info['pid']} on {info['host']} (since {info['since']})"
-    except (ValueError, KeyError, TypeError):
-        return "another process"
 
 
 # ---------------------------------------------------------------- temporaries
