@@ -13,7 +13,8 @@ code  meaning                                                            line
       a file where a folder should be (the message names the path)
 2     the arguments do not go together (argparse's own errors too)       ``error:``
 3     training stopped on a non-finite loss or weights                   ``stopped:``
-4     the run folder is in use by another process, or the disk is full   ``error:``
+4     a run folder or a gallery is in use by another process, or the     ``error:``
+      disk is full
 130   interrupted (Ctrl-C); what was completed is kept                   ``interrupted:``
 ====  =================================================================  ==========
 
@@ -84,6 +85,8 @@ def exit_code(exc: BaseException) -> int | None:
     if _is(exc, "anet_tf.training.callbacks", "NonFiniteLossError"):
         return EXIT_STOPPED
     if _is(exc, "anet_tf.training.run", "RunFolderError"):  # DiskFullError too
+        return EXIT_RUN_FOLDER
+    if _is(exc, "anet_tf.io", "LockHeldError"):  # a gallery (or other) in use
         return EXIT_RUN_FOLDER
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return EXIT_RUN_FOLDER
