@@ -20,13 +20,18 @@ the serving module the export writes (:class:`anet_tf.export.saved_model.AnetSer
 a SavedModel is called through its own signatures, so encoded files are decoded,
 resized and normalised by the evaluation pipeline's functions inside the graph.
 Images may be file paths, encoded bytes (JPEG, PNG, GIF, BMP, WebP) or RGB arrays
-[H, W, 3] (uint8, or float in [0, 255]; any size, resized as a file would be).
-An image that cannot be read or decoded raises :class:`ImageError` naming it and
-the reason, in the words ``anet-tf embed`` uses when it skips one.
+[H, W, 3] (any size, resized as a file would be), one or a list of them, or a batch
+array [N, H, W, 3]. An array holds pixel levels on the 0-255 scale: uint8, or any
+integer or float dtype whose values lie in [0, 255] (converted to float32 first);
+NaN or Inf (also a float64 value too large for float32) and values outside [0, 255]
+(a 16-bit image, say) are refused, not rescaled. An image that cannot be read,
+decoded or used raises :class:`ImageError` naming it and the reason, in the words
+``anet-tf embed`` uses when it skips one.
 """
 
 from __future__ import annotations
 
+import numbers
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from anet_tf.io import committed_folder
 from anet_tf.search.errors import SearchError
 from anet_tf.search.serving import outputs_to_numpy
 
@@ -41,16 +47,23 @@ __all__ = ["AttributePrediction", "ImageError", "Predictor", "load"]
 
 
 class ImageError(SearchError):
-    """Images that could not be read or decoded.
+    """Images that could not be read, decoded or used (one line: the first
+    :data:`SHOWN` of them; ``failed`` has all).
 
     Attributes:
         failed: ``(image, reason)`` for each, in input order; ``image`` is the path
-            given, or ``images[i]`` for bytes and arrays.
+            given, ``images[i]`` for bytes and arrays, or ``images`` where the
+            argument as a whole is wrong (an array that is neither [H, W, 3] nor
+            [N, H, W, 3]).
     """
+
+    SHOWN = 3
 
     def __init__(self, failed: list[tuple[str, str]]):
         self.failed = failed
-        lines = [f"{image}: {reason}" for image, reason in failed]
+        lines = [f"{image}: {reason}" for image, reason in failed[: self.SHOWN]]
+        if len(failed) > self.SHOWN:
+            lines.append(f"... ({len(failed)} images in all)")
         super().__init__("; ".join(lines))
 
 
@@ -75,10 +88,11 @@ class _RunServing:
 
     def __init__(self, source: str):
         from anet_tf.export.saved_model import build_serving_module
-        from anet_tf.training.run_checkpoints import load_trained
+        from anet_tf.training.run_checkpoints import Run
 
-        net, cfg, dataset = load_trained(source)
-        self.module = build_serving_module(net, cfg, dataset)
+        run = Run(source)
+        net, cfg = run.network(), run.config  # no dataset read: the run describes it
+        self.module = build_serving_module(net, cfg, run.description())
         self.net = net
         self.config = cfg
         self.attribute_names = self.module.attribute_names
@@ -145,9 +159,11 @@ def load(path: str | os.PathLike) -> Predictor:
         FileNotFoundError: nothing at ``path``, or a folder that is none of these.
     """
     path = os.fspath(path)
-    if not os.path.exists(path):
+    # A SavedModel version folder being replaced by a new export is read from its
+    # last complete version, kept aside meanwhile.
+    if not os.path.exists(committed_folder(path)):
         raise FileNotFoundError(f"{path}: no such run folder, checkpoint or SavedModel")
-    if os.path.isdir(path) and _is_saved_model(path):
+    if os.path.isdir(committed_folder(path)) and _is_saved_model(path):
         return Predictor(_SavedModelServing(path), path)
     return Predictor(_RunServing(path), path)
 
@@ -182,11 +198,19 @@ class Predictor:
         L2-normalised) of ``images``, float32 [N, embedding_dim], in input order.
 
         Args:
-            images: a path, encoded bytes or an RGB array, or a list of them.
+            images: a path, encoded bytes or an RGB array [H, W, 3], a list of
+                them, or a batch array [N, H, W, 3] (N may be 0: an empty result).
+                An array holds pixel levels in [0, 255]: uint8, or any integer or
+                float dtype with values in that range (converted to float32 before
+                it is checked).
             batch_size: images per call of the network.
 
         Raises:
-            ImageError: an image cannot be read or decoded (all such are named).
+            ImageError: an image cannot be read, decoded or used (all such are
+                named): an array not [H, W, 3] or [N, H, W, 3], an empty one, NaN
+                or Inf pixels (as float32), values outside [0, 255], a dtype that
+                is not a number.
+            TypeError: ``images`` (or an item) is none of these (None, a number).
         """
         from anet_tf.export.saved_model import EMBEDDING
 
@@ -240,11 +264,12 @@ class Predictor:
         for i in chunk:
             item = items[i]
             if isinstance(item, np.ndarray):
-                reason = _pixels_problem(item)
+                pixels, reason = _pixels(item)
                 if reason:
                     failed.append((i, reason))
                 else:
-                    by_shape.setdefault(item.shape, []).append(i)
+                    by_shape.setdefault(pixels.shape, []).append(i)
+                    items[i] = pixels  # float32, checked
                 continue
             if isinstance(item, str):
                 data = read_image_files([item])[0]
@@ -295,15 +320,34 @@ class Predictor:
         return {key: np.stack([r[key] for r in results]) for key in results[0]}
 
 
+_GIVE = (
+    "give a file path, encoded image bytes, an RGB array [H, W, 3], a batch array "
+    "[N, H, W, 3], or a list of these"
+)
+NON_FINITE = "the pixels contain NaN or Inf; send values in [0, 255]"
+
+
 def _as_items(images) -> list[Any]:
-    """A list of paths (str), encoded images (bytes) and arrays."""
-    single = isinstance(images, (str, bytes, bytearray, os.PathLike)) or (
-        isinstance(images, np.ndarray) and images.ndim == 3
-    )
-    if single:
+    """A list of paths (str), encoded images (bytes) and arrays.
+
+    Raises:
+        TypeError: ``images`` or an item is not an image (one line).
+        ImageError: an array that is neither [H, W, 3] nor [N, H, W, 3], or a
+            batch of empty images (one line, for the whole argument).
+    """
+    if isinstance(images, (str, bytes, bytearray, os.PathLike)):
         images = [images]
-    elif isinstance(images, np.ndarray) and images.ndim == 4:
-        images = list(images)
+    elif not isinstance(images, (list, tuple, np.ndarray)):
+        if isinstance(images, (numbers.Number, np.generic)):
+            raise TypeError(f"images: {_GIVE}. Received: {type(images).__name__}")
+        if hasattr(images, "__array__") or hasattr(images, "__array_interface__"):
+            images = np.asarray(images)  # e.g. a PIL image, a tensor
+        elif hasattr(images, "__iter__") and not isinstance(images, dict):
+            images = list(images)  # e.g. a generator
+        else:
+            raise TypeError(f"images: {_GIVE}. Received: {type(images).__name__}")
+    if isinstance(images, np.ndarray):
+        images = _array_items(images)
     items = []
     for i, image in enumerate(images):
         if isinstance(image, os.PathLike):
@@ -324,19 +368,53 @@ def _as_items(images) -> list[Any]:
     return items
 
 
-def _pixels_problem(array: np.ndarray) -> str | None:
-    if array.ndim != 3 or array.shape[-1] != 3:
-        return f"an RGB image is an array [H, W, 3], got shape {list(array.shape)}"
-    if min(array.shape[:2]) < 1:
-        return f"the image is empty (shape {list(array.shape)})"
+def _array_items(array: np.ndarray) -> list[np.ndarray]:
+    """The images of an array given as ``images``: one [H, W, 3], or the N of a
+    batch [N, H, W, 3]; anything else is one ImageError for the argument."""
+    shape = list(array.shape)
+    if array.dtype == object:
+        raise TypeError(f"images: {_GIVE}. Received: an array of objects")
+    if array.ndim == 3:
+        return [array]
+    if array.ndim != 4 or shape[-1] != 3:
+        reason = (
+            "an array is one RGB image [H, W, 3] or a batch [N, H, W, 3], "
+            f"got shape {shape}"
+        )
+        raise ImageError([("images", reason)])
+    if len(array) and min(shape[1:3]) < 1:
+        raise ImageError([("images", f"the images are empty (shape {shape})")])
+    return list(array)
+
+
+def _pixels(array: np.ndarray) -> tuple[np.ndarray | None, str | None]:
+    """``(float32 pixels, None)`` of an RGB image array, or ``(None, why not)``.
+
+    The rule: shape [H, W, 3], H and W >= 1; an integer or float dtype; the values,
+    once float32 (so a float64 too large for float32 is Inf), finite and in
+    [0, 255].
+    """
+    shape = list(array.shape)
+    if array.ndim != 3 or shape[-1] != 3:
+        return None, f"an RGB image is an array [H, W, 3], got shape {shape}"
+    if min(shape[:2]) < 1:
+        return None, f"the image is empty (shape {shape})"
     if not (
         np.issubdtype(array.dtype, np.integer)
         or np.issubdtype(array.dtype, np.floating)
     ):
-        return f"pixels must be numbers, got dtype {array.dtype}"
-    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
-        return "the pixels contain NaN or Inf; send values in [0, 255]"
-    return None
+        return None, f"pixels must be numbers, got dtype {array.dtype}"
+    with np.errstate(over="ignore", invalid="ignore"):
+        pixels = np.asarray(array, np.float32)
+    if not np.isfinite(pixels).all():
+        return None, NON_FINITE
+    low, high = float(pixels.min()), float(pixels.max())
+    if low < 0 or high > 255:
+        return None, (
+            f"pixels are levels in [0, 255] (uint8, or any integer or float dtype on "
+            f"that scale), got values in [{low:g}, {high:g}]; clip or rescale them"
+        )
+    return pixels, None
 
 
 def _describe(item, i: int) -> str:

@@ -51,10 +51,11 @@ from input_pipeline import machine  # noqa: E402
 def load_model(args):
     """(net, cfg, dataset, representative pixels)."""
     from anet_tf.export.tflite import representative_images
-    from anet_tf.training.run_checkpoints import load_trained
+    from anet_tf.training.run_checkpoints import Run
 
     if args.run:
-        net, cfg, dataset = load_trained(args.run)
+        run = Run(args.run)
+        net, cfg, dataset = run.network(), run.config, run.dataset()
         return net, cfg, dataset, representative_images(dataset, cfg.data.image_size)
 
     from anet_tf.config import load_config

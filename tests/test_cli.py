@@ -113,7 +113,7 @@ def test_fit_evaluate_export_end_to_end(synth_dir, tmp_path, capsys):
     ]
     assert all("| lr " in line and "img/s" in line and "total " in line for line in epochs)
     assert "[anet-tf] evaluating on the synthetic test split (feature j)" in out
-    assert "[anet-tf] exporting the SavedModel" in out
+    assert "[anet-tf] exporting (saved_model) ..." in out
     assert "mAP" in out and "chance level" in out and "saved model" in out
     metrics = json.loads((run / "metrics.json").read_text())
     assert 0.0 <= metrics["metrics"]["mAP"] <= 1.0 and metrics["chance"]["mAP"] > 0

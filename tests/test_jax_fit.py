@@ -99,7 +99,7 @@ def jax_side(data_root: str, run_dir: str, out: str) -> None:
     from anet_tf.data.preprocessing import IMAGENET_STD
     from anet_tf.evaluation.extract import keras_predict_fn
     from anet_tf.training.checkpoint import CheckpointManager
-    from anet_tf.training.run_checkpoints import load_trained
+    from anet_tf.training.run_checkpoints import Run
 
     if keras.backend.backend() != "jax":
         raise SystemExit(f"Keras runs {keras.backend.backend()}, not jax")
@@ -112,7 +112,8 @@ def jax_side(data_root: str, run_dir: str, out: str) -> None:
     if code:
         raise SystemExit(f"anet-tf fit exited with {code}")
     last, _ = CheckpointManager(os.path.join(run_dir, "checkpoints")).latest()
-    net, cfg, _ = load_trained(last)
+    run = Run(last)
+    net, cfg = run.network(), run.config
     rng = np.random.default_rng(11)
     pixels = rng.uniform(0, 255, (BATCH, *cfg.data.image_size, 3)).astype(np.float32)
     images = (pixels / 255.0 - np.asarray(IMAGENET_MEAN, np.float32)) / np.asarray(
@@ -174,12 +175,12 @@ def test_jax_fit_trains_both_stages_data_parallel_into_a_run_folder(jax_fit):
 
 def test_stage2_on_jax_leaves_the_backbone_and_f_head_as_stage1_ended(jax_fit):
     from anet_tf.training.checkpoint import CheckpointManager
-    from anet_tf.training.run_checkpoints import load_trained
+    from anet_tf.training.run_checkpoints import Run
 
     run_dir, _, _ = jax_fit
-    stage1, _, _ = load_trained(str(run_dir / "checkpoints" / "stage1"))
+    stage1 = Run(str(run_dir / "checkpoints" / "stage1")).network()
     last, _ = CheckpointManager(str(run_dir / "checkpoints")).latest()
-    final, _, _ = load_trained(last)
+    final = Run(last).network()
     for name in ("backbone", "f_head"):
         before, after = stage1.get_layer(name).weights, final.get_layer(name).weights
         assert before
@@ -211,15 +212,16 @@ def test_tensorflow_evaluates_a_jax_checkpoint_as_jax_did(jax_fit):
     """The checkpoint is interchangeable: TensorFlow's evaluation of the weights the
     run ended with gives the metrics the JAX fit wrote."""
     from anet_tf.data.readers import load_dataset
-    from anet_tf.jobs.fit_evaluate_export import evaluate_weights
+    from anet_tf.jobs.fit_evaluate_export import evaluate_trained
     from anet_tf.training.checkpoint import CheckpointManager
     from anet_tf.training.run import load_run_config
+    from anet_tf.training.run_checkpoints import Run
 
     run_dir, _, _ = jax_fit
     written = json.loads((run_dir / "metrics.json").read_text())["metrics"]
     cfg = load_run_config(str(run_dir))
     last, _ = CheckpointManager(str(run_dir / "checkpoints")).latest()
-    metrics = evaluate_weights(cfg, load_dataset(cfg), os.path.join(last, "net.weights.h5"))
+    metrics = evaluate_trained(Run(str(run_dir)), cfg, load_dataset(cfg), last)
     for key in ("mAP", "R1", "mINP"):
         assert metrics[key] == pytest.approx(written[key], abs=1e-6), key
     for name, acc in written["attributes"].items():

@@ -511,7 +511,7 @@ def test_a_trained_run_does_not_need_its_pretrained_file_any_more(make_tiny_cfg,
     from anet_tf.jobs import fit_evaluate_export as workflow
     from anet_tf.model.backbone import build_backbone
     from anet_tf.training.fit import train
-    from anet_tf.training.run_checkpoints import load_trained
+    from anet_tf.training.run_checkpoints import Run
 
     weights = str(tmp_path / "backbone.weights.h5")
     build_backbone("resnet18_ibn_a", base_width=8, input_shape=(32, 32, 3)).save_weights(weights)
@@ -520,7 +520,8 @@ def test_a_trained_run_does_not_need_its_pretrained_file_any_more(make_tiny_cfg,
     run_dir = str(tmp_path / "run")
     train(cfg, run_dir, verbose=0)
     os.remove(weights)
-    net, loaded_cfg, _ = load_trained(run_dir)
+    run = Run(run_dir)
+    net, loaded_cfg = run.network(), run.config
     assert loaded_cfg.model.pretrained == weights and len(net.weights) > 50
     assert "mAP" in workflow.evaluate_run(run_dir)["metrics"]
     assert workflow.fit_and_report(

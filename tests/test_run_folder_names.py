@@ -22,8 +22,14 @@ NAMES = [
     "state.json",
     "net.weights.h5",
     "optimizer.npz",
+    "network.json",
+    # folders
+    "checkpoints",
+    "tensorboard",
 ]
 LITERAL = re.compile("[\"'](" + "|".join(re.escape(n) for n in NAMES) + ")[\"']")
+# "export" is also a command's name: as a folder it is a path part.
+FOLDER_IN_PATH = re.compile(r"os\.path\.join\([^)]*[\"']export[\"']")
 
 
 def test_run_folder_file_names_appear_only_in_their_owners():
@@ -42,4 +48,5 @@ def test_run_folder_file_names_appear_only_in_their_owners():
                     for match in LITERAL.finditer(line):
                         if match.group(1) not in OTHER_FORMATS.get(rel, set()):
                             found.append(f"{rel}:{number}: {match.group(0)}")
+                    found += [f"{rel}:{number}: {m.group(0)}" for m in FOLDER_IN_PATH.finditer(line)]
     assert not found, "run-folder names outside training/run.py and checkpoint.py:\n" + "\n".join(found)

@@ -51,17 +51,6 @@ def evaluated_config(args):
     return cfg
 
 
-def _weights(args) -> str:
-    """The weights file of ``--run`` (its best, else newest, checkpoint) or
-    ``--checkpoint`` (a folder or the file)."""
-    from anet_tf.training.checkpoint import checkpoint_weights
-    from anet_tf.training.run_checkpoints import resolve_weights
-
-    if args.run:
-        return resolve_weights(args.run)[1]
-    return checkpoint_weights(args.checkpoint)
-
-
 def cmd_evaluate(args) -> int:
     from anet_tf.data.readers import load_dataset
     from anet_tf.evaluation.extract import format_results
@@ -74,7 +63,9 @@ def cmd_evaluate(args) -> int:
     if args.model:
         metrics = job.evaluate_saved_model(cfg, dataset, args.model)
     else:
-        metrics = job.evaluate_weights(cfg, dataset, _weights(args))
+        from anet_tf.training.run_checkpoints import Run
+
+        metrics = job.evaluate_trained(Run(args.run or args.checkpoint), cfg, dataset)
     chance = job.chance_level(dataset, cfg)
     print(format_results(metrics, cfg.data.name, chance=chance, feature=cfg.eval.feature))
     if args.json_out:

@@ -82,13 +82,17 @@ def cmd_export(args) -> int:
     from anet_tf.export import ExportRefused
     from anet_tf.export import export_formats
     from anet_tf.io import path_name_problem
-    from anet_tf.training.run_checkpoints import load_trained
+    from anet_tf.training.run_checkpoints import Run
 
     # The name becomes a folder under --out: checked before any work is spent.
     problem = args.model_name is not None and path_name_problem(args.model_name)
     if problem:
         raise ConfigError(f"--model-name: {problem}")
-    net, cfg, dataset = load_trained(args.run or args.checkpoint)
+    run = Run(args.run or args.checkpoint)
+    net, cfg, description = run.network(), run.config, run.description()
+    # Images are needed only to calibrate int8 and for --check: the run's dataset
+    # where it is still there; the rest of the export needs no data.
+    dataset = run.dataset()
     overrides = []
     if args.model_name is not None:
         overrides.append(f"export.model_name={args.model_name}")
@@ -104,11 +108,12 @@ def cmd_export(args) -> int:
         paths = export_formats(
             net,
             cfg,
-            dataset,
+            description,
             args.out,
             formats=formats,
             quantize=args.quantize or cfg.export.quantize,
             verbose=not args.quiet,
+            calibration=dataset,
         )
     except ExportRefused as exc:
         paths = exc.paths
@@ -116,7 +121,14 @@ def cmd_export(args) -> int:
             print(f"anet-tf export: {fmt} refused: {reason}", file=sys.stderr)
         status = EXIT_FAILED
     print(json.dumps(paths, indent=2))
-    if args.check and paths.get("saved_model"):
+    if args.check and paths.get("saved_model") and dataset is None:
+        print(
+            f"anet-tf export: --check compares the formats on the run's test images, "
+            f"and its dataset ({cfg.data.root}) is not here; the formats were written",
+            file=sys.stderr,
+        )
+        status = EXIT_FAILED
+    elif args.check and paths.get("saved_model"):
         from anet_tf.export.parity import format_parity
         from anet_tf.export.parity import parity_report
 

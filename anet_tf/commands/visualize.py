@@ -203,30 +203,17 @@ def _visualize_ranked(args) -> int:
 
 
 def _visualize_activation(args) -> int:
-    import dataclasses
-
     from anet_tf.config import apply_overrides
-    from anet_tf.data.readers import load_dataset
     from anet_tf.evaluation.activation import activation_maps
-    from anet_tf.model import build_model_from_config
     from anet_tf.search.sources import list_sources
-    from anet_tf.training.checkpoint import load_net_weights
-    from anet_tf.training.run import load_run_config
-    from anet_tf.training.run_checkpoints import resolve_weights
+    from anet_tf.training.run_checkpoints import Run
     from anet_tf.visualize import plot_activation_maps
 
-    cfg = load_run_config(args.run)
+    run = Run(args.run)
+    net = run.network()  # its best, else newest, checkpoint; no dataset read
+    cfg = run.config
     if args.overrides:
         cfg = apply_overrides(cfg, args.overrides)
-    # The trained weights replace any pretrained backbone; its file need not exist.
-    cfg = dataclasses.replace(
-        cfg, model=dataclasses.replace(cfg.model, pretrained=None)
-    )
-    dataset = load_dataset(cfg, check_images=False)
-    net = build_model_from_config(
-        cfg, len(dataset.train_pids()), dataset.num_classes, load_pretrained=False
-    )
-    load_net_weights(net, resolve_weights(args.run)[1])  # its best, else newest, checkpoint
     paths = list_sources(args.image).paths[: args.max_images]
     maps = activation_maps(net, paths, cfg.data.image_size)
     titles = [os.path.basename(p) for p in paths]

@@ -200,15 +200,26 @@ def evaluate_embedder(embed_fn: Callable, dataset, cfg: Config) -> dict:
     return evaluate_predictor(_as_predictor(embed_fn), dataset, cfg)
 
 
-def evaluate_net(net, dataset, cfg: Config) -> dict:
+def evaluate_net(
+    net, dataset, cfg: Config, attributes: Mapping[str, Sequence[str]] | None = None
+) -> dict:
     """Metrics of a functional ANet network on the dataset's test protocol, with the
-    accuracy of its attribute branches (van, anet) under ``"attributes"``."""
+    accuracy of its attribute branches (van, anet) under ``"attributes"``.
+
+    Args:
+        attributes: ``{name: class names}`` of the branches to score (the
+            network's classes, which the dataset must label alike); default every
+            attribute of ``data.attributes`` with the dataset's classes (the
+            dataset the network was trained on).
+    """
     names = list(cfg.data.attributes) if cfg.model.variant != "baseline" else []
+    if attributes is None:
+        attributes = dataset_attribute_classes(dataset, names)
     return evaluate_predictor(
         keras_predict_fn(net, cfg.eval.feature, names),
         dataset,
         cfg,
-        dataset_attribute_classes(dataset, names),
+        attributes,
     )
 
 

@@ -1,7 +1,9 @@
 """Export a trained ANet to serving formats: TF Serving SavedModel, TFLite (LiteRT),
 ONNX and TensorRT.
 
-``run_export(source, out_dir, formats, quantize)`` is what ``anet-tf export`` runs::
+``export_formats(net, cfg, description, out_dir, formats, quantize)`` writes (what
+``anet-tf export`` and ``anet-tf fit`` run, through
+:func:`anet_tf.jobs.fit_evaluate_export.export_run`)::
 
     <out_dir>/<model_name>/<version>/   SavedModel (TF Serving layout, saved_model.py)
     <out_dir>/tflite/                   model.tflite (+ _fp16, _int8_dynamic, _int8)
@@ -30,7 +32,7 @@ class ExportRefused(RuntimeError):
     """Some formats could not be exported here; the others were.
 
     Attributes:
-        paths: what was written, as :func:`run_export` returns it.
+        paths: what was written, as :func:`export_formats` returns it.
         reasons: format -> why it was refused.
     """
 
@@ -46,13 +48,23 @@ class ExportRefused(RuntimeError):
 def export_formats(
     net,
     cfg,
-    dataset,
+    description,
     out_dir: str,
     formats: Sequence[str] = ("saved_model",),
     quantize: str | None = None,
     verbose: bool = True,
+    calibration=None,
 ) -> dict:
     """Export a loaded network to each of ``formats`` under ``out_dir``.
+
+    Args:
+        net: the trained network (:meth:`anet_tf.training.run_checkpoints.Run.network`).
+        cfg: the run's config.
+        description: the run's
+            :class:`~anet_tf.training.run.NetworkDescription` (attribute class
+            names); a dataset serves too.
+        calibration: a dataset whose training images calibrate full-integer
+            (int8) quantization; default ``description`` when it is a dataset.
 
     Returns:
         ``{"saved_model": dir, "tflite": {variant: file}, "onnx": file,
@@ -90,27 +102,39 @@ def export_formats(
             refused["tensorrt"] = reason  # reported once, by the caller, at the end
             say("tensorrt cannot be built here (the reason follows at the end); exporting the other formats")
     paths: dict = {}
-    module = build_serving_module(net, cfg, dataset)
-    metadata = serving_metadata(module, cfg, dataset)
+    module = build_serving_module(net, cfg, description)
+    metadata = serving_metadata(module, cfg, description)
+    calibration = calibration if calibration is not None else description
+    tflite_variants = None
+    if quantize == "int8" and "tflite" in formats and not getattr(calibration, "train", None):
+        from anet_tf.export import tflite
+
+        # The dynamic-range variants need no images; full-integer int8 does.
+        tflite_variants = tuple(v for v in tflite.QUANTIZE_VARIANTS["int8"] if v != "int8")
+        refused["tflite int8"] = (
+            "full-integer quantization calibrates on training images, and the run's "
+            f"dataset ({cfg.data.root}) is not here; export where it is (the other "
+            "TFLite variants were written)"
+        )
     if "saved_model" in formats:
-        paths["saved_model"] = export_saved_model(net, cfg, dataset, out_dir)
+        paths["saved_model"] = export_saved_model(net, cfg, description, out_dir)
         say(f"saved_model -> {paths['saved_model']}")
     if "tflite" in formats:
         from anet_tf.export import tflite
 
         representative = None
-        if quantize == "int8":
-            representative = tflite.representative_images(dataset, cfg.data.image_size)
+        if quantize == "int8" and tflite_variants is None:
+            representative = tflite.representative_images(calibration, cfg.data.image_size)
         paths["tflite"] = tflite.export_tflite(
             module,
             os.path.join(out_dir, "tflite"),
-            variants=tflite.QUANTIZE_VARIANTS[quantize],
+            variants=tflite_variants or tflite.QUANTIZE_VARIANTS[quantize],
             representative=representative,
             metadata=metadata,
         )
         for variant, path in paths["tflite"].items():
             say(f"tflite {variant} -> {path}")
-    needs_onnx = "onnx" in formats or ("tensorrt" in formats and not refused)
+    needs_onnx = "onnx" in formats or ("tensorrt" in formats and "tensorrt" not in refused)
     if needs_onnx:
         from anet_tf.export.onnx import export_onnx
 
@@ -127,36 +151,3 @@ def export_formats(
     if refused:
         raise ExportRefused(paths, refused)
     return paths
-
-
-def run_export(
-    source: str,
-    out_dir: str,
-    formats: Sequence[str] | None = None,
-    quantize: str | None = None,
-    verbose: bool = True,
-) -> dict:
-    """``anet-tf export``: load a run directory or checkpoint and export it.
-
-    Args:
-        source: a run directory (its best, else last, checkpoint), a checkpoint
-            folder or a ``net.weights.h5`` file inside a run.
-        out_dir: where the formats go (see the module docstring).
-        formats: subset of saved_model, tflite, onnx, tensorrt; None = the run's
-            ``export.formats``.
-        quantize: None | fp16 | int8 (TFLite variants); None = ``export.quantize``.
-
-    Returns and raises as :func:`export_formats`.
-    """
-    from anet_tf.training.run_checkpoints import load_trained
-
-    net, cfg, dataset = load_trained(source)
-    return export_formats(
-        net,
-        cfg,
-        dataset,
-        out_dir,
-        formats=list(formats or cfg.export.formats),
-        quantize=quantize if quantize is not None else cfg.export.quantize,
-        verbose=verbose,
-    )

@@ -15,9 +15,12 @@ import time
 from anet_tf.config import Config
 from anet_tf.io import NotWritableError
 from anet_tf.io import read_json_file
+from anet_tf.training.run import CHECKPOINTS
 from anet_tf.training.run import CONFIG_FILE
+from anet_tf.training.run import EXPORT
 from anet_tf.training.run import LOG_FILE
 from anet_tf.training.run import METRICS_FILE
+from anet_tf.training.run import TENSORBOARD
 
 
 def default_run_dir(cfg: Config) -> str:
@@ -86,18 +89,20 @@ def chance_level(dataset, cfg: Config) -> dict:
     return chance_metrics(dataset, cfg)
 
 
-def evaluate_weights(cfg: Config, dataset, weights: str) -> dict:
-    """Metrics of the network ``cfg`` describes with ``weights`` (a net.weights.h5)
-    loaded, on ``dataset``'s test protocol."""
+def evaluate_trained(run, cfg: Config, dataset, checkpoint: str | None = None) -> dict:
+    """Metrics of a trained run's network (:meth:`Run.network
+    <anet_tf.training.run_checkpoints.Run.network>`, weights of ``checkpoint`` or
+    the run's own) on ``dataset``'s test protocol with ``cfg``'s eval settings.
+    The dataset may be another than the run's: the embedding does not depend on
+    its identities; attributes are scored where it labels them with the
+    network's classes (:func:`comparable_attributes`)."""
     from anet_tf.evaluation.extract import evaluate_net
-    from anet_tf.training.checkpoint import load_net_weights
-    from anet_tf.training.fit import build_trainer
 
-    trainer = build_trainer(
-        cfg, len(dataset.train_pids()), dataset.num_classes, load_pretrained=False
-    )
-    load_net_weights(trainer.net, weights)
-    return evaluate_net(trainer.net, dataset, cfg)
+    net, description = run.network(checkpoint), run.description()
+    names = list(description.attribute_names) if cfg.model.variant != "baseline" else []
+    classes = dict(zip(description.attribute_names, description.attribute_classes))
+    scored = comparable_attributes({n: list(classes[n]) for n in names}, dataset)
+    return evaluate_net(net, dataset, cfg, scored)
 
 
 def evaluate_saved_model(cfg: Config, dataset, model_dir: str) -> dict:
@@ -118,9 +123,10 @@ def evaluate_run(run_dir: str, overrides=(), weights: str | None = None) -> dict
     Args:
         run_dir: a run directory (its ``config.yaml`` gives the network and data).
         overrides: ``--set`` items applied to the run's config, e.g.
-            ``["eval.feature=fa"]``.
-        weights: a ``net.weights.h5`` file; default: the run's ``checkpoints/best``,
-            else its newest checkpoint (as ``evaluate --run``).
+            ``["eval.feature=fa"]`` or ``["data.root=OTHER"]`` (another dataset).
+        weights: a checkpoint folder or ``net.weights.h5`` file; default: the
+            run's ``checkpoints/best``, else its newest checkpoint (as
+            ``evaluate --run``).
 
     Returns:
         ``{"dataset", "feature", "metrics", "chance", "weights"}``, the schema of the
@@ -128,22 +134,20 @@ def evaluate_run(run_dir: str, overrides=(), weights: str | None = None) -> dict
     """
     from anet_tf.config import apply_overrides
     from anet_tf.data.readers import load_dataset
-    from anet_tf.training.run import load_run_config
-    from anet_tf.training.run_checkpoints import resolve_weights
+    from anet_tf.training.run_checkpoints import Run
 
-    cfg = load_run_config(run_dir)
+    run = Run(run_dir)
+    cfg = run.config
     if overrides:
         cfg = apply_overrides(cfg, list(overrides))
-    if weights is None:
-        _, weights = resolve_weights(run_dir)
     ensure_synthetic(cfg, verbose=False)
     dataset = load_dataset(cfg)
     return {
         "dataset": cfg.data.name,
         "feature": cfg.eval.feature,
-        "metrics": evaluate_weights(cfg, dataset, weights),
+        "metrics": evaluate_trained(run, cfg, dataset, weights),
         "chance": chance_level(dataset, cfg),
-        "weights": weights,
+        "weights": weights or run.weights(),
     }
 
 
@@ -193,12 +197,26 @@ def fit_and_report(
             override the run cannot take.
         DataError, ConfigError: bad data or settings (an undecodable image named).
     """
+    from anet_tf.training.fit import holding_run_lock
+
+    if resume and cfg is None:
+        cfg = resume_config(run_dir, overrides)
+    assert cfg is not None
+    # The run's lock, from here to the end (training, refit, evaluation, export,
+    # metrics.json): a second fit of the folder is refused until this one is done.
+    with holding_run_lock(cfg, run_dir, verbose) as lock:
+        return _fit_and_report_locked(
+            cfg, run_dir, lock, resume=resume, export=export, verbose=verbose,
+            reevaluate=reevaluate, command=command,
+        )
+
+
+def _fit_and_report_locked(cfg, run_dir, lock, *, resume, export, verbose, reevaluate, command):
+    """:func:`fit_and_report` once ``lock`` (the run's, or None) is held."""
     from anet_tf.training.fit import write_json
     from anet_tf.training.run_checkpoints import finished_state
 
     if resume:
-        if cfg is None:
-            cfg = resume_config(run_dir, overrides)
         done = finished_state(cfg, run_dir)
         if done is not None and not reevaluate:
             print(
@@ -209,10 +227,10 @@ def fit_and_report(
                 "train.stageN.epochs=..."
             )
             return None
-    assert cfg is not None
     dataset = _checked_dataset(cfg, verbose)
     t0 = time.perf_counter()
-    result = _train_run(cfg, run_dir, dataset, resume=resume, command=command, verbose=verbose)
+    result = _train_run(cfg, run_dir, dataset, resume=resume, command=command,
+                        verbose=verbose, lock=lock)
     # Training wall time over every session of the run (kept in the checkpoints);
     # a run whose training had finished before this call keeps its own.
     train_s = result.train_seconds or (time.perf_counter() - t0)
@@ -242,7 +260,8 @@ def _checked_dataset(cfg: Config, verbose: bool):
     return dataset
 
 
-def _train_run(cfg: Config, run_dir: str, dataset, *, resume: bool, command: str, verbose: bool):
+def _train_run(cfg: Config, run_dir: str, dataset, *, resume: bool, command: str, verbose: bool,
+               lock=None):
     """:func:`anet_tf.training.fit.train` with the evaluation injected; an image
     the input pipeline cannot decode is named."""
     from anet_tf.training.fit import train
@@ -258,6 +277,7 @@ def _train_run(cfg: Config, run_dir: str, dataset, *, resume: bool, command: str
             # Keras' bar only on a terminal: in a file it is ANSI codes and one line
             # of thousands of characters per epoch.
             verbose=1 if verbose and sys.stdout.isatty() else 2,
+            run_lock=lock,
         )
     except Exception as exc:  # a decoder error inside the input pipeline
         _name_undecodable_images(exc, dataset, run_dir)
@@ -284,16 +304,50 @@ def _evaluate_trained(cfg: Config, result, dataset, run_dir: str, train_s: float
     }
 
 
-def _export_trained(cfg: Config, result, dataset, run_dir: str) -> str:
-    """Export the trained network to ``run_dir/export``; the SavedModel's folder."""
+def _export_trained(cfg: Config, result, dataset, run_dir: str) -> str | None:
+    """Export the trained network to ``run_dir/export`` in ``export.formats`` (with
+    ``export.quantize``), as ``anet-tf export`` does; the SavedModel's folder, or
+    None where it was not written. A format that cannot be written here (its extra
+    missing, TensorRT without a GPU) is one line on stderr, with the command that
+    exports it later; the run is intact either way."""
     from anet_tf.training.fit import on_jax
 
-    print("[anet-tf] exporting the SavedModel ...", flush=True)
+    formats = list(cfg.export.formats)
+    print(f"[anet-tf] exporting ({', '.join(formats)}) ...", flush=True)
+    export_dir = os.path.join(run_dir, EXPORT)
     if on_jax():
-        return export_in_tensorflow(run_dir, os.path.join(run_dir, "export"))
-    from anet_tf.export.saved_model import export_saved_model
+        return export_in_tensorflow(run_dir, export_dir, formats, cfg.export.quantize)
+    from anet_tf.export import ExportRefused
+    from anet_tf.export import export_formats
+    from anet_tf.training.run import describe_network
 
-    return export_saved_model(result.net, cfg, dataset, os.path.join(run_dir, "export"))
+    later = f"anet-tf export --run {run_dir} --out {export_dir}"
+    try:
+        paths = export_formats(
+            result.net,
+            cfg,
+            describe_network(cfg, dataset),
+            export_dir,
+            formats=formats,
+            quantize=cfg.export.quantize,
+            verbose=False,
+            calibration=dataset,
+        )
+    except ExportRefused as exc:
+        paths = exc.paths
+        for fmt, reason in exc.reasons.items():
+            print(f"anet-tf fit: {fmt} not exported: {reason}", file=sys.stderr)
+    except ImportError as exc:  # a format's extra is not installed
+        print(
+            f"anet-tf fit: export stopped: {exc}; the run is intact: install it, then "
+            f"{later}",
+            file=sys.stderr,
+        )
+        return None
+    for fmt in formats:
+        if fmt != "saved_model" and fmt in paths:
+            print(f"[anet-tf] {fmt} -> {paths[fmt]}")
+    return paths.get("saved_model")
 
 
 def _print_where_things_are(cfg: Config, payload: dict, run_dir: str, exported, train_s: float) -> None:
@@ -306,21 +360,23 @@ def _print_where_things_are(cfg: Config, payload: dict, run_dir: str, exported, 
     print()
     print(f"run directory : {run_dir}")
     print(f"  config      : {os.path.join(run_dir, CONFIG_FILE)}")
-    print(f"  checkpoints : {os.path.join(run_dir, 'checkpoints')} (last.json, best/)")
+    print(f"  checkpoints : {os.path.join(run_dir, CHECKPOINTS)} (last.json, best/)")
     print(f"  log         : {os.path.join(run_dir, LOG_FILE)}")
-    print(f"  tensorboard : tensorboard --logdir {os.path.join(run_dir, 'tensorboard')}")
+    print(f"  tensorboard : tensorboard --logdir {os.path.join(run_dir, TENSORBOARD)}")
     print(f"  metrics     : {os.path.join(run_dir, METRICS_FILE)}")
     if exported:
         print(f"  saved model : {exported}")
     print(f"training took {train_s:.0f} s")
 
 
-def export_in_tensorflow(run_dir: str, out: str) -> str:
+def export_in_tensorflow(
+    run_dir: str, out: str, formats=("saved_model",), quantize: str | None = None
+) -> str | None:
     """Export the last checkpoint of ``run_dir`` (the weights training ended with)
-    to a SavedModel under ``out`` from a process on the TensorFlow backend: a
+    to ``formats`` under ``out`` from a process on the TensorFlow backend: a
     SavedModel is TensorFlow's format, and the Keras backend is fixed per process,
     so a run trained on JAX is exported by ``anet-tf export`` as any run is.
-    Returns the version folder.
+    Returns the SavedModel's version folder (None when it was not asked for).
 
     Raises:
         RuntimeError: the export process failed (its error output attached).
@@ -329,11 +385,13 @@ def export_in_tensorflow(run_dir: str, out: str) -> str:
 
     from anet_tf.training.checkpoint import CheckpointManager
 
-    latest = CheckpointManager(os.path.join(run_dir, "checkpoints")).latest()
+    latest = CheckpointManager(os.path.join(run_dir, CHECKPOINTS)).latest()
     if latest is None:
         raise RuntimeError(f"{run_dir}: no checkpoint to export")
     command = [sys.executable, "-m", "anet_tf", "export", "--checkpoint", latest[0],
-               "--out", out, "--formats", "saved_model", "--quiet"]
+               "--out", out, "--formats", ",".join(formats), "--quiet"]
+    if quantize:
+        command += ["--quantize", quantize]
     env = dict(os.environ, KERAS_BACKEND="tensorflow")
     proc = subprocess.run(command, env=env, capture_output=True, text=True)
     if proc.returncode:
@@ -341,7 +399,7 @@ def export_in_tensorflow(run_dir: str, out: str) -> str:
             f"exporting {latest[0]} with the TensorFlow backend failed "
             f"({' '.join(command)}):\n{proc.stderr[-3000:]}"
         )
-    return json.loads(proc.stdout[proc.stdout.index("{"):])["saved_model"]
+    return json.loads(proc.stdout[proc.stdout.index("{"):]).get("saved_model")
 
 
 def _name_undecodable_images(exc: Exception, dataset, run_dir: str) -> None:

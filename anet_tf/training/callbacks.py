@@ -39,6 +39,8 @@ import tensorflow as tf
 
 from anet_tf.training.checkpoint import CheckpointManager
 from anet_tf.training.checkpoint import TrainState
+from anet_tf.training.run import CHECKPOINTS
+from anet_tf.training.run import TENSORBOARD
 from anet_tf.training.run import append_log_row
 from anet_tf.training.trainer import cosine_lr_at_epoch
 from anet_tf.training.trainer import lr_at_epoch
@@ -343,7 +345,7 @@ class StageProgress:
         self.best_key = best_key
         self.train_seconds = train_seconds  # before this stage; grows per epoch
         self.last_metrics: dict = {}
-        self.ckpt = CheckpointManager(os.path.join(run_dir, "checkpoints"))
+        self.ckpt = CheckpointManager(os.path.join(run_dir, CHECKPOINTS))
         self.epoch = 0  # the epoch under way, 0-based within the stage
         self.record: EpochRecord | None = None  # the epoch being ended
         self.session_t0: float | None = None  # this session's first epoch start
@@ -559,7 +561,7 @@ class TensorBoardScalars(keras.callbacks.Callback):
     def write(self, record: EpochRecord) -> None:
         if self._writer is None:
             self._writer = tf.summary.create_file_writer(
-                os.path.join(self.progress.run_dir, "tensorboard")
+                os.path.join(self.progress.run_dir, TENSORBOARD)
             )
         with self._writer.as_default(step=record.global_epoch):
             for name, value in record.logs.items():

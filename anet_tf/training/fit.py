@@ -33,10 +33,14 @@ from anet_tf.training.checkpoint import CheckpointManager
 from anet_tf.training.interrupt import InterruptCheck
 from anet_tf.training.optimizers import coupled_weight_decay
 from anet_tf.training.optimizers import make_optimizer
+from anet_tf.training.run import CHECKPOINTS
 from anet_tf.training.run import RunLock
+from anet_tf.training.run import describe_network
+from anet_tf.training.run import load_network_description
 from anet_tf.training.run import reconcile_log
 from anet_tf.training.run import record_resume_changes
 from anet_tf.training.run import remove_stale_temporaries
+from anet_tf.training.run import save_network_description
 from anet_tf.training.run import save_run_config
 from anet_tf.training.stages import STAGE1
 from anet_tf.training.stages import STAGE2
@@ -127,8 +131,44 @@ def is_chief(strategy) -> bool:
     resolver = getattr(strategy, "cluster_resolver", None)
     if resolver is None or not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         return True
-    task_type, task_id = resolver.task_type, resolver.task_id
+    return _chief_task(resolver.task_type, resolver.task_id)
+
+
+def _chief_task(task_type, task_id) -> bool:
     return task_type is None or task_type == "chief" or (task_type == "worker" and task_id == 0)
+
+
+def holds_run_lock(cfg: Config) -> bool:
+    """Whether this process holds its run folder's lock (:class:`RunLock`) while it
+    fits: every process but a non-chief worker of ``train.strategy=multi_worker``
+    (its TF_CONFIG task; :func:`is_chief` asks the strategy the same, once made).
+    For a caller that takes the lock before training (:func:`train`'s
+    ``run_lock``)."""
+    if cfg.train.strategy != "multi_worker":
+        return True
+    try:
+        task = json.loads(os.environ.get("TF_CONFIG", "{}")).get("task") or {}
+    except (ValueError, AttributeError):
+        return True  # train() refuses a bad TF_CONFIG itself
+    return _chief_task(task.get("type"), task.get("index", 0))
+
+
+@contextlib.contextmanager
+def holding_run_lock(cfg: Config, run_dir: str, verbose: int = 1):
+    """Hold ``run_dir``'s :class:`RunLock` for the block, where
+    :func:`holds_run_lock`; yields it (for :func:`train`'s ``run_lock``), or None
+    on a non-chief worker.
+
+    Raises:
+        RunFolderError: another process holds it (one line naming it).
+    """
+    if not holds_run_lock(cfg):
+        yield None
+        return
+    with RunLock(run_dir) as lock:
+        if lock.took_over and verbose:
+            print(f"[anet-tf] {run_dir}: took over the lock of {lock.took_over}, which has ended")
+        yield lock
 
 
 def per_replica_data_config(cfg: Config, replicas: int):
@@ -238,6 +278,7 @@ def train(
     extra_callbacks: tuple = (),
     verbose: int = 1,
     command: str = "anet-tf fit --resume",
+    run_lock: RunLock | None = None,
 ) -> TrainResult:
     """Run (or resume) both training stages.
 
@@ -253,6 +294,12 @@ def train(
             per epoch (terms, lr, images/s, time), for logs and files.
         command: on resume, the command line recorded in changes.yaml when ``cfg``
             differs from the run's config.yaml (written once the lock is held).
+        run_lock: the :class:`RunLock` of ``run_dir``, already held by the caller,
+            who releases it (``anet-tf fit`` holds it through evaluation and
+            export too). None: the chief takes it here for the training and
+            releases it on return. (A second RunLock of the folder in the same
+            process is refused as another process's would be: flock locks
+            belong to an open file.)
     """
     policy = keras.mixed_precision.global_policy()
     if cfg.train.mixed_precision:
@@ -263,7 +310,8 @@ def train(
     determinism = set_determinism(cfg.train.deterministic)
     try:
         return _train(cfg, run_dir, resume=resume, dataset=dataset, evaluate_fn=evaluate_fn,
-                      extra_callbacks=extra_callbacks, verbose=verbose, command=command)
+                      extra_callbacks=extra_callbacks, verbose=verbose, command=command,
+                      run_lock=run_lock)
     finally:
         keras.mixed_precision.set_global_policy(policy)
         restore_determinism(determinism)
@@ -282,7 +330,8 @@ def _jit_compile(cfg: Config) -> bool:
     return True if on_jax() else cfg.train.jit_compile
 
 
-def _train(cfg, run_dir, *, resume, dataset, evaluate_fn, extra_callbacks, verbose, command) -> TrainResult:
+def _train(cfg, run_dir, *, resume, dataset, evaluate_fn, extra_callbacks, verbose, command,
+           run_lock=None) -> TrainResult:
     from anet_tf.data.readers import load_dataset
 
     seed_everything(cfg.train.seed)
@@ -298,9 +347,10 @@ def _train(cfg, run_dir, *, resume, dataset, evaluate_fn, extra_callbacks, verbo
         chief = is_chief(strategy)
         if dataset is None:
             dataset = load_dataset(cfg)
+        # One process trains in a run folder: the lock lives as long as training,
+        # or longer where the caller holds it.
         lock = RunLock(run_dir)
-        if chief:
-            # One process trains in a run folder; the lock lives as long as training.
+        if chief and run_lock is None:
             lock.acquire()
             if lock.took_over and verbose:
                 print(f"[anet-tf] {run_dir}: took over the lock of {lock.took_over}, which has ended")
@@ -352,8 +402,12 @@ class _Carried:
 
 def _train_locked(cfg, run_dir, strategy, chief, dataset, *, resume, evaluate_fn,
                   extra_callbacks, verbose, command) -> TrainResult:
-    ckpts = CheckpointManager(os.path.join(run_dir, "checkpoints"))
+    ckpts = CheckpointManager(os.path.join(run_dir, CHECKPOINTS))
     latest = _open_run_folder(cfg, run_dir, ckpts, chief, resume, verbose)
+    if chief and (not resume or load_network_description(run_dir) is None):
+        # What the network's shape depends on besides the config, so the run
+        # loads without its dataset (training/run_checkpoints.Run.network).
+        save_network_description(run_dir, describe_network(cfg, dataset))
     trainer, optimizer = _compiled_trainer(cfg, strategy, dataset, load_pretrained=latest is None)
     state = _restore(cfg, run_dir, latest, trainer, optimizer, chief, resume, verbose, command)
     columns = term_names(cfg.model.variant, trainer.attribute_names)

@@ -3,6 +3,9 @@
 A run folder (``anet-tf fit --out RUN``) holds::
 
     config.yaml       the resolved config (CONFIG_FILE), written once at the start
+    network.json      what rebuilding the network needs beyond the config: training
+                      identities, attribute classes, input size, who wrote it
+                      (NETWORK_FILE, :class:`NetworkDescription`), written at the start
     changes.yaml      settings changed on ``fit --resume RUN --set k=v`` (CHANGES_FILE)
     lock              held (flock) by the process training in the folder (LOCK_FILE)
     log.csv           one row per completed epoch (LOG_FILE)
@@ -28,7 +31,9 @@ from __future__ import annotations
 
 import csv
 import datetime
+import json
 import os
+from dataclasses import dataclass
 
 import yaml
 
@@ -40,6 +45,7 @@ from anet_tf.io import LockHeldError
 from anet_tf.io import atomic_file
 from anet_tf.io import atomic_write_text
 from anet_tf.io import is_disk_full
+from anet_tf.io import read_json_file
 from anet_tf.io import read_yaml_file
 from anet_tf.io import remove_path
 
@@ -49,6 +55,10 @@ LOCK_FILE = "lock"
 LOG_FILE = "log.csv"
 METRICS_FILE = "metrics.json"
 CHECKPOINTS = "checkpoints"
+NETWORK_FILE = "network.json"
+TENSORBOARD = "tensorboard"
+EXPORT = "export"
+NETWORK_FORMAT = "anet-tf-network/1"
 
 # The log's leading columns; the loss terms of the variant and eval_* follow.
 LOG_FIXED = ["stage", "epoch", "global_epoch", "lr", "epoch_time_s", "images_per_s"]
@@ -91,6 +101,146 @@ def load_run_config(run_dir: str) -> Config:
     if not isinstance(raw, dict):
         raise DamagedFileError(f"{path} is damaged (not a mapping of config sections)")
     return config_from_dict(raw, source=path)
+
+
+# ----------------------------------------------------------------- the network
+@dataclass(frozen=True)
+class NetworkDescription:
+    """What rebuilding a run's network needs beyond its config, kept in the run
+    (``network.json``) so that the run loads, evaluates and exports without its
+    training data.
+
+    Args:
+        num_ids: training identities (classes of the ID classifiers).
+        attribute_names: the attributes of ``data.attributes``, in order.
+        attribute_classes: each attribute's class names; index = class id.
+        input_size: [height, width] of the network's input.
+        dataset: the training dataset's reader name and folder (for messages).
+        written_by: package and framework versions that wrote it.
+    """
+
+    num_ids: int
+    attribute_names: tuple[str, ...]
+    attribute_classes: tuple[tuple[str, ...], ...]
+    input_size: tuple[int, int]
+    dataset: dict
+    written_by: dict
+
+    @property
+    def num_classes(self) -> list[int]:
+        """m_i, the number of classes of each attribute."""
+        return [len(c) for c in self.attribute_classes]
+
+    @property
+    def name(self) -> str:
+        """The training dataset's reader name (as a dataset's ``name``)."""
+        return str(self.dataset.get("name", ""))
+
+    def to_dict(self) -> dict:
+        return {
+            "format": NETWORK_FORMAT,
+            "num_ids": self.num_ids,
+            "attributes": [
+                {"name": n, "classes": list(c)}
+                for n, c in zip(self.attribute_names, self.attribute_classes, strict=True)
+            ],
+            "input_size": list(self.input_size),
+            "dataset": dict(self.dataset),
+            "written_by": dict(self.written_by),
+        }
+
+    @classmethod
+    def from_dict(cls, raw, path: str = NETWORK_FILE) -> NetworkDescription:
+        """The description of a ``network.json`` document.
+
+        Raises:
+            DamagedFileError: not a description of this format, naming the field.
+        """
+        advice = "remove it: the run then rebuilds it from its dataset"
+
+        def bad(what):
+            return DamagedFileError(f"{path} is damaged ({what}); {advice}")
+
+        if not isinstance(raw, dict) or raw.get("format") != NETWORK_FORMAT:
+            got = raw.get("format") if isinstance(raw, dict) else type(raw).__name__
+            raise bad(f"format {got!r}, this anet-tf reads {NETWORK_FORMAT}")
+        num_ids = raw.get("num_ids")
+        if not isinstance(num_ids, int) or isinstance(num_ids, bool) or num_ids < 1:
+            raise bad(f"num_ids: a positive integer is needed, got {num_ids!r}")
+        attributes = raw.get("attributes")
+        if not isinstance(attributes, list):
+            raise bad("attributes: a list is needed")
+        names, classes = [], []
+        for i, a in enumerate(attributes):
+            if (
+                not isinstance(a, dict)
+                or not isinstance(a.get("name"), str)
+                or not isinstance(a.get("classes"), list)
+                or not all(isinstance(c, str) for c in a["classes"])
+            ):
+                raise bad(f"attributes[{i}]: {{name: str, classes: [str, ...]}} is needed")
+            names.append(a["name"])
+            classes.append(tuple(a["classes"]))
+        size = raw.get("input_size")
+        if (
+            not isinstance(size, list)
+            or len(size) != 2
+            or not all(isinstance(x, int) and x > 0 for x in size)
+        ):
+            raise bad(f"input_size: [height, width] is needed, got {size!r}")
+        return cls(
+            num_ids=num_ids,
+            attribute_names=tuple(names),
+            attribute_classes=tuple(classes),
+            input_size=(size[0], size[1]),
+            dataset=dict(raw.get("dataset") or {}),
+            written_by=dict(raw.get("written_by") or {}),
+        )
+
+
+def describe_network(cfg: Config, dataset) -> NetworkDescription:
+    """The :class:`NetworkDescription` of the network ``cfg`` builds for
+    ``dataset`` (its training identities and attribute classes)."""
+    import keras
+
+    from anet_tf._version import __version__
+
+    written_by = {"anet_tf": __version__, "keras": keras.__version__, "backend": keras.backend.backend()}
+    try:
+        import tensorflow as tf
+
+        written_by["tensorflow"] = tf.__version__
+    except ImportError:  # pragma: no cover - the JAX backend without TensorFlow
+        pass
+    return NetworkDescription(
+        num_ids=len(dataset.train_pids()),
+        attribute_names=tuple(dataset.attribute_names),
+        attribute_classes=tuple(tuple(c) for c in dataset.attribute_classes),
+        input_size=(int(cfg.data.image_size[0]), int(cfg.data.image_size[1])),
+        dataset={"name": dataset.name, "root": os.path.abspath(dataset.root)},
+        written_by=written_by,
+    )
+
+
+def save_network_description(run_dir: str, description: NetworkDescription) -> str:
+    """Write ``RUN/network.json`` (atomically)."""
+    path = os.path.join(run_dir, NETWORK_FILE)
+    atomic_write_text(path, json.dumps(description.to_dict(), indent=2) + "\n")
+    return path
+
+
+def load_network_description(run_dir: str) -> NetworkDescription | None:
+    """The run's :class:`NetworkDescription`, or None for a run written before runs
+    kept one.
+
+    Raises:
+        DamagedFileError: the file is not valid JSON or not a description.
+    """
+    path = os.path.join(run_dir, NETWORK_FILE)
+    if not os.path.isfile(path):
+        return None
+    advice = "remove it: the run then rebuilds it from its dataset"
+    return NetworkDescription.from_dict(read_json_file(path, advice), path)
 
 
 # Keys that may change when a run is resumed: the schedule ahead of it and how it is

@@ -114,7 +114,7 @@ def evaluate_variant_run(out_dir: str, name: str, seed: int, verbose: bool) -> s
         source_metrics
     ):
         return "skipped (finished)"
-    latest = CheckpointManager(os.path.join(source, "checkpoints")).latest()
+    latest = CheckpointManager(os.path.join(source, CHECKPOINTS)).latest()
     if latest is None:
         return f"failed ({os.path.relpath(source, out_dir)} has no checkpoint)"
     # The final weights: those the source run's own metrics.json was measured on.
