@@ -96,6 +96,34 @@ def test_base_inheritance_and_override_order(tmp_path):
     assert cfg.source == child
 
 
+@pytest.mark.parametrize("base", ["veri776", "veri776.yaml"])
+def test_base_by_shipped_name(tmp_path, base):
+    """A user's config builds on a shipped one by name, as FastReID's _BASE_ (the
+    wheel test runs the same from an installed package)."""
+    child = write(tmp_path / "mine.yaml", f"_base_: {base}\ndata:\n  root: /data/VeRi\n")
+    cfg = load_config(child)
+    shipped = load_config("veri776")
+    assert cfg.data.root == "/data/VeRi"
+    assert cfg.data.name == shipped.data.name == "veri776"
+    assert cfg.data.batch_size == shipped.data.batch_size
+    assert cfg.train.stage1.epochs == shipped.train.stage1.epochs
+
+
+def test_base_beside_the_file_wins_over_a_shipped_name(tmp_path):
+    write(tmp_path / "veri776.yaml", "train:\n  lr: 0.123\n")
+    child = write(tmp_path / "mine.yaml", "_base_: veri776.yaml\n")
+    assert load_config(child).train.lr == pytest.approx(0.123)
+
+
+def test_unknown_base_is_one_line_listing_the_shipped_names(tmp_path):
+    child = write(tmp_path / "mine.yaml", "_base_: veri77\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(child)
+    msg = str(err.value)
+    assert "\n" not in msg and "mine.yaml" in msg and "'veri77'" in msg
+    assert "veri776" in msg and "synthetic" in msg
+
+
 def test_set_parses_yaml_values():
     cfg = load_config(None, ["data.image_size=[64, 96]", "model.joint_module.width=32", "model.pretrained=null"])
     assert cfg.data.image_size == (64, 96)

@@ -137,13 +137,36 @@ def _load_yaml_tree(path: str, chain: tuple[str, ...]) -> tuple[dict, dict[str, 
     merged: dict = {}
     origins: dict[str, str] = {}
     for base in bases:
-        base_path = os.path.join(os.path.dirname(path), base)
+        base_path = _base_path(path, base)
         base_raw, base_origins = _load_yaml_tree(base_path, chain + (apath,))
         _deep_merge(merged, base_raw)
         origins.update(base_origins)
     _record_origins(data, "", path, origins)
     _deep_merge(merged, data)
     return merged, origins
+
+
+def _base_path(path: str, base: str) -> str:
+    """The file a ``_base_`` entry of ``path`` names: a file beside ``path``, else
+    a shipped config by name (``_base_: veri776``, from a clone or a wheel).
+
+    Raises:
+        ConfigError: neither, listing the shipped names.
+    """
+    beside = os.path.join(os.path.dirname(path), base)
+    if os.path.isfile(beside):
+        return beside
+    for name in (base, base + ".yaml"):
+        shipped = os.path.join(CONFIG_DIR, os.path.basename(name))
+        if os.path.basename(name) == name and os.path.isfile(shipped):
+            return shipped
+    names = sorted(
+        n[: -len(".yaml")] for n in os.listdir(CONFIG_DIR) if n.endswith(".yaml")
+    )
+    raise ConfigError(
+        f"{path}: _base_: {quote(base)} is neither a file beside it nor a shipped "
+        f"config ({', '.join(names)})"
+    )
 
 
 def _record_origins(node: Any, prefix: str, source: str, origins: dict) -> None:
