@@ -134,6 +134,12 @@ def test_the_installed_command_runs_from_an_empty_folder(installed, tmp_path):
     assert "total" in summary.lower()
     shown = _run([anet_tf, "config", "show", "veri776"], cwd=tmp_path, env=env)
     assert "name: veri776" in shown
+    # a user's config on a shipped one by name, resolved from the installed package
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("_base_: veri776\ndata:\n  root: /data/VeRi\n", encoding="utf-8")
+    shown = _run([anet_tf, "config", "show", str(mine)], cwd=tmp_path, env=env)
+    assert "name: veri776" in shown and "root: /data/VeRi" in shown
+    mine.unlink()
     tiny = [
         "data.root=datasets/tiny",
         "data.synth={ids: 10, test_ids: 4, cameras: 3, images_per_id: 5, image_size: 32}",
