@@ -16,6 +16,7 @@ import sys
 
 from anet_tf import native_output
 from anet_tf.commands import errors
+from anet_tf.io import committed_folder
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,6 +75,9 @@ def _missing_input_path(args) -> str | None:
                 and path
                 and "://" not in path  # a server URI (a Milvus gallery)
                 and not os.path.exists(path)
+                # a gallery or model folder whose replacement was interrupted is
+                # read from the version kept aside (anet_tf.io.committed_folder)
+                and not os.path.exists(committed_folder(path))
             ):
                 return f"{flag} {path}: no such file or folder"
     return None
@@ -94,7 +98,7 @@ def _file_as_output_folder(args) -> str | None:
 
 
 # Commands that never import TensorFlow (they start in well under a second).
-WITHOUT_TENSORFLOW = frozenset({"synth", "data", "client", "config"})
+WITHOUT_TENSORFLOW = frozenset({"synth", "data", "client", "config", "index"})
 
 
 def main(argv=None) -> int:

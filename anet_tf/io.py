@@ -272,7 +272,12 @@ def replace_folder(staging: str, target: str) -> None:
             os.replace(aside, target)
     if os.path.lexists(target):
         os.replace(target, aside)
-    os.replace(staging, target)
+    try:
+        os.replace(staging, target)
+    except BaseException:
+        if os.path.lexists(aside) and not os.path.lexists(target):
+            os.replace(aside, target)  # the old one back: nothing happened
+        raise
     fsync_dir(parent)
     remove_path(aside)
 
@@ -389,7 +394,8 @@ class FileLock:
 
         parent = os.path.dirname(os.path.abspath(self.path))
         os.makedirs(parent, exist_ok=True)
-        fh = open(self.path, "a+", encoding="utf-8")
+        # errors="replace": a damaged record must not stop the lock (nor its refusal)
+        fh = open(self.path, "a+", encoding="utf-8", errors="replace")
         mode = fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX
         deadline = time.monotonic() + max(0.0, self.wait_s)
         delay = 0.05
@@ -412,12 +418,22 @@ class FileLock:
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
         self._fh = fh
-        if not self.shared:
-            fh.seek(0)
-            previous = fh.read().strip()
+        fh.seek(0)
+        previous = fh.read().strip()
+        if self.shared:
+            # No writer holds it, so a record is a killed writer's: a writer refused
+            # while this reader holds it must not be told that one holds it.
             if previous:
-                self.took_over = describe_holder(previous)
+                with contextlib.suppress(OSError):
+                    fh.truncate(0)
+                    fh.flush()
+            return self
+        if previous:
+            self.took_over = describe_holder(previous)
+        try:
             self._write_holder()
+        except OSError:  # a full disk: the lock holds, only unnamed
+            pass
         return self
 
     def _write_holder(self) -> None:

@@ -25,6 +25,11 @@ key                      array              meaning
 ``failed_path``          bytes [F]          images that could not be read, UTF-8
 ``failed_reason``        str [F]            why
 =======================  =================  ========================================
+
+:func:`load_embeddings` checks all of it (keys, shapes, kinds, the model record) and
+refuses any other file (empty, truncated, not an ``.npz``, an array of pickled
+Python objects, a key missing) with one :class:`SearchError` line naming the file;
+pickles are never loaded.
 """
 
 from __future__ import annotations
@@ -32,6 +37,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import struct
+import zipfile
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field
@@ -39,6 +47,7 @@ from dataclasses import field
 import numpy as np
 
 from anet_tf.io import atomic_file
+from anet_tf.io import quote
 from anet_tf.search.errors import SearchError
 
 FORMAT = "anet-tf-embeddings/1"
@@ -61,6 +70,7 @@ class Embeddings:
     failed: list[tuple[str, str]] = field(default_factory=list)
     source: str = ""
     times: np.ndarray | None = None
+    file: str = ""  # the file it was read from (:func:`load_embeddings`), for messages
 
     def __post_init__(self) -> None:
         if self.times is None:
@@ -147,44 +157,200 @@ def load_embeddings(path: str) -> Embeddings:
     """Read a file written by :func:`save_embeddings`.
 
     Raises:
-        SearchError: the file is missing or is not an anet-tf embeddings file.
+        SearchError: the file is missing or is not an anet-tf embeddings file
+            (one line naming it and what is wrong).
     """
     if not os.path.isfile(path):
         raise SearchError(
             f"{path}: no such embeddings file (write one with `anet-tf embed`)"
         )
     try:
-        data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
+        with open(path, "rb") as fh:
+            return _read(fh, path)
+    except _NotEmbeddings as exc:
         raise SearchError(
-            f"{path}: not an anet-tf embeddings .npz file ({exc})"
+            f"{path}: not an anet-tf embeddings file ({exc}); write it with "
+            f"`anet-tf embed`"
         ) from None
+
+
+class _NotEmbeddings(Exception):
+    """What is wrong with a file that is not an embeddings file."""
+
+
+# What NumPy and zipfile raise for an archive that is not whole (RuntimeError: an
+# encrypted member; NotImplementedError: an unknown compression or flag).
+READ_ERRORS = (
+    ValueError,
+    OSError,
+    EOFError,
+    KeyError,
+    RuntimeError,
+    NotImplementedError,
+    struct.error,
+    zipfile.BadZipFile,
+    zlib.error,
+)
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
+
+
+def _read(fh, path: str) -> Embeddings:
+    head = fh.read(6)
+    fh.seek(0)
+    if not head:
+        raise _NotEmbeddings("an empty file")
+    if head.startswith(b"\x93NUMPY"):
+        raise _NotEmbeddings("a single .npy array, not an .npz archive")
+    if not head.startswith(_ZIP_MAGIC):
+        raise _NotEmbeddings(f"not a NumPy .npz archive: it starts with {head!r}")
+    try:
+        data = np.load(fh, allow_pickle=False)
+    except READ_ERRORS as exc:
+        raise _NotEmbeddings(f"a damaged .npz archive: {_first_line(exc)}") from None
     with data:
-        if "format" not in data.files or str(data["format"]) != FORMAT:
-            raise SearchError(
-                f"{path}: not an anet-tf embeddings file (format {FORMAT} expected)"
+        arrays = _Arrays(data)
+        fmt = arrays.text("format")
+        if fmt != FORMAT:
+            raise _NotEmbeddings(f"format {quote(fmt)}, {FORMAT} expected")
+        model = _model_record(arrays.text("model"))
+        paths = _decode(arrays.get("path", ndim=1, kinds="SU"), "path")
+        n = len(paths)
+        names = [str(v) for v in arrays.get("attribute_names", ndim=1).tolist()]
+        recorded = [a["name"] for a in model["attributes"]]
+        if names != recorded:
+            raise _NotEmbeddings(
+                f"attribute_names {names} differ from its model's attributes {recorded}"
             )
-        names = [str(n) for n in data["attribute_names"]]
-        return Embeddings(
-            paths=[p.decode("utf-8") for p in data["path"].tolist()],
-            embedding=data["embedding"],
-            attribute_names=names,
-            attribute_classes=[
-                data[f"{n}_classes"].astype(str).tolist() for n in names
-            ],
-            probs={n: data[f"{n}_probs"] for n in names},
-            predicted={n: data[f"{n}_label"].astype(str) for n in names},
-            known={n: data[f"{n}_known"].astype(str) for n in names},
-            pids=data["pid"],
-            camids=data["camid"],
-            model=json.loads(str(data["model"])),
-            failed=list(
-                zip(
-                    [p.decode("utf-8") for p in data["failed_path"].tolist()],
-                    data["failed_reason"].astype(str).tolist(),
-                    strict=True,
-                )
-            ),
-            source=str(data["source"]),
-            times=data["time"] if "time" in data.files else None,
+        classes = [
+            arrays.get(f"{a}_classes", ndim=1).astype(str).tolist() for a in names
+        ]
+        failed_path = _decode(
+            arrays.get("failed_path", ndim=1, kinds="SU", default=np.zeros(0, "S1")),
+            "failed_path",
         )
+        failed_reason = arrays.get("failed_reason", ndim=1, default=[]).astype(str)
+        if len(failed_reason) != len(failed_path):
+            raise _NotEmbeddings(
+                f"{len(failed_path)} failed_path but {len(failed_reason)} failed_reason"
+            )
+        return Embeddings(
+            paths=paths,
+            embedding=arrays.get("embedding", ndim=2, rows=n, kinds="f"),
+            attribute_names=names,
+            attribute_classes=classes,
+            probs={
+                a: arrays.get(f"{a}_probs", ndim=2, rows=n, kinds="f", cols=len(c))
+                for a, c in zip(names, classes, strict=True)
+            },
+            predicted={
+                a: arrays.get(f"{a}_label", ndim=1, rows=n).astype(str) for a in names
+            },
+            known={
+                a: arrays.get(f"{a}_known", ndim=1, rows=n).astype(str) for a in names
+            },
+            pids=arrays.get("pid", ndim=1, rows=n, kinds="iu"),
+            camids=arrays.get("camid", ndim=1, rows=n, kinds="iu"),
+            model=model,
+            failed=list(zip(failed_path, failed_reason.tolist(), strict=True)),
+            source=arrays.text("source", default=""),
+            times=arrays.get("time", ndim=1, rows=n, kinds="iu", default=None),
+            file=path,
+        )
+
+
+class _Arrays:
+    """The arrays of an open ``.npz``, each checked as it is read."""
+
+    def __init__(self, data):
+        self.data = data
+        self.keys = set(data.files)
+
+    def get(self, key, *, ndim, rows=None, kinds=None, cols=None, default=...):
+        if key not in self.keys:
+            if default is not ...:
+                return default if default is None else np.asarray(default)
+            raise _NotEmbeddings(f"no {key!r} array")
+        try:
+            value = self.data[key]
+        except READ_ERRORS as exc:
+            if "allow_pickle" in str(exc):
+                raise _NotEmbeddings(
+                    f"the array {key!r} holds Python objects (a pickle), which "
+                    f"are not loaded"
+                ) from None
+            raise _NotEmbeddings(
+                f"the array {key!r} cannot be read: {_first_line(exc)}"
+            ) from None
+        if value.ndim != ndim:
+            raise _NotEmbeddings(
+                f"{key!r} has {value.ndim} dimensions, {ndim} expected"
+            )
+        if rows is not None and len(value) != rows:
+            raise _NotEmbeddings(f"{key!r} has {len(value)} rows for {rows} paths")
+        if kinds is not None and value.dtype.kind not in kinds:
+            expected = {"f": "floats", "iu": "integers", "SU": "strings"}[kinds]
+            raise _NotEmbeddings(f"{key!r} holds {value.dtype}, {expected} expected")
+        if cols is not None and value.shape[1] != cols:
+            raise _NotEmbeddings(
+                f"{key!r} has {value.shape[1]} columns for {cols} classes"
+            )
+        return value
+
+    def text(self, key, default=...) -> str:
+        if key not in self.keys and default is not ...:
+            return default
+        return str(self.get(key, ndim=0))
+
+
+def _decode(values: np.ndarray, key: str) -> list[str]:
+    """UTF-8 bytes (or str) as str; a value that is not UTF-8 refuses the file."""
+    if values.dtype.kind != "S":
+        return [str(v) for v in values.tolist()]
+    items = values.tolist()
+    try:
+        return [v.decode("utf-8") for v in items]
+    except UnicodeDecodeError:
+        bad = next(i for i, v in enumerate(items) if not _is_utf8(v))
+        raise _NotEmbeddings(f"{key} {bad} is not UTF-8") from None
+
+
+def _is_utf8(value: bytes) -> bool:
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _model_record(text: str) -> dict:
+    try:
+        model = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise _NotEmbeddings(f"its model record is not JSON: {exc.msg}") from None
+    if not isinstance(model, dict):
+        raise _NotEmbeddings("its model record is not a JSON object")
+    absent = [
+        k
+        for k in ("path", "fingerprint", "embedding_dim", "attributes")
+        if k not in model
+    ]
+    if absent:
+        raise _NotEmbeddings(f"its model record has no {', '.join(absent)}")
+    if not isinstance(model["embedding_dim"], int):
+        raise _NotEmbeddings("its model record's embedding_dim is not a number")
+    attributes = model["attributes"]
+    if not isinstance(attributes, list) or not all(
+        isinstance(a, dict) and "name" in a and "classes" in a for a in attributes
+    ):
+        raise _NotEmbeddings(
+            "its model record's attributes are not a list of {name, classes}"
+        )
+    return model
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    if not text:
+        return type(exc).__name__
+    line = text.splitlines()[0]
+    return line if len(line) <= 200 else f"{line[:200]}..."

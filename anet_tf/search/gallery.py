@@ -188,7 +188,8 @@ def gallery_rows(
     Raises:
         IndexMismatchError: the files come from different models (or not from
             ``model``), or a file's vectors do not have its model's dimension.
-        SearchError: no embeddings.
+        SearchError: no embeddings; an embedding with NaN or Inf
+            (:func:`check_finite`).
     """
     embeddings = list(embeddings)
     if not embeddings or not sum(len(e) for e in embeddings):
@@ -207,6 +208,8 @@ def gallery_rows(
         )
     for i, emb in enumerate(embeddings[start:], start=start + 1):
         check_same_model(model, emb.model, expected, f"file {i} ({emb.source}), model", advice)
+    for emb in embeddings:
+        check_finite(emb)
     vectors = np.ascontiguousarray(
         np.concatenate([e.embedding for e in embeddings], 0).astype(np.float32)
     )
@@ -243,6 +246,25 @@ def gallery_rows(
                 f"model ({', '.join(classes[names.index(name)])}); they match no filter"
             )
     return Rows(vectors, columns, model, [e.source for e in embeddings], warnings)
+
+
+def check_finite(emb: Embeddings) -> None:
+    """Refuse embeddings with a NaN or infinite value (a gallery row that would
+    match nothing, or everything), naming the file and the first such row.
+
+    Raises:
+        SearchError: naming the file (or source), the row, its path and how many.
+    """
+    bad = ~np.isfinite(np.asarray(emb.embedding, np.float32)).all(axis=1)
+    if not bad.any():
+        return
+    row = int(np.argmax(bad))
+    value = "NaN" if np.isnan(emb.embedding[row]).any() else "an infinite value"
+    raise SearchError(
+        f"{emb.file or emb.source}: row {row} ({emb.paths[row]}) has {value} in its "
+        f"embedding ({int(bad.sum())} of {len(bad)} rows are not finite); embed those "
+        f"images again or leave them out; nothing was written"
+    )
 
 
 def check_new_paths(rows: Rows, existing: Sequence[str], target: str) -> None:

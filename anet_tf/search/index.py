@@ -39,19 +39,44 @@ best matches among the probed lists or graph nodes.
 
 An index remembers the model that embedded its gallery; a query embedded by another
 model (another dimension or fingerprint) is refused with :class:`IndexMismatchError`.
+
+Writes and reads. Every write of a folder (``index build``, ``index add``,
+:meth:`GalleryIndex.save`) holds the lock file ``.INDEX.lock`` beside it (an
+exclusive :class:`~anet_tf.io.FileLock`; a second writer is refused at once with
+:class:`~anet_tf.io.LockHeldError`, naming the holder) and, under it, first rolls
+back what an interrupted write left (:func:`~anet_tf.io.recover_folder`), then
+reads the folder (``index add``), writes the new one into a staging folder beside
+it and swaps it in (:func:`~anet_tf.io.replace_folder`): the old folder stays whole
+until the new one is complete, whatever fails (a full disk:
+:class:`GalleryDiskFullError`, exit 4) or however the writer dies. A reader takes no
+lock: it reads the committed folder (:func:`~anet_tf.io.committed_folder`) through
+one directory handle, so its three files are of one version, and reads again if a
+writer swapped the folder while it opened them.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
+import re
 import shutil
-import tempfile
+import threading
 import time
 from collections.abc import Sequence
 
 import numpy as np
 
+from anet_tf.io import FileLock
+from anet_tf.io import committed_folder
+from anet_tf.io import damaged
+from anet_tf.io import is_disk_full
+from anet_tf.io import recover_folder
+from anet_tf.io import remove_path
+from anet_tf.io import replace_folder
+from anet_tf.io import staging_path
+from anet_tf.search.embeddings import READ_ERRORS
 from anet_tf.search.embeddings import Embeddings
 from anet_tf.search.errors import IndexMismatchError
 from anet_tf.search.errors import SearchError
@@ -70,6 +95,7 @@ __all__ = [
     "FORMAT",
     "KINDS",
     "LABEL_SOURCES",
+    "GalleryDiskFullError",
     "GalleryIndex",
     "IndexMismatchError",
     "Match",
@@ -78,14 +104,22 @@ __all__ = [
     "check_index_target",
     "check_same_model",
     "load_index",
+    "lock_path",
     "parse_where",
     "search_threads",
+    "writer_lock",
 ]
 
 FORMAT = "anet-tf-index/1"
 INDEX_FILE = "index.faiss"
 ITEMS_FILE = "items.npz"
 META_FILE = "index.json"
+# What a writer refused for a held lock is told to do.
+LOCK_ADVICE = (
+    "wait for the other `index add` or `index build` to finish, then run this again"
+)
+# How many times a reader opens the folder again when a writer swapped it meanwhile.
+READ_TRIES = 10
 
 
 def _faiss():
@@ -255,30 +289,104 @@ class GalleryIndex(Gallery):
 
     # --- files
     def save(self, out_dir: str) -> str:
-        """Write the index folder; it is written beside ``out_dir`` and renamed in
-        when complete (an existing index there is replaced)."""
+        """Write the index folder ``out_dir`` (an existing index there is replaced)
+        under its writer's lock (:func:`writer_lock`): the files are written into a
+        staging folder beside it, which is swapped in only when complete
+        (:func:`~anet_tf.io.replace_folder`); on any failure the staging folder is
+        removed and the old folder stays as it was.
+
+        Raises:
+            SearchError: ``out_dir`` cannot hold an index (:func:`check_index_target`).
+            LockHeldError: another process is writing ``out_dir``.
+            GalleryDiskFullError: the disk filled up (the old folder is kept).
+        """
         faiss = _faiss()
         out_dir = os.path.abspath(out_dir)
-        parent = os.path.dirname(out_dir)
         check_index_target(out_dir)
-        os.makedirs(parent, exist_ok=True)
-        staging = tempfile.mkdtemp(prefix=".index-tmp-", dir=parent)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(staging, 0o777 & ~umask)  # mkdtemp's 0700 would stay on the index
+        try:
+            with writer_lock(out_dir):
+                recover_folder(out_dir)
+                self._write_folder(faiss, out_dir)
+        except Exception as exc:
+            if is_disk_full(exc) and not isinstance(exc, GalleryDiskFullError):
+                raise _disk_full(out_dir) from None
+            raise
+        self.path = out_dir
+        return out_dir
+
+    def _write_folder(self, faiss, out_dir: str) -> None:
+        staging = staging_path(out_dir)
+        remove_path(staging)  # an earlier process of this pid left it
+        os.makedirs(staging)  # umask permissions (mkdtemp's 0700 would stay on it)
         try:
             faiss.write_index(self.index, os.path.join(staging, INDEX_FILE))
             with open(os.path.join(staging, ITEMS_FILE), "wb") as fh:
                 np.savez(fh, **self.items)
             with open(os.path.join(staging, META_FILE), "w", encoding="utf-8") as fh:
                 json.dump(self.meta, fh, indent=2)
-            if os.path.exists(out_dir):
-                shutil.rmtree(out_dir)
-            os.replace(staging, out_dir)
-            self.path = out_dir
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-        return out_dir
+            replace_folder(staging, out_dir)
+        except BaseException:
+            remove_path(staging)
+            with contextlib.suppress(OSError):
+                recover_folder(out_dir)  # a failure between replace_folder's renames
+            raise
+
+
+class GalleryDiskFullError(OSError):
+    """The disk filled up while a gallery folder was written (exit 4, as any
+    ``ENOSPC``); the message names the folder and says the old one is kept."""
+
+    def __init__(self, message: str):
+        super().__init__(errno.ENOSPC, message)
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def _disk_full(out_dir: str) -> GalleryDiskFullError:
+    kept = os.path.isfile(os.path.join(committed_folder(out_dir), META_FILE))
+    try:
+        free = f" ({shutil.disk_usage(os.path.dirname(out_dir)).free / 2**20:.1f} MiB free)"
+    except OSError:
+        free = ""
+    outcome = "the old gallery is kept as it was" if kept else "no gallery was written"
+    return GalleryDiskFullError(
+        f"{out_dir}: no space left on device while writing the gallery{free}; "
+        f"{outcome}; free some space and run this again"
+    )
+
+
+def lock_path(target: str) -> str:
+    """The lock file of the index folder ``target``: ``.NAME.lock`` beside it (not
+    inside: the folder is replaced whole)."""
+    parent, name = os.path.split(os.path.abspath(target))
+    return os.path.join(parent, f".{name}.lock")
+
+
+_held = threading.local()
+
+
+@contextlib.contextmanager
+def writer_lock(target: str):
+    """Hold the writer's lock of the index folder ``target`` (:func:`lock_path`)
+    for the block; refused at once where another process (or thread) holds it. A
+    block inside another of the same thread for the same folder holds it already.
+
+    Raises:
+        LockHeldError: naming ``target``, the holder and what to do (exit 4).
+    """
+    key = lock_path(target)
+    held = _held.__dict__.setdefault("paths", set())
+    if key in held:
+        yield
+        return
+    lock = FileLock(key, what=target, advice=LOCK_ADVICE).acquire()
+    held.add(key)
+    try:
+        yield
+    finally:
+        held.discard(key)
+        lock.release()
 
 
 def search_threads(num_queries: int) -> int:
@@ -295,9 +403,17 @@ def check_index_target(out_dir: str) -> None:
     work is spent, and again when saving."""
     path = os.path.abspath(out_dir)
     if os.path.exists(path) and not os.path.isdir(path):
-        raise SearchError(f"-o {out_dir}: exists and is a file; an index is a folder, give a new path")
-    if os.path.isdir(path) and not os.path.isfile(os.path.join(path, META_FILE)) and os.listdir(path):
-        raise SearchError(f"-o {out_dir}: exists and is not an anet-tf index; give a new folder")
+        raise SearchError(
+            f"-o {out_dir}: exists and is a file; an index is a folder, give a new path"
+        )
+    if (
+        os.path.isdir(path)
+        and not os.path.isfile(os.path.join(path, META_FILE))
+        and os.listdir(path)
+    ):
+        raise SearchError(
+            f"-o {out_dir}: exists and is not an anet-tf index; give a new folder"
+        )
     probe = os.path.dirname(path)
     while probe and not os.path.exists(probe):
         probe = os.path.dirname(probe)
@@ -388,72 +504,67 @@ def _new_faiss_index(kind: str, params: dict, vectors: np.ndarray, seed: int):
     return index
 
 
-def add_to_index(target: str, embeddings: Sequence[Embeddings]) -> tuple[GalleryIndex, Rows]:
+def add_to_index(
+    target: str, embeddings: Sequence[Embeddings]
+) -> tuple[GalleryIndex, Rows]:
     """Append ``embeddings`` to the index folder ``target`` (ids continue from its
     item count) and rewrite it; refused, with nothing written, for another model
     or an image already in the index (:func:`~anet_tf.search.gallery.check_new_paths`).
-    An IVF index keeps the lists it was trained with."""
-    index = load_index(target)
-    rows = gallery_rows(embeddings, index.model, f"the index {target}")
-    present = set(index.paths)
-    check_new_paths(rows, [p for p in rows.paths if p in present], target)
-    items = dict(index.items)
-    old = len(index)
-    for key, values in rows.columns.items():
-        # an index written without per-item probabilities: NaN (no confidence)
-        if key not in items:
-            items[key] = np.full((old, *values.shape[1:]), np.nan, values.dtype)
-        items[key] = np.concatenate([items[key], values])
-    index.index.add(rows.vectors)
-    index.items = items
-    index._paths = None
-    index.meta["count"] = len(index)
-    index.meta["sources"] = [*index.meta["sources"], *rows.sources]
-    index.meta["warnings"] = [*index.meta.get("warnings", []), *rows.warnings]
-    index.save(target)
+    An IVF index keeps the lists it was trained with.
+
+    The folder is read, checked and rewritten under its writer's lock
+    (:func:`writer_lock`), so two adds at once never lose one: the second waits
+    for nothing and is refused (:class:`~anet_tf.io.LockHeldError`), or starts
+    after the first and reads its result."""
+    read_meta(target)  # not an index: refused before a lock file is made beside it
+    with writer_lock(target):
+        recover_folder(target)
+        index = load_index(target)
+        rows = gallery_rows(embeddings, index.model, f"the index {target}")
+        present = set(index.paths)
+        check_new_paths(rows, [p for p in rows.paths if p in present], target)
+        items = dict(index.items)
+        old = len(index)
+        for key, values in rows.columns.items():
+            # an index written without per-item probabilities: NaN (no confidence)
+            if key not in items:
+                items[key] = np.full((old, *values.shape[1:]), np.nan, values.dtype)
+            items[key] = np.concatenate([items[key], values])
+        index.index.add(rows.vectors)
+        index.items = items
+        index._paths = None
+        index.meta["count"] = len(index)
+        index.meta["sources"] = [*index.meta["sources"], *rows.sources]
+        index.meta["warnings"] = [*index.meta.get("warnings", []), *rows.warnings]
+        index.save(target)
     return index, rows
 
 
 def read_meta(path: str) -> dict:
-    """The ``index.json`` of the index folder ``path``.
+    """The ``index.json`` of the index folder ``path`` (its committed version).
 
     Raises:
-        SearchError: the folder is missing or is not an index of this format.
+        SearchError: the folder is missing, is not an index of this format, or
+            its ``index.json`` is damaged (naming the file).
     """
-    meta_path = os.path.join(path, META_FILE)
-    if not os.path.isfile(meta_path):
-        raise SearchError(
-            f"{path} is not an anet-tf index ({META_FILE} missing); build one with "
-            f"`anet-tf index build EMBEDDINGS.npz -o {path}`"
-        )
-    with open(meta_path, encoding="utf-8") as fh:
-        meta = json.load(fh)
-    if meta.get("format") != FORMAT:
-        raise SearchError(
-            f"{meta_path}: format {meta.get('format')!r}, this anet-tf reads {FORMAT}"
-        )
-    return meta
+    with _committed_files(path, (META_FILE,)) as (folder, files):
+        return _parse_meta(path, folder, files[META_FILE])
 
 
 def load_index(path: str) -> GalleryIndex:
-    """Read an index folder written by :meth:`GalleryIndex.save`.
+    """Read an index folder written by :meth:`GalleryIndex.save`: its committed
+    version (:func:`~anet_tf.io.committed_folder`), the three files of one version
+    (see the module docstring).
 
     Raises:
-        SearchError: the folder is missing, not an index, or its files disagree.
+        SearchError: the folder is missing or not an index; a file of it is
+            missing, damaged (naming the file) or disagrees with the others.
     """
     faiss = _faiss()
-    meta = read_meta(path)
-    try:
-        index = faiss.read_index(os.path.join(path, INDEX_FILE))
-        with np.load(os.path.join(path, ITEMS_FILE), allow_pickle=False) as data:
-            items = {k: data[k] for k in data.files}
-    except (RuntimeError, OSError, ValueError) as exc:
-        first = (
-            str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        )
-        raise SearchError(
-            f"{path}: the index is incomplete or damaged ({first}); rebuild it"
-        ) from None
+    with _committed_files(path, (META_FILE, INDEX_FILE, ITEMS_FILE)) as (folder, files):
+        meta = _parse_meta(path, folder, files[META_FILE])
+        index = _parse_faiss(faiss, path, folder, files[INDEX_FILE])
+        items = _parse_items(path, folder, files[ITEMS_FILE])
     if (
         index.d != meta["dim"]
         or index.ntotal != meta["count"]
@@ -462,7 +573,7 @@ def load_index(path: str) -> GalleryIndex:
         raise SearchError(
             f"{path}: the index files disagree ({INDEX_FILE}: {index.ntotal} x "
             f"{index.d}, {ITEMS_FILE}: {len(items['path'])} items, {META_FILE}: "
-            f"{meta['count']} x {meta['dim']}); rebuild it"
+            f"{meta['count']} x {meta['dim']}); {_rebuild(path)}"
         )
     items.setdefault("time", np.full(len(items["path"]), -1, np.int64))
     if meta["kind"] in ("ivf", "ivfpq"):
@@ -470,3 +581,170 @@ def load_index(path: str) -> GalleryIndex:
     elif meta["kind"] == "hnsw":
         index.hnsw.efSearch = int(meta["params"]["ef_search"])
     return GalleryIndex(index, meta, items, path=os.path.abspath(path))
+
+
+# ----------------------------------------------------------------- reading files
+
+
+def _rebuild(path: str) -> str:
+    return f"rebuild it: anet-tf index build EMBEDDINGS.npz -o {path}"
+
+
+def _not_an_index(path: str) -> SearchError:
+    return SearchError(
+        f"{path} is not an anet-tf index ({META_FILE} missing); build one with "
+        f"`anet-tf index build EMBEDDINGS.npz -o {path}`"
+    )
+
+
+@contextlib.contextmanager
+def _committed_files(path: str, names: Sequence[str]):
+    """``(folder, {name: open binary file})`` of the committed version of the index
+    folder ``path``: every file opened through one handle of the folder, so all of
+    one version; opened again (up to :data:`READ_TRIES` times) where a file
+    vanished because a writer swapped the folder meanwhile."""
+    for attempt in range(READ_TRIES):
+        if attempt:
+            time.sleep(0.005 * attempt)
+        folder = committed_folder(path)
+        try:
+            dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        except FileNotFoundError:
+            if committed_folder(path) == folder and not os.path.lexists(folder):
+                raise _not_an_index(path) from None
+            continue  # swapped between the look and the open
+        except NotADirectoryError:
+            raise _not_an_index(path) from None
+        files: dict = {}
+        try:
+            missing = _open_all(dir_fd, names, files)
+            if missing is None:
+                yield folder, files
+                return
+            if not _swapped(path, folder, dir_fd):
+                if missing == META_FILE:
+                    raise _not_an_index(path)
+                raise SearchError(
+                    f"{os.path.join(folder, missing)} is missing: the index is "
+                    f"incomplete; {_rebuild(path)}"
+                )
+        finally:
+            for fh in files.values():
+                fh.close()
+            os.close(dir_fd)
+    raise SearchError(
+        f"{path}: the index was replaced {READ_TRIES} times while it was read "
+        f"(another process is writing it); run this again"
+    )
+
+
+def _open_all(dir_fd: int, names: Sequence[str], files: dict) -> str | None:
+    """Open ``names`` in the folder ``dir_fd`` into ``files``; the first missing
+    one, or None."""
+    for name in names:
+        try:
+            fd = os.open(name, os.O_RDONLY, dir_fd=dir_fd)
+        except FileNotFoundError:
+            return name
+        files[name] = os.fdopen(fd, "rb")
+    return None
+
+
+def _swapped(path: str, folder: str, dir_fd: int) -> bool:
+    """Whether the committed folder of ``path`` is no longer the folder open as
+    ``dir_fd`` (a writer replaced it)."""
+    if committed_folder(path) != folder:
+        return True
+    try:
+        now = os.stat(folder)
+    except OSError:
+        return True
+    opened = os.fstat(dir_fd)
+    return (now.st_dev, now.st_ino) != (opened.st_dev, opened.st_ino)
+
+
+_META_KEYS = ("format", "kind", "dim", "count", "params", "model", "sources")
+
+
+def _parse_meta(path: str, folder: str, fh) -> dict:
+    file = os.path.join(folder, META_FILE)
+    try:
+        meta = json.loads(fh.read().decode("utf-8"))
+    except json.JSONDecodeError as exc:
+        raise _damaged(
+            path,
+            file,
+            f"not valid JSON: line {exc.lineno}, column {exc.colno}: {exc.msg}",
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise _damaged(path, file, f"not UTF-8 text at byte {exc.start}") from None
+    if not isinstance(meta, dict):
+        raise _damaged(path, file, f"a JSON {type(meta).__name__}, not an object")
+    if meta.get("format") != FORMAT:
+        raise SearchError(
+            f"{file}: format {meta.get('format')!r}, this anet-tf reads {FORMAT}"
+        )
+    absent = [k for k in _META_KEYS if k not in meta]
+    if absent:
+        raise _damaged(path, file, f"no {', '.join(map(repr, absent))}")
+    return meta
+
+
+def _parse_faiss(faiss, path: str, folder: str, fh):
+    try:
+        return faiss.read_index(faiss.PyCallbackIOReader(fh.read))
+    except (RuntimeError, MemoryError) as exc:
+        text = " ".join(str(exc).split())
+        if "read error" in text:
+            why = "truncated: the file ends before the index does"
+        else:
+            found = re.search(r"\.(?:cpp|h):\d+: (.*)$", text)
+            why = f"not a faiss index: {found.group(1) if found else text}"
+        raise _damaged(path, os.path.join(folder, INDEX_FILE), why) from None
+
+
+_ITEMS_ERRORS = READ_ERRORS
+
+
+def _parse_items(path: str, folder: str, fh) -> dict[str, np.ndarray]:
+    file = os.path.join(folder, ITEMS_FILE)
+    try:
+        data = np.load(fh, allow_pickle=False)
+    except _ITEMS_ERRORS as exc:
+        raise _damaged(
+            path, file, f"not a NumPy .npz archive: {_first_line(exc)}"
+        ) from None
+    if not hasattr(data, "files"):
+        raise _damaged(path, file, "a single .npy array, not an .npz archive")
+    items = {}
+    with data:
+        for key in data.files:
+            try:
+                items[key] = data[key]
+            except _ITEMS_ERRORS as exc:
+                raise _damaged(path, file, _array_problem(key, exc)) from None
+    for key in ("path", "pid", "camid"):
+        if key not in items:
+            raise _damaged(path, file, f"no {key!r} array")
+    return items
+
+
+def _array_problem(key: str, exc: BaseException) -> str:
+    if "allow_pickle" in str(exc):
+        return (
+            f"the array {key!r} holds Python objects (a pickle), which are not loaded"
+        )
+    return f"the array {key!r} cannot be read: {_first_line(exc)}"
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of what ``exc`` says (cut at 200 characters)."""
+    text = str(exc).strip()
+    if not text:
+        return type(exc).__name__
+    line = text.splitlines()[0]
+    return line if len(line) <= 200 else f"{line[:200]}..."
+
+
+def _damaged(path: str, file: str, what: str) -> SearchError:
+    return SearchError(str(damaged(file, what, _rebuild(path))))

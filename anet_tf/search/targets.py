@@ -1,6 +1,7 @@
 """A gallery by its target: a faiss index folder (:mod:`anet_tf.search.index`) or a
 Milvus URI (:mod:`anet_tf.search.milvus`), opened, built and added to with the same
-call, so the commands are written once."""
+call, so the commands are written once. Writes to a faiss folder hold its writer's
+lock and replace it whole (see :mod:`anet_tf.search.index`)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from anet_tf.search.index import add_to_index
 from anet_tf.search.index import build_index
 from anet_tf.search.index import check_index_target
 from anet_tf.search.index import load_index
+from anet_tf.search.index import writer_lock
 from anet_tf.search.milvus import DEFAULT_COLLECTION
 from anet_tf.search.milvus import MILVUS_SCHEMES
 from anet_tf.search.milvus import add_to_collection
@@ -41,6 +43,15 @@ def open_gallery(target: str, collection: str | None = None) -> Gallery:
     return load_index(target)
 
 
+def close_gallery(gallery: Gallery) -> None:
+    """Give back what ``gallery`` holds: a Milvus Lite database is then free for
+    other processes (Milvus Lite serves one at a time); nothing for a faiss index
+    without a ``close``."""
+    close = getattr(gallery, "close", None)
+    if close is not None:
+        close()
+
+
 def check_build_target(target: str, collection: str | None = None) -> None:
     """Raise :class:`SearchError` (one line) unless ``target`` can receive a new
     gallery; called before any work is spent."""
@@ -62,7 +73,13 @@ def build_gallery(
     """Build a gallery of ``embeddings`` at ``target`` (an existing gallery there is
     replaced once the new one is complete); ``params`` are those of
     :func:`~anet_tf.search.gallery.index_params` (nlist, m, bits, nprobe, M), and
-    ``shards`` for Milvus."""
+    ``shards`` for Milvus. A faiss folder is built and written under its writer's
+    lock (:func:`~anet_tf.search.index.writer_lock`).
+
+    Raises:
+        LockHeldError: another process is writing the faiss folder ``target``.
+        GalleryDiskFullError: the disk filled up (the old folder is kept).
+    """
     if is_milvus_target(target):
         return build_collection(
             embeddings, target, collection or DEFAULT_COLLECTION, kind=kind, **params
@@ -73,8 +90,9 @@ def build_gallery(
             f"--shards: {target} is a faiss index folder, on one machine; shards are "
             f"those of a Milvus collection"
         )
-    index = build_index(embeddings, kind=kind, **params)
-    index.save(target)
+    with writer_lock(target):  # a second writer is refused before the work
+        index = build_index(embeddings, kind=kind, **params)
+        index.save(target)
     return index
 
 
@@ -83,7 +101,9 @@ def add_to_gallery(
 ) -> tuple[Gallery, Rows]:
     """Append ``embeddings`` to the gallery at ``target``: same model, no image
     already there (:func:`~anet_tf.search.gallery.check_new_paths`); all checks
-    come before anything is written. Returns the gallery and the rows added."""
+    come before anything is written. Returns the gallery and the rows added. A
+    faiss folder is read and rewritten under its writer's lock
+    (:func:`~anet_tf.search.index.add_to_index`)."""
     if is_milvus_target(target):
         return add_to_collection(target, collection or DEFAULT_COLLECTION, embeddings)
     _no_collection(target, collection)
