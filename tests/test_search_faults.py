@@ -734,6 +734,14 @@ def test_a_gallery_folder_gets_the_umask_permissions(gallery):
         assert os.stat(gallery.idx / name).st_mode & 0o777 == 0o666 & ~umask
 
 
+def test_a_nonfinite_query_is_refused_in_one_line(gallery, random_embeddings, capsys):
+    queries = random_embeddings(3, DIM, seed=5)
+    queries.embedding[1, 2] = np.nan
+    save_embeddings(queries, str(gallery.dir / "nan-queries.npz"))
+    argv = ["search", "--index", gallery.idx, "--query-embeddings", gallery.dir / "nan-queries.npz"]
+    assert "query 2 of 3 has a NaN or Inf" in one_line(capsys, argv, 1)
+
+
 def test_index_commands_do_not_start_tensorflow(gallery):
     """`index build/add` read and write embeddings files and galleries only: the
     CLI does not import TensorFlow for them (seconds of start-up)."""

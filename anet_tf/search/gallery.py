@@ -410,6 +410,12 @@ class Gallery:
             )
         if top_k < 1:
             raise SearchError(f"top_k must be >= 1. Received: top_k={top_k}")
+        bad = np.flatnonzero(~np.isfinite(queries).all(axis=1)) if queries.size else []
+        if len(bad):
+            raise SearchError(
+                f"query {int(bad[0]) + 1} of {len(queries)} has a NaN or Inf in its "
+                f"embedding ({len(bad)} such queries); embed it again"
+            )
         return queries
 
     def row(self, item: int) -> dict:  # pragma: no cover - per backend
