@@ -354,7 +354,9 @@ def _as_items(images) -> list[Any]:
             image = os.fspath(image)
         if isinstance(image, (bytes, bytearray)):
             image = bytes(image)
-        elif not isinstance(image, (str, np.ndarray)):
+        elif isinstance(image, str):
+            image = str(image)  # np.str_ too
+        elif not isinstance(image, np.ndarray):
             try:
                 image = np.asarray(image)  # e.g. a PIL image
             except Exception:  # noqa: BLE001 - said below, naming the item
@@ -372,8 +374,10 @@ def _array_items(array: np.ndarray) -> list[np.ndarray]:
     """The images of an array given as ``images``: one [H, W, 3], or the N of a
     batch [N, H, W, 3]; anything else is one ImageError for the argument."""
     shape = list(array.shape)
-    if array.dtype == object:
-        raise TypeError(f"images: {_GIVE}. Received: an array of objects")
+    if array.dtype.kind in "OUS":  # paths or encoded files, in an array
+        if array.ndim == 1:
+            return list(array)
+        raise TypeError(f"images: {_GIVE}. Received: an array {shape} of {array.dtype}")
     if array.ndim == 3:
         return [array]
     if array.ndim != 4 or shape[-1] != 3:

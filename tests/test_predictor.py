@@ -7,6 +7,7 @@ SavedModel exported from the same weights.
 """
 
 import os
+import re
 
 import numpy as np
 import pytest
@@ -185,3 +186,123 @@ def test_load_names_what_is_not_a_model(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="config.yaml"):
         anet_tf.load(str(tmp_path / "empty"))
+
+
+# ------------------------------------------------------------- the array rule
+def test_any_integer_or_float_dtype_on_the_0_255_scale_is_the_same_image(saved):
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (24, 20, 3), dtype=np.uint8)
+    expected = saved.embed(pixels)
+    for dtype in (np.int64, np.uint16, np.float16, np.float32, np.float64):
+        np.testing.assert_allclose(
+            saved.embed(pixels.astype(dtype)), expected, atol=1e-5, err_msg=str(dtype)
+        )
+    batch = np.stack([pixels, pixels[::-1]]).astype(np.float64)
+    assert saved.embed(batch).shape == (2, saved.embedding_dim)
+    assert saved.embed(np.zeros((0, 24, 20, 3), np.uint8)).shape == (
+        0,
+        saved.embedding_dim,
+    )
+
+
+NAN = "the pixels contain NaN or Inf; send values in [0, 255]"
+GIVE = (
+    r"^images: give a file path, encoded image bytes, an RGB array \[H, W, 3\], "
+    r"a batch array \[N, H, W, 3\], or a list of these. Received: "
+)
+SHAPE = r"^images: an array is one RGB image \[H, W, 3\] or a batch \[N, H, W, 3\], "
+LEVELS = (
+    r"^images\[0\]: pixels are levels in \[0, 255\] \(uint8, or any integer or float "
+    r"dtype on that scale\), got values in "
+)
+
+
+@pytest.mark.parametrize(
+    "images, error, pattern",
+    [
+        (None, TypeError, GIVE + "NoneType$"),
+        (3.0, TypeError, GIVE + "float$"),
+        (np.float32(3), TypeError, GIVE + "float32$"),
+        (np.zeros((8, 8), np.uint8), ImageError, SHAPE + r"got shape \[8, 8\]$"),
+        (
+            np.zeros((1, 2, 8, 8, 3)),
+            ImageError,
+            SHAPE + r"got shape \[1, 2, 8, 8, 3\]$",
+        ),
+        (np.zeros((2, 8, 8, 4)), ImageError, SHAPE + r"got shape \[2, 8, 8, 4\]$"),
+        (
+            np.zeros((2, 0, 8, 3)),
+            ImageError,
+            r"^images: the images are empty \(shape \[2, 0, 8, 3\]\)$",
+        ),
+        (np.zeros((0, 8, 3)), ImageError, r"^images\[0\]: the image is empty"),
+        (
+            np.full((8, 8, 3), 1e300),
+            ImageError,
+            r"^images\[0\]: " + re.escape(NAN) + "$",
+        ),
+        (
+            np.full((8, 8, 3), -np.inf),
+            ImageError,
+            r"^images\[0\]: " + re.escape(NAN) + "$",
+        ),
+        (
+            np.full((8, 8, 3), 60000, np.uint16),
+            ImageError,
+            LEVELS + r"\[60000, 60000\]; clip or rescale them$",
+        ),
+        (
+            np.linspace(-0.5, 255, 192).reshape(8, 8, 3),
+            ImageError,
+            LEVELS + r"\[-0.5, 255\]; clip or rescale them$",
+        ),
+        (np.ones((8, 8, 3), bool), ImageError, r"^images\[0\]: pixels must be numbers"),
+    ],
+    ids=[
+        "None",
+        "float",
+        "numpy scalar",
+        "2-D",
+        "5-D",
+        "4 channels",
+        "empty images",
+        "empty image",
+        "float64 overflow",
+        "-Inf",
+        "uint16",
+        "below 0",
+        "bool",
+    ],
+)
+def test_a_bad_argument_is_refused_in_one_short_line(saved, images, error, pattern):
+    with pytest.raises(error) as info:
+        saved.embed(images)
+    text = str(info.value)
+    assert type(info.value) is error
+    assert re.search(pattern, text), text
+    assert "\n" not in text and len(text) < 200, text
+
+
+def test_overflow_is_the_nan_error_and_a_batch_names_its_bad_images(saved):
+    with pytest.raises(ImageError) as nan:
+        saved.embed(np.full((8, 8, 3), np.nan))
+    with pytest.raises(ImageError) as overflow:
+        saved.embed(np.full((8, 8, 3), 1e300))  # float64: Inf as float32
+    assert str(overflow.value) == str(nan.value) == f"images[0]: {NAN}"
+    batch = np.zeros((3, 8, 8, 3), np.float32)
+    batch[1, 2, 3, 0] = np.nan
+    with pytest.raises(ImageError) as info:
+        saved.embed(batch)
+    assert info.value.failed == [("images[1]", NAN)]
+    many = np.full((10, 8, 8, 3), np.inf, np.float32)
+    with pytest.raises(ImageError) as info:
+        saved.predict_attributes(many)
+    assert len(info.value.failed) == 10
+    text = str(info.value)
+    assert text.endswith("; ... (10 images in all)") and text.count(NAN) == 3, text
+
+
+def test_an_array_of_paths_or_a_generator_is_a_list_of_them(saved, images):
+    expected = saved.embed(images[:2])
+    np.testing.assert_allclose(saved.embed(np.array(images[:2])), expected, atol=1e-6)
+    np.testing.assert_allclose(saved.embed(p for p in images[:2]), expected, atol=1e-6)

@@ -54,6 +54,11 @@ from anet_tf.data.preprocessing import IMAGENET_STD
 from anet_tf.data.preprocessing import normalize
 from anet_tf.data.preprocessing import preprocess_for_inference
 from anet_tf.data.preprocessing import preprocess_image_bytes
+from anet_tf.io import committed_folder
+from anet_tf.io import recover_folder
+from anet_tf.io import remove_path
+from anet_tf.io import replace_folder
+from anet_tf.io import staging_path
 from anet_tf.model.anet import select_test_feature
 
 SIGNATURE_BYTES = "serving_default"
@@ -271,10 +276,13 @@ def _embedding_dim(net, feature: str, attribute_names: Sequence[str]) -> int:
 
 def serving_attributes(cfg: Config, dataset) -> tuple[list[str], list[list[str]]]:
     """The attribute names (``data.attributes``; none for the baseline) and their
-    class names from the dataset.
+    class names, from the run's
+    :class:`~anet_tf.training.run.NetworkDescription` (or a dataset: anything with
+    ``name``, ``attribute_names`` and ``attribute_classes``).
 
     Raises:
-        ValueError: an attribute the dataset does not name, listing those it does.
+        ValueError: an attribute the description does not name, listing those it
+            does.
     """
     if cfg.model.variant == "baseline":
         return [], []
@@ -350,59 +358,75 @@ def export_saved_model(
         net: the functional ANet network (trained weights loaded).
         cfg: the run's config; reads eval.feature, data.image_size,
             data.attributes, model.variant and export.model_name / version.
-        dataset: the run's :class:`~anet_tf.data.records.ReidDataset`, for the
-            attribute class names.
+        dataset: the run's :class:`~anet_tf.training.run.NetworkDescription`
+            (or its dataset), for the attribute class names.
         out_dir: the model base folder's parent; the model goes to
             ``out_dir/<export.model_name>/<export.version>/``.
         warmup: write ``assets.extra/tf_serving_warmup_requests``.
 
     Returns:
-        The version folder. It is written beside its final place and renamed in
-        when complete (a server polling the base folder never sees half a model);
-        an existing folder of the same version is replaced.
+        The version folder. It is written beside its final place
+        (:func:`anet_tf.io.staging_path`, a name TF Serving ignores) and swapped in
+        when complete by :func:`anet_tf.io.replace_folder`: an existing folder of
+        the same version is renamed aside, the new one renamed in, and only then
+        the old one removed, so a server polling the base folder never sees half a
+        model and a kill at any point leaves one whole version (the old one until
+        the new one is in; a reader finds it through
+        :func:`anet_tf.io.committed_folder`, and the next export puts it back
+        first, :func:`anet_tf.io.recover_folder`). Two exports of one version at
+        once are not supported (``anet-tf fit`` holds its run's lock while it
+        exports).
     """
     module = build_serving_module(net, cfg, dataset)
     base = os.path.join(out_dir, cfg.export.model_name)
     final = os.path.join(base, str(cfg.export.version))
     os.makedirs(base, exist_ok=True)
-    # TF Serving only loads folders named by a number: this one is ignored.
-    staging = tempfile.mkdtemp(prefix=f".tmp-{cfg.export.version}-", dir=base)
+    recover_folder(final)  # an interrupted earlier export: its old version back
+    staging = staging_path(final)
+    remove_path(staging)
+    # The asset files' sources; tf.saved_model.save copies them into assets/.
+    scratch = tempfile.mkdtemp(prefix="anet-tf-export-")
     try:
-        assets_src = os.path.join(staging, "_assets_src")
-        os.makedirs(assets_src)
-        metadata = serving_metadata(module, cfg, dataset)
-        files = {
-            METADATA_FILE: json.dumps(metadata, indent=2),
-            CONFIG_FILE: cfg.to_yaml(),
-        }
-        for name, classes in zip(
-            module.attribute_names, module.attribute_classes, strict=True
-        ):
-            files[classes_file(name)] = "".join(f"{c}\n" for c in classes)
-        for file_name, text in files.items():
-            with open(os.path.join(assets_src, file_name), "w", encoding="utf-8") as fh:
-                fh.write(text)
-        module.assets = {
-            os.path.splitext(f)[0]: tf.saved_model.Asset(os.path.join(assets_src, f))
-            for f in files
-        }
-        model_dir = os.path.join(staging, "model")
-        tf.saved_model.save(module, model_dir, signatures=module.signatures())
+        _save_module(module, cfg, dataset, scratch, staging)
         if warmup:
             from anet_tf.export.warmup import write_warmup_file
 
-            write_warmup_file(model_dir, cfg.export.model_name, module.image_size)
-        if os.path.exists(final):
-            shutil.rmtree(final)
-        os.replace(model_dir, final)
+            write_warmup_file(staging, cfg.export.model_name, module.image_size)
+        replace_folder(staging, final)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
+        remove_path(staging)
     return final
 
 
+def _save_module(
+    module: AnetServing, cfg: Config, dataset, scratch: str, model_dir: str
+) -> None:
+    """``tf.saved_model.save`` the module with its asset files (written to
+    ``scratch`` first) into ``model_dir``."""
+    metadata = serving_metadata(module, cfg, dataset)
+    files = {
+        METADATA_FILE: json.dumps(metadata, indent=2),
+        CONFIG_FILE: cfg.to_yaml(),
+    }
+    for name, classes in zip(
+        module.attribute_names, module.attribute_classes, strict=True
+    ):
+        files[classes_file(name)] = "".join(f"{c}\n" for c in classes)
+    for file_name, text in files.items():
+        with open(os.path.join(scratch, file_name), "w", encoding="utf-8") as fh:
+            fh.write(text)
+    module.assets = {
+        os.path.splitext(f)[0]: tf.saved_model.Asset(os.path.join(scratch, f))
+        for f in files
+    }
+    tf.saved_model.save(module, model_dir, signatures=module.signatures())
+
+
 def read_metadata(saved_model_dir: str) -> dict:
-    """The ``assets/metadata.json`` of an exported model."""
-    path = os.path.join(saved_model_dir, "assets", METADATA_FILE)
+    """The ``assets/metadata.json`` of an exported model (its committed version,
+    :func:`anet_tf.io.committed_folder`)."""
+    path = os.path.join(committed_folder(saved_model_dir), "assets", METADATA_FILE)
     if not os.path.exists(path):
         raise FileNotFoundError(
             f"{saved_model_dir} is not an anet-tf SavedModel: {path} is missing"
@@ -488,7 +512,10 @@ def load_predictor(path: str):
 
 
 def _load_serve_images(path: str):
-    """(the loaded SavedModel, its ``serve_images`` signature)."""
+    """(the loaded SavedModel, its ``serve_images`` signature); a version folder
+    being replaced is read from its last complete version
+    (:func:`anet_tf.io.committed_folder`)."""
+    path = committed_folder(path)
     if not os.path.exists(os.path.join(path, "saved_model.pb")):
         raise FileNotFoundError(
             f"{path} is not a SavedModel version folder (no saved_model.pb); give "
@@ -507,7 +534,7 @@ def saved_model_config(saved_model_dir: str, overrides=None):
     from anet_tf.io import DamagedFileError
     from anet_tf.io import read_yaml_file
 
-    path = os.path.join(saved_model_dir, "assets", CONFIG_FILE)
+    path = os.path.join(committed_folder(saved_model_dir), "assets", CONFIG_FILE)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{saved_model_dir} stores no assets/{CONFIG_FILE}; give --config")
     raw = read_yaml_file(path, advice="export the model again")

@@ -15,9 +15,11 @@ import time
 from anet_tf.config import Config
 from anet_tf.io import NotWritableError
 from anet_tf.io import read_json_file
+from anet_tf.io import remove_path
 from anet_tf.training.run import CHECKPOINTS
 from anet_tf.training.run import CONFIG_FILE
 from anet_tf.training.run import EXPORT
+from anet_tf.training.run import LOCK_FILE
 from anet_tf.training.run import LOG_FILE
 from anet_tf.training.run import METRICS_FILE
 from anet_tf.training.run import TENSORBOARD
@@ -204,14 +206,30 @@ def fit_and_report(
     assert cfg is not None
     # The run's lock, from here to the end (training, refit, evaluation, export,
     # metrics.json): a second fit of the folder is refused until this one is done.
+    created = not os.path.exists(run_dir)
     with holding_run_lock(cfg, run_dir, verbose) as lock:
-        return _fit_and_report_locked(
-            cfg, run_dir, lock, resume=resume, export=export, verbose=verbose,
-            reevaluate=reevaluate, command=command,
-        )
+        try:
+            return _fit_and_report_locked(
+                cfg,
+                run_dir,
+                lock,
+                resume=resume,
+                export=export,
+                verbose=verbose,
+                reevaluate=reevaluate,
+                command=command,
+            )
+        except BaseException:
+            # A new run refused before anything was written (a config or data
+            # check): no folder holding only the lock is left behind.
+            if created and os.path.isdir(run_dir) and set(os.listdir(run_dir)) <= {LOCK_FILE}:
+                remove_path(run_dir)
+            raise
 
 
-def _fit_and_report_locked(cfg, run_dir, lock, *, resume, export, verbose, reevaluate, command):
+def _fit_and_report_locked(
+    cfg, run_dir, lock, *, resume, export, verbose, reevaluate, command
+):
     """:func:`fit_and_report` once ``lock`` (the run's, or None) is held."""
     from anet_tf.training.fit import write_json
     from anet_tf.training.run_checkpoints import finished_state
@@ -229,8 +247,15 @@ def _fit_and_report_locked(cfg, run_dir, lock, *, resume, export, verbose, reeva
             return None
     dataset = _checked_dataset(cfg, verbose)
     t0 = time.perf_counter()
-    result = _train_run(cfg, run_dir, dataset, resume=resume, command=command,
-                        verbose=verbose, lock=lock)
+    result = _train_run(
+        cfg,
+        run_dir,
+        dataset,
+        resume=resume,
+        command=command,
+        verbose=verbose,
+        lock=lock,
+    )
     # Training wall time over every session of the run (kept in the checkpoints);
     # a run whose training had finished before this call keeps its own.
     train_s = result.train_seconds or (time.perf_counter() - t0)

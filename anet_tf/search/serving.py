@@ -17,6 +17,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from anet_tf.io import ASIDE_SUFFIX
+from anet_tf.io import committed_folder
 from anet_tf.search.errors import SearchError
 
 # Metadata keys that do not change what the model computes: a re-export of the
@@ -45,15 +47,25 @@ def outputs_to_numpy(out: dict) -> dict[str, np.ndarray]:
 def resolve_model_dir(path: str) -> str:
     """The version folder of a SavedModel: ``path`` itself when it holds
     ``saved_model.pb``, else its highest numbered sub-folder (as TF Serving picks
-    from a model base folder)."""
-    if os.path.isfile(os.path.join(path, "saved_model.pb")):
+    from a model base folder). A version folder in the middle of its replacement
+    by a new export counts (read through :func:`anet_tf.io.committed_folder`)."""
+    if os.path.isfile(os.path.join(committed_folder(path), "saved_model.pb")):
         return os.path.abspath(path)
     versions = []
     if os.path.isdir(path):
+        names = {d for d in os.listdir(path) if d.isdigit()}
+        names |= {  # .N.replaced: version N, aside while it is replaced
+            d[1 : -len(ASIDE_SUFFIX)]
+            for d in os.listdir(path)
+            if d.startswith(".") and d.endswith(ASIDE_SUFFIX)
+        }
         versions = [
             int(d)
-            for d in os.listdir(path)
-            if d.isdigit() and os.path.isfile(os.path.join(path, d, "saved_model.pb"))
+            for d in names
+            if d.isdigit()
+            and os.path.isfile(
+                os.path.join(committed_folder(os.path.join(path, d)), "saved_model.pb")
+            )
         ]
     if not versions:
         raise SearchError(
@@ -74,7 +86,9 @@ def model_fingerprint(saved_model_dir: str) -> str:
     from anet_tf.export.saved_model import read_metadata
 
     digest = hashlib.sha256()
-    index = os.path.join(saved_model_dir, "variables", "variables.index")
+    index = os.path.join(
+        committed_folder(saved_model_dir), "variables", "variables.index"
+    )
     try:
         with open(index, "rb") as fh:
             digest.update(fh.read())
@@ -111,7 +125,7 @@ class ServingModel:
         self.fingerprint = model_fingerprint(self.path)
         import tensorflow as tf
 
-        self._loaded = tf.saved_model.load(self.path)
+        self._loaded = tf.saved_model.load(committed_folder(self.path))
         self._signature = self._loaded.signatures[SIGNATURE_BYTES]
 
     @property

@@ -7,7 +7,8 @@ A run folder (``anet-tf fit --out RUN``) holds::
                       identities, attribute classes, input size, who wrote it
                       (NETWORK_FILE, :class:`NetworkDescription`), written at the start
     changes.yaml      settings changed on ``fit --resume RUN --set k=v`` (CHANGES_FILE)
-    lock              held (flock) by the process training in the folder (LOCK_FILE)
+    lock              held (flock) by the process fitting in the folder: training,
+                      refit, evaluation and export (LOCK_FILE)
     log.csv           one row per completed epoch (LOG_FILE)
     checkpoints/      complete checkpoints, see :mod:`anet_tf.training.checkpoint`
                       (which one a run is used through: :mod:`anet_tf.training.run_checkpoints`)
@@ -18,7 +19,7 @@ A run folder (``anet-tf fit --out RUN``) holds::
 This module is the one place that knows these names and how they are written, so the
 rules that keep a run intact are in one place:
 
-* one process trains in a folder at a time (:class:`RunLock`, a kernel ``flock``, so
+* one process fits (trains, evaluates, exports) in a folder at a time (:class:`RunLock`, a kernel ``flock``, so
   a lock left by ``kill -9`` is free again and is taken over with a note);
 * a log row is written only after its checkpoint is published, and on resume the log
   is reconciled with the checkpoint (:func:`reconcile_log`), so a kill at any point
