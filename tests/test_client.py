@@ -23,7 +23,7 @@ from anet_tf.export.warmup import WARMUP_DIR
 from anet_tf.export.warmup import WARMUP_FILE
 from anet_tf.export.warmup import read_warmup_file
 
-SERVING_DIR = os.path.join(os.path.dirname(__file__), os.pardir, "export")
+SERVING_DIR = os.path.join(os.path.dirname(__file__), os.pardir, "anet_tf", "export", "serving")
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from anet_tf.cli import build_parser
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCS = sorted(
-    [os.path.join(REPO, "README.md"), os.path.join(REPO, "export", "README.md")]
+    [os.path.join(REPO, "README.md"), os.path.join(REPO, "anet_tf", "export", "serving", "README.md")]
     + glob.glob(os.path.join(REPO, "docs", "*.md"))
 )
 SHELL_OPERATORS = {"&&", "||", ";", "|", ">", ">>", "2>", "2>&1", "&"}
@@ -222,7 +222,7 @@ def test_help_says_what_the_docs_say():
     convert = _help("weights", "convert")
     assert "FastReID" in convert and "IBN-Net" in convert and "heads.npz" in convert
     assert all(arch in convert for arch in TORCH_ARCHS)
-    with open(os.path.join(REPO, "export", "README.md"), encoding="utf-8") as fh:
+    with open(os.path.join(REPO, "anet_tf", "export", "serving", "README.md"), encoding="utf-8") as fh:
         served = re.search(r"\| (JPEG, PNG, GIF, BMP or WebP) files", fh.read()).group(
             1
         )

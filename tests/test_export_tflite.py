@@ -110,7 +110,7 @@ def test_rank1_matches_the_saved_model(exported):
 
     sm = evaluate_embedder(as_tensor(load_embedder(paths["saved_model"])), dataset, cfg)
     # Untrained weights: fp32 and fp16 must rank like the SavedModel; int8's
-    # retrieval is measured on a trained run (export/README.md).
+    # retrieval is measured on a trained run (anet_tf/export/serving/README.md).
     for variant in ("fp32", "fp16"):
         model = LiteRTModel(paths["tflite"][variant])
         lite = evaluate_embedder(as_tensor(pixel_embedder(model.embed)), dataset, cfg)

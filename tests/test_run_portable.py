@@ -59,6 +59,9 @@ def test_fit_writes_the_network_description_and_every_export_format(moved_run):
     # export.formats=[saved_model,tflite]: both under the run's export/
     assert os.path.isfile(os.path.join(run, "export", "anet", "1", "saved_model.pb"))
     assert os.path.isfile(os.path.join(run, "export", "tflite", "model.tflite"))
+    # TF Serving's config and guide beside the model base folder they name
+    for name in ("models.config", "batching_parameters.txt", "SERVING.md"):
+        assert os.path.isfile(os.path.join(run, "export", name)), name
 
 
 def test_a_moved_run_without_its_dataset_embeds_as_before(moved_run):

@@ -123,6 +123,17 @@ def test_the_wheel_holds_the_package_and_its_configs(installed, tmp_path):
     module, configs = out.splitlines()
     assert module.startswith(purelib), module  # the wheel, not the source tree
     assert "'synthetic.yaml'" in configs and "'veri776_strong.yaml'" in configs
+    # TF Serving's config and guide travel in the package (export writes them)
+    out = _run(
+        [
+            str(bin_dir / "python"),
+            "-c",
+            "import anet_tf.export as e, os; print(sorted(os.listdir(e.SERVING_DIR)))",
+        ],
+        cwd=tmp_path,
+        env=env,
+    )
+    assert out.strip() == "['README.md', 'batching_parameters.txt', 'models.config']"
 
 
 def test_the_installed_command_runs_from_an_empty_folder(installed, tmp_path):
@@ -165,3 +176,4 @@ def test_the_installed_command_runs_from_an_empty_folder(installed, tmp_path):
     run = tmp_path / "runs" / "tiny"
     assert (run / "metrics.json").exists()
     assert (run / "export" / "anet" / "1" / "saved_model.pb").exists()
+    assert (run / "export" / "SERVING.md").exists() and (run / "export" / "models.config").exists()

@@ -29,7 +29,7 @@ def add_export_parser(subparsers) -> argparse.ArgumentParser:
         "export",
         help="export a run to TF Serving SavedModel, TFLite, ONNX or TensorRT",
         description="Export a trained run. SavedModel: <out>/<model_name>/<version>/ "
-        "for TF Serving (see export/README.md); TFLite: <out>/tflite/; ONNX: "
+        "for TF Serving (SERVING.md, models.config and batching_parameters.txt are written beside it); TFLite: <out>/tflite/; ONNX: "
         "<out>/onnx/model.onnx; TensorRT (NVIDIA GPU + tensorrt only): "
         "<out>/tensorrt/.",
     )

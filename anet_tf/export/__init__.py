@@ -6,6 +6,9 @@ ONNX and TensorRT.
 :func:`anet_tf.jobs.fit_evaluate_export.export_run`)::
 
     <out_dir>/<model_name>/<version>/   SavedModel (TF Serving layout, saved_model.py)
+    <out_dir>/models.config, batching_parameters.txt, SERVING.md
+                                        TF Serving's config and the serving guide
+                                        (package data, serving/)
     <out_dir>/tflite/                   model.tflite (+ _fp16, _int8_dynamic, _int8)
     <out_dir>/onnx/model.onnx           dynamic batch axis
     <out_dir>/tensorrt/                 model_fp32.engine, model_fp16.engine
@@ -26,6 +29,31 @@ from collections.abc import Sequence
 
 from anet_tf.export.formats import FORMATS
 from anet_tf.export.formats import QUANTIZE
+
+SERVING_DIR = os.path.join(os.path.dirname(__file__), "serving")
+# package file -> its name beside an export
+SERVING_FILES = {
+    "models.config": "models.config",
+    "batching_parameters.txt": "batching_parameters.txt",
+    "README.md": "SERVING.md",
+}
+
+
+def write_serving_files(out_dir: str) -> list[str]:
+    """Copy TF Serving's config (``models.config``, ``batching_parameters.txt``)
+    and the serving guide (``SERVING.md``) into ``out_dir``, beside the model
+    base folder they name (``/models/anet`` when ``out_dir`` is mounted at
+    ``/models``). Returns the files written."""
+    from anet_tf.io import atomic_write_bytes
+
+    written = []
+    for source, name in SERVING_FILES.items():
+        with open(os.path.join(SERVING_DIR, source), "rb") as fh:
+            data = fh.read()
+        path = os.path.join(out_dir, name)
+        atomic_write_bytes(path, data)
+        written.append(path)
+    return written
 
 
 class ExportRefused(RuntimeError):
@@ -119,6 +147,8 @@ def export_formats(
     if "saved_model" in formats:
         paths["saved_model"] = export_saved_model(net, cfg, description, out_dir)
         say(f"saved_model -> {paths['saved_model']}")
+        paths["serving"] = write_serving_files(out_dir)
+        say(f"TF Serving config and guide -> {', '.join(paths['serving'])}")
     if "tflite" in formats:
         from anet_tf.export import tflite
 

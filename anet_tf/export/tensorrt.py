@@ -53,7 +53,7 @@ def unavailable_reason() -> str | None:
             "`trtexec --onnx=model.onnx --saveEngine=model.engine --fp16 "
             "--minShapes=images:1xHxWx3 --optShapes=images:8xHxWx3 "
             "--maxShapes=images:32xHxWx3` (H, W: the model's input size; see "
-            "export/README.md)"
+            "SERVING.md beside the export)"
         )
     if not _has_nvidia_gpu():
         return (

@@ -3,7 +3,7 @@
 TF Serving replays the PredictionLog records of this TFRecord file when it loads a
 version, before the version takes traffic, so the first real requests do not pay for
 kernel selection and memory allocation. One request per batch size of
-``export/batching_parameters.txt`` (each padded batch size is a new shape for the
+``anet_tf/export/serving/batching_parameters.txt`` (each padded batch size is a new shape for the
 kernels) goes to ``serving_default`` with a generated JPEG, and one to
 ``serve_images``.
 """
@@ -20,7 +20,7 @@ from anet_tf.export import serving_protos as sp
 
 WARMUP_DIR = "assets.extra"
 WARMUP_FILE = "tf_serving_warmup_requests"
-# The allowed_batch_sizes of export/batching_parameters.txt (a test keeps them equal).
+# The allowed_batch_sizes of serving/batching_parameters.txt (a test keeps them equal).
 BATCH_SIZES = (1, 2, 4, 8, 16, 32)
 
 
