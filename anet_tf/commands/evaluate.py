@@ -52,22 +52,16 @@ def evaluated_config(args):
 
 
 def cmd_evaluate(args) -> int:
-    from anet_tf.data.readers import load_dataset
     from anet_tf.evaluation.extract import format_results
     from anet_tf.jobs import fit_evaluate_export as job
     from anet_tf.training.run import METRICS_FILE
+    from anet_tf.training.run_checkpoints import Run
 
     cfg = evaluated_config(args)
-    job.ensure_synthetic(cfg)
-    dataset = load_dataset(cfg)
-    if args.model:
-        metrics = job.evaluate_saved_model(cfg, dataset, args.model)
-    else:
-        from anet_tf.training.run_checkpoints import Run
-
-        metrics = job.evaluate_trained(Run(args.run or args.checkpoint), cfg, dataset)
-    chance = job.chance_level(dataset, cfg)
-    print(format_results(metrics, cfg.data.name, chance=chance, feature=cfg.eval.feature))
+    run = None if args.model else Run(args.run or args.checkpoint)
+    payload = job.evaluate(cfg, run=run, model_dir=args.model)
+    metrics = payload["metrics"]
+    print(format_results(metrics, cfg.data.name, chance=payload["chance"], feature=cfg.eval.feature))
     if args.json_out:
         with open(args.json_out, "w", encoding="utf-8") as fh:
             json.dump({"dataset": cfg.data.name, "feature": cfg.eval.feature, "metrics": metrics}, fh, indent=2, default=float)

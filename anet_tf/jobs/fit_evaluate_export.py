@@ -119,6 +119,31 @@ def evaluate_saved_model(cfg: Config, dataset, model_dir: str) -> dict:
     return evaluate_predictor(predict, dataset, cfg, scored)
 
 
+def evaluate(cfg: Config, *, run=None, model_dir: str | None = None, verbose: bool = True) -> dict:
+    """The job of ``anet-tf evaluate``: the metrics of a trained run (a
+    :class:`~anet_tf.training.run_checkpoints.Run`) or of an exported SavedModel
+    (``model_dir``) on the dataset and protocol of ``cfg``, with the chance level.
+
+    Returns:
+        ``{"dataset", "feature", "metrics", "chance"}``, the schema of a run's
+        ``metrics.json``.
+    """
+    from anet_tf.data.readers import load_dataset
+
+    ensure_synthetic(cfg, verbose=verbose)
+    dataset = load_dataset(cfg)
+    if model_dir is not None:
+        metrics = evaluate_saved_model(cfg, dataset, model_dir)
+    else:
+        metrics = evaluate_trained(run, cfg, dataset)
+    return {
+        "dataset": cfg.data.name,
+        "feature": cfg.eval.feature,
+        "metrics": metrics,
+        "chance": chance_level(dataset, cfg),
+    }
+
+
 def evaluate_run(run_dir: str, overrides=(), weights: str | None = None) -> dict:
     """Evaluate a trained run again, e.g. on another test feature, without training.
 
@@ -126,31 +151,21 @@ def evaluate_run(run_dir: str, overrides=(), weights: str | None = None) -> dict
         run_dir: a run directory (its ``config.yaml`` gives the network and data).
         overrides: ``--set`` items applied to the run's config, e.g.
             ``["eval.feature=fa"]`` or ``["data.root=OTHER"]`` (another dataset).
-        weights: a checkpoint folder or ``net.weights.h5`` file; default: the
-            run's ``checkpoints/best``, else its newest checkpoint (as
+        weights: a checkpoint folder or ``net.weights.h5`` file of the run;
+            default: its ``checkpoints/best``, else its newest checkpoint (as
             ``evaluate --run``).
 
     Returns:
-        ``{"dataset", "feature", "metrics", "chance", "weights"}``, the schema of the
-        run's ``metrics.json``.
+        :func:`evaluate`'s dict and ``"weights"``.
     """
     from anet_tf.config import apply_overrides
-    from anet_tf.data.readers import load_dataset
     from anet_tf.training.run_checkpoints import Run
 
-    run = Run(run_dir)
+    run = Run(weights) if weights else Run(run_dir)
     cfg = run.config
     if overrides:
         cfg = apply_overrides(cfg, list(overrides))
-    ensure_synthetic(cfg, verbose=False)
-    dataset = load_dataset(cfg)
-    return {
-        "dataset": cfg.data.name,
-        "feature": cfg.eval.feature,
-        "metrics": evaluate_trained(run, cfg, dataset, weights),
-        "chance": chance_level(dataset, cfg),
-        "weights": weights or run.weights(),
-    }
+    return {**evaluate(cfg, run=run, verbose=False), "weights": run.weights()}
 
 
 def resume_config(run_dir: str, overrides=()) -> Config:
