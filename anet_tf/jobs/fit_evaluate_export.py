@@ -74,14 +74,44 @@ def _warn_if_settings_differ(cfg, verbose: bool) -> None:
         )
 
 
-def make_evaluate_fn(cfg: Config, dataset):
-    """``fn(net) -> metrics`` on the dataset's test protocol (used during training)."""
-    from anet_tf.evaluation.extract import evaluate_net
+class RememberedEvaluation:
+    """``fn(net) -> metrics`` on the dataset's test protocol (the evaluation during
+    training), which remembers its last result with a digest of the weights it
+    was measured on: the job after training reuses it when the weights have not
+    changed since (the last epoch is evaluated once, not twice; an attribute
+    refit after it changes the weights and is evaluated again)."""
 
-    def evaluate_fn(net):
-        return evaluate_net(net, dataset, cfg)
+    def __init__(self, cfg: Config, dataset):
+        self.cfg, self.dataset = cfg, dataset
+        self._last: tuple[str, dict] | None = None
 
-    return evaluate_fn
+    def __call__(self, net) -> dict:
+        from anet_tf.evaluation.extract import evaluate_net
+
+        metrics = evaluate_net(net, self.dataset, self.cfg)
+        self._last = (weights_digest(net), metrics)
+        return metrics
+
+    def remembered(self, net) -> dict | None:
+        """The last metrics, if ``net``'s weights are those they were measured on."""
+        if self._last is not None and self._last[0] == weights_digest(net):
+            return self._last[1]
+        return None
+
+
+def weights_digest(net) -> str:
+    """A digest of every weight of ``net`` (names, shapes and values)."""
+    import hashlib
+
+    import keras
+    import numpy as np
+
+    h = hashlib.sha1()
+    for w in net.weights:
+        value = np.ascontiguousarray(keras.ops.convert_to_numpy(w.value))
+        h.update(f"{w.path}:{value.shape}:{value.dtype}".encode())
+        h.update(value.tobytes())
+    return h.hexdigest()
 
 
 def chance_level(dataset, cfg: Config) -> dict:
@@ -262,6 +292,7 @@ def _fit_and_report_locked(
             return None
     dataset = _checked_dataset(cfg, verbose)
     t0 = time.perf_counter()
+    evaluation = RememberedEvaluation(cfg, dataset) if cfg.train.eval_every else None
     result = _train_run(
         cfg,
         run_dir,
@@ -270,11 +301,12 @@ def _fit_and_report_locked(
         command=command,
         verbose=verbose,
         lock=lock,
+        evaluation=evaluation,
     )
     # Training wall time over every session of the run (kept in the checkpoints);
     # a run whose training had finished before this call keeps its own.
     train_s = result.train_seconds or (time.perf_counter() - t0)
-    payload = _evaluate_trained(cfg, result, dataset, run_dir, train_s)
+    payload = _evaluate_trained(cfg, result, dataset, run_dir, train_s, evaluation)
     exported = None
     if export:
         exported = _export_trained(cfg, result, dataset, run_dir)
@@ -301,7 +333,7 @@ def _checked_dataset(cfg: Config, verbose: bool):
 
 
 def _train_run(cfg: Config, run_dir: str, dataset, *, resume: bool, command: str, verbose: bool,
-               lock=None):
+               lock=None, evaluation=None):
     """:func:`anet_tf.training.fit.train` with the evaluation injected; an image
     the input pipeline cannot decode is named."""
     from anet_tf.training.fit import train
@@ -313,7 +345,7 @@ def _train_run(cfg: Config, run_dir: str, dataset, *, resume: bool, command: str
             resume=resume,
             command=command,
             dataset=dataset,
-            evaluate_fn=make_evaluate_fn(cfg, dataset) if cfg.train.eval_every else None,
+            evaluate_fn=evaluation,
             # Keras' bar only on a terminal: in a file it is ANSI codes and one line
             # of thousands of characters per epoch.
             verbose=1 if verbose and sys.stdout.isatty() else 2,
@@ -324,13 +356,23 @@ def _train_run(cfg: Config, run_dir: str, dataset, *, resume: bool, command: str
         raise
 
 
-def _evaluate_trained(cfg: Config, result, dataset, run_dir: str, train_s: float) -> dict:
-    """The trained network's metrics.json content (without the export)."""
+def _evaluate_trained(
+    cfg: Config, result, dataset, run_dir: str, train_s: float, evaluation=None
+) -> dict:
+    """The trained network's metrics.json content (without the export); the
+    evaluation of the last epoch during training where the weights are still
+    those (:class:`RememberedEvaluation`)."""
     from anet_tf.evaluation.extract import evaluate_net
 
-    print(f"[anet-tf] evaluating on the {cfg.data.name} test split (feature {cfg.eval.feature}) ...", flush=True)
+    metrics = evaluation.remembered(result.net) if evaluation is not None else None
+    if metrics is not None:
+        print(f"[anet-tf] the last epoch's evaluation on the {cfg.data.name} test split "
+              f"(feature {cfg.eval.feature}) is the final one", flush=True)
     try:
-        metrics = evaluate_net(result.net, dataset, cfg)
+        if metrics is None:
+            print(f"[anet-tf] evaluating on the {cfg.data.name} test split (feature "
+                  f"{cfg.eval.feature}) ...", flush=True)
+            metrics = evaluate_net(result.net, dataset, cfg)
     except Exception as exc:
         _name_undecodable_images(exc, dataset, run_dir)
         raise
