@@ -399,6 +399,7 @@ class FileLock:
         mode = fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX
         deadline = time.monotonic() + max(0.0, self.wait_s)
         delay = 0.05
+        looked_again = False
         while True:
             try:
                 fcntl.flock(fh.fileno(), mode | fcntl.LOCK_NB)
@@ -409,7 +410,14 @@ class FileLock:
                     raise
                 if time.monotonic() >= deadline:
                     fh.seek(0)
-                    holder = describe_holder(fh.read())
+                    text = fh.read()
+                    if not text.strip() and not looked_again:
+                        # No record: the holder let go after the refusal, or took the
+                        # lock and has not named itself yet; look once more.
+                        looked_again = True
+                        time.sleep(0.05)
+                        continue
+                    holder = describe_holder(text)
                     fh.close()
                     waited = f" (waited {self.wait_s:g} s)" if self.wait_s else ""
                     raise LockHeldError(

@@ -332,6 +332,7 @@ def cmd_index_build(args) -> int:
     from anet_tf.search.embeddings import load_embeddings
     from anet_tf.search.targets import build_gallery
     from anet_tf.search.targets import check_build_target
+    from anet_tf.search.targets import close_gallery
 
     check_build_target(args.out, args.collection)
     embeddings = [load_embeddings(p) for p in args.embeddings]
@@ -347,9 +348,15 @@ def cmd_index_build(args) -> int:
         M=args.hnsw_m,
         shards=args.shards,
     )
-    for warning in index.meta["warnings"]:
-        print(f"anet-tf index: warning: {warning}", file=sys.stderr)
-    print(f"wrote {index.where}: {len(index)} items, {index.dim}-d, {_describe(index)}")
+    try:
+        for warning in index.meta["warnings"]:
+            print(f"anet-tf index: warning: {warning}", file=sys.stderr)
+        print(
+            f"wrote {index.where}: {len(index)} items, {index.dim}-d, "
+            f"{_describe(index)}"
+        )
+    finally:
+        close_gallery(index)  # a Milvus Lite database is free for others again
     return 0
 
 
@@ -357,20 +364,25 @@ def cmd_index_add(args) -> int:
     """``anet-tf index add TARGET EMBEDDINGS... [--collection NAME]``."""
     from anet_tf.search.embeddings import load_embeddings
     from anet_tf.search.index import read_meta
+    from anet_tf.search.milvus import check_collection_target
     from anet_tf.search.targets import add_to_gallery
+    from anet_tf.search.targets import close_gallery
     from anet_tf.search.targets import is_milvus_target
-    from anet_tf.search.targets import open_gallery
 
-    # a bad target fails before the files are read
+    # a bad target (or one another writer has) fails before the files are read
     if is_milvus_target(args.target):
-        open_gallery(args.target, args.collection)
+        collection = args.collection or DEFAULT_COLLECTION
+        check_collection_target(args.target, collection, exists=True)
     else:
         read_meta(args.target)
     embeddings = [load_embeddings(p) for p in args.embeddings]
     index, rows = add_to_gallery(args.target, embeddings, args.collection)
-    for warning in rows.warnings:
-        print(f"anet-tf index: warning: {warning}", file=sys.stderr)
-    print(f"added {len(rows)} items to {index.where}: {len(index)} items")
+    try:
+        for warning in rows.warnings:
+            print(f"anet-tf index: warning: {warning}", file=sys.stderr)
+        print(f"added {len(rows)} items to {index.where}: {len(index)} items")
+    finally:
+        close_gallery(index)
     return 0
 
 
@@ -397,7 +409,8 @@ def cmd_index_remove(args) -> int:
     index, count, expr = remove_rows(
         args.target, args.collection or DEFAULT_COLLECTION, cameras=args.camera, **times
     )
-    print(f"removed {count} items ({expr}) from {index.where}: {len(index)} items")
+    with index:  # closed: the Milvus Lite database is free for others again
+        print(f"removed {count} items ({expr}) from {index.where}: {len(index)} items")
     return 0
 
 
@@ -474,21 +487,27 @@ def cmd_search(args) -> int:
     """``anet-tf search --index TARGET --query IMG... --top-k K [--where ...]``."""
     from anet_tf.search.gallery import parse_where
     from anet_tf.search.index import search_threads
+    from anet_tf.search.targets import close_gallery
     from anet_tf.search.targets import open_gallery
 
     where = parse_where(args.where)
     index = open_gallery(args.index, args.collection)
-    index.check_filter(where, args.labels)  # a bad filter fails before embedding
-    emb = query_embeddings(args, index, progress=not args.json)
-    scores, ids = index.search(
-        emb.embedding,
-        args.top_k,
-        where=where,
-        labels=args.labels,
-        nprobe=args.nprobe,
-        threads=args.threads or search_threads(len(emb)),
-    )
-    matches = index.matches(scores, ids)
+    try:
+        index.check_filter(where, args.labels)  # a bad filter fails before embedding
+        if args.query:  # embedding images takes a while: Milvus Lite is free meanwhile
+            close_gallery(index)  # (and opened again to search)
+        emb = query_embeddings(args, index, progress=not args.json)
+        scores, ids = index.search(
+            emb.embedding,
+            args.top_k,
+            where=where,
+            labels=args.labels,
+            nprobe=args.nprobe,
+            threads=args.threads or search_threads(len(emb)),
+        )
+        matches = index.matches(scores, ids)
+    finally:
+        close_gallery(index)  # a Milvus Lite database: other processes may open it
     if args.json:
         print(
             json.dumps(

@@ -24,8 +24,8 @@ field              type                        meaning
 
 The collection property ``anet_tf.gallery`` holds the JSON of what a faiss
 folder's ``index.json`` holds (format, kind, dim, params, the model record with its
-fingerprint, sources) and ``next_id``. ``--where`` becomes a Milvus filter
-expression on the ``<a>_pred`` (or ``<a>_known``) fields
+fingerprint, sources), ``count`` and ``next_id``. ``--where`` becomes a Milvus
+filter expression on the ``<a>_pred`` (or ``<a>_known``) fields
 (``color_pred in [0, 2] and type_pred in [1]``).
 
 Index kinds (the vector index of the ``embedding`` field, metric IP): ``flat``
@@ -33,20 +33,62 @@ Index kinds (the vector index of the ``embedding`` field, metric IP): ``flat``
 with the settings of :func:`anet_tf.search.gallery.index_params`. Milvus Lite
 accepts each kind and searches exactly what it holds; a server builds the index
 per sealed segment.
+
+Writes (commit points). Milvus has no transaction over many rows: an insert of
+100,000 rows is many calls, and a process killed between them leaves the rows
+already sent. So the gallery record's ``next_id`` is the commit watermark: a row
+with ``id >= next_id`` is not committed, and every read (search, count, a row, the
+paths already in the gallery) filters on ``id < next_id``. ``index add`` removes
+what an interrupted add left (``id >= next_id``), checks the paths, inserts rows
+``next_id..``, flushes, then writes the record with the new ``next_id`` and
+``count``: that one ``alter_collection_properties`` call is the commit (Milvus Lite
+writes the collection's schema.json, where the properties live, to a temporary file
+and renames it over the old one; a server stores them in its meta store in one
+request). ``index remove`` deletes with one ``delete`` call (one batch, one
+sequence number, in Milvus Lite) and then writes the record's ``count``; killed
+between the two, the rows are gone and ``count`` is stale until the next write,
+which recounts. ``index build`` writes a staging collection
+``<name>_anet_building``, renames the old gallery aside (``<name>_anet_replaced``),
+renames the staging one in (the commit) and drops the old one; a writer that finds
+``<name>`` missing and the aside there renames it back (rolls back), drops an
+aside next to ``<name>`` and drops a staging collection. Readers change no row and
+no record: with ``<name>`` missing they read the aside (on Milvus Lite a reader may
+rebuild a torn index file, see :func:`_load`).
+
+One writer at a time. On Milvus Lite a ``build``, ``add`` or ``remove`` holds the
+kernel lock ``<db>.writer.lock`` (:class:`anet_tf.io.FileLock`; a second writer is
+refused at once, naming the holder). On a server the writer leaves a record
+(holder, host, pid, since, beat) in the collection property ``anet_tf.writer`` and
+renews it while it inserts; a record whose beat is older than
+:data:`WRITER_STALE_S`, or of a dead process on this host, is stale. That record
+is best effort: two writers that check at the same moment can both go on.
+
+Milvus Lite serves one process at a time (it holds ``<db>/LOCK`` from the first
+client of the database to :meth:`MilvusGallery.close` here, or to the process's
+exit in pymilvus). Every open of a ``.db`` here, reader or writer, first takes the
+lock ``<db>.lock``, waiting up to :data:`READ_WAIT_S` (a reader) or
+:data:`WRITE_WAIT_S` (a writer) for the process that holds it; the commands close
+the database as soon as their searching or writing is done. Within one process the
+hold is shared and counted (galleries of one database opened together).
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import logging
 import os
 import re
+import socket
+import threading
 import time
 from collections.abc import Sequence
 
 import numpy as np
 
+from anet_tf.io import FileLock
+from anet_tf.io import LockHeldError
 from anet_tf.search.embeddings import Embeddings
 from anet_tf.search.errors import SearchError
 from anet_tf.search.gallery import Gallery
@@ -59,11 +101,26 @@ FORMAT = "anet-tf-milvus/1"
 DEFAULT_COLLECTION = "gallery"
 MILVUS_SCHEMES = ("http://", "https://", "tcp://", "grpc://", "unix:")
 META_PROPERTY = "anet_tf.gallery"
+WRITER_PROPERTY = "anet_tf.writer"
 STAGING_SUFFIX = "_anet_building"
+ASIDE_SUFFIX = "_anet_replaced"
 MAX_PATH_BYTES = 4096
 INSERT_BATCH = 2000
 QUERY_BATCH = 1000
 CONNECT_TIMEOUT_S = 10.0
+# How long an open of a Milvus Lite database waits for the process that has it.
+READ_WAIT_S = 120.0
+WRITE_WAIT_S = 120.0
+# A server's writer record not renewed for this long is stale; renewed this often.
+WRITER_STALE_S = 600.0
+WRITER_BEAT_S = 60.0
+ONE_PROCESS = (
+    "Milvus Lite serves one process at a time; a Milvus server "
+    "(http://host:19530) serves many clients"
+)
+ONE_WRITER = (
+    "one index build, add or remove at a time: wait for it to finish or stop it"
+)
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
 MILVUS_INDEX = {"flat": "FLAT", "ivf": "IVF_FLAT", "ivfpq": "IVF_PQ", "hnsw": "HNSW"}
 __all__ = [
@@ -75,6 +132,18 @@ __all__ = [
     "open_collection",
     "remove_rows",
 ]
+
+
+class _LiteErrors(logging.Handler):
+    """Keeps the last exception milvus_lite logs (its server manager logs why a
+    database did not open, with a traceback, and returns None) instead of
+    printing it."""
+
+    last: BaseException | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.exc_info and record.exc_info[1] is not None:
+            _LiteErrors.last = record.exc_info[1]
 
 
 def _pymilvus():
@@ -89,6 +158,10 @@ def _pymilvus():
         ) from None
     # pymilvus logs every failed call at ERROR on stderr; the error raised says it.
     logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
+    lite = logging.getLogger("milvus_lite")
+    if not any(isinstance(h, _LiteErrors) for h in lite.handlers):
+        lite.addHandler(_LiteErrors())
+        lite.propagate = False
     return pymilvus
 
 
@@ -112,28 +185,116 @@ def is_lite(uri: str) -> bool:
     return not uri.startswith(MILVUS_SCHEMES)
 
 
-def connect(uri: str, create: bool = False):
+# ---------------------------------------------------------------- connections
+
+
+class _LiteHold:
+    """This process's use of one Milvus Lite database: the lock ``<db>.lock``, the
+    client, and how many users (galleries, :func:`connect` callers) share it."""
+
+    def __init__(self, lock: FileLock, client):
+        self.lock = lock
+        self.client = client
+        self.users = 1
+
+
+_LITE_HOLDS: dict[str, _LiteHold] = {}
+_LITE_GUARD = threading.RLock()
+
+
+def connect(uri: str, create: bool = False, wait_s: float | None = None):
     """A ``MilvusClient`` of ``uri``; a Milvus Lite database must exist unless
-    ``create``.
+    ``create``. Give it back with :func:`disconnect`. On Milvus Lite the database
+    is this process's until every client of it is given back: the first client
+    takes the lock ``<db>.lock``, waiting up to ``wait_s`` (default
+    :data:`READ_WAIT_S`) for another process to let go.
 
     Raises:
         SearchError: no such database, a server that does not answer.
+        LockHeldError: another process has the Milvus Lite database (one line).
     """
     pymilvus = _pymilvus()
-    target = uri
-    if is_lite(uri):
-        target = os.path.abspath(uri)
+    if not is_lite(uri):
+        try:
+            return pymilvus.MilvusClient(uri=uri, timeout=CONNECT_TIMEOUT_S)
+        except Exception as exc:  # noqa: BLE001 - the client raises several kinds
+            raise SearchError(
+                f"{uri}: cannot reach Milvus ({_first_line(exc)})"
+            ) from None
+    target = os.path.abspath(uri)
+    with _LITE_GUARD:
+        hold = _LITE_HOLDS.get(target)
+        if hold is not None:
+            hold.users += 1
+            return hold.client
         if not create and not os.path.exists(target):
             raise SearchError(
-                f"{uri}: no such Milvus Lite database; build one with `anet-tf index "
-                f"build EMBEDDINGS.npz -o {uri}`"
+                f"{uri}: no such Milvus Lite database; build one with `anet-tf "
+                f"index build EMBEDDINGS.npz -o {uri}`"
             )
         _check_lite_path(uri, target)
         os.makedirs(os.path.dirname(target), exist_ok=True)
-    try:
-        return pymilvus.MilvusClient(uri=target, timeout=CONNECT_TIMEOUT_S)
-    except Exception as exc:  # noqa: BLE001 - the client raises several kinds
-        raise SearchError(f"{uri}: cannot reach Milvus ({_first_line(exc)})") from None
+        wait = READ_WAIT_S if wait_s is None else wait_s
+        lock = FileLock(target + ".lock", uri, ONE_PROCESS, wait_s=wait).acquire()
+        try:
+            client = _start_lite(pymilvus, uri, target, time.monotonic() + wait)
+        except BaseException:
+            lock.release()
+            raise
+        _LITE_HOLDS[target] = _LiteHold(lock, client)
+        return client
+
+
+def _start_lite(pymilvus, uri: str, target: str, deadline: float):
+    """A client of the Milvus Lite database ``target``, retried until
+    ``deadline`` while a process that does not take ``<db>.lock`` has it."""
+    from milvus_lite import DataDirLockedError
+
+    delay = 0.1
+    while True:
+        _LiteErrors.last = None
+        try:
+            return pymilvus.MilvusClient(
+                uri=target, timeout=CONNECT_TIMEOUT_S, dedicated=True
+            )
+        except Exception as exc:  # noqa: BLE001 - the client raises several kinds
+            cause = _LiteErrors.last
+            if not isinstance(cause, DataDirLockedError):
+                why = _first_line(exc) + (f": {_first_line(cause)}" if cause else "")
+                raise SearchError(f"{uri}: cannot reach Milvus ({why})") from None
+        if time.monotonic() >= deadline:
+            raise LockHeldError(
+                f"{uri} is in use by another process (it holds Milvus Lite's own "
+                f"lock {os.path.join(target, 'LOCK')}); {ONE_PROCESS}"
+            )
+        time.sleep(delay)
+        delay = min(delay * 2, 1.0)
+
+
+def disconnect(uri: str, client) -> None:
+    """Give back a client of :func:`connect`; the last one of a Milvus Lite
+    database stops its server in this process and lets another process have it."""
+    if not is_lite(uri):
+        with contextlib.suppress(Exception):
+            client.close()
+        return
+    target = os.path.abspath(uri)
+    with _LITE_GUARD:
+        hold = _LITE_HOLDS.get(target)
+        if hold is None or hold.client is not client:
+            return
+        hold.users -= 1
+        if hold.users > 0:
+            return
+        del _LITE_HOLDS[target]
+        try:
+            with contextlib.suppress(Exception):
+                client.close()
+            from milvus_lite.server_manager import server_manager_instance
+
+            server_manager_instance.release_server(target)
+        finally:
+            hold.lock.release()
 
 
 def _check_lite_path(uri: str, path: str) -> None:
@@ -155,6 +316,175 @@ def _check_name(collection: str) -> None:
             f"--collection {collection!r}: a Milvus collection name is letters, "
             f"digits and _, starting with a letter or _ (at most 255)"
         )
+
+
+def _staging(collection: str) -> str:
+    return f"{collection}{STAGING_SUFFIX}"[:255]
+
+
+def _aside(collection: str) -> str:
+    return f"{collection}{ASIDE_SUFFIX}"[:255]
+
+
+# -------------------------------------------------------------------- writers
+
+
+def _writer_lock(uri: str, shared: bool = False) -> FileLock:
+    """The writer lock of a Milvus Lite database (not yet taken)."""
+    path = os.path.abspath(uri) + ".writer.lock"
+    return FileLock(path, uri, ONE_WRITER, shared=shared)
+
+
+def _pid_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OverflowError, ValueError):
+        return False
+    return False
+
+
+class _ServerWriter:
+    """The best-effort writer record of a gallery on a Milvus server: the
+    property :data:`WRITER_PROPERTY` of the collection (and of its staging
+    collection while a build writes it), renewed every :data:`WRITER_BEAT_S`."""
+
+    def __init__(self, client, uri: str, collection: str):
+        self.client = client
+        self.uri = uri
+        self.collection = collection
+        self.marked: list[str] = []
+        self.beaten = 0.0
+        now = datetime.datetime.now().isoformat(timespec="seconds")
+        self.record = {"pid": os.getpid(), "host": socket.gethostname(), "since": now}
+
+    def acquire(self) -> _ServerWriter:
+        self.check()
+        with _milvus_errors(self.uri):
+            if self.client.has_collection(self.collection):
+                self.mark(self.collection)
+        return self
+
+    def check(self) -> None:
+        """Raise :class:`LockHeldError` where another writer's record is live."""
+        for name in (self.collection, _staging(self.collection)):
+            held = self.held(name)
+            if held:
+                raise LockHeldError(
+                    f"{self.uri} collection {name!r} is being written by process "
+                    f"{held['pid']} on {held['host']} (since {held['since']}; a "
+                    f"best-effort record, stale {WRITER_STALE_S:g} s after its "
+                    f"last beat); {ONE_WRITER}"
+                )
+
+    def held(self, name: str) -> dict | None:
+        """The live record of another writer on ``name``, or None."""
+        with _milvus_errors(self.uri):
+            if not self.client.has_collection(name):
+                return None
+            props = self.client.describe_collection(name).get("properties") or {}
+        try:
+            record = json.loads(props.get(WRITER_PROPERTY) or "null")
+            if not record:
+                return None
+            mine = record["host"] == socket.gethostname()
+            if mine and record["pid"] == os.getpid():
+                return None
+            if time.time() - float(record["beat"]) > WRITER_STALE_S:
+                return None
+            if mine and _pid_gone(int(record["pid"])):
+                return None
+        except (ValueError, KeyError, TypeError):
+            return None
+        return record
+
+    def mark(self, name: str) -> None:
+        """Write the record (with a new beat) on ``name``."""
+        self.beaten = time.time()
+        record = json.dumps({**self.record, "beat": self.beaten})
+        with _milvus_errors(self.uri):
+            self.client.alter_collection_properties(
+                name, properties={WRITER_PROPERTY: record}
+            )
+        if name not in self.marked:
+            self.marked.append(name)
+
+    def beat(self) -> None:
+        if time.time() - self.beaten >= WRITER_BEAT_S:
+            for name in self.marked:
+                with contextlib.suppress(Exception):
+                    self.mark(name)
+
+    def release(self) -> None:
+        """Drop this writer's record (where a build's rename took it too)."""
+        for name in {*self.marked, self.collection}:
+            with contextlib.suppress(Exception):
+                if not self.client.has_collection(name):
+                    continue
+                props = self.client.describe_collection(name).get("properties") or {}
+                record = json.loads(props.get(WRITER_PROPERTY) or "{}")
+                if (record.get("pid"), record.get("host")) == (
+                    self.record["pid"],
+                    self.record["host"],
+                ):
+                    self.client.drop_collection_properties(
+                        name, property_keys=[WRITER_PROPERTY]
+                    )
+
+
+@contextlib.contextmanager
+def _writing(uri: str, collection: str, *, create: bool = False):
+    """Hold the writer lock of ``uri`` (Milvus Lite: ``<db>.writer.lock``,
+    refused at once; a server: the writer record), recover what an interrupted
+    build left, and yield ``(client, writer)`` (writer: the server record, None
+    on Milvus Lite)."""
+    if is_lite(uri):
+        with _writer_lock(uri):
+            client = connect(uri, create=create, wait_s=WRITE_WAIT_S)
+            try:
+                _recover(client, uri, collection)
+                yield client, None
+            finally:
+                disconnect(uri, client)
+        return
+    client = connect(uri)
+    try:
+        writer = _ServerWriter(client, uri, collection).acquire()
+        try:
+            _recover(client, uri, collection)
+            yield client, writer
+        finally:
+            writer.release()
+    finally:
+        disconnect(uri, client)
+
+
+def _recover(client, uri: str, collection: str) -> None:
+    """Undo what an interrupted build left (under the writer lock): the old
+    gallery renamed aside with no new one in comes back; an aside next to a
+    gallery and a staging collection are dropped."""
+    aside, staging = _aside(collection), _staging(collection)
+    with _milvus_errors(uri):
+        names = set(client.list_collections())
+        if aside in names:
+            if collection in names:
+                client.drop_collection(aside)
+            else:
+                client.rename_collection(aside, collection)
+        if staging in names:
+            client.drop_collection(staging)
+
+
+def _committed_name(client, uri: str, collection: str) -> str | None:
+    """The collection a reader reads for ``collection``: itself, or, while a
+    build's swap is interrupted (``collection`` missing), the old one aside."""
+    with _milvus_errors(uri):
+        if client.has_collection(collection):
+            return collection
+        if client.has_collection(_aside(collection)):
+            return _aside(collection)
+    return None
 
 
 def _meta_of(client, uri: str, collection: str) -> dict | None:
@@ -191,18 +521,120 @@ def _meta_of(client, uri: str, collection: str) -> dict | None:
     return meta
 
 
+def _no_collection(client, uri: str, collection: str) -> SearchError:
+    with _milvus_errors(uri):
+        names = [
+            n
+            for n in client.list_collections()
+            if not n.endswith((STAGING_SUFFIX, ASIDE_SUFFIX))
+        ]
+    there = ", ".join(sorted(names)) if names else "none"
+    return SearchError(
+        f"{uri}: no collection {collection!r} (collections: {there}); build one "
+        f"with `anet-tf index build EMBEDDINGS.npz -o {uri} --collection "
+        f"{collection}`"
+    )
+
+
+def _committed(meta: dict, expr: str = "") -> str:
+    """``expr`` restricted to the committed rows (``id < next_id``)."""
+    mark = f"id < {int(meta['next_id'])}"
+    return f"{mark} and ({expr})" if expr else mark
+
+
+def _count(client, uri: str, collection: str, expr: str) -> int:
+    with _milvus_errors(uri):
+        out = client.query(collection, filter=expr, output_fields=["count(*)"])
+    return int(out[0]["count(*)"])
+
+
+def _load(client, uri: str, name: str) -> None:
+    """Load the collection ``name`` for search. Milvus Lite (3.2) writes a
+    segment's index file (a cache of the segment's vectors) in place, after a
+    flush, in a background thread, and trusts it when it loads: a process killed
+    meanwhile leaves a torn file that every later load fails on ("file seems not
+    fully written?"). So on Milvus Lite a failed load removes the collection's
+    index files, which the load builds again from the data, and tries once more."""
+    try:
+        with _milvus_errors(uri):
+            client.load_collection(name)
+        return
+    except SearchError:
+        if not is_lite(uri) or not _remove_lite_index_files(uri, name):
+            raise
+    with _milvus_errors(uri):
+        client.release_collection(name)
+        client.load_collection(name)
+
+
+def _remove_lite_index_files(uri: str, name: str) -> int:
+    """Remove the index files of the Milvus Lite collection ``name`` (in
+    ``<db>/collections/<name>/partitions/*/indexes``); their number."""
+    import glob
+
+    pattern = os.path.join(
+        os.path.abspath(uri), "collections", name, "partitions", "*", "indexes", "*"
+    )
+    found = [p for p in glob.glob(pattern) if p.endswith((".idx", ".sidx"))]
+    for path in found:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
+    return len(found)
+
+
 # ------------------------------------------------------------------------ gallery
 
 
 class MilvusGallery(Gallery):
-    """A gallery collection, opened by :func:`open_collection`."""
+    """A gallery collection, opened by :func:`open_collection`. It reads the
+    committed rows only (``id < next_id``). :meth:`close` gives the database
+    back (on Milvus Lite, to other processes); a later call opens it again."""
 
-    def __init__(self, client, uri: str, collection: str, meta: dict):
-        self.client = client
+    def __init__(
+        self, client, uri: str, collection: str, meta: dict, name: str | None = None
+    ):
+        self._client = client
         self.path = uri
         self.collection = collection
         self.meta = meta
+        self._name = name or collection  # the aside while a build's swap is undone
         self._rows: dict[int, dict] = {}
+
+    @property
+    def client(self):
+        """The Milvus client, opening the database again after :meth:`close`."""
+        if self._client is None:
+            self._reopen()
+        return self._client
+
+    def _reopen(self) -> None:
+        client = connect(self.path)
+        try:
+            name = _committed_name(client, self.path, self.collection)
+            meta = None if name is None else _meta_of(client, self.path, name)
+            if meta is None or meta["model"] != self.meta["model"]:
+                raise SearchError(
+                    f"{self.where}: the gallery was removed or rebuilt by another "
+                    f"model while this command ran; run it again"
+                )
+            _load(client, self.path, name)
+        except BaseException:
+            disconnect(self.path, client)
+            raise
+        self._client, self._name, self.meta = client, name, meta
+        self._rows.clear()
+
+    def close(self) -> None:
+        """Give the database back (a Milvus Lite one to other processes)."""
+        client, self._client = self._client, None
+        if client is not None:
+            disconnect(self.path, client)
+
+    def __enter__(self) -> MilvusGallery:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     @property
     def fields(self) -> list[str]:
@@ -216,12 +648,9 @@ class MilvusGallery(Gallery):
         return self.count()
 
     def count(self, expr: str = "") -> int:
-        """Rows matching the filter expression ``expr`` (all rows for "")."""
-        with _milvus_errors(self.where):
-            out = self.client.query(
-                self.collection, filter=expr, output_fields=["count(*)"]
-            )
-        return int(out[0]["count(*)"])
+        """Committed rows matching the filter expression ``expr`` (all for "")."""
+        client = self.client
+        return _count(client, self.where, self._name, _committed(self.meta, expr))
 
     def filter_expression(
         self, where: dict[str, list[str]] | None, labels: str = "predicted"
@@ -234,6 +663,14 @@ class MilvusGallery(Gallery):
         return " and ".join(
             f"{col} in {sorted(allowed)}" for col, allowed in codes.items()
         )
+
+    def _search_params(self, top_k: int, nprobe: int | None) -> dict:
+        if self.kind in ("ivf", "ivfpq"):
+            return {"nprobe": int(nprobe or self.meta["params"]["nprobe"])}
+        if self.kind == "hnsw":
+            ef = int(nprobe or self.meta["params"]["ef_search"])
+            return {"ef": max(ef, top_k)}
+        return {}
 
     def search(
         self,
@@ -256,26 +693,22 @@ class MilvusGallery(Gallery):
         ids = np.full((q, top_k), -1, np.int64)
         if expr is None or q == 0:
             return scores, ids
-        params = {}
-        if self.kind in ("ivf", "ivfpq"):
-            params = {"nprobe": int(nprobe or self.meta["params"]["nprobe"])}
-        elif self.kind == "hnsw":
-            ef = int(nprobe or self.meta["params"]["ef_search"])
-            params = {"ef": max(ef, top_k)}
+        client = self.client  # opened again (meta read again) after close()
+        params = self._search_params(top_k, nprobe)
         if exclude is None:
-            batches = [(slice(0, q), expr)]
+            batches = [(slice(0, q), _committed(self.meta, expr))]
         else:
             batches = []
             for i in range(q):
                 drop = [int(x) for x in np.asarray(exclude[i]).tolist() if x >= 0]
-                row_expr = expr
-                if drop:
-                    row_expr = " and ".join(x for x in (expr, f"id not in {drop}") if x)
-                batches.append((slice(i, i + 1), row_expr))
+                row_expr = " and ".join(
+                    x for x in (expr, f"id not in {drop}" if drop else "") if x
+                )
+                batches.append((slice(i, i + 1), _committed(self.meta, row_expr)))
         for rows, row_expr in batches:
             with _milvus_errors(self.where):
-                hits = self.client.search(
-                    self.collection,
+                hits = client.search(
+                    self._name,
                     data=[v for v in queries[rows]],
                     limit=top_k,
                     filter=row_expr,
@@ -293,10 +726,11 @@ class MilvusGallery(Gallery):
 
     def row(self, item: int) -> dict:
         if item not in self._rows:
-            with _milvus_errors(self.where):
-                got = self.client.get(
-                    self.collection, ids=[item], output_fields=self.fields
-                )
+            got = []
+            if 0 <= item < int(self.meta["next_id"]):
+                client = self.client
+                with _milvus_errors(self.where):
+                    got = client.get(self._name, ids=[item], output_fields=self.fields)
             if not got:
                 raise SearchError(f"{self.where}: no item {item}")
             self._rows[item] = got[0]
@@ -307,70 +741,95 @@ class MilvusGallery(Gallery):
         is unknown."""
         if pid < 0 or camid < 0:
             return np.zeros(0, np.int64)
+        client = self.client
+        expr = _committed(self.meta, f"pid == {int(pid)} and camid == {int(camid)}")
         with _milvus_errors(self.where):
-            got = self.client.query(
-                self.collection,
-                filter=f"pid == {int(pid)} and camid == {int(camid)}",
-                output_fields=["id"],
-            )
+            got = client.query(self._name, filter=expr, output_fields=["id"])
         return np.asarray(sorted(int(r["id"]) for r in got), np.int64)
 
     def existing_paths(self, paths: Sequence[str]) -> list[str]:
         """Those of ``paths`` that are in the collection."""
+        client = self.client
         found = []
         for start in range(0, len(paths), QUERY_BATCH):
             chunk = list(paths[start : start + QUERY_BATCH])
+            expr = f"path in {json.dumps(chunk, ensure_ascii=False)}"
             with _milvus_errors(self.where):
-                got = self.client.query(
-                    self.collection,
-                    filter=f"path in {json.dumps(chunk, ensure_ascii=False)}",
+                got = client.query(
+                    self._name,
+                    filter=_committed(self.meta, expr),
                     output_fields=["path"],
                 )
             found += [r["path"] for r in got]
         return found
 
     def save_meta(self) -> None:
+        """Write the gallery record (for an add, the commit)."""
+        client = self.client
         with _milvus_errors(self.where):
-            self.client.alter_collection_properties(
-                self.collection, properties={META_PROPERTY: json.dumps(self.meta)}
+            client.alter_collection_properties(
+                self._name, properties={META_PROPERTY: json.dumps(self.meta)}
             )
 
 
-def open_collection(uri: str, collection: str = DEFAULT_COLLECTION) -> MilvusGallery:
-    """The gallery ``collection`` at ``uri``, loaded for search.
+def open_collection(
+    uri: str, collection: str = DEFAULT_COLLECTION, wait_s: float | None = None
+) -> MilvusGallery:
+    """The gallery ``collection`` at ``uri``, loaded for search; a Milvus Lite
+    database is waited for up to ``wait_s`` (default :data:`READ_WAIT_S`).
+    :meth:`MilvusGallery.close` gives it back.
 
     Raises:
         SearchError: no such database or collection, not an anet-tf gallery,
             a server that does not answer.
+        LockHeldError: another process has the Milvus Lite database.
     """
     _check_name(collection)
-    client = connect(uri)
-    meta = _meta_of(client, uri, collection)
-    if meta is None:
-        with _milvus_errors(uri):
-            names = client.list_collections()
-        there = ", ".join(sorted(names)) if names else "none"
-        raise SearchError(
-            f"{uri}: no collection {collection!r} (collections: {there}); build one "
-            f"with `anet-tf index build EMBEDDINGS.npz -o {uri} --collection "
-            f"{collection}`"
-        )
-    with _milvus_errors(uri):
-        client.load_collection(collection)
-    return MilvusGallery(client, uri, collection, meta)
+    client = connect(uri, wait_s=wait_s)
+    try:
+        name = _committed_name(client, uri, collection)
+        meta = None if name is None else _meta_of(client, uri, name)
+        if meta is None:
+            raise _no_collection(client, uri, collection)
+        _load(client, uri, name)
+    except BaseException:
+        disconnect(uri, client)
+        raise
+    return MilvusGallery(client, uri, collection, meta, name)
 
 
-def check_collection_target(uri: str, collection: str = DEFAULT_COLLECTION) -> None:
-    """Raise :class:`SearchError` (one line) unless a gallery can be built as
-    ``collection`` at ``uri``: a new collection or an anet-tf gallery (replaced);
-    a Milvus Lite database that does not exist yet is not made here."""
+def check_collection_target(
+    uri: str, collection: str = DEFAULT_COLLECTION, *, exists: bool = False
+) -> None:
+    """Raise (one line) unless a gallery can be written as ``collection`` at
+    ``uri``: no other writer, and a new collection or an anet-tf gallery
+    (replaced by a build); ``exists``: the gallery must be there (an add). A
+    Milvus Lite database that does not exist yet is not made here.
+
+    Raises:
+        SearchError: not a gallery, no such database or collection, unreachable.
+        LockHeldError: another writer (or, past the wait, a reader) has it.
+    """
     _check_name(collection)
     if is_lite(uri):
         _pymilvus()
-        _check_lite_path(uri, os.path.abspath(uri))
-        if not os.path.exists(os.path.abspath(uri)):
+        target = os.path.abspath(uri)
+        _check_lite_path(uri, target)
+        if not os.path.exists(target):
+            if exists:
+                connect(uri)  # says: no such database
             return
-    _meta_of(connect(uri), uri, collection)
+        # another writer: refused at once (shared: two checks do not refuse each other)
+        _writer_lock(uri, shared=True).acquire().release()
+    client = connect(uri, wait_s=WRITE_WAIT_S)
+    try:
+        if not is_lite(uri):
+            _ServerWriter(client, uri, collection).check()
+        name = _committed_name(client, uri, collection)
+        if _meta_of(client, uri, name or collection) is None and exists:
+            raise _no_collection(client, uri, collection)
+    finally:
+        disconnect(uri, client)
 
 
 # -------------------------------------------------------------------------- write
@@ -414,7 +873,11 @@ def _check_rows(rows: Rows) -> None:
         )
 
 
-def _insert(client, where: str, collection: str, rows: Rows, first_id: int) -> None:
+def _insert(
+    client, where: str, collection: str, rows: Rows, first_id: int, writer=None
+) -> None:
+    """Insert ``rows`` with ids ``first_id..`` in batches of :data:`INSERT_BATCH`
+    (renewing a server's writer record between batches)."""
     columns = rows.columns
     scalar = ["pid", "camid", "time"] + [
         f"{a['name']}_{s}" for a in rows.model["attributes"] for s in ("pred", "known")
@@ -433,40 +896,24 @@ def _insert(client, where: str, collection: str, rows: Rows, first_id: int) -> N
             batch.append(record)
         with _milvus_errors(where):
             client.insert(collection, batch)
+        if writer is not None:
+            writer.beat()
 
 
-# long: 11 lines of docstring; 73 lines of code: check, create, insert, index, in the order Milvus needs them.
-def build_collection(
-    embeddings: Sequence[Embeddings],
-    uri: str,
-    collection: str = DEFAULT_COLLECTION,
-    *,
-    kind: str = "flat",
-    seed: int = 0,
-    shards: int | None = None,
-    **given,
-) -> MilvusGallery:
-    """A gallery collection of ``embeddings`` at ``uri``: written as a staging
-    collection and renamed in when complete (an anet-tf gallery of that name is
-    replaced). ``shards``: the collection's shards on a server (insert channels;
-    default the server's, 1; Milvus Lite keeps one). ``given``: the settings of
-    :func:`~anet_tf.search.gallery.index_params`.
+def _roll_back(client, uri: str, collection: str, meta: dict) -> int:
+    """Delete the rows an interrupted add left (``id >= next_id``); their number."""
+    expr = f"id >= {int(meta['next_id'])}"
+    left = _count(client, uri, collection, expr)
+    if left:
+        with _milvus_errors(uri):
+            client.delete(collection, filter=expr)
+            client.flush(collection)
+    return left
 
-    Raises:
-        IndexMismatchError: the files come from different models.
-        SearchError: bad input, a collection that is not an anet-tf gallery, a
-            server that does not answer; nothing is written.
-    """
-    del seed  # Milvus trains its IVF lists itself
-    pymilvus = _pymilvus()
-    _check_name(collection)
-    rows = gallery_rows(embeddings)
-    _check_rows(rows)
+
+def _build_meta(rows: Rows, kind: str, params: dict) -> dict:
     n, dim = rows.vectors.shape
-    params = index_params(kind, n, dim, **given)
-    client = connect(uri, create=True)
-    _meta_of(client, uri, collection)
-    meta = {
+    return {
         "format": FORMAT,
         "kind": kind,
         "dim": dim,
@@ -479,7 +926,9 @@ def build_collection(
         "warnings": rows.warnings,
         "next_id": n,
     }
-    staging = f"{collection}{STAGING_SUFFIX}"[:255]
+
+
+def _vector_index(client, kind: str, params: dict):
     index = client.prepare_index_params()
     milvus_params = {
         "flat": {},
@@ -497,51 +946,132 @@ def build_collection(
         metric_type="IP",
         params=milvus_params,
     )
+    return index
+
+
+def _swap_in(client, uri: str, collection: str, staging: str) -> None:
+    """Replace ``collection`` by the complete ``staging``: the old one renamed
+    aside, the new one renamed in (the commit), the old one dropped."""
+    aside = _aside(collection)
     with _milvus_errors(uri):
-        if client.has_collection(staging):
-            client.drop_collection(staging)
-        client.create_collection(
-            staging,
-            schema=_schema(pymilvus, rows),
-            index_params=index,
-            properties={META_PROPERTY: json.dumps(meta)},
-            **({"num_shards": int(shards)} if shards else {}),
-        )
-    try:
-        _insert(client, uri, staging, rows, 0)
+        if client.has_collection(aside):
+            client.drop_collection(aside)
+        replaced = client.has_collection(collection)
+        if replaced:
+            client.rename_collection(collection, aside)
+        client.rename_collection(staging, collection)
+        if replaced:
+            client.drop_collection(aside)
+    _load(client, uri, collection)
+
+
+def build_collection(
+    embeddings: Sequence[Embeddings],
+    uri: str,
+    collection: str = DEFAULT_COLLECTION,
+    *,
+    kind: str = "flat",
+    seed: int = 0,
+    shards: int | None = None,
+    **given,
+) -> MilvusGallery:
+    """A gallery collection of ``embeddings`` at ``uri``: written as a staging
+    collection and renamed in when complete (an anet-tf gallery of that name is
+    replaced), under the writer lock. ``shards``: the collection's shards on a
+    server (insert channels; default the server's, 1; Milvus Lite keeps one).
+    ``given``: the settings of :func:`~anet_tf.search.gallery.index_params`.
+
+    Raises:
+        IndexMismatchError: the files come from different models.
+        SearchError: bad input, a collection that is not an anet-tf gallery, a
+            server that does not answer; nothing is written.
+        LockHeldError: another writer has the gallery.
+    """
+    del seed  # Milvus trains its IVF lists itself
+    pymilvus = _pymilvus()
+    _check_name(collection)
+    rows = gallery_rows(embeddings)
+    _check_rows(rows)
+    n, dim = rows.vectors.shape
+    params = index_params(kind, n, dim, **given)
+    meta = _build_meta(rows, kind, params)
+    staging = _staging(collection)
+    with _writing(uri, collection, create=True) as (client, writer):
+        _meta_of(client, uri, collection)  # refuses a collection of someone else's
         with _milvus_errors(uri):
-            client.flush(staging)
-            if client.has_collection(collection):
-                client.drop_collection(collection)
-            client.rename_collection(staging, collection)
-            client.load_collection(collection)
-    except BaseException:
-        with contextlib.suppress(Exception):
-            client.drop_collection(staging)
-        raise
-    return MilvusGallery(client, uri, collection, meta)
+            client.create_collection(
+                staging,
+                schema=_schema(pymilvus, rows),
+                index_params=_vector_index(client, kind, params),
+                properties={META_PROPERTY: json.dumps(meta)},
+                **({"num_shards": int(shards)} if shards else {}),
+            )
+        try:
+            if writer is not None:
+                writer.mark(staging)
+            _insert(client, uri, staging, rows, 0, writer)
+            with _milvus_errors(uri):
+                client.flush(staging)
+            _swap_in(client, uri, collection, staging)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                client.drop_collection(staging)
+            raise
+        return MilvusGallery(connect(uri), uri, collection, meta)
 
 
 def add_to_collection(
     uri: str, collection: str, embeddings: Sequence[Embeddings]
 ) -> tuple[MilvusGallery, Rows]:
     """Append ``embeddings`` to the gallery ``collection`` (ids from its
-    ``next_id``); refused, with nothing written, for another model or an image
-    already in it (:func:`~anet_tf.search.gallery.check_new_paths`)."""
-    gallery = open_collection(uri, collection)
-    rows = gallery_rows(embeddings, gallery.model, f"the collection {gallery.where}")
-    _check_rows(rows)
-    check_new_paths(rows, gallery.existing_paths(rows.paths), gallery.where)
-    first = int(gallery.meta["next_id"])
-    _insert(gallery.client, gallery.where, collection, rows, first)
-    with _milvus_errors(gallery.where):
-        gallery.client.flush(collection)
-    gallery.meta["next_id"] = first + len(rows)
-    gallery.meta["count"] = len(gallery)
-    gallery.meta["sources"] = [*gallery.meta["sources"], *rows.sources]
-    gallery.meta["warnings"] = [*gallery.meta.get("warnings", []), *rows.warnings]
-    gallery.save_meta()
+    ``next_id``), under the writer lock; refused, with nothing written, for
+    another model or an image already in it
+    (:func:`~anet_tf.search.gallery.check_new_paths`). What an interrupted add
+    left is deleted first; the new record is the commit."""
+    _check_name(collection)
+    with _writing(uri, collection) as (client, writer):
+        gallery = _writer_gallery(client, uri, collection)
+        try:
+            rows = gallery_rows(
+                embeddings, gallery.model, f"the collection {gallery.where}"
+            )
+            _check_rows(rows)
+            _add_rows(client, gallery, rows, writer)
+        except BaseException:
+            gallery.close()
+            raise
     return gallery, rows
+
+
+def _writer_gallery(client, uri: str, collection: str) -> MilvusGallery:
+    """The gallery ``collection`` for a writer, loaded, with a client of its
+    own (it outlives the writer lock)."""
+    meta = _meta_of(client, uri, collection)
+    if meta is None:
+        raise _no_collection(client, uri, collection)
+    _load(client, uri, collection)
+    return MilvusGallery(connect(uri), uri, collection, meta)
+
+
+def _add_rows(client, gallery: MilvusGallery, rows: Rows, writer) -> None:
+    uri, collection, meta = gallery.path, gallery.collection, gallery.meta
+    _roll_back(client, uri, collection, meta)
+    check_new_paths(rows, gallery.existing_paths(rows.paths), gallery.where)
+    first = int(meta["next_id"])
+    try:
+        _insert(client, uri, collection, rows, first, writer)
+        with _milvus_errors(uri):
+            client.flush(collection)
+    except BaseException:
+        with contextlib.suppress(Exception):  # else the next writer does it
+            _roll_back(client, uri, collection, meta)
+        raise
+    new = dict(meta, next_id=first + len(rows))
+    new["count"] = _count(client, uri, collection, _committed(new))
+    new["sources"] = [*meta["sources"], *rows.sources]
+    new["warnings"] = [*meta.get("warnings", []), *rows.warnings]
+    gallery.meta = new
+    gallery.save_meta()  # the commit
 
 
 def remove_rows(
@@ -554,11 +1084,12 @@ def remove_rows(
 ) -> tuple[MilvusGallery, int, str]:
     """Delete the rows of the cameras ``cameras`` and/or captured in
     [``since``, ``until``) (seconds since 1970-01-01 UTC; rows of unknown time are
-    never in a time range). Returns the gallery, the number deleted and the filter
-    used.
+    never in a time range), with one delete call, under the writer lock. Returns
+    the gallery, the number deleted and the filter used.
 
     Raises:
         SearchError: no condition given; ``since`` not before ``until``.
+        LockHeldError: another writer has the gallery.
     """
     if not cameras and since is None and until is None:
         raise SearchError(
@@ -569,7 +1100,7 @@ def remove_rows(
         raise SearchError(
             f"index remove: --since {since} is not before --until {until}"
         )
-    gallery = open_collection(uri, collection)
+    _check_name(collection)
     conditions = []
     if cameras:
         conditions.append(f"camid in {sorted({int(c) for c in cameras})}")
@@ -580,11 +1111,19 @@ def remove_rows(
     if until is not None:
         conditions.append(f"time < {int(until)}")
     expr = " and ".join(conditions)
-    count = gallery.count(expr)
-    if count:
-        with _milvus_errors(gallery.where):
-            gallery.client.delete(collection, filter=expr)
-            gallery.client.flush(collection)
-    gallery.meta["count"] = len(gallery)
-    gallery.save_meta()
+    with _writing(uri, collection) as (client, _writer):
+        gallery = _writer_gallery(client, uri, collection)
+        try:
+            meta = gallery.meta
+            _roll_back(client, uri, collection, meta)
+            count = _count(client, uri, collection, _committed(meta, expr))
+            if count:
+                with _milvus_errors(uri):
+                    client.delete(collection, filter=_committed(meta, expr))
+                    client.flush(collection)
+            meta["count"] = _count(client, uri, collection, _committed(meta))
+            gallery.save_meta()
+        except BaseException:
+            gallery.close()
+            raise
     return gallery, count, expr
