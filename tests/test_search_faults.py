@@ -31,8 +31,8 @@ from anet_tf.io import aside_path
 from anet_tf.io import committed_folder
 from anet_tf.search.embeddings import load_embeddings
 from anet_tf.search.embeddings import save_embeddings
+from anet_tf.search.errors import GalleryDiskFullError
 from anet_tf.search.errors import SearchError
-from anet_tf.search.index import GalleryDiskFullError
 from anet_tf.search.index import load_index
 from anet_tf.search.index import lock_path
 from anet_tf.search.index import writer_lock

@@ -507,3 +507,48 @@ def test_a_closed_gallery_opens_again_to_search(db, files, random_embeddings):
         SearchError, match="rebuilt by another model while this command"
     ):
         g.search(queries, 5)
+
+
+# ------------------------------------------------------------------ a full disk
+
+
+def test_a_full_disk_during_an_add_is_exit_4_and_the_gallery_answers_as_before(
+    files, random_embeddings, tmp_path, capsys
+):
+    """A Milvus Lite database on a tmpfs 2 MiB larger than it, an add of rows that
+    do not fit:
+    one line, exit 4, and the gallery holds exactly its rows before the add."""
+    from anet_tf.cli import main
+
+    if not shutil.which("mount") or os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    size = sum(
+        os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(files["db"]) for f in fs
+    )
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size + (2 << 20)}", "tmpfs", str(mnt)],
+        capture_output=True,
+    )
+    if done.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        path = str(mnt / "g.db")
+        shutil.copytree(files["db"], path)
+        meta, before = committed(path)
+        big = random_embeddings(20000, DIM, seed=8)
+        big.paths = [f"/big/{i:05d}.jpg" for i in range(len(big.paths))]
+        save_embeddings(big, str(tmp_path / "big.npz"))
+        code = main(["index", "add", path, str(tmp_path / "big.npz")])
+        err = capsys.readouterr().err.strip()
+        assert code == 4, err
+        assert len(err.splitlines()) == 1 and "Traceback" not in err
+        assert f"{path}: no space left on device while Milvus wrote the gallery" in err
+        meta_after, after = committed(path)
+        assert after == before and meta_after["next_id"] == meta["next_id"]
+    finally:
+        for _ in range(20):
+            if subprocess.run(["umount", str(mnt)], capture_output=True).returncode == 0:
+                break
+            time.sleep(0.2)

@@ -57,7 +57,6 @@ writer swapped the folder while it opened them.
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import os
 import re
@@ -78,6 +77,7 @@ from anet_tf.io import replace_folder
 from anet_tf.io import staging_path
 from anet_tf.search.embeddings import READ_ERRORS
 from anet_tf.search.embeddings import Embeddings
+from anet_tf.search.errors import GalleryDiskFullError
 from anet_tf.search.errors import IndexMismatchError
 from anet_tf.search.errors import SearchError
 from anet_tf.search.gallery import KINDS
@@ -330,17 +330,6 @@ class GalleryIndex(Gallery):
             with contextlib.suppress(OSError):
                 recover_folder(out_dir)  # a failure between replace_folder's renames
             raise
-
-
-class GalleryDiskFullError(OSError):
-    """The disk filled up while a gallery folder was written (exit 4, as any
-    ``ENOSPC``); the message names the folder and says the old one is kept."""
-
-    def __init__(self, message: str):
-        super().__init__(errno.ENOSPC, message)
-
-    def __str__(self) -> str:
-        return str(self.strerror)
 
 
 def _disk_full(out_dir: str) -> GalleryDiskFullError:

@@ -89,7 +89,9 @@ import numpy as np
 
 from anet_tf.io import FileLock
 from anet_tf.io import LockHeldError
+from anet_tf.io import is_disk_full
 from anet_tf.search.embeddings import Embeddings
+from anet_tf.search.errors import GalleryDiskFullError
 from anet_tf.search.errors import SearchError
 from anet_tf.search.gallery import Gallery
 from anet_tf.search.gallery import Rows
@@ -177,7 +179,15 @@ def _milvus_errors(where: str):
 
     try:
         yield
-    except MilvusException as exc:
+    except (MilvusException, OSError) as exc:
+        if is_disk_full(exc):
+            raise GalleryDiskFullError(
+                f"{where}: no space left on device while Milvus wrote the gallery; "
+                "it answers as before this write (what the write left is removed by "
+                "the next one); free some space and run this again"
+            ) from None
+        if not isinstance(exc, MilvusException):
+            raise
         raise SearchError(f"{where}: Milvus: {_first_line(exc)}") from None
 
 
