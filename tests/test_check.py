@@ -155,8 +155,12 @@ def test_check_folder_lists_problems_and_counts_good_rows(tmp_path):
     problems = report["problems"]
     assert "manifest.csv:3: image 'images/2.jpg' cannot be decoded" in problems[0]
     assert "manifest.csv:4: unknown color class 'green'" in problems[1]
-    assert "manifest.csv:2: training identity 1 has a single image" in problems[2]
-    assert "the query split is empty" in problems[3]
+    assert "the query split is empty" in problems[2]
+    assert len(problems) == 3
+    assert report["warnings"] == [
+        f"{tmp_path} (folder): 1 of 1 training identities have a single image (e.g. "
+        "1): they are sampled with repeats and give the triplet loss no real positive"
+    ]
     assert report["stats"]["splits"]["train"]["images"] == 1
 
 

@@ -288,7 +288,8 @@ def test_baseline_has_only_the_embedding(exported, tiny_export_config):
 
     _, _, dataset, _, _ = exported
     cfg = tiny_export_config(dataset.root, ["model.variant=baseline", "eval.feature=f"])
-    net = build_model_from_config(cfg, len(dataset.train_pids()), dataset.num_classes)
+    assert cfg.data.attributes == []  # the baseline reads none
+    net = build_model_from_config(cfg, len(dataset.train_pids()), [])
     module = build_serving_module(net, cfg, dataset)
     out = module.serve_images(tf.zeros([2, 10, 10, 3]))
     assert sorted(out) == ["embedding"]

@@ -178,14 +178,16 @@ def test_corrupt_and_truncated_images_are_problems(tmp_path):
     assert "truncated" in problems[1]
 
 
-def test_single_image_identity_is_reported_not_raised(tmp_path):
+def test_single_image_identity_is_a_warning_not_a_problem(tmp_path):
+    from anet_tf.data.check import split_warnings
+
     rows = [*ROWS, "images/d1.jpg,4,2,train,white,sedan"]
     root = make_folder(tmp_path, rows)
     ds = read_folder(root, ["color"])
     assert len(ds.train) == 5
-    assert len(ds.problems) == 1
-    assert "manifest.csv:9: training identity 4 has a single image" in ds.problems[0]
-    assert ds.problems == collect_problems(root, ["color"])
+    assert ds.problems == [] == collect_problems(root, ["color"])
+    (warning,) = split_warnings(ds)
+    assert "1 of 3 training identities have a single image (e.g. 4)" in warning
 
 
 def test_collect_problems_gathers_every_problem(tmp_path):
@@ -196,9 +198,9 @@ def test_collect_problems_gathers_every_problem(tmp_path):
     root = make_folder(tmp_path, rows)
     problems = collect_problems(root, ["color", "type"])
     lines = [p.split(": ")[0].rsplit(":", 1)[1] for p in problems]
-    # Three errors, then identities 1 and 2 left with a single training image.
-    assert lines == ["2", "4", "6", "3", "5"]
-    assert "training identity 1 has a single image" in problems[3]
+    # Three errors (identities 1 and 2 left with a single training image are a
+    # warning of data check, not a problem).
+    assert lines == ["2", "4", "6"]
     ds = read_folder(root, ["color", "type"], strict=False)
     assert [len(ds.train), len(ds.query), len(ds.gallery)] == [2, 0, 2]
 

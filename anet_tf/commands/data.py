@@ -48,9 +48,19 @@ def add_data_parser(subparsers) -> None:
     p = subparsers.add_parser("data", help="dataset tools")
     p.set_defaults(usage=p.format_help)
     dsub = p.add_subparsers(dest="data_command", metavar="ACTION")
-    c = dsub.add_parser("check", help="validate a dataset and print its statistics")
+    c = dsub.add_parser(
+        "check",
+        help="validate a dataset as fit reads it (same --config/--set) and print its "
+        "statistics",
+    )
     add_config_arguments(c)
-    c.add_argument("dir", nargs="?", default=None, help="a dataset folder in the generic format")
+    c.add_argument(
+        "dir",
+        nargs="?",
+        default=None,
+        help="a dataset folder in the generic format: checked as fit reads it with "
+        "--set data.name=folder --set data.root=DIR (and the same --config/--set)",
+    )
     c.add_argument("--json", action="store_true", help="print JSON")
     c.set_defaults(handler=cmd_data_check)
 
@@ -118,25 +128,56 @@ def cmd_synth(args) -> int:
 
 
 def cmd_data_check(args) -> int:
+    """Check the dataset of ``--config``/``--set`` (or the folder DIR) as ``fit``
+    reads it: the same reader, attributes and split checks, every problem listed."""
     from anet_tf.data.check import check
     from anet_tf.data.check import format_report
+    from anet_tf.data.readers import load_dataset
+    from anet_tf.jobs.fit_evaluate_export import ensure_synthetic
 
-    if args.dir is not None:
-        if args.config or args.overrides:
-            raise UsageError("give either DIR or --config/--set, not both")
-        report = check(args.dir)
-    else:
-        from anet_tf.data.readers import load_dataset
-        from anet_tf.jobs.fit_evaluate_export import ensure_synthetic
-
-        cfg = load_config_of(args)
-        ensure_synthetic(cfg, verbose=not args.json)
-        report = check(load_dataset(cfg, strict=False), max_pixels=cfg.data.max_image_pixels)
+    cfg = data_check_config(args)
+    ensure_synthetic(cfg, verbose=not args.json)
+    dataset = load_dataset(cfg, strict=False)
+    report = check(dataset, max_pixels=cfg.data.max_image_pixels)
+    report["checked_for"] = {
+        "data.name": cfg.data.name,
+        "model.variant": cfg.model.variant,
+        "data.attributes": list(cfg.data.attributes),
+    }
     if args.json:
         print(json.dumps(report, indent=2))
     else:
         print(format_report(report))
     return 0 if report.get("ok", False) else EXIT_FAILED
+
+
+def data_check_config(args):
+    """The config ``data check`` judges a dataset by: ``--config``/``--set``, and for
+    DIR the folder as ``fit --set data.name=folder --set data.root=DIR`` reads it.
+
+    Raises:
+        UsageError: DIR with ``--set data.root`` or ``data.name``.
+        DataError: DIR is not a folder.
+    """
+    from anet_tf.config import load_config
+    from anet_tf.data.records import DataError
+
+    if args.dir is None:
+        return load_config_of(args)
+    given = {item.split("=", 1)[0].strip() for item in args.overrides}
+    clash = sorted(given & {"data.root", "data.name"})
+    if clash:
+        raise UsageError(
+            f"DIR is the folder (data.name=folder, data.root=DIR): give DIR or --set "
+            f"{', '.join(clash)}, not both"
+        )
+    root = args.dir
+    if not os.path.isdir(root):
+        if os.path.exists(root):
+            raise DataError(f"{root}: is a file, not a dataset folder")
+        raise DataError(f"{root}: no such folder")
+    folder = ["data.name=folder", f"data.root={json.dumps(root, ensure_ascii=False)}"]
+    return load_config(args.config, [*args.overrides, *folder])
 
 
 def cmd_summary(args) -> int:

@@ -93,13 +93,15 @@ def config_from_dict(
 def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
     """A new validated config: ``cfg`` with ``--set key=value`` overrides applied."""
     raw = cfg.to_dict()
-    origins: dict[str, str] = {}
-    _record_origins(raw, "", cfg.source, origins)
+    origins: dict[str, str] = dict(cfg.origins)  # where each key came from, if known
+    if not origins:
+        _record_origins(raw, "", cfg.source, origins)
     for item in overrides:
         key, value = _parse_override(item)
         _set_dotted(raw, key, value, origins, "--set")
     new = _build(Config, raw, "", origins, cfg.source)
     new.source = cfg.source
+    new.followed = copy.deepcopy(cfg.followed)
     validate(new, origins, cfg.source)
     return new
 

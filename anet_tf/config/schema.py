@@ -16,6 +16,8 @@ from typing import Literal
 
 import yaml
 
+from anet_tf.config.errors import DEFAULTS
+from anet_tf.config.errors import blame
 from anet_tf.export.formats import QUANTIZE
 from anet_tf.model.names import ATTRIBUTE_BRANCHES
 from anet_tf.model.names import BACKBONE_NAMES
@@ -101,7 +103,10 @@ class DataConfig:
     Args:
         name: dataset reader: synthetic | folder | veri776 | veriwild | vehicleid.
         root: dataset folder. Relative paths are relative to the working directory.
-        attributes: the attributes that form the n attribute branches, in order.
+        attributes: the attributes that form the n attribute branches, in order;
+            each is a manifest column (folder data). The baseline has no branches:
+            for it the default is [] (no attribute labels read or needed) unless
+            set with ``--set`` or in a config of yours.
         image_size: network input (height, width).
         batch_size: training batch; P identities x K images, so a multiple of K.
         num_instances: K, images per identity in a batch (>= 2 for triplet mining).
@@ -366,6 +371,10 @@ class TrainConfig:
 
 # --------------------------------------------------------------------- evaluation
 
+# The test feature of each variant when the user chose none: ANet's j (eq. 8); f
+# for VAN (Table 1's VAN (f) row, Table 2) and for the baseline, which has only f.
+DEFAULT_FEATURE = {"baseline": "f", "van": "f", "anet": "j"}
+
 
 @dataclass
 class EvalConfig:
@@ -373,6 +382,8 @@ class EvalConfig:
 
     Args:
         feature: test-time feature: f | fa (f concatenated with the a_i) | j.
+            Unless set with ``--set`` or in a config of yours it follows
+            ``model.variant``: j for anet, f for van and the baseline.
         metric: cosine | euclidean, on L2-normalised features.
         flip: average the features of the image and its mirror.
         rerank: k-reciprocal re-ranking (galleries that fit in memory).
@@ -383,7 +394,7 @@ class EvalConfig:
         seed: seed of the VehicleID protocol's random gallery draws.
     """
 
-    feature: Literal[TEST_FEATURES] = "j"
+    feature: Literal[TEST_FEATURES] = "j"  # DEFAULT_FEATURE[variant] unless set
     metric: Literal["cosine", "euclidean"] = "cosine"
     flip: bool = False
     rerank: bool = False
@@ -427,12 +438,29 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     # Where the config came from (file path), for error messages; not a YAML key.
-    source: str = field(default="<defaults>", metadata={"internal": True})
+    source: str = field(default=DEFAULTS, metadata={"internal": True})
+    # Dotted key -> the file or "--set" that gave it (the loader's); not a YAML key.
+    origins: dict[str, str] = field(
+        default_factory=dict, metadata={"internal": True}, repr=False, compare=False
+    )
+    # Values a default had before it followed model.variant (the baseline's
+    # data.attributes: []), so that a later change of variant gets them back.
+    followed: dict[str, Any] = field(
+        default_factory=dict, metadata={"internal": True}, repr=False, compare=False
+    )
+
+    def origin(self, key: str) -> str:
+        """Where a message about ``key`` says its value came from: ``--set`` or the
+        user's file, never a shipped config the user did not name."""
+        return blame(key, self.origins, self.source)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain nested dict (YAML-safe) of every setting, without ``source``."""
+        """Plain nested dict (YAML-safe) of every setting, without the internal
+        fields (``source``, ``origins``, ``followed``)."""
         out = _to_plain(self)
-        out.pop("source", None)
+        for f in dataclasses.fields(self):
+            if f.metadata.get("internal"):
+                out.pop(f.name, None)
         return out
 
     def to_yaml(self) -> str:

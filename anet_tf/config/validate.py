@@ -1,8 +1,10 @@
 """Validation: values that are well-typed but impossible raise :class:`ConfigError`
 naming the dotted key and the file (or ``--set``) it came from.
 
-:func:`validate` runs one check per section, in the order of the schema; each check
-takes the config and ``err(key, message)``, which builds the error.
+:func:`validate` first settles the settings that follow another one unless the
+user set them (:func:`follow_variant`), then runs one check per section, in the
+order of the schema; each check takes the config and ``err(key, message)``, which
+builds the error.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ from collections.abc import Callable
 from typing import Any
 
 from anet_tf.config.errors import ConfigError
-from anet_tf.config.errors import origin_of
+from anet_tf.config.errors import blame
+from anet_tf.config.errors import set_by_user
+from anet_tf.config.schema import DEFAULT_FEATURE
 from anet_tf.config.schema import Config
 from anet_tf.config.schema import scheduled_epochs
 from anet_tf.export.formats import FORMATS
@@ -27,15 +31,47 @@ Err = Callable[[str, str], ConfigError]
 
 
 def validate(cfg: Config, origins: dict | None = None, path: str = "") -> None:
-    """Check values that are well-typed but impossible; raise :class:`ConfigError`."""
-    origins = origins or {}
+    """Settle the settings that follow ``model.variant`` (:func:`follow_variant`),
+    then check values that are well-typed but impossible; raise :class:`ConfigError`
+    naming the ``--set`` or the file that gave the key (:func:`~anet_tf.config.
+    errors.blame`).
+
+    Args:
+        origins: dotted key -> the file or ``--set`` that gave it; kept in
+            ``cfg.origins``. None: the config's own ``cfg.origins``.
+        path: the config the user named (default ``cfg.source``).
+    """
+    if origins is not None:
+        cfg.origins = dict(origins)
+    origins = cfg.origins
     path = path or cfg.source
+    follow_variant(cfg, origins)
 
     def err(key: str, message: str) -> ConfigError:
-        return ConfigError(f"{origin_of(key, origins, path)}: {key}: {message}")
+        return ConfigError(f"{blame(key, origins, path)}: {key}: {message}")
 
     for check in CHECKS:
         check(cfg, err)
+
+
+def follow_variant(cfg: Config, origins: dict[str, str]) -> None:
+    """The defaults that depend on ``model.variant``, wherever the user did not set
+    the key (``--set`` or a config of theirs; a shipped config's value is a default):
+    ``eval.feature`` is the variant's test feature (:data:`DEFAULT_FEATURE`: j for
+    ANet, f for VAN and the baseline), and the baseline, which has no attribute
+    branches, reads no attributes (``data.attributes: []``), so crops without
+    attribute labels train with ``--set model.variant=baseline`` alone."""
+    variant = cfg.model.variant
+    if not set_by_user("eval.feature", origins):
+        cfg.eval.feature = DEFAULT_FEATURE[variant]
+    if set_by_user("data.attributes", origins):
+        return
+    if variant == "baseline":
+        if cfg.data.attributes:  # kept for a later change of variant (cfg.followed)
+            cfg.followed["data.attributes"] = list(cfg.data.attributes)
+        cfg.data.attributes = []
+    elif not cfg.data.attributes and "data.attributes" in cfg.followed:
+        cfg.data.attributes = list(cfg.followed.pop("data.attributes"))
 
 
 def _check_numbers(cfg: Config, err: Err) -> None:
@@ -245,7 +281,11 @@ def _check_eval(cfg: Config, err: Err) -> None:
     if e.feature in ("fa",) and m.variant == "baseline":
         raise err("eval.feature", "feature 'fa' needs attribute branches (model.variant van or anet)")
     if e.feature == "j" and m.variant != "anet":
-        raise err("eval.feature", f"feature 'j' needs model.variant 'anet', got {m.variant!r}")
+        raise err(
+            "eval.feature",
+            f"feature 'j' needs model.variant 'anet', got {m.variant!r} (whose test "
+            f"feature is {DEFAULT_FEATURE[m.variant]}: leave eval.feature unset)",
+        )
     if e.max_rank < 1:
         raise err("eval.max_rank", f"must be >= 1, got {e.max_rank}")
     if e.chunk_size < 1:

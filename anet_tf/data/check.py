@@ -1,10 +1,17 @@
 """``anet-tf data check``: what a dataset holds and what is wrong with it.
 
+One notion of a valid dataset, for ``fit`` and ``data check`` alike: both read it
+with :func:`anet_tf.data.readers.load_dataset` (``fit`` stops at the first problem,
+``data check`` lists them all, in the same words), then judge the splits as a whole
+with :func:`split_problems` (an empty split, vehicles in both train and test, no
+query that can be scored: ``fit`` refuses them in :func:`preflight`) and
+:func:`split_warnings` (what training lives with and both say: training identities
+with a single image, some queries without a match).
+
 :func:`check` reads a dataset folder leniently (every problem at once, images
-decoded) or takes an already-read :class:`ReidDataset`, adds the problems that
-concern the splits as a whole (an empty split, queries that cannot be evaluated,
-identities in both train and test), and returns statistics plus problems as a
-JSON-serialisable dict; :func:`format_report` prints it as tables.
+decoded) or takes an already-read :class:`ReidDataset`, and returns statistics,
+problems and warnings as a JSON-serialisable dict; :func:`format_report` prints it
+as tables.
 """
 
 from __future__ import annotations
@@ -79,8 +86,9 @@ def check(
         max_pixels: the largest image accepted (``data.max_image_pixels``).
 
     Returns:
-        ``{"stats": dataset_stats(...), "problems": [str, ...], "ok": bool}``,
-        ``ok`` when there is no problem at all.
+        ``{"stats": dataset_stats(...), "problems": [str, ...], "warnings": [str,
+        ...], "ok": bool}``, ``ok`` when there is no problem (warnings do not
+        count: ``fit`` trains with them).
     """
     if isinstance(source, ReidDataset):
         dataset = source
@@ -105,7 +113,12 @@ def check(
         )
         problems = list(dataset.problems)
     problems += split_problems(dataset)
-    return {"stats": dataset_stats(dataset), "problems": problems, "ok": not problems}
+    return {
+        "stats": dataset_stats(dataset),
+        "problems": problems,
+        "warnings": split_warnings(dataset),
+        "ok": not problems,
+    }
 
 
 def preflight(ds: ReidDataset, max_pixels: int, verbose: bool = True) -> None:
@@ -113,8 +126,9 @@ def preflight(ds: ReidDataset, max_pixels: int, verbose: bool = True) -> None:
     seconds instead of after hours: every image of every split by its header and
     last bytes (:func:`image_header_problem`: missing, empty, undecodable format,
     over ``max_pixels``, truncated), raising :class:`DataError` with the count and
-    the first paths; a warning for training identities with a single image (no
-    positive for the triplet loss). Damaged data inside a complete-looking file is
+    the first paths; then the splits as a whole, raising the first of
+    :func:`split_problems` (the words ``data check`` lists it in) and printing
+    :func:`split_warnings` to stderr. Damaged data inside a complete-looking file is
     found only by decoding: ``anet-tf data check``.
     """
     import time
@@ -135,19 +149,13 @@ def preflight(ds: ReidDataset, max_pixels: int, verbose: bool = True) -> None:
             f"{len(bad)} of {len(seen)} images cannot be used: {shown} (anet-tf data "
             "check lists them all)"
         )
-    counts: dict[int, int] = {}
-    for r in ds.train:
-        counts[r.pid] = counts.get(r.pid, 0) + 1
-    single = sorted(pid for pid, n in counts.items() if n == 1)
+    problems = split_problems(ds)
+    if problems:
+        raise DataError(problems[0])
     if verbose:
         print(f"[anet-tf] checked {len(seen)} images (headers) in {time.perf_counter() - t0:.1f} s")
-    if single:
-        print(
-            f"[anet-tf] warning: {len(single)} of {len(counts)} training identities have a "
-            f"single image (e.g. {', '.join(map(str, single[:5]))}): they are sampled with "
-            "repeats and give the triplet loss no real positive",
-            file=sys.stderr,
-        )
+    for warning in split_warnings(ds):
+        print(f"[anet-tf] warning: {warning}", file=sys.stderr)
 
 
 def image_problems(ds: ReidDataset, max_pixels: int = MAX_IMAGE_PIXELS) -> list[str]:
@@ -164,7 +172,9 @@ def image_problems(ds: ReidDataset, max_pixels: int = MAX_IMAGE_PIXELS) -> list[
 
 
 def split_problems(ds: ReidDataset) -> list[str]:
-    """Problems of the splits as a whole, which no single manifest line shows."""
+    """What ``fit`` refuses in the splits as a whole, which no single manifest line
+    shows: an empty split, vehicles in both train and test, queries none of which
+    has a gallery match (nothing to score)."""
     where = f"{ds.root} ({ds.name})"
     problems = []
     for split in SPLITS:
@@ -173,13 +183,8 @@ def split_problems(ds: ReidDataset) -> list[str]:
         if not ds.split(split):
             problems.append(f"{where}: the {split} split is empty")
     unmatched = _unmatched_queries(ds)
-    if unmatched:
-        examples = ", ".join(r.path for r in unmatched[:3])
-        problems.append(
-            f"{where}: {len(unmatched)} of {len(ds.query)} queries have no gallery "
-            f"image of the same vehicle from another camera, so evaluation skips them "
-            f"(e.g. {examples})"
-        )
+    if unmatched and len(unmatched) == len(ds.query):
+        problems.append(f"{_unmatched_message(ds, unmatched)}: none can be scored")
     train_ids = {r.pid for r in ds.train}
     test_ids = {r.pid for r in ds.query} | {r.pid for r in ds.gallery}
     shared = sorted(train_ids & test_ids)
@@ -187,15 +192,53 @@ def split_problems(ds: ReidDataset) -> list[str]:
         problems.append(
             f"{where}: {len(shared)} vehicle ids are in both train and query/gallery "
             f"(e.g. {', '.join(map(str, shared[:5]))}); the test would measure "
-            f"vehicles seen in training"
+            f"vehicles seen in training: keep every test vehicle out of train"
         )
     return problems
+
+
+def split_warnings(ds: ReidDataset) -> list[str]:
+    """What ``fit`` trains with but says (``data check`` lists it and stays OK):
+    training identities with a single image, queries without a gallery match (some,
+    not all: :func:`split_problems`)."""
+    where = f"{ds.root} ({ds.name})"
+    warnings = []
+    counts: dict[int, int] = {}
+    for r in ds.train:
+        counts[r.pid] = counts.get(r.pid, 0) + 1
+    single = sorted(pid for pid, n in counts.items() if n == 1)
+    if single:
+        warnings.append(
+            f"{where}: {len(single)} of {len(counts)} training identities have a "
+            f"single image (e.g. {', '.join(map(str, single[:5]))}): they are sampled "
+            "with repeats and give the triplet loss no real positive"
+        )
+    unmatched = _unmatched_queries(ds)
+    if unmatched and len(unmatched) < len(ds.query):
+        warnings.append(_unmatched_message(ds, unmatched))
+    return warnings
+
+
+def _unmatched_message(ds: ReidDataset, unmatched: list[Record]) -> str:
+    examples = ", ".join(r.path for r in unmatched[:3])
+    return (
+        f"{ds.root} ({ds.name}): {len(unmatched)} of {len(ds.query)} queries have no "
+        f"gallery image of the same vehicle from another camera, so evaluation skips "
+        f"them (e.g. {examples})"
+    )
 
 
 def format_report(report: dict) -> str:
     """The report of :func:`check` as human-readable tables."""
     stats = report["stats"]
-    lines = [f"dataset {stats['name']} at {stats['root']}", ""]
+    lines = [f"dataset {stats['name']} at {stats['root']}"]
+    settings = report.get("checked_for")
+    if settings:
+        lines.append(
+            "checked as fit reads it with "
+            + ", ".join(f"{k}={_setting(v)}" for k, v in settings.items())
+        )
+    lines.append("")
     header = ("split", "images", "ids", "cameras", "img/id min", "mean", "max")
     rows = []
     for split, s in stats["splits"].items():
@@ -234,16 +277,26 @@ def format_report(report: dict) -> str:
             f"attribute",
         ]
 
-    problems = report["problems"]
-    lines += ["", f"problems: {len(problems)}"]
-    lines += [f"  - {p}" for p in problems[:MAX_PRINTED_PROBLEMS]]
-    if len(problems) > MAX_PRINTED_PROBLEMS:
-        lines.append(f"  ... and {len(problems) - MAX_PRINTED_PROBLEMS} more")
+    for title in ("warnings", "problems"):
+        found = report.get(title, [])
+        if title == "warnings" and not found:
+            continue
+        lines += ["", f"{title}: {len(found)}"]
+        lines += [f"  - {p}" for p in found[:MAX_PRINTED_PROBLEMS]]
+        if len(found) > MAX_PRINTED_PROBLEMS:
+            lines.append(f"  ... and {len(found) - MAX_PRINTED_PROBLEMS} more")
     lines += ["", "OK" if report["ok"] else "NOT OK"]
     return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------ helpers
+
+
+def _setting(value) -> str:
+    """A value as ``--set`` takes it: ``[color, type]``, ``anet``."""
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(map(str, value)) + "]"
+    return str(value)
 
 
 def _split_stats(ds: ReidDataset, records: list[Record]) -> dict:

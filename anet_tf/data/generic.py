@@ -12,7 +12,9 @@ cameras (then -1, as VehicleID); an attribute cell holds a class *name* from the
 attribute's class file, or is empty when unknown (the attribute losses mask it).
 Every image is listed once (a repeated path is an error). A cell holds at most
 ``csv.field_size_limit()`` characters (131,072) and no NUL byte. Blank lines of
-either file are ignored.
+either file are ignored. The columns of :data:`NON_ATTRIBUTE_COLUMNS` (``time``,
+the capture time ``anet-tf embed`` reads; ``track_id``) are never attributes; any
+other extra column is one, read when ``data.attributes`` names it.
 
 :func:`read_folder` reads it for training (stops at the first error) or, with
 ``strict=False``, gathers every problem at once for ``anet-tf data check``;
@@ -41,6 +43,9 @@ from anet_tf.data.records import resolve_listed
 MANIFEST = "manifest.csv"
 ATTRIBUTE_DIR = "attributes"
 COLUMNS = ("path", "vehicle_id", "camera_id", "split")
+# Columns with a meaning of their own, never taken for attributes: the four above,
+# the capture time (docs/search.md) and a tracker's id of the detection.
+NON_ATTRIBUTE_COLUMNS = (*COLUMNS, "time", "track_id")
 # What tf.io.decode_image reads; anything else would fail inside the input pipeline.
 DECODABLE_FORMATS = ("JPEG", "PNG", "BMP", "GIF")
 
@@ -92,8 +97,21 @@ def check_utf8(path: str) -> None:
 
 
 def manifest_attributes(root: str) -> list[str]:
-    """The attribute columns of ``<root>/manifest.csv`` (header order), or [] when
-    the manifest is missing or empty; ``data check`` uses them by default.
+    """The attribute columns of ``<root>/manifest.csv`` (header order, without the
+    :data:`NON_ATTRIBUTE_COLUMNS`), or [] when the manifest is missing or empty;
+    :func:`anet_tf.data.check.check` of a folder uses them by default.
+
+    Raises:
+        DataError: the header is not UTF-8 text or has a cell :func:`manifest_rows`
+            refuses.
+    """
+    header = manifest_header(root)
+    return attribute_columns(header or [])
+
+
+def manifest_header(root: str) -> list[str] | None:
+    """The stripped header cells of ``<root>/manifest.csv``; None when there is no
+    manifest.
 
     Raises:
         DataError: the header is not UTF-8 text or has a cell :func:`manifest_rows`
@@ -101,11 +119,16 @@ def manifest_attributes(root: str) -> list[str]:
     """
     path = os.path.join(root, MANIFEST)
     if not os.path.isfile(path):
-        return []
+        return None
     check_utf8(path)
     with open(path, newline="", encoding="utf-8-sig") as f:
         _, header = next(manifest_rows(f, path, ProblemLog(strict=True)), (1, []))
-    return [h.strip() for h in header if h.strip() and h.strip() not in COLUMNS]
+    return [h.strip() for h in header]
+
+
+def attribute_columns(header: list[str]) -> list[str]:
+    """The columns of a manifest header that can be attributes (header order)."""
+    return [h for h in header if h and h not in NON_ATTRIBUTE_COLUMNS]
 
 
 def manifest_rows(
@@ -356,8 +379,9 @@ def read_folder(
         verify_images: also decode every image (slow: reads all files).
 
     Returns:
-        A :class:`ReidDataset` named "folder". Its ``problems`` always list what
-        training can live with, e.g. a training identity with a single image.
+        A :class:`ReidDataset` named "folder"; in strict mode its ``problems`` are
+        empty. What training lives with (a training identity with a single image)
+        is for :func:`anet_tf.data.check.split_warnings`.
 
     Raises:
         DataError: naming the file and line, in strict mode.
@@ -395,7 +419,6 @@ def read_folder(
                 record.path, record.pid, UNKNOWN, record.attributes, record.split
             )
         dataset.split(record.split).append(record)
-    _check_single_images(rows, manifest, log)
     dataset.problems = log.messages
     return dataset
 
@@ -486,12 +509,7 @@ def _read_manifest(
             return None
         for attribute in attributes:
             try:
-                if attribute not in header:
-                    raise DataError(
-                        f"{manifest}:1: attribute {attribute!r} is requested but the "
-                        f"header has no such column; its attribute columns are: "
-                        f"{', '.join(h for h in header if h not in COLUMNS) or 'none'}"
-                    )
+                _check_attribute_column(attribute, header, manifest)
                 classes = read_attribute_classes(root, attribute)
             except DataError as exc:
                 log.report(str(exc))
@@ -507,6 +525,22 @@ def _read_manifest(
             log,
             check_images,
             verify_images,
+        )
+
+
+def _check_attribute_column(attribute: str, header: list[str], manifest: str) -> None:
+    """Refuse a requested attribute that is no attribute column of ``header``."""
+    if attribute in NON_ATTRIBUTE_COLUMNS:
+        raise DataError(
+            f"{manifest}:1: data.attributes names {attribute!r}, a column with a "
+            f"meaning of its own ({', '.join(NON_ATTRIBUTE_COLUMNS)} are never "
+            f"attributes)"
+        )
+    if attribute not in header:
+        raise DataError(
+            f"{manifest}:1: attribute {attribute!r} is requested but the header has "
+            f"no such column; its attribute columns are: "
+            f"{', '.join(attribute_columns(header)) or 'none'}"
         )
 
 
@@ -651,21 +685,3 @@ def _check_repeats(
             skipped="repeat left out",
         )
     rows[:] = kept
-
-
-def _check_single_images(
-    rows: list[tuple[int, Record]], manifest: str, log: ProblemLog
-) -> None:
-    """A training identity with one image gives its anchor no positive but itself.
-    Training copes (the sampler repeats it), so this is recorded, never raised."""
-    lines: dict[int, list[int]] = {}
-    for line, record in rows:
-        if record.split == "train":
-            lines.setdefault(record.pid, []).append(line)
-    for pid, where in lines.items():
-        if len(where) == 1:
-            log.messages.append(
-                f"{manifest}:{where[0]}: training identity {pid} has a single image; "
-                f"triplet mining needs K >= 2 images per identity, so the sampler "
-                f"will repeat this one"
-            )

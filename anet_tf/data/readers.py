@@ -40,14 +40,59 @@ READERS: dict[str, Callable[..., ReidDataset]] = {
 
 
 def check_data_root(cfg: Config) -> str:
-    """Return ``data.root`` if it is an existing folder, else a ConfigError naming it."""
+    """Return ``data.root`` if it is an existing folder, else a ConfigError naming
+    where the value came from (``--set`` or the user's config file)."""
     root = cfg.data.root
     if not os.path.isdir(root):
         raise ConfigError(
-            f"{cfg.source}: data.root: dataset folder {quote(root)} does not exist "
-            f"(data.name={cfg.data.name!r}); set it with --set data.root=PATH"
+            f"{cfg.origin('data.root')}: data.root: dataset folder {quote(root)} does "
+            f"not exist (data.name={cfg.data.name!r}); set it with --set data.root=PATH"
         )
     return root
+
+
+VARIANT_NAMES = {"anet": "ANet", "van": "VAN"}  # the variants with attribute branches
+
+
+def attribute_labels_problem(cfg: Config, root: str) -> str | None:
+    """Why a folder dataset cannot give ``cfg`` its attributes, in one line, when its
+    manifest has no attribute column at all (crops without labels) although
+    ``data.attributes`` asks for some; None otherwise (a manifest that cannot be
+    read, or lacks only some attributes, is for the reader to name).
+
+    ANet and VAN need attribute labels: the line gives the switch to the ReID
+    baseline. The baseline asks for attributes only where the user listed them.
+    """
+    from anet_tf.data.generic import COLUMNS
+    from anet_tf.data.generic import MANIFEST
+    from anet_tf.data.generic import attribute_columns
+    from anet_tf.data.generic import manifest_header
+    from anet_tf.data.records import DataError
+
+    d = cfg.data
+    if d.name not in ("folder", "synthetic") or not d.attributes:
+        return None
+    try:
+        header = manifest_header(root)
+    except DataError:
+        return None
+    if not header or any(c not in header for c in COLUMNS) or attribute_columns(header):
+        return None
+    manifest = os.path.join(root, MANIFEST)
+    asked = ", ".join(d.attributes)
+    variant = cfg.model.variant
+    if variant == "baseline":
+        return (
+            f"{manifest}:1: no attribute column (header {','.join(header)}), but "
+            f"data.attributes asks for {asked} ({cfg.origin('data.attributes')}); the "
+            f"baseline needs none: leave data.attributes unset"
+        )
+    return (
+        f"{manifest}:1: no attribute column (header {','.join(header)}), but "
+        f"{VARIANT_NAMES[variant]} (model.variant={variant}) needs attribute labels "
+        f"({asked}); for crops without labels train the ReID baseline: --set "
+        f"model.variant=baseline"
+    )
 
 
 def get_reader(name: str) -> Callable[..., ReidDataset]:
@@ -73,8 +118,11 @@ def load_dataset(
             every problem into ``ReidDataset.problems`` (``data check``).
 
     Raises:
-        ConfigError: data.root is not an existing folder (naming the config file).
-        DataError: a problem in the dataset files, naming the file and line.
+        ConfigError: data.root is not an existing folder (naming the ``--set`` or
+            the file that set it).
+        DataError: a problem in the dataset files, naming the file and line; a
+            folder without attribute columns for ANet or VAN
+            (:func:`attribute_labels_problem`).
     """
     d = cfg.data
     reader = get_reader(d.name)
@@ -89,12 +137,20 @@ def load_dataset(
         options["test_size"] = d.veriwild_test_size
     elif d.name == "vehicleid":
         options["test_list"] = str(d.vehicleid_test_list)
+    attributes = list(d.attributes)
+    unlabelled = attribute_labels_problem(cfg, root)
+    if unlabelled and strict:
+        from anet_tf.data.records import DataError
+
+        raise DataError(unlabelled)
     dataset = reader(
         root,
-        list(d.attributes),
+        [] if unlabelled else attributes,  # the rest of the folder is still checked
         check_images=check_images,
         strict=strict,
         **options,
     )
+    if unlabelled:
+        dataset.problems.insert(0, unlabelled)
     dataset.name = d.name  # "synthetic" is read by the generic-format reader
     return dataset

@@ -26,8 +26,8 @@ from dataclasses import field
 
 import numpy as np
 
-from anet_tf.data.generic import COLUMNS
 from anet_tf.data.generic import MANIFEST
+from anet_tf.data.generic import NON_ATTRIBUTE_COLUMNS
 from anet_tf.data.generic import check_utf8
 from anet_tf.data.generic import manifest_rows
 from anet_tf.data.records import UNKNOWN
@@ -225,7 +225,7 @@ def _read_manifest(path: str, split: str | None, source: str) -> ImageList:
                 f"{path}:1: --split {split}: the manifest has no 'split' column"
             )
         col = {h: i for i, h in enumerate(header)}
-        attributes = [h for h in header if h and h not in (*COLUMNS, TIME_COLUMN)]
+        attributes = [h for h in header if h and h not in NON_ATTRIBUTE_COLUMNS]
         paths, pids, camids, times = [], [], [], []
         known: dict[str, list[str]] = {a: [] for a in attributes}
         for line, row in reader:
