@@ -51,14 +51,32 @@ def evaluated_config(args):
     return cfg
 
 
+def _run_of(args, cfg):
+    """The :class:`Run` of ``--run`` / ``--checkpoint``; a weights file in no run
+    folder, given with ``--config``, is described by that config and its
+    dataset."""
+    from anet_tf.training.run_checkpoints import Run
+    from anet_tf.training.run_checkpoints import find_run_dir
+
+    if args.checkpoint and args.config and os.path.exists(args.checkpoint):
+        try:
+            find_run_dir(args.checkpoint)
+        except FileNotFoundError:
+            from anet_tf.data.readers import load_dataset
+            from anet_tf.jobs.fit_evaluate_export import ensure_synthetic
+
+            ensure_synthetic(cfg)
+            return Run.of_weights(args.checkpoint, cfg, load_dataset(cfg, check_images=False))
+    return Run(args.run or args.checkpoint)
+
+
 def cmd_evaluate(args) -> int:
     from anet_tf.evaluation.extract import format_results
     from anet_tf.jobs import fit_evaluate_export as job
     from anet_tf.training.run import METRICS_FILE
-    from anet_tf.training.run_checkpoints import Run
 
     cfg = evaluated_config(args)
-    run = None if args.model else Run(args.run or args.checkpoint)
+    run = None if args.model else _run_of(args, cfg)
     payload = job.evaluate(cfg, run=run, model_dir=args.model)
     metrics = payload["metrics"]
     print(format_results(metrics, cfg.data.name, chance=payload["chance"], feature=cfg.eval.feature))

@@ -106,6 +106,17 @@ class Run:
         self._config: Config | None = None
         self._description: NetworkDescription | None = None
 
+    @classmethod
+    def of_weights(cls, weights: str, cfg: Config, dataset) -> Run:
+        """A weights file that is in no run folder (a converted or copied
+        ``net.weights.h5``), described by ``cfg`` and the dataset it was trained
+        on: ``evaluate --config C --checkpoint W``."""
+        run = cls.__new__(cls)
+        run.dir, run.checkpoint = None, weights
+        run._config = cfg
+        run._description = describe_network(cfg, dataset)
+        return run
+
     @property
     def config(self) -> Config:
         """The run's config (``config.yaml``)."""
