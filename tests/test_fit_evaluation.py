@@ -20,11 +20,12 @@ def test_the_last_epoch_is_evaluated_once(make_tiny_cfg, tmp_path, monkeypatch):
         return real(net, dataset, cfg, attributes)
 
     monkeypatch.setattr(extract, "evaluate_net", counted)
-    # 2 + 1 epochs (TINY_OVERRIDES), each evaluated; no refit after the last one
-    cfg = make_tiny_cfg("train.eval_every=1")
+    # VAN: one stage of 2 epochs (TINY_OVERRIDES), each evaluated; no refit after
+    # the last one
+    cfg = make_tiny_cfg("model.variant=van", "train.eval_every=1")
     run_dir = str(tmp_path / "run")
     payload = fit_and_report(cfg, run_dir, export=False, verbose=False)
-    assert len(calls) == 3
+    assert len(calls) == 2
     with open(os.path.join(run_dir, "metrics.json"), encoding="utf-8") as fh:
         assert json.load(fh)["metrics"]["mAP"] == payload["metrics"]["mAP"]
 
@@ -41,6 +42,6 @@ def test_a_refit_after_the_last_epoch_is_evaluated_again(make_tiny_cfg, tmp_path
         return real(net, dataset, cfg, attributes)
 
     monkeypatch.setattr(extract, "evaluate_net", counted)
-    cfg = make_tiny_cfg("train.eval_every=3", "train.attribute_refit=true")
+    cfg = make_tiny_cfg("model.variant=van", "train.eval_every=2", "train.attribute_refit=true")
     fit_and_report(cfg, str(tmp_path / "run"), export=False, verbose=False)
-    assert len(calls) == 2  # epoch 3 during training, then the refit weights
+    assert len(calls) == 2  # epoch 2 during training, then the refit weights
