@@ -241,3 +241,94 @@ def test_configuration_reference_is_generated_from_the_schema():
     for section in ("data", "model", "loss", "train", "eval", "export"):
         for key in getattr(Config(), section).__dataclass_fields__:
             assert f"`{section}.{key}`" in current
+
+
+# ------------------------------------------------------------- links and anchors
+LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)|!\[[^\]]*\]\(([^)\s]+)\)")
+HEADING = re.compile(r"^#{1,6}\s+(.*?)\s*#*\s*$")
+
+
+def _markdown_files():
+    files = [os.path.join(REPO, "README.md"), os.path.join(REPO, "CHANGELOG.md"),
+             os.path.join(REPO, "anet_tf", "export", "serving", "README.md")]
+    docs = os.path.join(REPO, "docs")
+    for dirpath, _, names in os.walk(docs):
+        files += [os.path.join(dirpath, n) for n in sorted(names) if n.endswith(".md")]
+    return files
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor of a heading: lower case, punctuation dropped (but - and _),
+    spaces to -."""
+    text = re.sub(r"`|\*\*|\*|\[([^\]]*)\]\([^)]*\)", r"\1", heading).strip().lower()
+    text = re.sub(r"[^\w\- ]", "", text)
+    return text.replace(" ", "-")
+
+
+def _anchors(path: str) -> set[str]:
+    seen: dict[str, int] = {}
+    out = set()
+    in_code = False
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            if line.lstrip().startswith("```"):
+                in_code = not in_code
+            match = None if in_code else HEADING.match(line)
+            if match:
+                slug = _slug(match.group(1))
+                n = seen.get(slug, 0)
+                seen[slug] = n + 1
+                out.add(slug if n == 0 else f"{slug}-{n}")
+    return out
+
+
+def _broken_links(paths) -> list[str]:
+    broken = []
+    for path in paths:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+        text = re.sub(r"```.*?```", "", text, flags=re.S)  # links in code are code
+        for match in LINK.finditer(text):
+            target = match.group(1) or match.group(2)
+            if re.match(r"^[a-z][a-z0-9+.-]*:", target):  # http:, https:, mailto:
+                continue
+            file_part, _, anchor = target.partition("#")
+            resolved = (
+                os.path.normpath(os.path.join(os.path.dirname(path), file_part))
+                if file_part
+                else path
+            )
+            where = os.path.relpath(path, REPO)
+            if not os.path.exists(resolved):
+                broken.append(f"{where}: {target} (no such file)")
+            elif anchor and resolved.endswith(".md") and anchor not in _anchors(resolved):
+                broken.append(f"{where}: {target} (no such heading)")
+    return broken
+
+
+def test_every_relative_link_and_anchor_resolves():
+    broken = _broken_links(_markdown_files())
+    assert not broken, "broken links:\n" + "\n".join(broken)
+
+
+def test_the_link_check_finds_a_missing_file_and_a_missing_heading(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text(
+        "# A `page` (draft)\n\n[ok](#a-page-draft) [gone](other.md) [no](#nothing)\n"
+        "```\n[in code](ignored.md)\n```\n",
+        encoding="utf-8",
+    )
+    found = _broken_links([str(page)])
+    assert len(found) == 2
+    assert found[0].endswith("other.md (no such file)")
+    assert found[1].endswith("#nothing (no such heading)")
+
+
+def test_every_benchmark_script_is_listed_in_contributing():
+    with open(os.path.join(REPO, "docs", "contributing.md"), encoding="utf-8") as fh:
+        listed = set(re.findall(r"`([a-z0-9_]+\.py)`", fh.read()))
+    scripts = {
+        n for n in os.listdir(os.path.join(REPO, "benchmarks")) if n.endswith(".py")
+    }
+    missing = sorted(scripts - listed)
+    assert not missing, f"benchmarks not in docs/contributing.md: {missing}"
