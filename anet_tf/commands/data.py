@@ -185,8 +185,16 @@ def cmd_summary(args) -> int:
     from anet_tf.model.summary import summarize_config
 
     cfg = load_config_of(args)
-    counts = {}
-    note = "ID and attribute classifier sizes assume VeRi-776 (576 ids, 10 classes each): the dataset was not found at data.root"
+    # VeRi-776's training identities and class counts (list_color.txt: 10 colours,
+    # list_type.txt: 9 types), for a summary without the dataset
+    veri = {"color": 10, "type": 9}
+    assumed = [veri.get(a, 10) for a in cfg.data.attributes]
+    counts = {"num_classes": assumed}
+    named = ", ".join(f"{a} {n}" for a, n in zip(cfg.data.attributes, assumed, strict=True))
+    note = (
+        f"ID and attribute classifier sizes assume VeRi-776 (576 ids; classes: "
+        f"{named or 'no attributes'}): the dataset was not found at data.root"
+    )
     if os.path.isdir(cfg.data.root):
         from anet_tf.data.readers import load_dataset
 

@@ -78,47 +78,28 @@ def add_export_parser(subparsers) -> argparse.ArgumentParser:
 
 def cmd_export(args) -> int:
     from anet_tf.config import ConfigError
-    from anet_tf.config import apply_overrides
-    from anet_tf.export import ExportRefused
-    from anet_tf.export import export_formats
     from anet_tf.io import path_name_problem
-    from anet_tf.training.run_checkpoints import Run
+    from anet_tf.jobs.fit_evaluate_export import export_run
 
     # The name becomes a folder under --out: checked before any work is spent.
     problem = args.model_name is not None and path_name_problem(args.model_name)
     if problem:
         raise ConfigError(f"--model-name: {problem}")
-    run = Run(args.run or args.checkpoint)
-    net, cfg, description = run.network(), run.config, run.description()
-    # Images are needed only to calibrate int8 and for --check: the run's dataset
-    # where it is still there; the rest of the export needs no data.
-    dataset = run.dataset()
-    overrides = []
-    if args.model_name is not None:
-        overrides.append(f"export.model_name={args.model_name}")
-    if args.model_version is not None:
-        overrides.append(f"export.version={args.model_version}")
-    if overrides:
-        cfg = apply_overrides(cfg, overrides)
-    formats = args.formats or list(cfg.export.formats)
-    if args.check and "saved_model" not in formats:
+    formats = args.formats
+    if args.check and formats and "saved_model" not in formats:
         formats = ["saved_model", *formats]
+    paths, refused, cfg, dataset = export_run(
+        args.run or args.checkpoint,
+        args.out,
+        formats=formats,
+        quantize=args.quantize,
+        model_name=args.model_name,
+        model_version=args.model_version,
+        verbose=not args.quiet,
+    )
     status = 0
-    try:
-        paths = export_formats(
-            net,
-            cfg,
-            description,
-            args.out,
-            formats=formats,
-            quantize=args.quantize or cfg.export.quantize,
-            verbose=not args.quiet,
-            calibration=dataset,
-        )
-    except ExportRefused as exc:
-        paths = exc.paths
-        for fmt, reason in exc.reasons.items():
-            print(f"anet-tf export: {fmt} refused: {reason}", file=sys.stderr)
+    for fmt, reason in refused.items():
+        print(f"anet-tf export: {fmt} refused: {reason}", file=sys.stderr)
         status = EXIT_FAILED
     print(json.dumps(paths, indent=2))
     if args.check and paths.get("saved_model") and dataset is None:

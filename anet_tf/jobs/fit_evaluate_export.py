@@ -198,6 +198,63 @@ def evaluate_run(run_dir: str, overrides=(), weights: str | None = None) -> dict
     return {**evaluate(cfg, run=run, verbose=False), "weights": run.weights()}
 
 
+def export_network(
+    net, cfg: Config, description, out_dir: str, *, formats, quantize=None,
+    calibration=None, verbose: bool = True,
+) -> tuple[dict, dict]:
+    """Export a trained network to ``formats`` under ``out_dir`` (the job of
+    ``anet-tf export`` and of ``fit``'s export). Returns (what was written, as
+    :func:`~anet_tf.export.export_formats` returns it; {format: why it was
+    refused} for the formats that cannot be written here)."""
+    from anet_tf.export import ExportRefused
+    from anet_tf.export import export_formats
+
+    try:
+        paths = export_formats(
+            net, cfg, description, out_dir, formats=list(formats), quantize=quantize,
+            verbose=verbose, calibration=calibration,
+        )
+    except ExportRefused as exc:
+        return exc.paths, dict(exc.reasons)
+    return paths, {}
+
+
+def export_run(
+    source: str, out_dir: str, *, formats=None, quantize: str | None = None,
+    model_name: str | None = None, model_version: int | None = None,
+    verbose: bool = True,
+):
+    """Export a run (its best, else newest, checkpoint), a checkpoint folder or a
+    weights file in a run: :func:`export_network` of :meth:`Run.network
+    <anet_tf.training.run_checkpoints.Run.network>`, ``formats`` and ``quantize``
+    defaulting to the run's ``export.formats`` / ``export.quantize``. No dataset
+    is read but for full-integer int8 calibration, where the run's is there.
+
+    Returns:
+        (paths, refused, the config exported with, the run's dataset or None).
+    """
+    from anet_tf.config import apply_overrides
+    from anet_tf.training.run_checkpoints import Run
+
+    run = Run(source)
+    cfg = run.config
+    overrides = []
+    if model_name is not None:
+        overrides.append(f"export.model_name={model_name}")
+    if model_version is not None:
+        overrides.append(f"export.version={model_version}")
+    if overrides:
+        cfg = apply_overrides(cfg, overrides)
+    dataset = run.dataset()
+    paths, refused = export_network(
+        run.network(), cfg, run.description(), out_dir,
+        formats=formats or list(cfg.export.formats),
+        quantize=quantize or cfg.export.quantize,
+        calibration=dataset, verbose=verbose,
+    )
+    return paths, refused, cfg, dataset
+
+
 def resume_config(run_dir: str, overrides=()) -> Config:
     """The config a resumed run continues with: the run's own, with ``overrides``
     applied to the keys that may change mid-run (recorded in its changes.yaml,
@@ -399,13 +456,11 @@ def _export_trained(cfg: Config, result, dataset, run_dir: str) -> str | None:
     export_dir = os.path.join(run_dir, EXPORT)
     if on_jax():
         return export_in_tensorflow(run_dir, export_dir, formats, cfg.export.quantize)
-    from anet_tf.export import ExportRefused
-    from anet_tf.export import export_formats
     from anet_tf.training.run import describe_network
 
     later = f"anet-tf export --run {run_dir} --out {export_dir}"
     try:
-        paths = export_formats(
+        paths, refused = export_network(
             result.net,
             cfg,
             describe_network(cfg, dataset),
@@ -415,10 +470,6 @@ def _export_trained(cfg: Config, result, dataset, run_dir: str) -> str | None:
             verbose=False,
             calibration=dataset,
         )
-    except ExportRefused as exc:
-        paths = exc.paths
-        for fmt, reason in exc.reasons.items():
-            print(f"anet-tf fit: {fmt} not exported: {reason}", file=sys.stderr)
     except ImportError as exc:  # a format's extra is not installed
         print(
             f"anet-tf fit: export stopped: {exc}; the run is intact: install it, then "
@@ -426,6 +477,8 @@ def _export_trained(cfg: Config, result, dataset, run_dir: str) -> str | None:
             file=sys.stderr,
         )
         return None
+    for fmt, reason in refused.items():
+        print(f"anet-tf fit: {fmt} not exported: {reason}", file=sys.stderr)
     for fmt in formats:
         if fmt != "saved_model" and fmt in paths:
             print(f"[anet-tf] {fmt} -> {paths[fmt]}")
@@ -470,18 +523,30 @@ def export_in_tensorflow(
     latest = CheckpointManager(os.path.join(run_dir, CHECKPOINTS)).latest()
     if latest is None:
         raise RuntimeError(f"{run_dir}: no checkpoint to export")
-    command = [sys.executable, "-m", "anet_tf", "export", "--checkpoint", latest[0],
-               "--out", out, "--formats", ",".join(formats), "--quiet"]
-    if quantize:
-        command += ["--quantize", quantize]
+    # The same job as `anet-tf export`, in a process on the TensorFlow backend; it
+    # prints what it wrote as its last line.
+    script = (
+        "import json, sys\n"
+        "from anet_tf import native_output\n"
+        "native_output.import_tensorflow()\n"
+        "from anet_tf.jobs.fit_evaluate_export import export_run\n"
+        "paths, refused, _, _ = export_run(sys.argv[1], sys.argv[2], "
+        "formats=json.loads(sys.argv[3]), quantize=sys.argv[4] or None, verbose=False)\n"
+        "for fmt, why in refused.items():\n"
+        "    print(f'anet-tf fit: {fmt} not exported: {why}', file=sys.stderr)\n"
+        "print(json.dumps(paths))\n"
+    )
+    command = [sys.executable, "-c", script, latest[0], out, json.dumps(list(formats)),
+               quantize or ""]
     env = dict(os.environ, KERAS_BACKEND="tensorflow")
     proc = subprocess.run(command, env=env, capture_output=True, text=True)
     if proc.returncode:
         raise RuntimeError(
-            f"exporting {latest[0]} with the TensorFlow backend failed "
-            f"({' '.join(command)}):\n{proc.stderr[-3000:]}"
+            f"exporting {latest[0]} with the TensorFlow backend failed:\n"
+            f"{proc.stderr[-3000:]}"
         )
-    return json.loads(proc.stdout[proc.stdout.index("{"):]).get("saved_model")
+    sys.stderr.write(proc.stderr)
+    return json.loads(proc.stdout.strip().splitlines()[-1]).get("saved_model")
 
 
 def _name_undecodable_images(exc: Exception, dataset, run_dir: str) -> None:
