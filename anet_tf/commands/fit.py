@@ -14,8 +14,8 @@ from anet_tf.commands.config import add_config_arguments
 from anet_tf.commands.errors import EXIT_FAILED
 from anet_tf.commands.errors import Interrupted
 from anet_tf.commands.errors import UsageError
-from anet_tf.training.run import CONFIG_FILE
 from anet_tf.training.run import RESUMABLE_KEYS
+from anet_tf.training.run import is_run
 
 
 def add_fit_parser(subparsers) -> None:
@@ -105,7 +105,7 @@ def cmd_fit(args) -> int:
 
     cfg = load_config(args.config, args.overrides)
     run_dir = args.out or job.default_run_dir(cfg)
-    if os.path.exists(os.path.join(run_dir, CONFIG_FILE)):
+    if is_run(run_dir):
         raise UsageError(
             f"{run_dir} already holds a run; continue it with --resume {run_dir} or "
             f"choose another --out"
@@ -126,20 +126,15 @@ def _interruption_kept(run_dir: str):
         with kept_interrupts():
             yield
     except KeyboardInterrupt:
-        from anet_tf.training.checkpoint import CheckpointManager
-        from anet_tf.training.run import CHECKPOINTS
-        from anet_tf.training.run import CONFIG_FILE
+        from anet_tf.training.run import is_run
+        from anet_tf.training.run_checkpoints import newest_epoch
 
-        try:
-            latest = CheckpointManager(os.path.join(run_dir, CHECKPOINTS)).latest()
-        except (OSError, ValueError):
-            latest = None
-        if latest is None:
+        epoch = newest_epoch(run_dir)
+        if epoch is None:
             kept = "no epoch had completed"
-            started = os.path.isfile(os.path.join(run_dir, CONFIG_FILE))
-            then = f"start it with anet-tf fit --resume {run_dir}" if started else "run the same command again"
+            then = f"start it with anet-tf fit --resume {run_dir}" if is_run(run_dir) else "run the same command again"
         else:
-            kept = f"epoch {latest[1].global_epoch} is its newest checkpoint"
+            kept = f"epoch {epoch} is its newest checkpoint"
             then = f"continue with anet-tf fit --resume {run_dir}"
         raise Interrupted(f"{run_dir}: {kept}; {then}") from None
 

@@ -198,6 +198,16 @@ class Run:
         return load_dataset(self.config, check_images=check_images)
 
 
+def newest_epoch(run_dir: str) -> int | None:
+    """The global epoch of the run's newest complete checkpoint, or None (no
+    checkpoint yet, or its pointer unreadable)."""
+    try:
+        latest = CheckpointManager(os.path.join(run_dir, CHECKPOINTS)).latest()
+    except (OSError, ValueError):
+        return None
+    return None if latest is None else latest[1].global_epoch
+
+
 def finished_state(cfg: Config, run_dir: str) -> TrainState | None:
     """The newest checkpoint's state when the run is finished (every planned epoch
     trained and metrics.json written), else None."""
