@@ -14,6 +14,7 @@ from anet_tf.commands.config import add_config_arguments
 from anet_tf.commands.errors import EXIT_FAILED
 from anet_tf.commands.errors import Interrupted
 from anet_tf.commands.errors import UsageError
+from anet_tf.progress import silenced
 from anet_tf.training.run import RESUMABLE_KEYS
 from anet_tf.training.run import is_run
 
@@ -88,7 +89,7 @@ def cmd_fit(args) -> int:
             cfg = job.resume_config(args.resume, overrides)
         except RunFolderError as exc:  # a --set the run cannot take
             raise UsageError(str(exc)) from None
-        with _interruption_kept(args.resume):
+        with _interruption_kept(args.resume), silenced(args.quiet):
             job.fit_and_report(
                 cfg,
                 args.resume,
@@ -110,7 +111,7 @@ def cmd_fit(args) -> int:
             f"{run_dir} already holds a run; continue it with --resume {run_dir} or "
             f"choose another --out"
         )
-    with _interruption_kept(run_dir):
+    with _interruption_kept(run_dir), silenced(args.quiet):
         job.fit_and_report(cfg, run_dir, resume=False, export=not args.no_export, verbose=not args.quiet)
     return 0
 
@@ -195,7 +196,8 @@ def cmd_ablate(args) -> int:
         )
         ablation.write_study(out_dir, study)
         try:
-            failed = ablation.run_study(out_dir, study, base, verbose=not args.quiet)
+            with silenced(args.quiet):
+                failed = ablation.run_study(out_dir, study, base, verbose=not args.quiet)
         except KeyboardInterrupt:
             raise _study_interrupted(out_dir) from None
     paths = ablation.write_reports(out_dir, study)

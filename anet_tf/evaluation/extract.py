@@ -31,6 +31,7 @@ from anet_tf.evaluation.protocols import finalize_features
 from anet_tf.evaluation.protocols import format_table
 from anet_tf.evaluation.protocols import protocol_kwargs
 from anet_tf.model.anet import compiled_inference
+from anet_tf.progress import Progress
 
 
 def keras_embed_fn(net, feature: str, attribute_names: list[str]) -> Callable:
@@ -60,11 +61,13 @@ def keras_predict_fn(net, feature: str, attribute_names: list[str]) -> Callable:
 
 
 def extract_outputs(
-    predict_fn: Callable, records, cfg: Config, num_classes, flip: bool = False
+    predict_fn: Callable, records, cfg: Config, num_classes, flip: bool = False,
+    progress=None,
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Features ``[len(records), dim]`` float32 (not normalised) and predicted
     attribute classes (int64 [len(records)] per attribute) of ``records`` in order,
-    each image decoded once."""
+    each image decoded once; ``progress`` (a :class:`~anet_tf.progress.Progress`)
+    is told of each batch's images."""
     from anet_tf.data.pipeline import build_eval_dataset
 
     if not records:
@@ -74,6 +77,8 @@ def extract_outputs(
     for images, _ in ds:
         feats, classes = predict_fn(images)
         chunks.append(np.asarray(feats, np.float32))
+        if progress is not None:
+            progress.update(len(chunks[-1]))
         for name, value in classes.items():
             predicted.setdefault(name, []).append(np.asarray(value, np.int64))
     feats = np.concatenate(chunks, axis=0)
@@ -90,14 +95,17 @@ def extract_features(embed_fn: Callable, records, cfg: Config, num_classes, flip
 
 
 def split_outputs(
-    predict_fn: Callable, records, cfg: Config, num_classes
+    predict_fn: Callable, records, cfg: Config, num_classes, progress=None
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """L2-normalised test features, flip-averaged when ``eval.flip`` is set, and the
-    attribute classes predicted on the unflipped images (what is served)."""
-    feats, classes = extract_outputs(predict_fn, records, cfg, num_classes)
+    attribute classes predicted on the unflipped images (what is served);
+    ``progress``: as :func:`extract_outputs`."""
+    feats, classes = extract_outputs(predict_fn, records, cfg, num_classes, progress=progress)
     flipped = None
     if cfg.eval.flip:
-        flipped = extract_outputs(predict_fn, records, cfg, num_classes, flip=True)[0]
+        flipped = extract_outputs(
+            predict_fn, records, cfg, num_classes, flip=True, progress=progress
+        )[0]
     return (finalize_features(feats, flipped) if len(feats) else feats), classes
 
 
@@ -141,9 +149,13 @@ def evaluate_predictor(
     dataset,
     cfg: Config,
     attributes: Mapping[str, Sequence[str]] | None = None,
+    progress: bool = True,
 ) -> dict:
     """Re-id metrics of a predictor on the dataset's protocol and, for
     ``attributes``, attribute accuracy on the query and gallery images together.
+    ``progress``: the images through the network and the ranking's queries on
+    stdout (:class:`~anet_tf.progress.Progress`: a bar on a terminal, a line per
+    10 % otherwise; none inside :func:`anet_tf.progress.silenced`).
 
     Args:
         predict_fn: ``fn(images) -> (features, {attribute: class index})``.
@@ -165,8 +177,11 @@ def evaluate_predictor(
                 f"attribute {name!r}: the model's classes {list(classes)} differ "
                 f"from the dataset's {expected[name]} ({dataset.root})"
             )
-    q, q_classes = split_outputs(predict_fn, dataset.query, cfg, dataset.num_classes)
-    g, g_classes = split_outputs(predict_fn, dataset.gallery, cfg, dataset.num_classes)
+    images = (len(dataset.query) + len(dataset.gallery)) * (2 if cfg.eval.flip else 1)
+    bar = Progress(images, "features", enabled=progress)
+    q, q_classes = split_outputs(predict_fn, dataset.query, cfg, dataset.num_classes, bar)
+    g, g_classes = split_outputs(predict_fn, dataset.gallery, cfg, dataset.num_classes, bar)
+    bar.close()
     if len(q) == 0:
         q = np.zeros((0, g.shape[1]), np.float32)
     results = evaluate_protocol(
@@ -176,6 +191,7 @@ def evaluate_predictor(
         dataset.query,
         dataset.gallery,
         **protocol_kwargs(cfg.eval),
+        progress=progress,
     )
     results = to_jsonable(results)
     if attributes:

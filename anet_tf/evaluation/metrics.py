@@ -283,6 +283,7 @@ def evaluate_features(
     metric: str = "cosine",
     chunk_size: int = 256,
     trapezoid_ap: bool = False,
+    progress=None,
 ) -> dict:
     """The numbers of :func:`evaluate_rank` without the full distance matrix.
 
@@ -305,6 +306,8 @@ def evaluate_features(
         chunk_size: queries per distance block. Peak memory is the features and
             their float64 copy plus ``12 * chunk_size * num_gallery`` bytes for the
             block (float64 products, float32 distances) and O(num_gallery) per query.
+        progress: told of each chunk's queries (``progress.update(n)``,
+            :class:`anet_tf.progress.Progress`); None: nothing.
 
     Returns:
         the dict of :func:`evaluate_rank`.
@@ -338,6 +341,8 @@ def evaluate_features(
                 row[same_pid[junk]] = np.inf
                 same_pid = same_pid[~junk]
             acc.add(_match_ranks(row, same_pid, num_gallery))
+        if progress is not None:
+            progress.update(stop - start)
     return acc.result()
 
 

@@ -25,6 +25,7 @@ from anet_tf.evaluation.metrics import l2_normalize
 from anet_tf.evaluation.metrics import pairwise_distance
 from anet_tf.evaluation.rerank import k_reciprocal_rerank
 from anet_tf.model.names import TEST_FEATURES
+from anet_tf.progress import Progress
 
 # ----------------------------------------------------------------------- features
 
@@ -108,9 +109,11 @@ def veri_protocol(
     chunk_size: int = 256,
     rerank: bool = False,
     trapezoid_ap: bool = False,
+    progress=None,
 ) -> dict:
     """VeRi-776 / VeRi-Wild / synthetic / folder: one fixed query and gallery, gallery
-    items with the query's id and camera removed.
+    items with the query's id and camera removed; ``progress``: told of the
+    queries ranked (:func:`evaluate_features`; not with re-ranking).
 
     Without re-ranking the scalable :func:`evaluate_features` is used; with it the
     full distance matrices are built (see :mod:`anet_tf.evaluation.rerank`).
@@ -149,6 +152,7 @@ def veri_protocol(
             metric=metric,
             chunk_size=chunk_size,
             trapezoid_ap=trapezoid_ap,
+            progress=progress,
         )
     return _with_ranks(result)
 
@@ -180,10 +184,12 @@ def vehicleid_protocol(
     chunk_size: int = 256,
     rerank: bool = False,
     trapezoid_ap: bool = False,
+    progress=None,
 ) -> dict:
     """VehicleID (Liu et al., DRDL 2016): ``trials`` random gallery draws of one image
     per identity, all other test images as queries, no camera removal; the
-    reported numbers are the means over trials.
+    reported numbers are the means over trials; ``progress``: told of each trial
+    (``progress.update(1)``).
 
     The draws come from ``numpy.random.default_rng(seed)``, so the same seed gives
     the same galleries and the same numbers. Identities with a single test image
@@ -255,6 +261,8 @@ def vehicleid_protocol(
         if trapezoid_ap:
             trial["mAP_trapezoid"] = result["mAP_trapezoid"]
         per_trial.append(trial)
+        if progress is not None:
+            progress.update(1)
     out = {"cmc": np.mean(cmcs, axis=0), "trials": per_trial}
     for key in ("R1", "R5", "mAP", "mINP") + (
         ("mAP_trapezoid",) if trapezoid_ap else ()
@@ -292,6 +300,7 @@ def evaluate_protocol(
     trapezoid_ap: bool = False,
     vehicleid_trials: int = 10,
     seed: int = 0,
+    progress: bool = False,
 ) -> dict:
     """Evaluate features of a dataset's query and gallery records by its protocol.
 
@@ -308,7 +317,8 @@ def evaluate_protocol(
             :func:`vehicleid_protocol`.
 
     Keyword arguments map one to one to :class:`~anet_tf.config.EvalConfig`
-    (:func:`protocol_kwargs`).
+    (:func:`protocol_kwargs`), but ``progress``: the ranking's progress on stdout
+    (queries, or VehicleID's trials; :class:`~anet_tf.progress.Progress`).
     """
     if dataset not in PROTOCOLS:
         raise KeyError(f"unknown dataset {dataset!r}; valid: {', '.join(PROTOCOLS)}")
@@ -332,22 +342,30 @@ def evaluate_protocol(
     if dataset == "vehicleid":
         # The VehicleID reader puts every test image in the gallery; pool anyway.
         pooled = [f for f in (query_features, gallery_features) if len(f)]
-        return vehicleid_protocol(
+        bar = Progress(vehicleid_trials, "ranking", enabled=progress, unit="trials")
+        result = vehicleid_protocol(
             l2_normalize(np.concatenate(pooled)),
             np.concatenate([q_pids, g_pids]),
             trials=vehicleid_trials,
             seed=seed,
+            progress=bar,
             **common,
         )
-    return veri_protocol(
-        l2_normalize(query_features),
-        l2_normalize(gallery_features),
-        q_pids,
-        g_pids,
-        q_camids,
-        g_camids,
-        **common,
-    )
+    else:
+        bar = Progress(len(query_features), "ranking", enabled=progress and not rerank,
+                       unit="queries")
+        result = veri_protocol(
+            l2_normalize(query_features),
+            l2_normalize(gallery_features),
+            q_pids,
+            g_pids,
+            q_camids,
+            g_camids,
+            progress=bar,
+            **common,
+        )
+    bar.close()
+    return result
 
 
 def protocol_kwargs(cfg: EvalConfig) -> dict:

@@ -15,13 +15,13 @@ from __future__ import annotations
 import concurrent.futures
 import re
 import sys
-import time
 from collections.abc import Callable
 from collections.abc import Sequence
 
 import numpy as np
 
 from anet_tf.data.decode_errors import decoder_reason
+from anet_tf.progress import Progress
 from anet_tf.search.embeddings import Embeddings
 from anet_tf.search.errors import SearchError
 from anet_tf.search.serving import ServingModel
@@ -50,46 +50,6 @@ def read_image_files(paths: Sequence[str]) -> list[bytes | str]:
             continue
         out.append(data if data else "the file is empty")
     return out
-
-
-class Progress:
-    """A progress bar on stderr: redrawn in place on a terminal, one line per
-    10 % otherwise (logs stay short)."""
-
-    def __init__(self, total: int, label: str, enabled: bool = True, stream=None):
-        self.total = max(total, 1)
-        self.label = label
-        self.enabled = enabled
-        self.stream = stream or sys.stderr
-        self.done = 0
-        self.start = time.perf_counter()
-        self._tty = hasattr(self.stream, "isatty") and self.stream.isatty()
-        self._last_decile = -1
-
-    def update(self, n: int) -> None:
-        self.done += n
-        if not self.enabled:
-            return
-        fraction = min(self.done / self.total, 1.0)
-        elapsed = time.perf_counter() - self.start
-        rate = self.done / elapsed if elapsed > 0 else 0.0
-        eta = (self.total - self.done) / rate if rate > 0 else 0.0
-        text = (
-            f"{self.label} {self.done}/{self.total} [{'#' * int(30 * fraction):<30}] "
-            f"{rate:.1f} img/s, {elapsed:.0f}s elapsed, ETA {eta:.0f}s"
-        )
-        if self._tty:
-            self.stream.write("\r" + text)
-            self.stream.flush()
-        elif int(10 * fraction) > self._last_decile:
-            self._last_decile = int(10 * fraction)
-            self.stream.write(text + "\n")
-            self.stream.flush()
-
-    def close(self) -> None:
-        if self.enabled and self._tty:
-            self.stream.write("\n")
-            self.stream.flush()
 
 
 # long: 17 lines of docstring; the body is one loop (read, decode, batch, call, collect) whose error handling is per image.
@@ -138,7 +98,7 @@ def embed_images(
         for key, value in out.items():
             chunks.setdefault(key, []).append(value)
 
-    bar = Progress(n, "embed", enabled=progress)
+    bar = Progress(n, "embed", enabled=progress, stream=sys.stderr)
     starts = list(range(0, n, batch_size))
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
         pending = pool.submit(read_image_files, images.paths[0:batch_size]) if n else None

@@ -75,6 +75,7 @@ from anet_tf.io import recover_folder
 from anet_tf.io import remove_path
 from anet_tf.io import replace_folder
 from anet_tf.io import staging_path
+from anet_tf.progress import note
 from anet_tf.search.embeddings import READ_ERRORS
 from anet_tf.search.embeddings import Embeddings
 from anet_tf.search.errors import GalleryDiskFullError
@@ -386,6 +387,17 @@ def search_threads(num_queries: int) -> int:
     return 1 if num_queries < 20 else 0
 
 
+# An index build or add of this many rows or more says what it is doing (reading,
+# training, adding: stdout, one line each); a smaller one takes a moment and says
+# only its result.
+INDEX_NOTE_ROWS = 100_000
+
+
+def _note(rows: int, text: str) -> None:
+    if rows >= INDEX_NOTE_ROWS:
+        note(f"[anet-tf] index: {text}")
+
+
 def check_index_target(out_dir: str) -> None:
     """Raise :class:`SearchError` (one line) unless ``out_dir`` can receive an index:
     a new path, an empty folder or an existing index (replaced). Called before any
@@ -437,8 +449,10 @@ def build_index(
     """
     rows = gallery_rows(embeddings)
     n, dim = rows.vectors.shape
+    _note(n, f"read {n} rows ({dim}-d) from {len(embeddings)} embeddings file(s)")
     params = index_params(kind, n, dim, nlist=nlist, m=m, bits=bits, nprobe=nprobe, M=M)
     index = _new_faiss_index(kind, params, rows.vectors, seed)
+    _note(n, f"adding {n} rows ({kind}) ...")
     index.add(rows.vectors)
     meta = {
         "format": FORMAT,
@@ -487,6 +501,7 @@ def _new_faiss_index(kind: str, params: dict, vectors: np.ndarray, seed: int):
     index.cp.seed = seed
     if kind == "ivfpq":
         index.pq.cp.seed = seed
+    _note(n, f"training {factory} on {n} vectors ...")
     index.train(vectors)
     index.nprobe = params["nprobe"]
     params["factory"] = factory
@@ -519,6 +534,7 @@ def add_to_index(
             if key not in items:
                 items[key] = np.full((old, *values.shape[1:]), np.nan, values.dtype)
             items[key] = np.concatenate([items[key], values])
+        _note(old + len(rows), f"adding {len(rows)} rows to the {old} of {target} ...")
         index.index.add(rows.vectors)
         index.items = items
         index._paths = None

@@ -90,6 +90,7 @@ import numpy as np
 from anet_tf.io import FileLock
 from anet_tf.io import LockHeldError
 from anet_tf.io import is_disk_full
+from anet_tf.progress import Progress
 from anet_tf.search.embeddings import Embeddings
 from anet_tf.search.errors import GalleryDiskFullError
 from anet_tf.search.errors import SearchError
@@ -893,6 +894,7 @@ def _insert(
         f"{a['name']}_{s}" for a in rows.model["attributes"] for s in ("pred", "known")
     ]
     probs = [f"{a['name']}_probs" for a in rows.model["attributes"]]
+    bar = Progress(len(rows), "[anet-tf] index: inserting", unit="rows")
     for start in range(0, len(rows), INSERT_BATCH):
         stop = min(start + INSERT_BATCH, len(rows))
         part = {k: columns[k][start:stop].tolist() for k in scalar + probs}
@@ -908,6 +910,8 @@ def _insert(
             client.insert(collection, batch)
         if writer is not None:
             writer.beat()
+        bar.update(stop - start)
+    bar.close()
 
 
 def _roll_back(client, uri: str, collection: str, meta: dict) -> int:

@@ -37,6 +37,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from anet_tf.progress import enabled as progress_enabled
 from anet_tf.training.checkpoint import CheckpointManager
 from anet_tf.training.checkpoint import TrainState
 from anet_tf.training.run import CHECKPOINTS
@@ -541,6 +542,57 @@ class LogRow(keras.callbacks.Callback):
             print(format_epoch_line(row, p.stage_epochs, p.columns), flush=True)
 
 
+# In-epoch lines (files and pipes): at each tenth of an epoch's steps, once this
+# many seconds have passed since the epoch began or since the last line. An epoch
+# shorter than this has none; a long one has at most nine, one per tenth.
+STEP_LINE_INTERVAL_S = 60.0
+
+
+class StepLines(keras.callbacks.Callback):
+    """Inside a long epoch, one plain line at a step that ends a tenth of the
+    epoch (``max(1, steps_per_epoch // 10)`` steps), when
+    ``interval_s`` (default :data:`STEP_LINE_INTERVAL_S`) seconds have passed
+    since the epoch began or since the last line: where the stage is, the running
+    mean of the total loss, images/s and seconds so far. The epoch's own line
+    (:class:`LogRow`) follows at its end. For output that is not a terminal
+    (Keras' bar shows the steps there). None inside
+    :func:`anet_tf.progress.silenced`."""
+
+    def __init__(self, progress: StageProgress, steps_per_epoch: int,
+                 interval_s: float | None = None):
+        super().__init__()
+        self.progress = progress
+        self.steps = steps_per_epoch
+        self.every = max(1, steps_per_epoch // 10)
+        self.interval_s = STEP_LINE_INTERVAL_S if interval_s is None else interval_s
+        self._t0 = self._last = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._t0 = self._last = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = batch + 1
+        if not self.progress.is_chief or step % self.every or step >= self.steps:
+            return
+        if not progress_enabled():  # inside anet_tf.progress.silenced
+            return
+        now = time.perf_counter()
+        if now - self._last < self.interval_s:
+            return
+        self._last = now
+        print(self.line(step, logs or {}, now - self._t0), flush=True)
+
+    def line(self, step: int, logs: dict, elapsed: float) -> str:
+        p = self.progress
+        total = logs.get("total")
+        loss = f"total {float(total):.4f} | " if total is not None else ""
+        return (
+            f"[anet-tf] stage {p.stage} epoch {p.epoch + 1}/{p.stage_epochs} "
+            f"(global {p.stage_offset + p.epoch + 1}) step {step}/{self.steps}: {loss}"
+            f"{step * p.batch_size / max(elapsed, 1e-9):.1f} img/s | {elapsed:.1f} s"
+        )
+
+
 class TensorBoardScalars(keras.callbacks.Callback):
     """Writes each epoch's scalars to ``tensorboard/``: every loss term, lr, epoch
     time, images/s, stage, and the evaluation (attribute accuracy included)."""
@@ -592,21 +644,33 @@ def stage_callbacks(
     eval_every: int = 0,
     print_epochs: bool = False,
     schedule: dict | None = None,
+    keras_bar: bool = False,
+    step_lines: int = 0,
 ) -> list[keras.callbacks.Callback]:
     """The callbacks of one stage, in the order an epoch's end needs (module
     docstring); ``base_lr``, ``milestones``, ``gamma``, ``stage_lr`` and the
     keyword arguments in ``schedule`` (cosine, warm-up): the lr schedule
     (:class:`LrSchedule`); ``evaluate_fn``, ``eval_every``: :class:`Evaluation`;
-    ``print_epochs``: one plain line per epoch."""
-    return [
+    ``print_epochs``: one plain line per epoch.
+
+    ``keras_bar``: Keras' step bar (a terminal; ``model.fit`` with verbose=1),
+    placed to finish its epoch before the evaluation and the epoch's line, which
+    then come on lines of their own (Keras adds its bar last otherwise).
+    ``step_lines``: the stage's steps per epoch, for :class:`StepLines` (output
+    that is not a terminal); 0: none."""
+    callbacks = [
         LrSchedule(stage_offset=progress.stage_offset, base_lr=base_lr,
                    milestones=milestones, gamma=gamma, stage_lr=stage_lr,
                    **(schedule or {})),
         SyncMovingStatistics(),
         EpochMeter(progress),
+        *([keras.callbacks.ProgbarLogger()] if keras_bar else []),
         Evaluation(progress, evaluate_fn, eval_every),
         NonFiniteGuard(progress),
         Checkpoint(progress),
         LogRow(progress, print_epochs),
         TensorBoardScalars(progress),
     ]
+    if step_lines:
+        callbacks.append(StepLines(progress, step_lines))
+    return callbacks

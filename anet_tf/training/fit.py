@@ -290,8 +290,10 @@ def train(
         evaluate_fn: ``fn(net) -> dict`` evaluation metrics, used every
             ``train.eval_every`` epochs to choose the best checkpoint.
         extra_callbacks: more Keras callbacks (tests use this).
-        verbose: 0 silent; 1 Keras' progress bar (for a terminal); 2 one plain line
-            per epoch (terms, lr, images/s, time), for logs and files.
+        verbose: 0 silent; 1 (a terminal) Keras' step bar, then one plain line
+            per epoch (stage, epoch, terms, lr, images/s, time); 2 (logs and
+            files) that line per epoch, and inside a long epoch a line at each
+            tenth of its steps (:class:`~anet_tf.training.callbacks.StepLines`).
         command: on resume, the command line recorded in changes.yaml when ``cfg``
             differs from the run's config.yaml (written once the lock is held).
         run_lock: the :class:`RunLock` of ``run_dir``, already held by the caller,
@@ -577,13 +579,22 @@ def _stage_callbacks(s: _Session, stage_cfg, progress, steps) -> list:
         ),
         evaluate_fn=s.evaluate_fn,
         eval_every=cfg.train.eval_every,
-        print_epochs=s.verbose == 2,
+        # A terminal (1): Keras' bar, then the epoch's line; elsewhere (2): the
+        # epoch's line, and lines inside a long epoch. (The multi-worker loop
+        # draws no Keras bar.)
+        print_epochs=s.verbose in (1, 2),
+        keras_bar=s.verbose == 1 and not _multi_worker(s),
+        step_lines=steps if s.verbose == 2 else 0,
     )
+
+
+def _multi_worker(s: _Session) -> bool:
+    return isinstance(s.strategy, tf.distribute.MultiWorkerMirroredStrategy)
 
 
 def _fit_stage(s: _Session, train_ds, data_cfg, stage_cfg, start, offset, steps, callbacks) -> None:
     """Keras' fit, or the custom loop under MultiWorkerMirroredStrategy."""
-    if isinstance(s.strategy, tf.distribute.MultiWorkerMirroredStrategy):
+    if _multi_worker(s):
         from anet_tf.training.loop import custom_fit
 
         custom_fit(
@@ -596,7 +607,7 @@ def _fit_stage(s: _Session, train_ds, data_cfg, stage_cfg, start, offset, steps,
             steps_per_epoch=steps,
             callbacks=callbacks,
             epoch_seed_offset=offset + start,
-            verbose=0,  # LogRow prints the epoch (verbose=2)
+            verbose=0,  # LogRow prints the epoch
         )
     else:
         s.trainer.fit(
