@@ -306,3 +306,24 @@ def test_an_array_of_paths_or_a_generator_is_a_list_of_them(saved, images):
     expected = saved.embed(images[:2])
     np.testing.assert_allclose(saved.embed(np.array(images[:2])), expected, atol=1e-6)
     np.testing.assert_allclose(saved.embed(p for p in images[:2]), expected, atol=1e-6)
+
+
+def test_the_python_api_is_quiet_like_the_cli(tmp_path):
+    """anet_tf.load does not print TensorFlow's C++ start-up lines (oneDNN, CPU
+    features), which the CLI hides too."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    script = (
+        "import anet_tf\n"
+        "try:\n"
+        f"    anet_tf.load({str(tmp_path / 'missing')!r})\n"
+        "except FileNotFoundError:\n"
+        "    print('refused')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.stdout.strip() == "refused", done.stderr[-2000:]
+    assert "cpu_feature_guard" not in done.stderr and "oneDNN" not in done.stderr, done.stderr
