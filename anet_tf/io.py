@@ -202,6 +202,11 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
 
 def fsync_dir(path: str) -> None:
     """Flush a folder's entries (a rename into it) to disk; best effort."""
+    _fsync_path(path)
+
+
+def _fsync_path(path: str) -> None:
+    """Flush a file's or folder's data to disk; best effort."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
@@ -335,16 +340,7 @@ def _pid_alive(pid: int) -> bool:
 def _fsync_tree(folder: str) -> None:
     for root, _dirs, files in os.walk(folder):
         for name in files:
-            try:
-                fd = os.open(os.path.join(root, name), os.O_RDONLY)
-            except OSError:
-                continue
-            try:
-                os.fsync(fd)
-            except OSError:
-                pass
-            finally:
-                os.close(fd)
+            _fsync_path(os.path.join(root, name))
         fsync_dir(root)
 
 

@@ -7,10 +7,13 @@ from __future__ import annotations
 import json
 import os
 
+import pytest
 
-def test_the_last_epoch_is_evaluated_once(make_tiny_cfg, tmp_path, monkeypatch):
+
+@pytest.fixture
+def evaluations(monkeypatch):
+    """A list that gets one item per evaluation of a network (evaluate_net)."""
     import anet_tf.evaluation.extract as extract
-    from anet_tf.jobs.fit_evaluate_export import fit_and_report
 
     calls = []
     real = extract.evaluate_net
@@ -20,6 +23,13 @@ def test_the_last_epoch_is_evaluated_once(make_tiny_cfg, tmp_path, monkeypatch):
         return real(net, dataset, cfg, attributes)
 
     monkeypatch.setattr(extract, "evaluate_net", counted)
+    return calls
+
+
+def test_the_last_epoch_is_evaluated_once(make_tiny_cfg, tmp_path, evaluations):
+    from anet_tf.jobs.fit_evaluate_export import fit_and_report
+
+    calls = evaluations
     # VAN: one stage of 2 epochs (TINY_OVERRIDES), each evaluated; no refit after
     # the last one
     cfg = make_tiny_cfg("model.variant=van", "train.eval_every=1")
@@ -30,18 +40,10 @@ def test_the_last_epoch_is_evaluated_once(make_tiny_cfg, tmp_path, monkeypatch):
         assert json.load(fh)["metrics"]["mAP"] == payload["metrics"]["mAP"]
 
 
-def test_a_refit_after_the_last_epoch_is_evaluated_again(make_tiny_cfg, tmp_path, monkeypatch):
-    import anet_tf.evaluation.extract as extract
+def test_a_refit_after_the_last_epoch_is_evaluated_again(make_tiny_cfg, tmp_path, evaluations):
     from anet_tf.jobs.fit_evaluate_export import fit_and_report
 
-    calls = []
-    real = extract.evaluate_net
-
-    def counted(net, dataset, cfg, attributes=None):
-        calls.append(1)
-        return real(net, dataset, cfg, attributes)
-
-    monkeypatch.setattr(extract, "evaluate_net", counted)
+    calls = evaluations
     cfg = make_tiny_cfg("model.variant=van", "train.eval_every=2", "train.attribute_refit=true")
     fit_and_report(cfg, str(tmp_path / "run"), export=False, verbose=False)
     assert len(calls) == 2  # epoch 2 during training, then the refit weights

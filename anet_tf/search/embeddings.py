@@ -49,6 +49,8 @@ import numpy as np
 from anet_tf.io import atomic_file
 from anet_tf.io import quote
 from anet_tf.search.errors import SearchError
+from anet_tf.search.errors import first_line
+from anet_tf.search.errors import npz_array_problem
 
 FORMAT = "anet-tf-embeddings/1"
 
@@ -206,7 +208,7 @@ def _read(fh, path: str) -> Embeddings:
     try:
         data = np.load(fh, allow_pickle=False)
     except READ_ERRORS as exc:
-        raise _NotEmbeddings(f"a damaged .npz archive: {_first_line(exc)}") from None
+        raise _NotEmbeddings(f"a damaged .npz archive: {first_line(exc)}") from None
     with data:
         arrays = _Arrays(data)
         fmt = arrays.text("format")
@@ -273,14 +275,7 @@ class _Arrays:
         try:
             value = self.data[key]
         except READ_ERRORS as exc:
-            if "allow_pickle" in str(exc):
-                raise _NotEmbeddings(
-                    f"the array {key!r} holds Python objects (a pickle), which "
-                    f"are not loaded"
-                ) from None
-            raise _NotEmbeddings(
-                f"the array {key!r} cannot be read: {_first_line(exc)}"
-            ) from None
+            raise _NotEmbeddings(npz_array_problem(key, exc)) from None
         if value.ndim != ndim:
             raise _NotEmbeddings(
                 f"{key!r} has {value.ndim} dimensions, {ndim} expected"
@@ -347,10 +342,3 @@ def _model_record(text: str) -> dict:
         )
     return model
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    if not text:
-        return type(exc).__name__
-    line = text.splitlines()[0]
-    return line if len(line) <= 200 else f"{line[:200]}..."

@@ -81,6 +81,8 @@ from anet_tf.search.embeddings import Embeddings
 from anet_tf.search.errors import GalleryDiskFullError
 from anet_tf.search.errors import IndexMismatchError
 from anet_tf.search.errors import SearchError
+from anet_tf.search.errors import first_line
+from anet_tf.search.errors import npz_array_problem
 from anet_tf.search.gallery import KINDS
 from anet_tf.search.gallery import LABEL_SOURCES
 from anet_tf.search.gallery import Gallery
@@ -717,7 +719,7 @@ def _parse_items(path: str, folder: str, fh) -> dict[str, np.ndarray]:
         data = np.load(fh, allow_pickle=False)
     except _ITEMS_ERRORS as exc:
         raise _damaged(
-            path, file, f"not a NumPy .npz archive: {_first_line(exc)}"
+            path, file, f"not a NumPy .npz archive: {first_line(exc)}"
         ) from None
     if not hasattr(data, "files"):
         raise _damaged(path, file, "a single .npy array, not an .npz archive")
@@ -727,28 +729,12 @@ def _parse_items(path: str, folder: str, fh) -> dict[str, np.ndarray]:
             try:
                 items[key] = data[key]
             except _ITEMS_ERRORS as exc:
-                raise _damaged(path, file, _array_problem(key, exc)) from None
+                raise _damaged(path, file, npz_array_problem(key, exc)) from None
     for key in ("path", "pid", "camid"):
         if key not in items:
             raise _damaged(path, file, f"no {key!r} array")
     return items
 
-
-def _array_problem(key: str, exc: BaseException) -> str:
-    if "allow_pickle" in str(exc):
-        return (
-            f"the array {key!r} holds Python objects (a pickle), which are not loaded"
-        )
-    return f"the array {key!r} cannot be read: {_first_line(exc)}"
-
-
-def _first_line(exc: BaseException) -> str:
-    """The first line of what ``exc`` says (cut at 200 characters)."""
-    text = str(exc).strip()
-    if not text:
-        return type(exc).__name__
-    line = text.splitlines()[0]
-    return line if len(line) <= 200 else f"{line[:200]}..."
 
 
 def _damaged(path: str, file: str, what: str) -> SearchError:
