@@ -118,6 +118,12 @@ def test_fit_and_evaluate_on_a_terminal(tiny_dataset, tmp_path):
     evaluating = out.index("[anet-tf] evaluating on the synthetic test split")
     assert evaluating < out.index("\rfeatures 20/20 [") < out.index("\rranking 6/6 [")
     assert out.index("\rranking 6/6 [") < out.index("| synthetic |")
+    # evaluate --quiet: the table, no bars
+    rc, out = _run_on_a_terminal(
+        [sys.executable, "-m", "anet_tf.cli", "evaluate", "--run", str(tmp_path / "run"), "--quiet"]
+    )
+    assert rc == 0, out[-3000:]
+    assert "| synthetic |" in out and "features " not in out and "ranking " not in out
 
 
 def test_stage_callbacks_place_the_bar_and_the_step_lines(tmp_path):
@@ -199,6 +205,16 @@ def test_index_build_and_add_say_what_they_do(tmp_path, random_embeddings, capsy
         f"[anet-tf] index: adding 20 rows to the 300 of {target} ...",
         f"added 20 items to {target}: 320 items",
     ]
+    # --quiet: the result only
+    third = random_embeddings(10, 16, seed=6)
+    third.paths = [f"third/{p}" for p in third.paths]
+    assert main(["index", "add", str(target), save_embeddings(third, str(tmp_path / "c.npz")),
+                 "--quiet"]) == 0
+    assert capsys.readouterr().out.splitlines() == [f"added 10 items to {target}: 330 items"]
+    assert main(["index", "build", first, "-o", str(tmp_path / "q"), "--kind", "ivf",
+                 "--nlist", "4", "--quiet"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 1 and out[0].startswith("wrote ")
 
 
 def save_small(tmp_path, random_embeddings) -> str:

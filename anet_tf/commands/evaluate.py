@@ -18,6 +18,7 @@ def add_evaluate_parser(subparsers) -> None:
     src.add_argument("--model", help="exported SavedModel directory")
     p.add_argument("--feature", choices=["f", "fa", "j"], default=None, help="test-time feature")
     p.add_argument("--json-out", default=None, help="write the metrics as JSON here")
+    p.add_argument("--quiet", action="store_true", help="no progress, only the results")
     p.set_defaults(handler=cmd_evaluate)
 
 
@@ -73,11 +74,13 @@ def _run_of(args, cfg):
 def cmd_evaluate(args) -> int:
     from anet_tf.evaluation.extract import format_results
     from anet_tf.jobs import fit_evaluate_export as job
+    from anet_tf.progress import silenced
     from anet_tf.training.run import METRICS_FILE
 
     cfg = evaluated_config(args)
-    run = None if args.model else _run_of(args, cfg)
-    payload = job.evaluate(cfg, run=run, model_dir=args.model)
+    with silenced(args.quiet):
+        run = None if args.model else _run_of(args, cfg)
+        payload = job.evaluate(cfg, run=run, model_dir=args.model, verbose=not args.quiet)
     metrics = payload["metrics"]
     print(format_results(metrics, cfg.data.name, chance=payload["chance"], feature=cfg.eval.feature))
     if args.json_out:

@@ -13,6 +13,7 @@ import os
 import sys
 
 from anet_tf.commands.config import add_config_arguments
+from anet_tf.progress import silenced
 from anet_tf.search.errors import SearchError
 from anet_tf.search.gallery import KINDS
 from anet_tf.search.milvus import DEFAULT_COLLECTION
@@ -149,6 +150,7 @@ def add_parsers(subparsers) -> None:
         default=None,
         help="shards of a Milvus collection on a server (default 1)",
     )
+    b.add_argument("--quiet", action="store_true", help="print only the result")
     b.set_defaults(handler=cmd_index_build)
     a = isub.add_parser(
         "add",
@@ -160,6 +162,7 @@ def add_parsers(subparsers) -> None:
         "embeddings", nargs="+", metavar="EMBEDDINGS", help="`anet-tf embed` .npz files"
     )
     add_collection_argument(a)
+    a.add_argument("--quiet", action="store_true", help="print only the result")
     a.set_defaults(handler=cmd_index_add)
     r = isub.add_parser(
         "remove", help="delete the rows of cameras or of a time range (Milvus)"
@@ -336,18 +339,19 @@ def cmd_index_build(args) -> int:
 
     check_build_target(args.out, args.collection)
     embeddings = [load_embeddings(p) for p in args.embeddings]
-    index = build_gallery(
-        embeddings,
-        args.out,
-        args.collection,
-        kind=args.kind,
-        nlist=args.nlist,
-        m=args.pq_m,
-        bits=args.pq_bits,
-        nprobe=args.nprobe,
-        M=args.hnsw_m,
-        shards=args.shards,
-    )
+    with silenced(args.quiet):
+        index = build_gallery(
+            embeddings,
+            args.out,
+            args.collection,
+            kind=args.kind,
+            nlist=args.nlist,
+            m=args.pq_m,
+            bits=args.pq_bits,
+            nprobe=args.nprobe,
+            M=args.hnsw_m,
+            shards=args.shards,
+        )
     try:
         for warning in index.meta["warnings"]:
             print(f"anet-tf index: warning: {warning}", file=sys.stderr)
@@ -376,7 +380,8 @@ def cmd_index_add(args) -> int:
     else:
         read_meta(args.target)
     embeddings = [load_embeddings(p) for p in args.embeddings]
-    index, rows = add_to_gallery(args.target, embeddings, args.collection)
+    with silenced(args.quiet):
+        index, rows = add_to_gallery(args.target, embeddings, args.collection)
     try:
         for warning in rows.warnings:
             print(f"anet-tf index: warning: {warning}", file=sys.stderr)
