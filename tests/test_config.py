@@ -394,3 +394,23 @@ def test_a_config_path_is_read_before_a_shipped_name(tmp_path, monkeypatch):
     assert load_config("configs/veri776.yaml").to_dict() == load_config("veri776").to_dict()
     with pytest.raises(ConfigError, match="config file not found: 'configs/nope.yaml'"):
         load_config("configs/nope.yaml")
+
+
+@pytest.mark.parametrize("dataset", ["veri776", "veriwild", "vehicleid"])
+def test_one_gpu_configs_are_their_dataset_with_the_batch_and_lr_of_training_md(dataset):
+    """`<dataset>_1gpu` = the dataset's config with data.batch_size 64 and
+    train.lr 6e-4 x 64 / 512, nothing else (docs/training.md's one-GPU rules)."""
+    import dataclasses
+
+    from anet_tf.config import load_config
+
+    base, one = load_config(dataset), load_config(f"{dataset}_1gpu")
+    assert base.data.batch_size == 512 and base.train.lr == pytest.approx(6e-4)
+    assert one.data.batch_size == 64 and one.train.lr == pytest.approx(6e-4 * 64 / 512)
+    same = dataclasses.replace(
+        one,
+        data=dataclasses.replace(one.data, batch_size=base.data.batch_size),
+        train=dataclasses.replace(one.train, lr=base.train.lr),
+        source=base.source,
+    )
+    assert same == base
