@@ -41,6 +41,12 @@ def add_synth_parser(subparsers) -> None:
         default=None,
         help="every colour and type gets the same number of training vehicles (default: on)",
     )
+    p.add_argument(
+        "--track-length",
+        type=int,
+        default=None,
+        help="crops per track: each image becomes a track of N consecutive crops by its camera (default 1: no tracks)",
+    )
     p.set_defaults(handler=cmd_synth)
 
 
@@ -111,7 +117,7 @@ def cmd_synth(args) -> int:
 
     defaults = SynthConfig()
     kwargs = {}
-    for key in ("ids", "test_ids", "cameras", "images_per_id", "image_size", "unlabelled_fraction", "seed", "balanced_train"):
+    for key in ("ids", "test_ids", "cameras", "images_per_id", "image_size", "unlabelled_fraction", "seed", "balanced_train", "track_length"):
         value = getattr(args, key)
         kwargs[key] = getattr(defaults, key) if value is None else value
     if args.test_ids is None and args.ids is not None:

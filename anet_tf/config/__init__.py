@@ -30,6 +30,7 @@ from anet_tf.config.loader import config_from_dict
 from anet_tf.config.loader import load_config
 from anet_tf.config.loader import resolve_config_path
 from anet_tf.config.schema import DATASET_NAMES
+from anet_tf.config.schema import TRACK_PROTOCOLS
 from anet_tf.config.schema import AugmentConfig
 from anet_tf.config.schema import Config
 from anet_tf.config.schema import DataConfig
@@ -51,6 +52,7 @@ __all__ = [
     "DATASET_NAMES",
     "DEFAULT_CONFIG",
     "MAX_IMAGE_SIDE",
+    "TRACK_PROTOCOLS",
     "AugmentConfig",
     "Config",
     "ConfigError",

@@ -18,6 +18,7 @@ import yaml
 
 from anet_tf.config.errors import DEFAULTS
 from anet_tf.config.errors import blame
+from anet_tf.data.image_rules import MAX_IMAGE_PIXELS
 from anet_tf.export.formats import QUANTIZE
 from anet_tf.model.names import ATTRIBUTE_BRANCHES
 from anet_tf.model.names import BACKBONE_NAMES
@@ -25,6 +26,8 @@ from anet_tf.model.names import TEST_FEATURES
 from anet_tf.model.names import VARIANTS
 
 DATASET_NAMES = ("synthetic", "folder", "veri776", "veriwild", "vehicleid")
+# The track protocols of eval.tracks (anet_tf.evaluation.tracks).
+TRACK_PROTOCOLS = ("image_to_track", "track_to_track", "track_average")
 
 # ``Literal[VARIANTS]`` is ``Literal["baseline", "van", "anet"]``: the choice lists
 # are owned by the modules that implement them (anet_tf.model.names,
@@ -49,6 +52,9 @@ class SynthConfig:
         seed: everything is deterministic from this seed.
         balanced_train: every colour and type gets the same number of training
             identities (the test split does not depend on it).
+        track_length: crops per track; above 1 each image becomes a track of
+            that many consecutive crops by one camera (``track_id`` and ``time``
+            columns); 1: no tracks.
     """
 
     ids: int = 120
@@ -59,6 +65,7 @@ class SynthConfig:
     unlabelled_fraction: float = 0.1
     seed: int = 0
     balanced_train: bool = True
+    track_length: int = 1
 
 
 @dataclass
@@ -131,7 +138,7 @@ class DataConfig:
     vehicleid_test_list: str | int = "small"
     num_parallel_calls: int = -1
     seed: int = 0
-    max_image_pixels: int = 40_000_000
+    max_image_pixels: int = MAX_IMAGE_PIXELS
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     synth: SynthConfig = field(default_factory=SynthConfig)
 
@@ -392,6 +399,9 @@ class EvalConfig:
         vehicleid_trials: random gallery draws of the VehicleID protocol.
         trapezoid_ap: also report the MATLAB-style trapezoid mAP.
         seed: seed of the VehicleID protocol's random gallery draws.
+        tracks: the track protocols reported beside image-to-image when the
+            test data has track ids: image_to_track | track_to_track |
+            track_average; [] for none.
     """
 
     feature: Literal[TEST_FEATURES] = "j"  # DEFAULT_FEATURE[variant] unless set
@@ -403,6 +413,7 @@ class EvalConfig:
     vehicleid_trials: int = 10
     trapezoid_ap: bool = False
     seed: int = 0
+    tracks: list[str] = field(default_factory=lambda: list(TRACK_PROTOCOLS))
 
 
 # ------------------------------------------------------------------------- export

@@ -17,6 +17,7 @@ from anet_tf.config.errors import ConfigError
 from anet_tf.config.errors import blame
 from anet_tf.config.errors import set_by_user
 from anet_tf.config.schema import DEFAULT_FEATURE
+from anet_tf.config.schema import TRACK_PROTOCOLS
 from anet_tf.config.schema import Config
 from anet_tf.config.schema import scheduled_epochs
 from anet_tf.export.formats import FORMATS
@@ -292,6 +293,14 @@ def _check_eval(cfg: Config, err: Err) -> None:
         raise err("eval.chunk_size", f"must be >= 1, got {e.chunk_size}")
     if e.vehicleid_trials < 1:
         raise err("eval.vehicleid_trials", f"must be >= 1, got {e.vehicleid_trials}")
+    for name in e.tracks:
+        if name not in TRACK_PROTOCOLS:
+            raise err(
+                "eval.tracks",
+                f"unknown track protocol {name!r}; valid: {', '.join(TRACK_PROTOCOLS)}",
+            )
+    if len(set(e.tracks)) != len(e.tracks):
+        raise err("eval.tracks", f"names a protocol twice: {e.tracks}")
 
 
 def _check_export(cfg: Config, err: Err) -> None:

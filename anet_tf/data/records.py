@@ -32,6 +32,10 @@ class Record:
         attributes: class index per attribute (order of ``ReidDataset.attribute_names``),
             -1 where unknown.
         split: train | query | gallery.
+        track_id: the track the image belongs to (crops of one vehicle by one
+            camera, in time order, as a detector and tracker give them), None
+            where the dataset has no tracks.
+        time: capture time, seconds since 1970-01-01 UTC; None where unknown.
     """
 
     path: str
@@ -39,6 +43,8 @@ class Record:
     camid: int
     attributes: tuple[int, ...]
     split: str
+    track_id: str | None = None
+    time: int | None = None
 
 
 @dataclass

@@ -6,6 +6,7 @@
     <root>/name_train.txt  name_query.txt  name_test.txt   one file name per line
     <root>/train_label.xml  test_label.xml                 one <Item> per image
     <root>/list_color.txt  list_type.txt                   "<id> <name>", ids 1-based
+    <root>/test_track.txt                                  optional: the test tracks
 
 Splits: train = image_train + name_train.txt, query = image_query + name_query.txt,
 gallery = image_test + name_test.txt. The queries are copies of test images, so
@@ -25,10 +26,20 @@ file name ``VVVV_cNNN_...`` when the attribute is absent), attribute class =
   used as a class index. Any other id outside the class list is an error naming
   the file, line and Item;
 - items are found wherever they are (``.//Item``); the root tag is not checked.
+
+Tracks: where ``test_track.txt`` is present, each of its lines is one test track
+(about 6 images of one vehicle by one camera), ``<track name> <image> <image> ...``;
+its images get ``Record.track_id`` = the track name without ``.jpg``, and so do the
+queries, which are copies of test images with the same names. The track name is
+counted as an image where it names one (it repeats the track's first image). The
+release has no list of training tracks; ``test_track_VeRi.txt`` (track names with
+a time) is not read. A track spanning two vehicles or cameras, or an image in two
+tracks, is an error naming the file and line.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import warnings
@@ -53,6 +64,7 @@ SPLIT_FILES = (
     ("query", "image_query", "name_query.txt", "test_label.xml"),
     ("gallery", "image_test", "name_test.txt", "test_label.xml"),
 )
+TRACK_FILE = "test_track.txt"
 # The typeID="0" erratum of older copies: these vehicles are SUVs (type id 2).
 ERRATUM_VEHICLES = frozenset({3, 7, 41})
 ERRATUM_TYPE_ID = 2
@@ -155,6 +167,14 @@ def read_veri776(
             splits[split].append(
                 Record(path, label.pid, label.camid, label.attributes, split)
             )
+    track_path = os.path.join(root, TRACK_FILE)
+    if os.path.isfile(track_path) and labels.get("test_label.xml"):
+        tracks = read_track_list(track_path, labels["test_label.xml"], log)
+        for split in ("query", "gallery"):
+            splits[split] = [
+                dataclasses.replace(r, track_id=tracks.get(os.path.basename(r.path)))
+                for r in splits[split]
+            ]
     return ReidDataset(
         name="veri776",
         root=root,
@@ -163,6 +183,63 @@ def read_veri776(
         problems=log.messages,
         **splits,
     )
+
+
+def read_track_list(
+    path: str, labels: dict[str, _Label | None], log: ProblemLog
+) -> dict[str, str]:
+    """image name -> track id from ``test_track.txt`` (format in the module
+    docstring); ``labels``: the test images' labels, to check that a track is one
+    vehicle in one camera. A bad entry is reported to ``log`` and left out."""
+    tracks: dict[str, str] = {}
+    line_of: dict[str, int] = {}
+    names: dict[str, int] = {}
+    for number, line in read_lines(path, hint=_LAYOUT_HINT):
+        tokens = line.split()
+        track = tokens[0][:-4] if tokens[0].lower().endswith(".jpg") else tokens[0]
+        where = f"{path}:{number}"
+        if track in names:
+            log.report(
+                f"{where}: track {track!r} is already listed on line {names[track]}",
+                skipped="line skipped",
+            )
+            continue
+        names[track] = number
+        members = tokens if tokens[0] in labels else tokens[1:]
+        first: tuple[str, _Label] | None = None
+        for name in dict.fromkeys(members):
+            if name not in labels:
+                log.report(
+                    f"{where}: {name} has no <Item> in test_label.xml",
+                    skipped="skipped",
+                )
+                continue
+            label = labels[name]
+            if label is None:  # its <Item> was reported
+                continue
+            if name in tracks:
+                log.report(
+                    f"{where}: {name} is already in track {tracks[name]!r} on line "
+                    f"{line_of[name]}; an image belongs to one track",
+                    skipped="skipped",
+                )
+                continue
+            first = first or (name, label)
+            for what, mine, theirs in (
+                ("vehicles", label.pid, first[1].pid),
+                ("cameras", label.camid, first[1].camid),
+            ):
+                if mine != theirs:
+                    log.report(
+                        f"{where}: track {track!r} spans two {what}: {name} and "
+                        f"{first[0]}; a track is one vehicle seen by one camera",
+                        skipped="skipped",
+                    )
+                    break
+            else:
+                tracks[name] = track
+                line_of[name] = number
+    return tracks
 
 
 def read_class_list(path: str) -> list[str]:

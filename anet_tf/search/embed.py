@@ -7,12 +7,14 @@ bytes in, as TF Serving receives them), so the embeddings are those the served
 model gives. An image that cannot be read or decoded is reported by path and left
 out; the others are processed. The result is an
 :class:`~anet_tf.search.embeddings.Embeddings`, the ``.npz`` file of
-:mod:`anet_tf.search.embeddings`.
+:mod:`anet_tf.search.embeddings`; ``--per-track`` turns it into one row per track
+(:func:`per_track`).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import re
 import sys
 from collections.abc import Callable
@@ -21,6 +23,10 @@ from collections.abc import Sequence
 import numpy as np
 
 from anet_tf.data.decode_errors import decoder_reason
+from anet_tf.data.image_rules import EMPTY
+from anet_tf.evaluation.tracks import aggregate_features
+from anet_tf.evaluation.tracks import aggregate_probs
+from anet_tf.evaluation.tracks import track_groups
 from anet_tf.progress import Progress
 from anet_tf.search.embeddings import Embeddings
 from anet_tf.search.errors import SearchError
@@ -48,7 +54,7 @@ def read_image_files(paths: Sequence[str]) -> list[bytes | str]:
         except OSError as exc:
             out.append(exc.strerror or str(exc))
             continue
-        out.append(data if data else "the file is empty")
+        out.append(data if data else EMPTY)
     return out
 
 
@@ -164,4 +170,53 @@ def embed_images(
         failed=[(images.paths[i], reason) for i, reason in sorted(failed)],
         source=images.source,
         times=np.asarray(images.times, np.int64)[order],
+        track_ids=np.asarray(images.track_ids, dtype=str)[order]
+        if len(order)
+        else np.zeros(0, dtype=str),
+    )
+
+
+def per_track(emb: Embeddings) -> Embeddings:
+    """One row per track of ``emb`` (``anet-tf embed --per-track``), tracks in the
+    order of their first crop; an image without a track id is a track of its own.
+
+    A row's embedding is the mean of its crops' L2-normalised embeddings,
+    L2-normalised (:func:`~anet_tf.evaluation.tracks.aggregate_features`); its
+    probabilities the mean of its crops' and its label their argmax; ``path``,
+    ``pid``, ``camid`` and the known labels are its first crop's; ``time`` and
+    ``time_last`` the earliest and latest known capture time; ``track_length`` its
+    number of crops.
+
+    Raises:
+        SearchError: no image of ``emb`` has a track id.
+    """
+    if not any(emb.track_ids):
+        raise SearchError(
+            f"{emb.source or 'the images'}: --per-track needs track ids (a "
+            f"'track_id' column in the manifest, or a dataset with tracks); none of "
+            f"its {len(emb)} images has one"
+        )
+    groups = track_groups(emb.track_ids.tolist())
+    first = emb.rows([g[0] for g in groups])
+    times = np.asarray(emb.times, np.int64)
+    spans = []
+    for g in groups:
+        known = times[g][times[g] >= 0]
+        spans.append((known.min(), known.max()) if known.size else (-1, -1))
+    probs = {a: aggregate_probs(p, groups) for a, p in emb.probs.items()}
+    predicted = {
+        a: np.asarray(classes, dtype=str)[probs[a].argmax(axis=1)]
+        if len(groups) and len(classes)
+        else first.predicted[a]
+        for a, classes in zip(emb.attribute_names, emb.attribute_classes, strict=True)
+    }
+    return dataclasses.replace(
+        first,
+        embedding=aggregate_features(emb.embedding, groups),
+        probs=probs,
+        predicted=predicted,
+        times=np.asarray([s for s, _ in spans], np.int64),
+        times_last=np.asarray([e for _, e in spans], np.int64),
+        track_lengths=np.asarray([len(g) for g in groups], np.int64),
+        failed=list(emb.failed),
     )

@@ -6,7 +6,9 @@ A NumPy ``.npz`` file (``numpy.load(path)`` reads it, no pickles):
 =======================  =================  ========================================
 key                      array              meaning
 =======================  =================  ========================================
-``format``               str []             ``anet-tf-embeddings/1``
+``format``               str []             ``anet-tf-embeddings/1.1`` (files of
+                                            ``/1``, without the track arrays,
+                                            read too)
 ``model``                str []             JSON: path, fingerprint, embedding_dim,
                                             feature, dataset, attributes, ...
 ``source``               str []             the SRC argument
@@ -16,6 +18,11 @@ key                      array              meaning
 ``time``                 int64 [N]          capture time, seconds since 1970-01-01
                                             UTC, -1 unknown (files without it:
                                             all unknown)
+``track_id``             str [N]            the image's track, "" none; a row of
+                                            ``embed --per-track`` is a track
+``track_length``         int64 [N]          crops the row stands for (1: an image)
+``time_last``            int64 [N]          capture time of the row's last crop
+                                            (= ``time`` for an image), -1 unknown
 ``attribute_names``      str [n]            the model's attributes
 ``<a>_classes``          str [m_a]          class names of attribute ``a``
 ``<a>_probs``            float32 [N, m_a]   predicted class probabilities
@@ -52,7 +59,9 @@ from anet_tf.search.errors import SearchError
 from anet_tf.search.errors import first_line
 from anet_tf.search.errors import npz_array_problem
 
-FORMAT = "anet-tf-embeddings/1"
+FORMAT = "anet-tf-embeddings/1.1"
+# 1.1 added track_id, track_length and time_last; a 1 file reads with none.
+READABLE_FORMATS = ("anet-tf-embeddings/1", FORMAT)
 
 
 @dataclass
@@ -73,10 +82,19 @@ class Embeddings:
     source: str = ""
     times: np.ndarray | None = None
     file: str = ""  # the file it was read from (:func:`load_embeddings`), for messages
+    track_ids: np.ndarray | None = None
+    track_lengths: np.ndarray | None = None
+    times_last: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.times is None:
             self.times = np.full(len(self.paths), -1, np.int64)
+        if self.track_ids is None:
+            self.track_ids = np.full(len(self.paths), "", dtype=str)
+        if self.track_lengths is None:
+            self.track_lengths = np.ones(len(self.paths), np.int64)
+        if self.times_last is None:
+            self.times_last = np.asarray(self.times, np.int64).copy()
 
     def rows(self, keep) -> Embeddings:
         """The rows ``keep`` (indices) of these embeddings, everything else shared."""
@@ -91,6 +109,9 @@ class Embeddings:
             pids=self.pids[keep],
             camids=self.camids[keep],
             times=self.times[keep],
+            track_ids=self.track_ids[keep],
+            track_lengths=self.track_lengths[keep],
+            times_last=self.times_last[keep],
             failed=[],
         )
 
@@ -137,6 +158,9 @@ def save_embeddings(emb: Embeddings, path: str) -> str:
         "pid": np.asarray(emb.pids, np.int64),
         "camid": np.asarray(emb.camids, np.int64),
         "time": np.asarray(emb.times, np.int64),
+        "track_id": _strings(list(emb.track_ids)),
+        "track_length": np.asarray(emb.track_lengths, np.int64),
+        "time_last": np.asarray(emb.times_last, np.int64),
         "attribute_names": _strings(emb.attribute_names),
         "failed_path": _utf8([p for p, _ in emb.failed])
         if emb.failed
@@ -212,7 +236,7 @@ def _read(fh, path: str) -> Embeddings:
     with data:
         arrays = _Arrays(data)
         fmt = arrays.text("format")
-        if fmt != FORMAT:
+        if fmt not in READABLE_FORMATS:
             raise _NotEmbeddings(f"format {quote(fmt)}, {FORMAT} expected")
         model = _model_record(arrays.text("model"))
         paths = _decode(arrays.get("path", ndim=1, kinds="SU"), "path")
@@ -257,7 +281,16 @@ def _read(fh, path: str) -> Embeddings:
             source=arrays.text("source", default=""),
             times=arrays.get("time", ndim=1, rows=n, kinds="iu", default=None),
             file=path,
+            track_ids=_optional(arrays.get("track_id", ndim=1, rows=n, default=None)),
+            track_lengths=arrays.get(
+                "track_length", ndim=1, rows=n, kinds="iu", default=None
+            ),
+            times_last=arrays.get("time_last", ndim=1, rows=n, kinds="iu", default=None),
         )
+
+
+def _optional(values: np.ndarray | None) -> np.ndarray | None:
+    return None if values is None else values.astype(str)
 
 
 class _Arrays:

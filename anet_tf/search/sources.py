@@ -18,7 +18,6 @@ A source is
 
 from __future__ import annotations
 
-import datetime
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from anet_tf.data.generic import MANIFEST
 from anet_tf.data.generic import NON_ATTRIBUTE_COLUMNS
 from anet_tf.data.generic import check_utf8
 from anet_tf.data.generic import manifest_rows
+from anet_tf.data.generic import parse_time
 from anet_tf.data.records import UNKNOWN
 from anet_tf.data.records import DataError
 from anet_tf.data.records import ProblemLog
@@ -37,6 +37,7 @@ from anet_tf.search.errors import SearchError
 
 DATASET_PREFIX = "dataset:"
 TIME_COLUMN = "time"
+TRACK_COLUMN = "track_id"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 
 
@@ -52,6 +53,8 @@ class ImageList:
         source: what the list was read from (for the output file).
         times: capture times, seconds since 1970-01-01 UTC, -1 unknown (default:
             all unknown).
+        track_ids: the track of each image ("" none; default: none), from a
+            manifest's ``track_id`` column or the dataset's records.
     """
 
     paths: list[str]
@@ -60,10 +63,13 @@ class ImageList:
     known: dict[str, list[str]] = field(default_factory=dict)
     source: str = ""
     times: np.ndarray | None = None
+    track_ids: list[str] | None = None
 
     def __post_init__(self) -> None:
         if self.times is None:
             self.times = np.full(len(self.paths), UNKNOWN, np.int64)
+        if self.track_ids is None:
+            self.track_ids = [""] * len(self.paths)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -139,6 +145,7 @@ def list_sources(sources: Sequence[str], split: str | None = None) -> ImageList:
         known=known,
         source=" ".join(sources),
         times=np.concatenate([lst.times for lst in lists]),
+        track_ids=[t for lst in lists for t in lst.track_ids],
     )
 
 
@@ -164,6 +171,10 @@ def dataset_images(dataset, split: str) -> ImageList:
         camids=np.asarray([r.camid for r in records], np.int64),
         known=known,
         source=f"{DATASET_PREFIX}{split} ({dataset.name} at {dataset.root})",
+        times=np.asarray(
+            [UNKNOWN if r.time is None else r.time for r in records], np.int64
+        ),
+        track_ids=[r.track_id or "" for r in records],
     )
 
 
@@ -226,7 +237,7 @@ def _read_manifest(path: str, split: str | None, source: str) -> ImageList:
             )
         col = {h: i for i, h in enumerate(header)}
         attributes = [h for h in header if h and h not in NON_ATTRIBUTE_COLUMNS]
-        paths, pids, camids, times = [], [], [], []
+        paths, pids, camids, times, tracks = [], [], [], [], []
         known: dict[str, list[str]] = {a: [] for a in attributes}
         for line, row in reader:
             if not any(cell.strip() for cell in row):
@@ -241,6 +252,7 @@ def _read_manifest(path: str, split: str | None, source: str) -> ImageList:
             pids.append(_int_cell(row, col, "vehicle_id", path, line))
             camids.append(_int_cell(row, col, "camera_id", path, line))
             times.append(_time_cell(row, col, path, line))
+            tracks.append(row[col[TRACK_COLUMN]].strip() if TRACK_COLUMN in col else "")
             for a in attributes:
                 known[a].append(row[col[a]].strip())
     if not paths:
@@ -253,6 +265,7 @@ def _read_manifest(path: str, split: str | None, source: str) -> ImageList:
         known,
         source if split is None else f"{source} (split {split})",
         np.asarray(times, np.int64),
+        tracks,
     )
 
 
@@ -263,35 +276,6 @@ def _manifest_rows(fh, path: str):
         yield from manifest_rows(fh, path, ProblemLog(strict=True))
     except DataError as exc:
         raise SearchError(str(exc)) from None
-
-
-def parse_time(text: str) -> int:
-    """A capture time as seconds since 1970-01-01 UTC: an ISO 8601 date and time
-    (``2026-12-03T08:15:00Z``, ``2026-12-03 09:15:00+01:00``; without an offset it
-    is UTC) or a number of seconds (``1796285700``).
-
-    Raises:
-        ValueError: neither.
-    """
-    text = text.strip()
-    try:
-        return int(float(text))
-    except (ValueError, OverflowError):
-        pass
-    try:
-        return _iso(text)
-    except (ValueError, OverflowError):
-        raise ValueError(
-            f"{text!r} is not a time (ISO 8601, e.g. 2026-12-03T08:15:00Z, or seconds "
-            f"since 1970-01-01 UTC)"
-        ) from None
-
-
-def _iso(text: str) -> int:
-    moment = datetime.datetime.fromisoformat(text)
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=datetime.timezone.utc)
-    return int(moment.timestamp())
 
 
 def _time_cell(row, col, path, line) -> int:

@@ -31,6 +31,25 @@ SUPERSAMPLE = 2
 
 
 @dataclass(frozen=True)
+class TrackStep:
+    """How one crop of a track differs from the track's base photo: the small
+    changes between consecutive frames of a vehicle passing a camera.
+
+    Args:
+        scale: factor on the vehicle's size.
+        dx, dy: shift of the vehicle, as a fraction of the image side.
+        light: factor on the brightness.
+        blur: Gaussian blur radius added, in pixels.
+    """
+
+    scale: float = 1.0
+    dx: float = 0.0
+    dy: float = 0.0
+    light: float = 1.0
+    blur: float = 0.0
+
+
+@dataclass(frozen=True)
 class Camera:
     """How one camera sees vehicles.
 
@@ -132,11 +151,15 @@ def render_image(
     image_size: int,
     rng: np.random.Generator,
     sprites: dict,
+    step: TrackStep | None = None,
 ) -> Image.Image:
     """One photo of vehicle ``spec`` by ``camera``, with per-image jitter.
 
     Args:
         sprites: cache of drawn views of this vehicle, keyed by base view.
+        step: the crop's change within its track; the crops of a track share
+            ``rng``'s seed (one base photo) and differ by their steps. None: no
+            change (the same draws and pixels as before tracks existed).
     """
     s = image_size
     view = camera.view
@@ -150,6 +173,8 @@ def render_image(
         sprite = sprite.transpose(Image.FLIP_LEFT_RIGHT)
 
     scale = camera.scale * rng.uniform(0.92, 1.08)
+    if step is not None:
+        scale *= step.scale
     width = s * scale * VIEW_WIDTH[view.split("_")[0]]
     height = width * sprite.height / sprite.width
     if base == "side" and view.startswith("oblique"):
@@ -164,6 +189,9 @@ def render_image(
     scene = camera.background.crop((dx, dy, dx + s, dy + s))
     cx = s / 2 + rng.uniform(-0.07, 0.07) * s
     ground = (s + sprite.height) / 2 + (camera.ground + rng.uniform(-0.03, 0.03)) * s
+    if step is not None:
+        cx += step.dx * s
+        ground += step.dy * s
     ground = min(s - 1, ground)
     shadow = Image.new("L", (s, s), 0)
     ImageDraw.Draw(shadow).ellipse(
@@ -183,9 +211,12 @@ def render_image(
         _occlude(scene, rng, cx, sprite.width)
 
     if camera.blur > 0.25:
-        scene = scene.filter(
-            ImageFilter.GaussianBlur(camera.blur * rng.uniform(0.7, 1.3))
-        )
+        radius = camera.blur * rng.uniform(0.7, 1.3)
+        if step is not None:
+            radius += step.blur
+        scene = scene.filter(ImageFilter.GaussianBlur(radius))
+    elif step is not None and step.blur > 0:
+        scene = scene.filter(ImageFilter.GaussianBlur(step.blur))
     pixels = np.asarray(scene, np.float32)
     contrast = camera.contrast * rng.uniform(0.95, 1.05)
     gain = (
@@ -194,6 +225,8 @@ def render_image(
         * np.array(camera.cast)
         * rng.uniform(0.97, 1.03, 3)
     )
+    if step is not None:
+        gain = gain * step.light
     # (x - 128) * contrast + 128, then gains, noise and rounding, in one float32 pass.
     pixels *= (contrast * gain).astype(np.float32)
     pixels += ((128 - 128 * contrast) * gain + 0.5).astype(np.float32)
