@@ -50,6 +50,31 @@ def add_filter_arguments(p: argparse.ArgumentParser) -> None:
         "from the gallery's manifest or dataset",
     )
     p.add_argument(
+        "--camera",
+        action="append",
+        default=None,
+        metavar="ID[,ID|A-B...]",
+        help="keep gallery items of these cameras, e.g. 3,7 or 3-7 (repeatable); "
+        "items of unknown camera never match",
+    )
+    p.add_argument(
+        "--not-camera",
+        action="append",
+        default=None,
+        metavar="ID[,ID|A-B...]",
+        help="leave out gallery items of these cameras (and of unknown camera)",
+    )
+    p.add_argument(
+        "--since",
+        default=None,
+        metavar="TIME",
+        help="keep items captured at or after TIME (ISO 8601, UTC where no offset "
+        "is given, or seconds since 1970 UTC); unknown times never match",
+    )
+    p.add_argument(
+        "--until", default=None, metavar="TIME", help="keep items captured before TIME"
+    )
+    p.add_argument(
         "--nprobe",
         type=int,
         default=None,
@@ -101,6 +126,11 @@ def add_parsers(subparsers) -> None:
         "--batch-size", type=int, default=32, help="images per request (default 32)"
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--per-track",
+        action="store_true",
+        help="one row per track (the track_id column): its crops' mean embedding",
+    )
     add_config_arguments(
         p, f"YAML config or shipped config name, for {DATASET_PREFIX}SPLIT (default: the config stored in the model)"
     )
@@ -203,6 +233,13 @@ def add_parsers(subparsers) -> None:
         "--top-k", "-k", type=int, default=10, help="matches per query (default 10)"
     )
     add_filter_arguments(p)
+    p.add_argument(
+        "--exclude-query-camera",
+        action="store_true",
+        help="leave out gallery items of each query's own camera (queries whose "
+        "camera is known: --query-embeddings of a manifest with camera_id or a "
+        "dataset split), as the re-id protocol does",
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument(
         "--threads",
@@ -291,6 +328,12 @@ def cmd_embed(args) -> int:
         images = dataset_images(load_dataset(cfg), args.src[len(DATASET_PREFIX) :])
     else:
         images = _source_images(args)
+    if args.per_track and not any(images.track_ids):
+        raise SearchError(
+            f"{images.source}: --per-track needs track ids (a 'track_id' column in "
+            f"the manifest, or a dataset with tracks); none of its {len(images)} "
+            f"images has one"
+        )
     names = ", ".join(model.attribute_names) or "none"
     print(
         f"[anet-tf] embedding {len(images)} images from {images.source} with "
@@ -303,6 +346,12 @@ def cmd_embed(args) -> int:
     _print_failures("embed", emb.failed)
     if not len(emb):
         raise SearchError("no image could be read")
+    if args.per_track:
+        from anet_tf.search.embed import per_track
+
+        images_embedded = len(emb)
+        emb = per_track(emb)
+        print(f"[anet-tf] {images_embedded} images in {len(emb)} tracks", file=sys.stderr)
     save_embeddings(emb, args.out)
     skipped = f", {len(emb.failed)} skipped (listed above)" if emb.failed else ""
     print(f"wrote {args.out}: {len(emb)} embeddings ({emb.dim}-d){skipped}")
@@ -419,8 +468,40 @@ def cmd_index_remove(args) -> int:
     return 0
 
 
-def search_payload(index, emb, matches, where, labels) -> dict:
-    """The ``--json`` output of ``anet-tf search``."""
+def camera_time_arguments(args) -> dict:
+    """``--camera``, ``--not-camera``, ``--since``, ``--until`` as the keyword
+    arguments of ``Gallery.search``, checked (one line each where bad)."""
+    from anet_tf.search.gallery import camera_time_filter
+
+    return camera_time_filter(args.camera, args.not_camera, args.since, args.until)
+
+
+def query_cameras(args, emb):
+    """Each query's camera for ``--exclude-query-camera`` (None without it).
+
+    Raises:
+        SearchError: no query has a known camera.
+    """
+    if not getattr(args, "exclude_query_camera", False):
+        return None
+    cams = emb.camids
+    if not len(cams) or (cams < 0).all():
+        source = args.query_embeddings or " ".join(args.query or [])
+        raise SearchError(
+            f"--exclude-query-camera: no query of {source} has a known camera; give "
+            f"--query-embeddings of images with camera ids (anet-tf embed of a "
+            f"manifest with a camera_id column, or of a dataset split)"
+        )
+    return cams
+
+
+def search_payload(
+    index, emb, matches, where, labels, camera_time=None, exclude_query_camera=False
+) -> dict:
+    """The ``--json`` output of ``anet-tf search``; ``camera_time``: the
+    :func:`camera_time_arguments` it searched with."""
+    camera_time = camera_time or {}
+    cameras = camera_time.get("cameras")
     results = []
     for i, row in enumerate(matches):
         results.append(
@@ -438,6 +519,11 @@ def search_payload(index, emb, matches, where, labels) -> dict:
         "model": {k: index.model[k] for k in ("path", "fingerprint", "embedding_dim")},
         "where": where,
         "labels": labels,
+        "cameras": None if cameras is None else list(cameras),
+        "not_cameras": list(camera_time.get("not_cameras", ())),
+        "since": camera_time.get("since"),
+        "until": camera_time.get("until"),
+        "exclude_query_camera": exclude_query_camera,
         "results": results,
         "failed": [{"path": p, "reason": r} for p, r in emb.failed],
     }
@@ -496,9 +582,16 @@ def cmd_search(args) -> int:
     from anet_tf.search.targets import open_gallery
 
     where = parse_where(args.where)
+    camera_time = camera_time_arguments(args)
     index = open_gallery(args.index, args.collection)
     try:
-        index.check_filter(where, args.labels)  # a bad filter fails before embedding
+        # a bad filter fails before embedding
+        index.selection(
+            where,
+            args.labels,
+            **camera_time,
+            by_query_camera=args.exclude_query_camera,
+        )
         if args.query:  # embedding images takes a while: Milvus Lite is free meanwhile
             close_gallery(index)  # (and opened again to search)
         emb = query_embeddings(args, index, progress=not args.json)
@@ -507,6 +600,8 @@ def cmd_search(args) -> int:
             args.top_k,
             where=where,
             labels=args.labels,
+            **camera_time,
+            query_cameras=query_cameras(args, emb),
             nprobe=args.nprobe,
             threads=args.threads or search_threads(len(emb)),
         )
@@ -516,7 +611,16 @@ def cmd_search(args) -> int:
     if args.json:
         print(
             json.dumps(
-                search_payload(index, emb, matches, where, args.labels), indent=2
+                search_payload(
+                    index,
+                    emb,
+                    matches,
+                    where,
+                    args.labels,
+                    camera_time,
+                    args.exclude_query_camera,
+                ),
+                indent=2,
             )
         )
     else:

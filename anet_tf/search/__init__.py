@@ -13,11 +13,15 @@ Everything here works from an exported SavedModel (the model TF Serving runs):
 * :mod:`anet_tf.search.gallery`: what every gallery backend shares (the rows,
   attribute filters, the model check, matches, index settings).
 * :mod:`anet_tf.search.index`: a faiss gallery index folder built from such files
-  (exact inner product, IVF, IVF-PQ or HNSW), searched with attribute filters.
+  (exact inner product, IVF, IVF-PQ or HNSW), searched with attribute, camera and
+  capture-time filters (``search(..., where=, cameras=, not_cameras=, since=,
+  until=, query_cameras=)``, the same on both backends).
 * :mod:`anet_tf.search.milvus`: the same gallery in a Milvus collection (Milvus
   Lite or a server), with rows removed by camera or time.
 * :mod:`anet_tf.search.targets`: the backend chosen by target:
   :func:`open_gallery`, :func:`build_gallery`, :func:`add_to_gallery`.
+* :mod:`anet_tf.search.link`, :mod:`anet_tf.search.link_files`: tracks of several
+  cameras linked into vehicles (``anet-tf link``), and its files.
 
 The ``embed``, ``index build|add|remove`` and ``search`` commands are in
 :mod:`anet_tf.commands.search`. Importing this package does not import TensorFlow,

@@ -25,6 +25,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field
+from dataclasses import replace
 
 import numpy as np
 
@@ -32,6 +33,7 @@ from anet_tf.search.embeddings import Embeddings
 from anet_tf.search.embeddings import unknown_known_labels
 from anet_tf.search.errors import IndexMismatchError
 from anet_tf.search.errors import SearchError
+from anet_tf.search.sources import parse_time
 
 KINDS = ("flat", "ivf", "ivfpq", "hnsw")
 LABEL_SOURCES = ("predicted", "known")
@@ -110,6 +112,128 @@ def where_codes(
         suffix = "pred" if labels == "predicted" else "known"
         codes[f"{name}_{suffix}"] = [classes.index(v) for v in values]
     return codes
+
+
+def parse_cameras(
+    specs: int | str | Sequence[int | str] | None, flag: str = "--camera"
+) -> tuple[int, ...] | None:
+    """Camera ids from ``"3,7"``, ``"3-7"`` (a range, both ends kept), ints, or a
+    list of those (their union), sorted; None for None.
+
+    Raises:
+        SearchError: a part that is not a camera id (an integer >= 0) or a range
+            ``A-B`` with ``A <= B``, naming ``flag``.
+    """
+    if specs is None:
+        return None
+    if isinstance(specs, (int, np.integer, str)):
+        specs = [specs]
+    cameras: set[int] = set()
+    for spec in specs:
+        if isinstance(spec, (int, np.integer)) and not isinstance(spec, bool):
+            parts = [str(int(spec))]
+        else:
+            parts = [p.strip() for p in str(spec).split(",")]
+        for part in parts:
+            low, dash, high = part.partition("-")
+            try:
+                first, last = int(low), int(high if dash else low)
+            except ValueError:
+                first, last = -1, -1
+            if not part or first < 0 or last < first:
+                raise SearchError(
+                    f"{flag} {spec!r}: {part!r} is not a camera id (an integer >= 0) "
+                    f"or a range A-B (e.g. 3,7 or 3-7)"
+                )
+            cameras.update(range(first, last + 1))
+    return tuple(sorted(cameras))
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What a search keeps, checked and in class indices: hashable, so a backend
+    keeps what it made of it (faiss: the bitmap) for the next query.
+
+    Attributes:
+        codes: ``((column, (class index, ...)), ...)``: per ``<a>_pred`` (or
+            ``<a>_known``) column the classes kept (:func:`where_codes`).
+        cameras: the cameras kept (None: any, unknown ones too).
+        not_cameras: cameras left out (with any of them, unknown cameras too).
+        since, until: capture times kept, [since, until) in seconds since
+            1970-01-01 UTC (with either, unknown times are left out).
+    """
+
+    codes: tuple[tuple[str, tuple[int, ...]], ...] = ()
+    cameras: tuple[int, ...] | None = None
+    not_cameras: tuple[int, ...] = ()
+    since: int | None = None
+    until: int | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.codes) or self.on_camera or self.on_time
+
+    @property
+    def on_camera(self) -> bool:
+        return self.cameras is not None or bool(self.not_cameras)
+
+    @property
+    def on_time(self) -> bool:
+        return self.since is not None or self.until is not None
+
+    @property
+    def kept_cameras(self) -> tuple[int, ...] | None:
+        """``cameras`` less ``not_cameras`` (None: any camera but those)."""
+        if self.cameras is None:
+            return None
+        return tuple(c for c in self.cameras if c not in self.not_cameras)
+
+    @property
+    def nothing(self) -> bool:
+        """Whether it keeps no item whatever the gallery holds."""
+        return any(not allowed for _, allowed in self.codes) or (
+            self.kept_cameras == ()
+        )
+
+    def without_camera(self, camid: int) -> Selection:
+        """This selection leaving out camera ``camid`` too."""
+        dropped = tuple(sorted({*self.not_cameras, int(camid)}))
+        return replace(self, not_cameras=dropped)
+
+
+def camera_time_filter(cameras=None, not_cameras=None, since=None, until=None) -> dict:
+    """The camera and capture-time conditions of a search, checked: ``cameras``
+    (kept) and ``not_cameras`` (left out) as :func:`parse_cameras` takes them,
+    ``since`` (inclusive) and ``until`` (exclusive) as seconds since 1970-01-01
+    UTC or text :func:`~anet_tf.search.sources.parse_time` reads (ISO 8601 or
+    seconds, as ``index remove`` takes them). Returns the keyword arguments of
+    :meth:`Gallery.search` (``cameras``, ``not_cameras``, ``since``, ``until``).
+
+    Raises:
+        SearchError: a camera or time that cannot be read; an empty window
+            (``since`` not before ``until``); cameras all left out again.
+    """
+    times = {}
+    for flag, value in (("since", since), ("until", until)):
+        if value is None or isinstance(value, (int, np.integer)):
+            times[flag] = None if value is None else int(value)
+            continue
+        try:
+            times[flag] = parse_time(str(value))
+        except ValueError as exc:
+            raise SearchError(f"--{flag}: {exc}") from None
+    if None not in times.values() and times["since"] >= times["until"]:
+        raise SearchError(
+            f"--since {since} is not before --until {until}: the capture-time window "
+            f"[since, until) is empty"
+        )
+    kept = parse_cameras(cameras, "--camera")
+    dropped = parse_cameras(not_cameras, "--not-camera") or ()
+    if kept is not None and not set(kept) - set(dropped):
+        raise SearchError(
+            f"--camera {','.join(map(str, kept))} and --not-camera "
+            f"{','.join(map(str, dropped))}: no camera is left"
+        )
+    return {"cameras": kept, "not_cameras": dropped, **times}
 
 
 # ---------------------------------------------------------------------- the model
@@ -400,6 +524,82 @@ class Gallery:
     def check_filter(self, where: dict[str, list[str]], labels: str = "predicted"):
         """:func:`where_codes` of this gallery's model (raises on a bad filter)."""
         return where_codes(self.model, where, labels)
+
+    def selection(
+        self,
+        where: dict[str, list[str]] | None = None,
+        labels: str = "predicted",
+        *,
+        cameras=None,
+        not_cameras=None,
+        since=None,
+        until=None,
+        by_query_camera: bool = False,
+    ) -> Selection:
+        """The :class:`Selection` of an attribute filter (:meth:`check_filter`)
+        and camera and time conditions (:func:`camera_time_filter`), checked
+        against this gallery; ``by_query_camera``: the search leaves out each
+        query's own camera, a condition on the camera too.
+
+        Raises:
+            SearchError: a bad attribute filter, camera or time; a condition on
+                cameras or times where the gallery records none.
+        """
+        codes = self.check_filter(where or {}, labels)
+        chosen = Selection(
+            tuple((col, tuple(sorted(set(v)))) for col, v in sorted(codes.items())),
+            **camera_time_filter(cameras, not_cameras, since, until),
+        )
+        if chosen.on_camera or by_query_camera:
+            self._check_recorded("camid")
+        if chosen.on_time:
+            self._check_recorded("time")
+        return chosen
+
+    def records(self, column: str) -> bool:  # pragma: no cover - per backend
+        """Whether any item has a known value (>= 0) of ``column`` (camid, time)."""
+        raise NotImplementedError
+
+    def _check_recorded(self, column: str) -> None:
+        if self.records(column):
+            return
+        flag, what, where = {
+            "camid": ("--camera", "camera ids", "a camera_id column"),
+            "time": ("--since/--until", "capture times", "a time column"),
+        }[column]
+        raise SearchError(
+            f"{flag}: the gallery {self.where} records no {what} (every item's is "
+            f"unknown), so no item would match; embed the gallery from a manifest with "
+            f"{where} (or a dataset that has them) to filter on them"
+        )
+
+    @staticmethod
+    def query_groups(
+        selection: Selection, query_cameras, count: int
+    ) -> list[tuple[np.ndarray, Selection]]:
+        """The queries (positions) searched with one selection: all with
+        ``selection``, or, given each query's camera (``query_cameras``, -1
+        unknown), those of one camera with that camera left out (those of an
+        unknown camera with ``selection`` as it is).
+
+        Raises:
+            SearchError: not one camera per query.
+        """
+        if query_cameras is None:
+            return [(np.arange(count), selection)]
+        cams = np.asarray(query_cameras, np.int64).reshape(-1)
+        if len(cams) != count:
+            raise SearchError(
+                f"query_cameras: {len(cams)} camera ids for {count} queries; give one "
+                f"per query (-1 where unknown)"
+            )
+        return [
+            (
+                np.flatnonzero(cams == c),
+                selection.without_camera(c) if c >= 0 else selection,
+            )
+            for c in np.unique(cams)
+        ]
 
     def check_queries(self, queries, top_k: int) -> np.ndarray:
         queries = np.ascontiguousarray(np.asarray(queries, np.float32))

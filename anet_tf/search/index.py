@@ -32,10 +32,13 @@ Kinds:
     training, ``ef_search`` candidates per query.
 
 Attribute filters (``--where color=red,type=sedan``) keep the items whose predicted
-(or, with ``labels="known"``, known) classes match. They are applied inside the
-search by a faiss ``IDSelectorBitmap``, so the flat index returns the exact top-k
-among the matching items, however few match; the approximate kinds return the
-best matches among the probed lists or graph nodes.
+(or, with ``labels="known"``, known) classes match; camera and time filters
+(``--camera``, ``--not-camera``, ``--since``, ``--until``) the items of those cameras
+and capture times. A filter's items are found once and kept on the index; a small
+selection (:data:`EXACT_SELECTION_MAX`) is searched exactly over its own vectors,
+a larger one inside the search by a faiss ``IDSelectorBitmap``, so the flat index
+returns the exact top-k among the matching items, however few match; the
+approximate kinds return the best matches among the probed lists or graph nodes.
 
 An index remembers the model that embedded its gallery; a query embedded by another
 model (another dimension or fingerprint) is refused with :class:`IndexMismatchError`.
@@ -88,6 +91,7 @@ from anet_tf.search.gallery import LABEL_SOURCES
 from anet_tf.search.gallery import Gallery
 from anet_tf.search.gallery import Match
 from anet_tf.search.gallery import Rows
+from anet_tf.search.gallery import Selection
 from anet_tf.search.gallery import check_new_paths
 from anet_tf.search.gallery import check_same_model
 from anet_tf.search.gallery import gallery_rows
@@ -137,6 +141,81 @@ def _faiss():
 
 # -------------------------------------------------------------------------- index
 
+# A filter keeping at most this many items is searched exactly over their own
+# vectors instead of through the index with a selector (IVF, IVF-PQ, HNSW): exact,
+# and faster than IVF256 at nprobe 32 with a selector up to about this size at
+# 10^5 (benchmarks/search_filters.py, docs/search.md#filters-and-speed).
+EXACT_SELECTION_MAX = 4096
+# The same for a flat index, whose selector search still scans every item: the
+# exact search of the selection was 2-6x faster at every size measured (up to
+# 32,000 of 10^5); the bound keeps the copy of their vectors small (64 MB at 512-d).
+EXACT_SELECTION_MAX_FLAT = 32768
+# How many filters' selections an index keeps for its next searches, and the
+# bytes their masks, ids and vectors may take together (the oldest go first).
+SELECTIONS_KEPT = 64
+SELECTIONS_BYTES = 512 * 2**20
+
+
+class _Selected:
+    """What one filter keeps of a faiss gallery, made once and kept: the mask,
+    the item ids, and, made on first use, the ``IDSelectorBitmap`` over them (with
+    the bits it reads through a pointer) or a flat index of their vectors."""
+
+    def __init__(self, mask: np.ndarray):
+        self.mask = mask
+        self.ids = np.flatnonzero(mask)
+        self._bits: np.ndarray | None = None
+        self._selector = None
+        self._exact = None
+
+    @property
+    def nbytes(self) -> int:
+        held = self.mask.nbytes + self.ids.nbytes
+        if self._bits is not None:
+            held += self._bits.nbytes
+        if self._exact is not None:
+            held += self._exact.ntotal * self._exact.d * 4
+        return held
+
+    def selector(self, faiss):
+        if self._selector is None:
+            self._bits = np.packbits(self.mask, bitorder="little")
+            self._selector = faiss.IDSelectorBitmap(
+                len(self.mask), faiss.swig_ptr(self._bits)
+            )
+        return self._selector
+
+    def search_exact(self, faiss, index, queries, top_k, exclude, scores, ids) -> None:
+        """The exact top-k among the selected items (an inner product with each
+        of their vectors), less the items of ``exclude`` (per query)."""
+        if self._exact is None:
+            self._exact = faiss.IndexFlatIP(index.dim)
+            self._exact.add(_vectors(faiss, index.index, self.ids))
+        extra = 0 if exclude is None else max((len(e) for e in exclude), default=0)
+        k = min(top_k + extra, len(self.ids))
+        d, i = self._exact.search(queries, k)
+        found = i >= 0
+        items = np.where(found, self.ids[np.maximum(i, 0)], -1)
+        d = np.where(found, d, -np.inf)
+        if exclude is None:
+            scores[:, :k], ids[:, :k] = d[:, :top_k], items[:, :top_k]
+            return
+        for r in range(len(queries)):
+            keep = found[r] & ~np.isin(items[r], np.asarray(exclude[r], np.int64))
+            got = items[r][keep][:top_k]
+            scores[r, : len(got)], ids[r, : len(got)] = d[r][keep][:top_k], got
+
+
+def _vectors(faiss, index, ids: np.ndarray) -> np.ndarray:
+    """The stored vectors of items ``ids`` (float32 [len(ids), D]); an IVF
+    index gets a direct map (8 bytes an item) on first use; IVF-PQ gives its
+    decoded vectors, whose inner products are its own scores."""
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is not None and ivf.direct_map.no():
+        ivf.make_direct_map()
+    vectors = index.reconstruct_batch(ids.astype(np.int64))
+    return np.ascontiguousarray(vectors, np.float32)
+
 
 class GalleryIndex(Gallery):
     """A faiss index plus what each item is (path, ids, attributes) and which model
@@ -156,6 +235,10 @@ class GalleryIndex(Gallery):
         self.meta = meta
         self.items = items
         self._paths: list[str] | None = None
+        flat = meta.get("kind") == "flat"
+        self.exact_max = EXACT_SELECTION_MAX_FLAT if flat else EXACT_SELECTION_MAX
+        self._selections: dict[Selection, _Selected] = {}
+        self._recorded: dict[str, bool] = {}
 
     def __len__(self) -> int:
         return int(self.index.ntotal)
@@ -167,22 +250,67 @@ class GalleryIndex(Gallery):
         return self._paths
 
     # --- filters
+    def selection_mask(self, chosen: Selection) -> np.ndarray | None:
+        """The items ``chosen`` keeps (bool [N]), or None where it keeps all
+        (no condition): one vectorised pass over the class, camera and time
+        columns; an unknown camera or time (-1) never matches a condition on it."""
+        if not chosen:
+            return None
+        mask = np.ones(len(self), bool)
+        for column, allowed in chosen.codes:
+            mask &= np.isin(self.items[column], allowed)
+        camid = self.items["camid"]
+        kept = chosen.kept_cameras
+        if kept is not None:
+            mask &= np.isin(camid, kept)
+        elif chosen.not_cameras:
+            mask &= (camid >= 0) & ~np.isin(camid, chosen.not_cameras)
+        if chosen.on_time:
+            when = self.items["time"]
+            mask &= when >= max(0, chosen.since or 0)
+            if chosen.until is not None:
+                mask &= when < chosen.until
+        return mask
+
     def filter_mask(
-        self, where: dict[str, list[str]], labels: str = "predicted"
+        self, where: dict[str, list[str]], labels: str = "predicted", **camera_time
     ) -> np.ndarray | None:
-        """The items that satisfy ``where`` (bool [N]), or None for no filter.
+        """The items that satisfy ``where`` and the camera and time conditions
+        (``cameras``, ``not_cameras``, ``since``, ``until`` of :meth:`search`)
+        (bool [N]), or None for no filter.
 
         Raises:
             SearchError: an attribute or class the model does not have, listing
-                the valid ones; an unknown label source.
+                the valid ones; an unknown label source; a bad camera or time.
         """
-        codes = self.check_filter(where, labels)
-        if not codes:
-            return None
-        mask = np.ones(len(self), bool)
-        for column, allowed in codes.items():
-            mask &= np.isin(self.items[column], allowed)
-        return mask
+        return self.selection_mask(self.selection(where, labels, **camera_time))
+
+    def records(self, column: str) -> bool:
+        """Whether any item has a known ``column`` (camid, time): cached."""
+        if column not in self._recorded:
+            values = self.items.get(column)
+            self._recorded[column] = values is not None and bool((values >= 0).any())
+        return self._recorded[column]
+
+    def _selected(self, chosen: Selection) -> _Selected:
+        """What ``chosen`` keeps, made on its first search and kept for the next
+        ones (the :data:`SELECTIONS_KEPT` latest filters, within
+        :data:`SELECTIONS_BYTES`)."""
+        got = self._selections.pop(chosen, None)
+        if got is None:
+            got = _Selected(self.selection_mask(chosen))
+        self._selections[chosen] = got
+        held = sum(s.nbytes for s in self._selections.values())
+        while len(self._selections) > 1 and (
+            len(self._selections) > SELECTIONS_KEPT or held > SELECTIONS_BYTES
+        ):
+            held -= self._selections.pop(next(iter(self._selections))).nbytes
+        return got
+
+    def forget_selections(self) -> None:
+        """Drop what filters kept (after the items or the index changed)."""
+        self._selections.clear()
+        self._recorded.clear()
 
     # --- search
     def search(
@@ -192,6 +320,11 @@ class GalleryIndex(Gallery):
         *,
         where: dict[str, list[str]] | None = None,
         labels: str = "predicted",
+        cameras=None,
+        not_cameras=None,
+        since: int | str | None = None,
+        until: int | str | None = None,
+        query_cameras: Sequence[int] | None = None,
         nprobe: int | None = None,
         exclude: Sequence[np.ndarray] | None = None,
         threads: int | None = None,
@@ -203,6 +336,15 @@ class GalleryIndex(Gallery):
             top_k: matches per query.
             where: attribute filter (:func:`parse_where`).
             labels: filter on the predicted or the known classes.
+            cameras: keep the items of these cameras (ids, or text such as
+                ``"3,7"`` or ``"3-7"``: :func:`~anet_tf.search.gallery.parse_cameras`).
+            not_cameras: leave out the items of these cameras.
+            since, until: keep the items captured in [since, until): seconds since
+                1970-01-01 UTC, or ISO 8601 text
+                (:func:`~anet_tf.search.sources.parse_time`).
+            query_cameras: per query its camera id (-1 unknown): leave out the
+                items of the query's own camera (as the re-id protocol does).
+                Items of an unknown camera or time never match a condition on it.
             nprobe: IVF lists scanned per query (ivf, ivfpq; default from the
                 index), candidates kept per query (hnsw's ef_search).
             exclude: per query, item ids to leave out (e.g. the same vehicle seen by
@@ -212,14 +354,35 @@ class GalleryIndex(Gallery):
                 on 2 cores (``benchmarks/search.py``). faiss's thread count is
                 process-wide: it is set for the call and restored after it.
 
+        A filter's items are found once (a vectorised pass over the columns) and
+        kept on the index for later calls with the same filter. A filter that
+        keeps at most :attr:`exact_max` items is searched exactly over their own
+        vectors (any kind: the exact top-k); a larger one through the index with
+        a faiss ``IDSelectorBitmap``. :attr:`exact_max` is
+        :data:`EXACT_SELECTION_MAX_FLAT` for a flat index (whose selector search
+        scans every item), else :data:`EXACT_SELECTION_MAX`.
+
         Returns:
             (scores float32 [Q, top_k], ids int64 [Q, top_k]), best first; where
             fewer items qualify, the rows end with score -inf and id -1.
+
+        Raises:
+            SearchError: a bad filter, camera or time; a camera or time condition
+                on a gallery that records none.
         """
         faiss = _faiss()
         queries = self.check_queries(queries, top_k)
-        mask = self.filter_mask(where or {}, labels)
+        chosen = self.selection(
+            where,
+            labels,
+            cameras=cameras,
+            not_cameras=not_cameras,
+            since=since,
+            until=until,
+            by_query_camera=query_cameras is not None,
+        )
         q = len(queries)
+        groups = self.query_groups(chosen, query_cameras, q)
         scores = np.full((q, top_k), -np.inf, np.float32)
         ids = np.full((q, top_k), -1, np.int64)
         if len(self) == 0 or q == 0:
@@ -228,39 +391,53 @@ class GalleryIndex(Gallery):
         if threads:
             faiss.omp_set_num_threads(threads)
         try:
-            self._search_rows(faiss, queries, top_k, mask, nprobe, exclude, scores, ids)
+            for rows, group in groups:
+                drop = None if exclude is None else [exclude[r] for r in rows]
+                scores[rows], ids[rows] = self._search_group(
+                    faiss, queries[rows], top_k, group, nprobe, drop
+                )
         finally:
             faiss.omp_set_num_threads(previous)
         return scores, ids
 
-    def _search_rows(self, faiss, queries, top_k, mask, nprobe, exclude, scores, ids):
+    def _search_group(self, faiss, queries, top_k, chosen, nprobe, exclude):
+        """(scores, ids) of ``queries`` searched with one selection."""
+        scores = np.full((len(queries), top_k), -np.inf, np.float32)
+        ids = np.full((len(queries), top_k), -1, np.int64)
+        if chosen.nothing:
+            return scores, ids
+        selected = self._selected(chosen) if chosen else None
+        if selected is not None and len(selected.ids) <= self.exact_max:
+            if len(selected.ids):
+                selected.search_exact(faiss, self, queries, top_k, exclude, scores, ids)
+            return scores, ids
+        whole = selected is None or len(selected.ids) == len(self)
         if exclude is None:
-            self._search_into(faiss, queries, top_k, mask, nprobe, scores, ids)
-            return
+            selector = None if whole else selected.selector(faiss)
+            self._search_into(faiss, queries, top_k, selector, nprobe, scores, ids)
+            return scores, ids
         for i in range(len(queries)):
-            row_mask = mask.copy() if mask is not None else np.ones(len(self), bool)
+            row_mask = np.ones(len(self), bool) if whole else selected.mask.copy()
             drop = np.asarray(exclude[i], np.int64)
             row_mask[drop[(drop >= 0) & (drop < len(self))]] = False
+            # `bits` must outlive the search: the selector reads it through a pointer.
+            bits = np.packbits(row_mask, bitorder="little")
+            selector = faiss.IDSelectorBitmap(len(row_mask), faiss.swig_ptr(bits))
             self._search_into(
                 faiss,
                 queries[i : i + 1],
                 top_k,
-                row_mask,
+                selector,
                 nprobe,
                 scores[i : i + 1],
                 ids[i : i + 1],
             )
+        return scores, ids
 
-    def _search_into(self, faiss, queries, top_k, mask, nprobe, scores, ids) -> None:
-        if mask is not None and not mask.any():
-            return
+    def _search_into(
+        self, faiss, queries, top_k, selector, nprobe, scores, ids
+    ) -> None:
         k = min(top_k, len(self))
-        selector = None
-        # `bits` must outlive the search: the selector reads it through a pointer.
-        bits = None
-        if mask is not None and not mask.all():
-            bits = np.packbits(mask, bitorder="little")
-            selector = faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bits))
         if self.kind in ("ivf", "ivfpq"):
             params = faiss.SearchParametersIVF(
                 sel=selector, nprobe=int(nprobe or self.meta["params"]["nprobe"])
@@ -540,6 +717,7 @@ def add_to_index(
         index.index.add(rows.vectors)
         index.items = items
         index._paths = None
+        index.forget_selections()
         index.meta["count"] = len(index)
         index.meta["sources"] = [*index.meta["sources"], *rows.sources]
         index.meta["warnings"] = [*index.meta.get("warnings", []), *rows.warnings]

@@ -24,9 +24,12 @@ field              type                        meaning
 
 The collection property ``anet_tf.gallery`` holds the JSON of what a faiss
 folder's ``index.json`` holds (format, kind, dim, params, the model record with its
-fingerprint, sources), ``count`` and ``next_id``. ``--where`` becomes a Milvus
-filter expression on the ``<a>_pred`` (or ``<a>_known``) fields
-(``color_pred in [0, 2] and type_pred in [1]``).
+fingerprint, sources), ``count`` and ``next_id``. ``--where`` and the camera and
+time filters become a Milvus filter expression on the ``<a>_pred`` (or
+``<a>_known``), ``camid`` and ``time`` fields (``color_pred in [0, 2] and
+type_pred in [1] and camid in [3, 4] and time >= 1796284800``,
+:func:`selection_expression`); a new collection has an INVERTED scalar index on
+each of these fields.
 
 Index kinds (the vector index of the ``embedding`` field, metric IP): ``flat``
 (FLAT, exact; default), ``ivf`` (IVF_FLAT), ``ivfpq`` (IVF_PQ), ``hnsw`` (HNSW),
@@ -96,6 +99,7 @@ from anet_tf.search.errors import GalleryDiskFullError
 from anet_tf.search.errors import SearchError
 from anet_tf.search.gallery import Gallery
 from anet_tf.search.gallery import Rows
+from anet_tf.search.gallery import Selection
 from anet_tf.search.gallery import check_new_paths
 from anet_tf.search.gallery import gallery_rows
 from anet_tf.search.gallery import index_params
@@ -596,6 +600,26 @@ def _remove_lite_index_files(uri: str, name: str) -> int:
 # ------------------------------------------------------------------------ gallery
 
 
+def selection_expression(chosen: Selection) -> str | None:
+    """The Milvus filter expression of a :class:`~anet_tf.search.gallery.Selection`
+    ("" for none), None where it keeps nothing: ``color_pred in [0, 2] and camid in
+    [3, 4] and time >= 1796284800 and time < 1796288400``. An unknown camera or
+    time (-1) never matches a condition on it."""
+    if chosen.nothing:
+        return None
+    terms = [f"{col} in {list(allowed)}" for col, allowed in chosen.codes]
+    kept = chosen.kept_cameras
+    if kept is not None:
+        terms.append(f"camid in {list(kept)}")
+    elif chosen.not_cameras:
+        terms.append(f"camid >= 0 and camid not in {list(chosen.not_cameras)}")
+    if chosen.on_time:
+        terms.append(f"time >= {max(0, chosen.since or 0)}")
+        if chosen.until is not None:
+            terms.append(f"time < {int(chosen.until)}")
+    return " and ".join(terms)
+
+
 class MilvusGallery(Gallery):
     """A gallery collection, opened by :func:`open_collection`. It reads the
     committed rows only (``id < next_id``). :meth:`close` gives the database
@@ -610,6 +634,7 @@ class MilvusGallery(Gallery):
         self.meta = meta
         self._name = name or collection  # the aside while a build's swap is undone
         self._rows: dict[int, dict] = {}
+        self._recorded: dict[str, bool] = {}
 
     @property
     def client(self):
@@ -634,6 +659,7 @@ class MilvusGallery(Gallery):
             raise
         self._client, self._name, self.meta = client, name, meta
         self._rows.clear()
+        self._recorded.clear()
 
     def close(self) -> None:
         """Give the database back (a Milvus Lite one to other processes)."""
@@ -663,17 +689,27 @@ class MilvusGallery(Gallery):
         client = self.client
         return _count(client, self.where, self._name, _committed(self.meta, expr))
 
+    def records(self, column: str) -> bool:
+        """Whether any committed row has a known ``column`` (camid, time) and the
+        collection has that field: cached."""
+        if column not in self._recorded:
+            client = self.client
+            with _milvus_errors(self.where):
+                fields = client.describe_collection(self._name)["fields"]
+            has = any(f["name"] == column for f in fields)
+            self._recorded[column] = has and self.count(f"{column} >= 0") > 0
+        return self._recorded[column]
+
     def filter_expression(
-        self, where: dict[str, list[str]] | None, labels: str = "predicted"
+        self,
+        where: dict[str, list[str]] | None,
+        labels: str = "predicted",
+        **camera_time,
     ) -> str | None:
-        """The Milvus filter of ``where`` ("" for none), or None where it can match
-        nothing (an attribute filtered to no class)."""
-        codes = self.check_filter(where or {}, labels)
-        if any(not allowed for allowed in codes.values()):
-            return None
-        return " and ".join(
-            f"{col} in {sorted(allowed)}" for col, allowed in codes.items()
-        )
+        """The Milvus filter of ``where`` and the camera and time conditions
+        (``cameras``, ``not_cameras``, ``since``, ``until`` of :meth:`search`)
+        ("" for none), or None where it can match nothing."""
+        return selection_expression(self.selection(where, labels, **camera_time))
 
     def _search_params(self, top_k: int, nprobe: int | None) -> dict:
         if self.kind in ("ivf", "ivfpq"):
@@ -690,32 +726,52 @@ class MilvusGallery(Gallery):
         *,
         where: dict[str, list[str]] | None = None,
         labels: str = "predicted",
+        cameras=None,
+        not_cameras=None,
+        since: int | str | None = None,
+        until: int | str | None = None,
+        query_cameras: Sequence[int] | None = None,
         nprobe: int | None = None,
         exclude: Sequence[np.ndarray] | None = None,
         threads: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """As :meth:`anet_tf.search.index.GalleryIndex.search` (``threads`` is
-        the server's business and is ignored)."""
+        the server's business and is ignored): the filters become one filter
+        expression (:func:`selection_expression`) per query camera."""
         del threads
         queries = self.check_queries(queries, top_k)
-        expr = self.filter_expression(where, labels)
+        chosen = self.selection(
+            where,
+            labels,
+            cameras=cameras,
+            not_cameras=not_cameras,
+            since=since,
+            until=until,
+            by_query_camera=query_cameras is not None,
+        )
         q = len(queries)
         scores = np.full((q, top_k), -np.inf, np.float32)
         ids = np.full((q, top_k), -1, np.int64)
-        if expr is None or q == 0:
+        if q == 0:
             return scores, ids
-        client = self.client  # opened again (meta read again) after close()
-        params = self._search_params(top_k, nprobe)
-        if exclude is None:
-            batches = [(slice(0, q), _committed(self.meta, expr))]
-        else:
-            batches = []
-            for i in range(q):
+        batches = []
+        for rows, group in self.query_groups(chosen, query_cameras, q):
+            expr = selection_expression(group)
+            if expr is None:
+                continue
+            if exclude is None:
+                batches.append((rows, _committed(self.meta, expr)))
+                continue
+            for i in rows.tolist():
                 drop = [int(x) for x in np.asarray(exclude[i]).tolist() if x >= 0]
                 row_expr = " and ".join(
                     x for x in (expr, f"id not in {drop}" if drop else "") if x
                 )
-                batches.append((slice(i, i + 1), _committed(self.meta, row_expr)))
+                batches.append((np.asarray([i]), _committed(self.meta, row_expr)))
+        if not batches:
+            return scores, ids
+        client = self.client  # opened again (meta read again) after close()
+        params = self._search_params(top_k, nprobe)
         for rows, row_expr in batches:
             with _milvus_errors(self.where):
                 hits = client.search(
@@ -726,8 +782,7 @@ class MilvusGallery(Gallery):
                     output_fields=self.fields,
                     search_params={"metric_type": "IP", "params": params},
                 )
-            for offset, found in enumerate(hits):
-                r = rows.start + offset
+            for r, found in zip(rows.tolist(), hits, strict=True):
                 for j, hit in enumerate(found[:top_k]):
                     item = int(hit["id"])
                     scores[r, j] = hit["distance"]
@@ -942,7 +997,19 @@ def _build_meta(rows: Rows, kind: str, params: dict) -> dict:
     }
 
 
-def _vector_index(client, kind: str, params: dict):
+def _scalar_fields(model: dict) -> list[str]:
+    """The fields search filters on: camera, time and the attribute class codes."""
+    return ["camid", "time"] + [
+        f"{a['name']}_{s}" for a in model["attributes"] for s in ("pred", "known")
+    ]
+
+
+def _vector_index(client, kind: str, params: dict, model: dict | None = None):
+    """The index parameters of a new collection: the vector index of ``kind``
+    and, for ``model``'s filter fields (:func:`_scalar_fields`), an INVERTED
+    scalar index each (Milvus Lite 3.2 builds only INVERTED scalar indexes: it
+    refuses STL_SORT; a server takes INVERTED as well), so a filter on few rows
+    does not scan every row's fields."""
     index = client.prepare_index_params()
     milvus_params = {
         "flat": {},
@@ -960,6 +1027,8 @@ def _vector_index(client, kind: str, params: dict):
         metric_type="IP",
         params=milvus_params,
     )
+    for name in _scalar_fields(model) if model is not None else []:
+        index.add_index(field_name=name, index_type="INVERTED")
     return index
 
 
@@ -1016,7 +1085,7 @@ def build_collection(
             client.create_collection(
                 staging,
                 schema=_schema(pymilvus, rows),
-                index_params=_vector_index(client, kind, params),
+                index_params=_vector_index(client, kind, params, rows.model),
                 properties={META_PROPERTY: json.dumps(meta)},
                 **({"num_shards": int(shards)} if shards else {}),
             )
