@@ -20,11 +20,11 @@ import math
 import os
 import sys
 
-from anet_tf.data.generic import MAX_IMAGE_PIXELS
 from anet_tf.data.generic import image_header_problem
 from anet_tf.data.generic import image_problem
 from anet_tf.data.generic import manifest_attributes
 from anet_tf.data.generic import read_folder
+from anet_tf.data.image_rules import MAX_IMAGE_PIXELS
 from anet_tf.data.records import SPLITS
 from anet_tf.data.records import DataError
 from anet_tf.data.records import Record
@@ -43,8 +43,10 @@ def dataset_stats(ds: ReidDataset) -> dict:
         "images", "identities", "cameras", "images_per_identity": {"min", "mean",
         "max"} (None when empty), "attributes": {attr: {class: count, ...,
         "(unknown)": count}}}}, "patterns": {"possible", "train_seen",
-        "train_unknown_images"}, "queries_without_match"}``. Cameras count the
-        distinct camera ids other than -1.
+        "train_unknown_images"}, "queries_without_match", "tracks"}``. Cameras
+        count the distinct camera ids other than -1. ``tracks`` is None for a
+        dataset without track ids, else per split ``{"tracks", "images_in_tracks",
+        "length": {"min", "median", "mean", "max"} (None when none)}``.
     """
     num_classes = ds.num_classes
     train_patterns = [pattern_index(r.attributes, num_classes) for r in ds.train]
@@ -64,7 +66,34 @@ def dataset_stats(ds: ReidDataset) -> dict:
             "train_unknown_images": sum(p < 0 for p in train_patterns),
         },
         "queries_without_match": len(_unmatched_queries(ds)),
+        "tracks": _track_stats(ds),
     }
+
+
+def _track_stats(ds: ReidDataset) -> dict | None:
+    """Tracks per split and their lengths (crops per track); None without any."""
+    if not any(r.track_id is not None for s in SPLITS for r in ds.split(s)):
+        return None
+    out = {}
+    for split in SPLITS:
+        lengths: dict[str, int] = {}
+        for r in ds.split(split):
+            if r.track_id is not None:
+                lengths[r.track_id] = lengths.get(r.track_id, 0) + 1
+        counts = sorted(lengths.values())
+        out[split] = {
+            "tracks": len(counts),
+            "images_in_tracks": sum(counts),
+            "length": {
+                "min": counts[0],
+                "median": counts[len(counts) // 2],
+                "mean": round(sum(counts) / len(counts), 3),
+                "max": counts[-1],
+            }
+            if counts
+            else None,
+        }
+    return out
 
 
 def check(
@@ -125,7 +154,8 @@ def preflight(ds: ReidDataset, max_pixels: int, verbose: bool = True) -> None:
     """The checks ``fit`` runs before any training, so a bad input is named in
     seconds instead of after hours: every image of every split by its header and
     last bytes (:func:`image_header_problem`: missing, empty, undecodable format,
-    over ``max_pixels``, truncated), raising :class:`DataError` with the count and
+    truncated, over ``max_pixels``: the rules the readers apply in the graph),
+    raising :class:`DataError` with the count and
     the first paths; then the splits as a whole, raising the first of
     :func:`split_problems` (the words ``data check`` lists it in) and printing
     :func:`split_warnings` to stderr. Damaged data inside a complete-looking file is
@@ -267,6 +297,18 @@ def format_report(report: dict) -> str:
             for cls in [*classes, UNKNOWN_KEY]
         ]
         lines += _table(("class", *SPLITS), rows)
+    if stats.get("tracks"):
+        rows = []
+        for split, t in stats["tracks"].items():
+            length = t["length"] or dict.fromkeys(("min", "median", "mean", "max"), "-")
+            rows.append(
+                (split, t["tracks"], t["images_in_tracks"], length["min"],
+                 length["median"], length["mean"], length["max"])
+            )  # fmt: skip
+        lines += ["", "tracks (crops of one vehicle by one camera)"]
+        lines += _table(
+            ("split", "tracks", "images", "length min", "median", "mean", "max"), rows
+        )
     patterns = stats["patterns"]
     if stats["attributes"]:
         lines += [

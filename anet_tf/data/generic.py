@@ -13,8 +13,13 @@ attribute's class file, or is empty when unknown (the attribute losses mask it).
 Every image is listed once (a repeated path is an error). A cell holds at most
 ``csv.field_size_limit()`` characters (131,072) and no NUL byte. Blank lines of
 either file are ignored. The columns of :data:`NON_ATTRIBUTE_COLUMNS` (``time``,
-the capture time ``anet-tf embed`` reads; ``track_id``) are never attributes; any
+the capture time, :func:`parse_time`; ``track_id``) are never attributes; any
 other extra column is one, read when ``data.attributes`` names it.
+
+Tracks: a non-empty ``track_id`` names the track a crop belongs to, the crops of one
+vehicle by one camera as a detector and tracker give them (``Record.track_id``). A
+track lies in one camera and one vehicle, and its crops carry a ``time`` and are
+listed in time order within each split; anything else is an error naming the line.
 
 :func:`read_folder` reads it for training (stops at the first error) or, with
 ``strict=False``, gathers every problem at once for ``anet-tf data check``;
@@ -25,11 +30,16 @@ this one definition of the format.
 from __future__ import annotations
 
 import csv
+import dataclasses
+import datetime
 import os
 import stat
 from collections.abc import Iterable
 from collections.abc import Iterator
 
+from anet_tf.data.image_rules import DAMAGED
+from anet_tf.data.image_rules import MAX_IMAGE_PIXELS
+from anet_tf.data.image_rules import file_problem
 from anet_tf.data.records import SPLITS
 from anet_tf.data.records import UNKNOWN
 from anet_tf.data.records import DataError
@@ -45,9 +55,9 @@ ATTRIBUTE_DIR = "attributes"
 COLUMNS = ("path", "vehicle_id", "camera_id", "split")
 # Columns with a meaning of their own, never taken for attributes: the four above,
 # the capture time (docs/search.md) and a tracker's id of the detection.
-NON_ATTRIBUTE_COLUMNS = (*COLUMNS, "time", "track_id")
-# What tf.io.decode_image reads; anything else would fail inside the input pipeline.
-DECODABLE_FORMATS = ("JPEG", "PNG", "BMP", "GIF")
+TIME_COLUMN = "time"
+TRACK_COLUMN = "track_id"
+NON_ATTRIBUTE_COLUMNS = (*COLUMNS, TIME_COLUMN, TRACK_COLUMN)
 
 
 def attribute_file(root: str, attribute: str) -> str:
@@ -280,17 +290,16 @@ def _column_name(header: list[str] | None, k: int) -> str:
     return f"the cell in column {k + 1}"
 
 
-MAX_IMAGE_PIXELS = 40_000_000  # the default of data.max_image_pixels
-_TAIL_BYTES = 1024  # where a JPEG's end marker / a PNG's IEND chunk must be
-
-
 def image_header_problem(path: str, max_pixels: int = MAX_IMAGE_PIXELS) -> str | None:
     """Why the image at ``path`` cannot feed the input pipeline, judged from its
     header and its last bytes only (fast: no decoding), or None.
 
-    Catches a missing or empty file, a format the pipeline cannot decode, an image
-    larger than ``max_pixels``, and a JPEG or PNG cut short (no end-of-image marker /
-    IEND chunk). Damage inside a complete-looking file needs :func:`image_problem`.
+    The rules of :mod:`anet_tf.data.image_rules`, in the words the readers and the
+    serving signature use (``cannot be decoded: <reason>``): an empty file, a
+    format ``tf.io.decode_image`` cannot read, a JPEG or PNG cut short (no
+    end-of-image marker / IEND chunk), a header announcing no pixels or more than
+    ``max_pixels``; or ``not found``. Damage inside a complete-looking file needs
+    :func:`image_problem`.
     """
     return _image_problem(path, max_pixels, decode=False)
 
@@ -298,63 +307,36 @@ def image_header_problem(path: str, max_pixels: int = MAX_IMAGE_PIXELS) -> str |
 def image_problem(path: str, max_pixels: int = MAX_IMAGE_PIXELS) -> str | None:
     """Why the image at ``path`` cannot feed the input pipeline, or None if it can.
 
-    The header check of :func:`image_header_problem`, then a full decode (PIL's
-    ``verify`` alone misses truncated JPEGs, and only decoding finds damaged scan
-    data in a complete-looking file).
+    The header check of :func:`image_header_problem`, then a full decode with PIL
+    (only decoding finds damaged scan data in a complete-looking file).
     """
     return _image_problem(path, max_pixels, decode=True)
 
 
 def _image_problem(path: str, max_pixels: int, decode: bool) -> str | None:
-    """:func:`image_header_problem`, then with ``decode`` the full decode of the
-    same opened image (its header is parsed once)."""
-    from PIL import Image
-
+    """:func:`image_header_problem`, then with ``decode`` the full decode."""
     try:
         info = os.stat(path)
     except (OSError, ValueError):
         return "not found"
     if not stat.S_ISREG(info.st_mode):
         return "not found"
-    if info.st_size == 0:
-        return "is empty"
     try:
         with open(path, "rb") as fh:
-            fh.seek(max(0, info.st_size - _TAIL_BYTES))
-            tail = fh.read()
-        with Image.open(path) as image:  # reads the header only
-            fmt, (width, height) = image.format, image.size
-            problem = _header_problem(fmt, width, height, tail, max_pixels)
-            if problem or not decode:
-                return problem
+            problem = file_problem(fh, info.st_size, max_pixels)
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    if problem or not decode:
+        return f"cannot be decoded: {problem}" if problem else None
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
             image.load()
-    except Image.DecompressionBombError:
-        return (
-            f"is larger than PIL's decompression-bomb limit, more than "
-            f"data.max_image_pixels={max_pixels}"
-        )
+    except Image.DecompressionBombError as exc:
+        return f"cannot be decoded: PIL refuses it as a decompression bomb ({exc})"
     except Exception as exc:  # PIL raises many types for broken files
-        return f"cannot be decoded ({type(exc).__name__}: {exc})"
-    return None
-
-
-def _header_problem(
-    fmt: str | None, width: int, height: int, tail: bytes, max_pixels: int
-) -> str | None:
-    if fmt not in DECODABLE_FORMATS:
-        return (
-            f"is {fmt}, which tf.io.decode_image cannot read; convert it to one of "
-            f"{', '.join(DECODABLE_FORMATS)}"
-        )
-    if width * height > max_pixels:
-        return (
-            f"is {width} x {height} pixels, more than data.max_image_pixels="
-            f"{max_pixels} (raise it with --set data.max_image_pixels=N if it is meant)"
-        )
-    marker = {"JPEG": b"\xff\xd9", "PNG": b"IEND"}.get(fmt)
-    if marker is not None and marker not in tail:
-        what = "end-of-image marker" if fmt == "JPEG" else "IEND chunk"
-        return f"is a truncated {fmt} (no {what})"
+        return f"cannot be decoded: {DAMAGED} ({type(exc).__name__}: {exc})"
     return None
 
 
@@ -413,11 +395,10 @@ def read_folder(
 
     _check_cameras(rows, manifest, log)
     _check_repeats(rows, root, manifest, log)
+    _check_tracks(rows, manifest, log)
     for _, record in rows:
         if record.camid is None:
-            record = Record(
-                record.path, record.pid, UNKNOWN, record.attributes, record.split
-            )
+            record = dataclasses.replace(record, camid=UNKNOWN)
         dataset.split(record.split).append(record)
     dataset.problems = log.messages
     return dataset
@@ -459,9 +440,18 @@ def write_folder(dataset: ReidDataset, root: str | None = None) -> str:
         with open(attribute_file(root, name), "w", encoding="utf-8", newline="\n") as f:
             f.write("".join(f"{c}\n" for c in classes))
 
+    records = [r for split in SPLITS for r in dataset.split(split)]
+    extra = [
+        column
+        for column, given in (
+            (TIME_COLUMN, any(r.time is not None for r in records)),
+            (TRACK_COLUMN, any(r.track_id is not None for r in records)),
+        )
+        if given
+    ]
     with open(os.path.join(root, MANIFEST), "w", encoding="utf-8", newline="") as f:
         writer = csv.writer(f, lineterminator="\n")
-        writer.writerow([*COLUMNS, *dataset.attribute_names])
+        writer.writerow([*COLUMNS, *extra, *dataset.attribute_names])
         for split in SPLITS:
             for record in dataset.split(split):
                 relpath = os.path.relpath(os.path.abspath(record.path), root)
@@ -477,8 +467,19 @@ def write_folder(dataset: ReidDataset, root: str | None = None) -> str:
                     )
                 ]
                 camera = "" if record.camid < 0 else str(record.camid)
+                tracked = {
+                    TIME_COLUMN: "" if record.time is None else str(record.time),
+                    TRACK_COLUMN: record.track_id or "",
+                }
                 writer.writerow(
-                    [relpath.replace(os.sep, "/"), record.pid, camera, split, *cells]
+                    [
+                        relpath.replace(os.sep, "/"),
+                        record.pid,
+                        camera,
+                        split,
+                        *(tracked[c] for c in extra),
+                        *cells,
+                    ]
                 )
     return root
 
@@ -632,10 +633,110 @@ def _read_rows(
                 problem = image_problem(path)
                 if problem:
                     log.report(f"{where}: image {cells['path']!r} {problem}")
+        track_id, time = _track_cells(cells, where, log)
         if len(log.messages) > errors:
             continue
-        rows.append((line, Record(path, pid, camid, tuple(values), cells["split"])))
+        rows.append(
+            (
+                line,
+                Record(
+                    path, pid, camid, tuple(values), cells["split"], track_id, time
+                ),
+            )
+        )
     return rows
+
+
+def _track_cells(
+    cells: dict[str, str], where: str, log: ProblemLog
+) -> tuple[str | None, int | None]:
+    """(track id, capture time) of a row: None where the cell is empty or absent; a
+    time that does not parse, and a crop of a track without a time, are reported."""
+    track_id = cells.get(TRACK_COLUMN) or None
+    text = cells.get(TIME_COLUMN, "")
+    time = None
+    if text:
+        try:
+            time = parse_time(text)
+        except ValueError as exc:
+            log.report(f"{where}: {TIME_COLUMN}: {exc}")
+    elif track_id is not None:
+        log.report(
+            f"{where}: crop of track {track_id!r} without a {TIME_COLUMN}; every crop "
+            f"of a track needs its capture time (a '{TIME_COLUMN}' cell)"
+        )
+    return track_id, time
+
+
+def parse_time(text: str) -> int:
+    """A capture time as seconds since 1970-01-01 UTC: an ISO 8601 date and time
+    (``2026-12-03T08:15:00Z``, ``2026-12-03 09:15:00+01:00``; without an offset it
+    is UTC) or a number of seconds (``1796285700``).
+
+    Raises:
+        ValueError: neither.
+    """
+    text = text.strip()
+    try:
+        return int(float(text))
+    except (ValueError, OverflowError):
+        pass
+    try:
+        moment = datetime.datetime.fromisoformat(text)
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=datetime.timezone.utc)
+        return int(moment.timestamp())
+    except (ValueError, OverflowError):
+        raise ValueError(
+            f"{text!r} is not a time (ISO 8601, e.g. 2026-12-03T08:15:00Z, or seconds "
+            f"since 1970-01-01 UTC)"
+        ) from None
+
+
+def _check_tracks(
+    rows: list[tuple[int, Record]], manifest: str, log: ProblemLog
+) -> None:
+    """A track is one vehicle in one camera, its crops in time order (within each
+    split); a row that breaks this is reported naming the track's line it
+    disagrees with, and left out."""
+    first: dict[str, tuple[int, Record]] = {}
+    last: dict[tuple[str, str], tuple[int, Record]] = {}
+    kept = []
+    for line, record in rows:
+        track = record.track_id
+        if track is None:
+            kept.append((line, record))
+            continue
+        where = f"{manifest}:{line}: track {track!r}"
+        start_line, start = first.setdefault(track, (line, record))
+        if record.camid != start.camid:
+            log.report(
+                f"{where} spans two cameras: camera_id {record.camid} here, "
+                f"{start.camid} on line {start_line}; a track is one vehicle seen by "
+                f"one camera",
+                skipped="row left out",
+            )
+            continue
+        if record.pid != start.pid:
+            log.report(
+                f"{where} spans two vehicles: vehicle_id {record.pid} here, "
+                f"{start.pid} on line {start_line}; a track is one vehicle seen by "
+                f"one camera",
+                skipped="row left out",
+            )
+            continue
+        before = last.get((record.split, track))
+        if before is not None and record.time < before[1].time:
+            log.report(
+                f"{where} is not in time order: time {record.time} here, "
+                f"{before[1].time} on line {before[0]} above it; list a track's "
+                f"crops in time order",
+                skipped="row left out",
+            )
+            continue
+        last[(record.split, track)] = (line, record)
+        kept.append((line, record))
+    rows[:] = kept
 
 
 def _parse_int(text: str, column: str, where: str, log: ProblemLog):

@@ -22,9 +22,8 @@ import tensorflow as tf
 
 from anet_tf.data.decode import decode_image
 from anet_tf.data.decode import decode_pixels
-from anet_tf.data.decode import decoder_failure
-from anet_tf.data.decode import header_pixels
 from anet_tf.data.decode import image_bytes_problem
+from anet_tf.data.image_rules import DAMAGED
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -96,30 +95,17 @@ def preprocess_image_bytes(
     image that cannot be decoded fails the batch naming its index: ``cannot decode
     image image_bytes[3]: ...`` (the first such image of the batch). Each image is
     checked as :func:`decode_image` checks a file (:func:`image_bytes_problem`,
-    then, with ``max_pixels``, the size its header announces, so that an oversized
-    image is never decoded) and decoded only if it passed. The decoders run in a
-    tf.data pipeline that drops a failing image (:func:`_decode_each`), because
-    their own errors (damage inside a file whose header and end marker are intact,
-    a PNG of 0 x 0 pixels) name no image.
+    with ``max_pixels`` the size its header announces, so that an oversized image
+    is never decoded) and decoded only if it passed. The decoders run in a tf.data
+    pipeline that drops a failing image (:func:`_decode_each`), because their own
+    errors (damage inside a file whose header and end marker are intact) name no
+    image.
     """
     h, w = image_size
     n = tf.size(contents)
 
     def check_and_decode(c):
-        problem = image_bytes_problem(c)
-        if max_pixels is not None:
-            pixels = tf.cond(
-                problem == "", lambda: header_pixels(c), lambda: tf.constant(0, tf.int64)
-            )
-            problem = tf.where(
-                (problem == "") & (pixels > max_pixels),
-                tf.strings.join([
-                    tf.strings.as_string(pixels),
-                    f" pixels, more than the limit of {max_pixels} "
-                    "(data.max_image_pixels)",
-                ]),
-                problem,
-            )
+        problem = image_bytes_problem(c, max_pixels)
         image = tf.cond(
             problem == "",
             lambda: preprocess_for_inference(decode_pixels(c), image_size),
@@ -138,9 +124,8 @@ def preprocess_image_bytes(
     bad = ~decoded | (problems != "")
     # Padded by one entry, so that "the first bad image" exists in every case.
     first = tf.argmax(tf.cast(tf.concat([bad, [True]], 0), tf.int32), output_type=tf.int32)
-    padded = tf.concat([contents, [b""]], 0)
     problem = tf.concat([problems, [""]], 0)[first]
-    reason = tf.where(problem == "decoder", decoder_failure(padded[first]), problem)
+    reason = tf.where(problem == "decoder", DAMAGED, problem)
     message = tf.strings.join(
         ["cannot decode image image_bytes[", tf.strings.as_string(first), "]: ", reason]
     )
