@@ -178,6 +178,21 @@ def test_data_check_accepts_a_webp_in_a_folder_dataset(tmp_path, capsys):
     ) in out
 
 
+def test_checking_a_folder_applies_the_given_pixel_limit(tmp_path):
+    """`check(folder, max_pixels=N)` decodes with the limit it is given (the
+    folder reader used to apply the default whatever it was given)."""
+    from anet_tf.data.check import check
+    from anet_tf.data.synthetic import generate
+
+    root = generate(str(tmp_path / "s"), ids=6, test_ids=2, cameras=2, images_per_id=3,
+                    image_size=32)
+    assert check(root, verify_images=True)["ok"]
+    report = check(root, verify_images=True, max_pixels=100)  # 32 x 32 = 1024 pixels
+    assert not report["ok"]
+    assert any("32 x 32 pixels, more than data.max_image_pixels=100" in p
+               for p in report["problems"])
+
+
 def test_pixel_limit_and_tail_size_are_defined_once():
     """The rules' constants are written in image_rules.py alone; the config's
     default of data.max_image_pixels is that constant."""

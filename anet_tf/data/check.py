@@ -139,6 +139,7 @@ def check(
             check_images=True,
             strict=False,
             verify_images=verify_images,
+            max_pixels=max_pixels,
         )
         problems = list(dataset.problems)
     problems += split_problems(dataset)

@@ -347,6 +347,7 @@ def read_folder(
     *,
     strict: bool = True,
     verify_images: bool = False,
+    max_pixels: int = MAX_IMAGE_PIXELS,
 ) -> ReidDataset:
     """Read a folder dataset (format in the module docstring).
 
@@ -359,6 +360,8 @@ def read_folder(
             every problem is collected in ``problems`` and the rows with errors are
             left out of the returned splits (``data check``).
         verify_images: also decode every image (slow: reads all files).
+        max_pixels: with ``verify_images``, the largest image accepted
+            (``data.max_image_pixels``).
 
     Returns:
         A :class:`ReidDataset` named "folder"; in strict mode its ``problems`` are
@@ -384,7 +387,8 @@ def read_folder(
 
     try:
         rows = _read_manifest(
-            root, manifest, attributes, dataset, log, check_images, verify_images
+            root, manifest, attributes, dataset, log, check_images,
+            max_pixels if verify_images else None,
         )
     except UnicodeDecodeError as exc:
         log.report(f"{manifest}: not UTF-8 text ({exc.reason}); save it as UTF-8")
@@ -494,10 +498,11 @@ def _read_manifest(
     dataset: ReidDataset,
     log: ProblemLog,
     check_images: bool,
-    verify_images: bool,
+    decode_limit: int | None,
 ) -> list[tuple[int, Record]] | None:
     """Header, attribute class files and rows; None when the header is unusable.
-    Fills ``dataset.attribute_names`` and ``attribute_classes``."""
+    Fills ``dataset.attribute_names`` and ``attribute_classes``. ``decode_limit``:
+    decode every image, refusing more pixels than that (None: no decode)."""
     check_utf8(manifest)
     with open(manifest, newline="", encoding="utf-8-sig") as f:
         reported = len(log.messages)
@@ -525,7 +530,7 @@ def _read_manifest(
             dataset,
             log,
             check_images,
-            verify_images,
+            decode_limit,
         )
 
 
@@ -572,7 +577,7 @@ def _read_rows(
     dataset: ReidDataset,
     log: ProblemLog,
     check_images: bool,
-    verify_images: bool,
+    decode_limit: int | None,
 ) -> list[tuple[int, Record]]:
     """Parse the data rows into (line, record); ``camid`` is None where empty."""
     class_index = [
@@ -629,8 +634,8 @@ def _read_rows(
                 log.report(
                     f"{where}: image {cells['path']!r} not found (looked for {path})"
                 )
-            elif verify_images:
-                problem = image_problem(path)
+            elif decode_limit is not None:
+                problem = image_problem(path, decode_limit)
                 if problem:
                     log.report(f"{where}: image {cells['path']!r} {problem}")
         track_id, time = _track_cells(cells, where, log)
