@@ -1,6 +1,6 @@
 """The ``anet-tf`` command: parse the arguments, dispatch to a handler.
 
-Subcommands: fit, evaluate, ablate, export, client, embed, index build, search,
+Subcommands: fit, evaluate, calibrate, ablate, export, client, embed, index build, search, link,
 visualize, synth, data check, summary, weights convert, config list|show. Their parsers and handlers
 live in :mod:`anet_tf.commands` (one module per group); errors become one line and
 an exit code through :mod:`anet_tf.commands.errors`. Heavy imports happen inside the
@@ -21,11 +21,13 @@ from anet_tf.io import committed_folder
 
 def build_parser() -> argparse.ArgumentParser:
     from anet_tf._version import __version__
+    from anet_tf.commands import calibrate
     from anet_tf.commands import config
     from anet_tf.commands import data
     from anet_tf.commands import evaluate
     from anet_tf.commands import export
     from anet_tf.commands import fit
+    from anet_tf.commands import link
     from anet_tf.commands import search
     from anet_tf.commands import visualize
 
@@ -38,12 +40,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     fit.add_fit_parser(sub)
     evaluate.add_evaluate_parser(sub)
+    calibrate.add_calibrate_parser(sub)
     fit.add_ablate_parser(sub)
     data.add_synth_parser(sub)
     data.add_data_parser(sub)
     export.add_export_parser(sub)
     export.add_client_parser(sub)
     search.add_parsers(sub)
+    link.add_link_parser(sub)
     visualize.add_visualize_parser(sub)
     data.add_summary_parser(sub)
     data.add_weights_parser(sub)
@@ -56,6 +60,7 @@ INPUT_PATHS = {
     "run": "--run",
     "checkpoint": "--checkpoint",
     "model": "--model",
+    "calibration": "--calibration",
     "resume": "--resume",
     "index": "--index",
     "query_embeddings": "--query-embeddings",
@@ -98,7 +103,7 @@ def _file_as_output_folder(args) -> str | None:
 
 
 # Commands that never import TensorFlow (they start in well under a second).
-WITHOUT_TENSORFLOW = frozenset({"synth", "data", "client", "config", "index"})
+WITHOUT_TENSORFLOW = frozenset({"synth", "data", "client", "config", "index", "link"})
 
 
 def main(argv=None) -> int:

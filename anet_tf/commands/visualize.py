@@ -14,6 +14,7 @@ from anet_tf.commands.config import add_config_arguments
 from anet_tf.commands.errors import UsageError
 from anet_tf.commands.search import add_filter_arguments
 from anet_tf.commands.search import add_query_arguments
+from anet_tf.commands.search import camera_time_arguments
 from anet_tf.commands.search import query_embeddings
 
 
@@ -126,6 +127,13 @@ def add_visualize_parser(subparsers) -> None:
     )
     v.set_defaults(handler=_visualize_projector)
 
+    v = vsub.add_parser(
+        "roc", help="score histograms, thresholds and ROC of an `anet-tf calibrate` file"
+    )
+    v.add_argument("--calibration", required=True, help="file of `anet-tf calibrate`")
+    v.add_argument("-o", "--out", required=True, help="output PNG")
+    v.set_defaults(handler=_visualize_roc)
+
 
 def _pick_queries(emb, index, num: int, seed: int):
     """Up to ``num`` query positions, seeded; where ids are known, only queries
@@ -152,8 +160,9 @@ def _visualize_ranked(args) -> int:
     from anet_tf.visualize import plot_ranked_list
 
     where = parse_where(args.where)
+    camera_time = camera_time_arguments(args)
     index = load_index(args.index)
-    index.filter_mask(where, args.labels)
+    index.filter_mask(where, args.labels, **camera_time)
     emb = query_embeddings(args, index, progress=True)
     rows = np.arange(len(emb))
     if args.query_embeddings:
@@ -174,6 +183,7 @@ def _visualize_ranked(args) -> int:
         args.top_k,
         where=where,
         labels=args.labels,
+        **camera_time,
         nprobe=args.nprobe,
         exclude=exclude,
         threads=search_threads(len(rows)),
@@ -285,4 +295,22 @@ def _visualize_projector(args) -> int:
         f"wrote {out['count']} embeddings with {out['thumb_size']} px thumbnails to "
         f"{args.out}; view with: tensorboard --logdir {args.out} (PROJECTOR tab)"
     )
+    return 0
+
+
+def _visualize_roc(args) -> int:
+    from anet_tf.evaluation.calibration import load_calibration
+    from anet_tf.visualize import plot_roc
+
+    calibration = load_calibration(args.calibration, None)
+    model = calibration.payload["model"]
+    plot_roc(
+        calibration.same,
+        calibration.different,
+        calibration.operating_points,
+        args.out,
+        title=f"{model.get('path', '?')} (fingerprint {calibration.fingerprint}) on "
+        f"{calibration.payload['pairs']['protocol']}",
+    )
+    print(f"wrote {args.out}")
     return 0

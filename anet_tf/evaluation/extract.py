@@ -30,6 +30,11 @@ from anet_tf.evaluation.protocols import evaluate_protocol
 from anet_tf.evaluation.protocols import finalize_features
 from anet_tf.evaluation.protocols import format_table
 from anet_tf.evaluation.protocols import protocol_kwargs
+from anet_tf.evaluation.tracks import format_track_table
+from anet_tf.evaluation.tracks import has_tracks
+from anet_tf.evaluation.tracks import track_protocol_kwargs
+from anet_tf.evaluation.tracks import track_protocols
+from anet_tf.evaluation.verification import format_verification
 from anet_tf.model.anet import compiled_inference
 from anet_tf.progress import Progress
 
@@ -144,6 +149,20 @@ def true_attributes(records, dataset, names: Sequence[str]) -> dict[str, np.ndar
     }
 
 
+def test_outputs(predict_fn: Callable, dataset, cfg: Config, progress: bool = True):
+    """(query features, their attribute classes, gallery features, theirs) of the
+    dataset's test split, as :func:`split_outputs` gives them; ``progress``: the
+    images through the network on stdout."""
+    images = (len(dataset.query) + len(dataset.gallery)) * (2 if cfg.eval.flip else 1)
+    bar = Progress(images, "features", enabled=progress)
+    q, q_classes = split_outputs(predict_fn, dataset.query, cfg, dataset.num_classes, bar)
+    g, g_classes = split_outputs(predict_fn, dataset.gallery, cfg, dataset.num_classes, bar)
+    bar.close()
+    if len(q) == 0:
+        q = np.zeros((0, g.shape[1]), np.float32)
+    return q, q_classes, g, g_classes
+
+
 def evaluate_predictor(
     predict_fn: Callable,
     dataset,
@@ -151,8 +170,10 @@ def evaluate_predictor(
     attributes: Mapping[str, Sequence[str]] | None = None,
     progress: bool = True,
 ) -> dict:
-    """Re-id metrics of a predictor on the dataset's protocol and, for
-    ``attributes``, attribute accuracy on the query and gallery images together.
+    """Re-id metrics of a predictor on the dataset's protocol, its same-vehicle
+    decision figures (``"verification"``,
+    :mod:`anet_tf.evaluation.verification`) and, for ``attributes``, attribute
+    accuracy on the query and gallery images together.
     ``progress``: the images through the network and the ranking's queries on
     stdout (:class:`~anet_tf.progress.Progress`: a bar on a terminal, a line per
     10 % otherwise; none inside :func:`anet_tf.progress.silenced`).
@@ -177,13 +198,7 @@ def evaluate_predictor(
                 f"attribute {name!r}: the model's classes {list(classes)} differ "
                 f"from the dataset's {expected[name]} ({dataset.root})"
             )
-    images = (len(dataset.query) + len(dataset.gallery)) * (2 if cfg.eval.flip else 1)
-    bar = Progress(images, "features", enabled=progress)
-    q, q_classes = split_outputs(predict_fn, dataset.query, cfg, dataset.num_classes, bar)
-    g, g_classes = split_outputs(predict_fn, dataset.gallery, cfg, dataset.num_classes, bar)
-    bar.close()
-    if len(q) == 0:
-        q = np.zeros((0, g.shape[1]), np.float32)
+    q, q_classes, g, g_classes = test_outputs(predict_fn, dataset, cfg, progress)
     results = evaluate_protocol(
         dataset.name,
         q,
@@ -192,8 +207,24 @@ def evaluate_predictor(
         dataset.gallery,
         **protocol_kwargs(cfg.eval),
         progress=progress,
+        verification=True,
     )
     results = to_jsonable(results)
+    if (
+        cfg.eval.tracks
+        and dataset.name != "vehicleid"
+        and has_tracks(dataset.query + dataset.gallery)
+    ):
+        results["tracks"] = to_jsonable(
+            track_protocols(
+                cfg.eval.tracks,
+                q,
+                g,
+                dataset.query,
+                dataset.gallery,
+                **track_protocol_kwargs(cfg.eval),
+            )
+        )
     if attributes:
         records = dataset.query + dataset.gallery
         empty = np.zeros(0, np.int64)
@@ -274,7 +305,8 @@ def format_results(
     metrics: dict, dataset: str, chance: dict | None = None, feature: str | None = None
 ) -> str:
     """The paper-style table, with the chance level underneath when given, then the
-    attribute accuracy table when ``metrics`` has ``"attributes"``."""
+    verification lines when ``metrics`` has ``"verification"``, then the
+    attribute accuracy table when it has ``"attributes"``."""
     shown = dict(metrics)
     if isinstance(shown.get("cmc"), list):
         shown["cmc"] = np.asarray(shown["cmc"])
@@ -282,6 +314,13 @@ def format_results(
     if chance:
         parts = ", ".join(f"{k} {100 * v:.2f}" for k, v in chance.items())
         text += f"\nchance level (random features, same protocol): {parts}"
+    if metrics.get("verification"):
+        text += "\n\n" + format_verification(metrics["verification"])
+    if metrics.get("tracks"):
+        text += (
+            "\n\ntrack protocols (docs/evaluation.md#tracks), same metrics:\n"
+            + format_track_table(metrics["tracks"])
+        )
     if metrics.get("attributes"):
         text += (
             "\n\nattribute accuracy (%) on the test images with a known label; "

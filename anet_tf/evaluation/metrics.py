@@ -284,6 +284,7 @@ def evaluate_features(
     chunk_size: int = 256,
     trapezoid_ap: bool = False,
     progress=None,
+    block_sink=None,
 ) -> dict:
     """The numbers of :func:`evaluate_rank` without the full distance matrix.
 
@@ -308,6 +309,10 @@ def evaluate_features(
             block (float64 products, float32 distances) and O(num_gallery) per query.
         progress: told of each chunk's queries (``progress.update(n)``,
             :class:`anet_tf.progress.Progress`); None: nothing.
+        block_sink: given each block once ranked, ``block_sink.add(start,
+            block)`` (queries ``start ..``, same-id same-camera items as +inf):
+            the verification figures are counted from the same distances
+            (:class:`anet_tf.evaluation.verification.PairScores`); None: nothing.
 
     Returns:
         the dict of :func:`evaluate_rank`.
@@ -341,6 +346,8 @@ def evaluate_features(
                 row[same_pid[junk]] = np.inf
                 same_pid = same_pid[~junk]
             acc.add(_match_ranks(row, same_pid, num_gallery))
+        if block_sink is not None:
+            block_sink.add(start, block)
         if progress is not None:
             progress.update(stop - start)
     return acc.result()

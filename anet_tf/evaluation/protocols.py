@@ -24,6 +24,8 @@ from anet_tf.evaluation.metrics import evaluate_rank
 from anet_tf.evaluation.metrics import l2_normalize
 from anet_tf.evaluation.metrics import pairwise_distance
 from anet_tf.evaluation.rerank import k_reciprocal_rerank
+from anet_tf.evaluation.verification import PairScores
+from anet_tf.evaluation.verification import stream_pairs
 from anet_tf.model.names import TEST_FEATURES
 from anet_tf.progress import Progress
 
@@ -110,10 +112,13 @@ def veri_protocol(
     rerank: bool = False,
     trapezoid_ap: bool = False,
     progress=None,
+    block_sink=None,
 ) -> dict:
     """VeRi-776 / VeRi-Wild / synthetic / folder: one fixed query and gallery, gallery
     items with the query's id and camera removed; ``progress``: told of the
-    queries ranked (:func:`evaluate_features`; not with re-ranking).
+    queries ranked (:func:`evaluate_features`; not with re-ranking);
+    ``block_sink``: given the (not re-ranked) distance blocks, as
+    :func:`evaluate_features` gives them.
 
     Without re-ranking the scalable :func:`evaluate_features` is used; with it the
     full distance matrices are built (see :mod:`anet_tf.evaluation.rerank`).
@@ -127,6 +132,9 @@ def veri_protocol(
     g_camids = np.asarray(g_camids)
     if (q_camids == -1).all() and (g_camids == -1).all():
         q_camids = g_camids = None
+    if rerank and block_sink is not None:
+        stream_pairs(query_features, gallery_features, q_pids, g_pids, q_camids,
+                     g_camids, [block_sink], metric=metric, chunk_size=chunk_size)
     if rerank:
         q_g = pairwise_distance(query_features, gallery_features, metric)
         q_q = pairwise_distance(query_features, query_features, metric)
@@ -153,6 +161,7 @@ def veri_protocol(
             chunk_size=chunk_size,
             trapezoid_ap=trapezoid_ap,
             progress=progress,
+            block_sink=block_sink,
         )
     return _with_ranks(result)
 
@@ -301,6 +310,7 @@ def evaluate_protocol(
     vehicleid_trials: int = 10,
     seed: int = 0,
     progress: bool = False,
+    verification: bool = False,
 ) -> dict:
     """Evaluate features of a dataset's query and gallery records by its protocol.
 
@@ -318,20 +328,16 @@ def evaluate_protocol(
 
     Keyword arguments map one to one to :class:`~anet_tf.config.EvalConfig`
     (:func:`protocol_kwargs`), but ``progress``: the ranking's progress on stdout
-    (queries, or VehicleID's trials; :class:`~anet_tf.progress.Progress`).
+    (queries, or VehicleID's trials; :class:`~anet_tf.progress.Progress`), and
+    ``verification``: the figures of :mod:`anet_tf.evaluation.verification` too.
     """
     if dataset not in PROTOCOLS:
         raise KeyError(f"unknown dataset {dataset!r}; valid: {', '.join(PROTOCOLS)}")
-    for name, feats, records in (
-        ("query", query_features, query_records),
-        ("gallery", gallery_features, gallery_records),
-    ):
-        if len(feats) != len(records):
-            raise ValueError(
-                f"{len(feats)} {name} features for {len(records)} {name} records"
-            )
+    _check_lengths(query_features, gallery_features, query_records, gallery_records)
     q_pids, q_camids = labels(query_records)
     g_pids, g_camids = labels(gallery_records)
+    sink = _pair_scores(dataset, query_features, gallery_features, query_records,
+                        gallery_records, metric, chunk_size, seed) if verification else None
     common = dict(
         metric=metric,
         max_rank=max_rank,
@@ -362,10 +368,66 @@ def evaluate_protocol(
             q_camids,
             g_camids,
             progress=bar,
+            block_sink=sink,
             **common,
         )
     bar.close()
+    if sink is not None:
+        result["verification"] = sink.result()
     return result
+
+
+def _check_lengths(query_features, gallery_features, query_records, gallery_records):
+    for name, feats, records in (
+        ("query", query_features, query_records),
+        ("gallery", gallery_features, gallery_records),
+    ):
+        if len(feats) != len(records):
+            raise ValueError(
+                f"{len(feats)} {name} features for {len(records)} {name} records"
+            )
+
+
+def _pair_scores(dataset, query_features, gallery_features, query_records,
+                 gallery_records, metric, chunk_size, seed) -> PairScores:
+    """The :class:`~anet_tf.evaluation.verification.PairScores` of a protocol:
+    VehicleID's filled from its first gallery draw (:func:`verification_pairs`),
+    the others empty, to count the ranking's distance blocks."""
+    q, g, q_pids, g_pids, _, _ = verification_pairs(
+        dataset, query_features, gallery_features, query_records, gallery_records, seed
+    )
+    sink = PairScores(q_pids, g_pids, metric, seed=seed)
+    if dataset == "vehicleid":
+        stream_pairs(q, g, q_pids, g_pids, None, None, [sink], metric=metric,
+                     chunk_size=chunk_size)
+    return sink
+
+
+def verification_pairs(
+    dataset: str,
+    query_features: np.ndarray,
+    gallery_features: np.ndarray,
+    query_records: Sequence[Record],
+    gallery_records: Sequence[Record],
+    seed: int = 0,
+) -> tuple:
+    """(query features, gallery features, q_pids, g_pids, q_camids, g_camids) of
+    the pairs the same-vehicle figures are counted over
+    (:mod:`anet_tf.evaluation.verification`): the protocol's query x gallery,
+    features L2-normalised, camera ids None where all are unknown; VehicleID's
+    pooled images split as its first gallery draw (``seed``), without cameras."""
+    q_pids, q_camids = labels(query_records)
+    g_pids, g_camids = labels(gallery_records)
+    if dataset == "vehicleid":
+        pooled = [f for f in (query_features, gallery_features) if len(f)]
+        features = l2_normalize(np.concatenate(pooled))
+        pids = np.concatenate([q_pids, g_pids])
+        query, gallery = vehicleid_split(pids, np.random.default_rng(seed))
+        return features[query], features[gallery], pids[query], pids[gallery], None, None
+    if (q_camids == -1).all() and (g_camids == -1).all():
+        q_camids = g_camids = None
+    return (l2_normalize(query_features), l2_normalize(gallery_features), q_pids,
+            g_pids, q_camids, g_camids)
 
 
 def protocol_kwargs(cfg: EvalConfig) -> dict:

@@ -12,6 +12,8 @@ projector export.
 * :func:`plot_cmc`: CMC curves of ``anet-tf evaluate --json-out`` files.
 * :func:`plot_confusion`: the confusion matrix of one attribute branch, from the
   attribute accuracy in a run's ``metrics.json``.
+* :func:`plot_roc`: the same-vehicle and different-vehicle score histograms
+  with their thresholds, and the ROC curve, of an ``anet-tf calibrate`` file.
 * :func:`plot_ablation`: mean ± std bars of the variants of ``anet-tf ablate``.
 * :func:`export_projector`: embeddings with thumbnail sprites and attributes as
   metadata, for TensorBoard's projector.
@@ -26,7 +28,7 @@ search package; the commands that draw them (:mod:`anet_tf.commands.visualize`)
 join the two. Bad input raises :class:`VisualizeError`.
 
 One module per picture (``ranked``, ``activation``, ``curves``, ``cmc``,
-``confusion``, ``ablation``, ``projector``); ``readers`` reads the files they are
+``confusion``, ``roc``, ``ablation``, ``projector``); ``readers`` reads the files they are
 drawn from and ``common`` holds what they share.
 """
 
@@ -47,6 +49,7 @@ from anet_tf.visualize.ranked import ranked_list_size
 from anet_tf.visualize.readers import read_attribute_accuracy
 from anet_tf.visualize.readers import read_cmc
 from anet_tf.visualize.readers import read_log
+from anet_tf.visualize.roc import plot_roc
 
 __all__ = [
     "DPI",
@@ -60,6 +63,7 @@ __all__ = [
     "plot_cmc",
     "plot_confusion",
     "plot_ranked_list",
+    "plot_roc",
     "plot_training_curves",
     "ranked_list_size",
     "read_attribute_accuracy",
