@@ -31,6 +31,7 @@ from anet_tf.config import EvalConfig
 from anet_tf.data.records import Record
 from anet_tf.evaluation.metrics import l2_normalize
 from anet_tf.evaluation.protocols import labels
+from anet_tf.evaluation.protocols import protocol_kwargs
 from anet_tf.evaluation.protocols import veri_protocol
 
 
@@ -232,14 +233,10 @@ def track_protocols(
 
 
 def track_protocol_kwargs(cfg: EvalConfig) -> dict:
-    """The keyword arguments of :func:`track_protocols` from an ``eval`` config."""
-    return dict(
-        metric=cfg.metric,
-        max_rank=cfg.max_rank,
-        chunk_size=cfg.chunk_size,
-        rerank=cfg.rerank,
-        trapezoid_ap=cfg.trapezoid_ap,
-    )
+    """The keyword arguments of :func:`track_protocols` from an ``eval`` config:
+    those of :func:`veri_protocol` (VehicleID's trials have no tracks)."""
+    kwargs = protocol_kwargs(cfg)
+    return {k: kwargs[k] for k in ("metric", "max_rank", "chunk_size", "rerank", "trapezoid_ap")}
 
 
 def format_track_table(tracks: dict) -> str:
