@@ -1,6 +1,6 @@
 """The ``anet-tf`` command: parse the arguments, dispatch to a handler.
 
-Subcommands: fit, evaluate, calibrate, ablate, export, client, embed, index build, search, link,
+Subcommands: fit, evaluate, calibrate, ablate, distill, export, client, embed, index build, search, link,
 visualize, synth, data check, summary, weights convert, config list|show. Their parsers and handlers
 live in :mod:`anet_tf.commands` (one module per group); errors become one line and
 an exit code through :mod:`anet_tf.commands.errors`. Heavy imports happen inside the
@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     from anet_tf.commands import calibrate
     from anet_tf.commands import config
     from anet_tf.commands import data
+    from anet_tf.commands import distill
     from anet_tf.commands import evaluate
     from anet_tf.commands import export
     from anet_tf.commands import fit
@@ -42,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_evaluate_parser(sub)
     calibrate.add_calibrate_parser(sub)
     fit.add_ablate_parser(sub)
+    distill.add_distill_parser(sub)
     data.add_synth_parser(sub)
     data.add_data_parser(sub)
     export.add_export_parser(sub)
@@ -62,6 +64,7 @@ INPUT_PATHS = {
     "model": "--model",
     "calibration": "--calibration",
     "resume": "--resume",
+    "teacher": "--teacher",
     "index": "--index",
     "query_embeddings": "--query-embeddings",
     "embeddings": "EMBEDDINGS",
@@ -89,7 +92,7 @@ def _missing_input_path(args) -> str | None:
 
 
 # Commands whose --out is a folder they create or continue.
-OUTPUT_FOLDERS = frozenset({"fit", "ablate", "export", "synth"})
+OUTPUT_FOLDERS = frozenset({"fit", "distill", "ablate", "export", "synth"})
 
 
 def _file_as_output_folder(args) -> str | None:

@@ -412,6 +412,154 @@ def ac_tri(f: Tensor, j: Tensor, pos_idx: Tensor, neg_idx: Tensor) -> Tensor:
     return ops.softplus(d_j_pos - d_f_pos) + ops.softplus(d_f_neg - d_j_neg)
 
 
+# ----------------------------------------------------------------- distillation
+# The terms of ``anet-tf distill`` (anet_tf.training.distill): a student without the
+# Joint Module learns the test feature and attribute predictions of a frozen ANet
+# teacher. Every teacher quantity is under ``ops.stop_gradient``.
+
+
+def feature_hint(student: Tensor, teacher: Tensor) -> Tensor:
+    """Per-sample feature hint ``1 - cos(s_i, t_i)``: the student's test feature
+    regresses the teacher's, as FitNets' hints (Romero et al., ICLR 2015) regress a
+    teacher's intermediate map. We take the hint on the final embedding and on the
+    L2-normalised features, i.e. what evaluation compares (cosine on normalised
+    features), so the student is not asked to match the teacher's norms; for unit
+    vectors ``|s - t|^2 = 2 (1 - cos)``, so this is half the MSE of the normalised
+    features. Both features must have the same dimension (FitNets' regressor is left
+    out: the student's own embedding is the one served).
+
+    Args:
+        student: ``[B, d]`` the student's features.
+        teacher: ``[B, d]`` the teacher's features (a fixed target).
+
+    Returns:
+        ``[B]`` float32 in ``[0, 2]``.
+    """
+    s = _l2_normalize(ops.cast(student, "float32"))
+    t = ops.stop_gradient(_l2_normalize(ops.cast(teacher, "float32")))
+    return 1.0 - ops.sum(s * t, axis=-1)
+
+
+def rkd_distance(student: Tensor, teacher: Tensor, delta: float = 1.0) -> Tensor:
+    """Per-anchor distance-wise relational loss RKD-D (Park et al., "Relational
+    Knowledge Distillation", CVPR 2019, eq. 4-5): the student's pairwise distances
+    within the batch follow the teacher's, each matrix divided by its mean over
+    the pairs ``i != k`` (the paper's mu), compared with the Huber loss (smooth L1,
+    threshold ``delta``).
+
+    Choices the paper leaves open: distances are Euclidean between the
+    L2-normalised features (the geometry evaluation ranks by); the Huber loss is
+    averaged over the ``B - 1`` other samples of each anchor, so the mean over
+    anchors is the mean over the ``B (B - 1)`` ordered pairs. The dimensions of
+    student and teacher may differ.
+
+    Args:
+        student: ``[B, d_s]`` the student's features.
+        teacher: ``[B, d_t]`` the teacher's features (a fixed target).
+        delta: the Huber threshold (1 in the paper's code).
+
+    Returns:
+        ``[B]`` float32.
+    """
+    if not delta > 0:
+        raise ValueError(f"delta must be positive. Received: delta={delta}")
+
+    def normalised_distances(x):
+        d = pairwise_distance(_l2_normalize(ops.cast(x, "float32")), metric="euclidean")
+        off = ops.logical_not(_eye(ops.shape(d)[0]))
+        d = ops.where(off, d, ops.zeros_like(d))
+        mean = ops.divide_no_nan(ops.sum(d), ops.sum(ops.cast(off, "float32")))
+        return ops.divide_no_nan(d, mean), off
+
+    d_s, off = normalised_distances(student)
+    d_t, _ = normalised_distances(ops.stop_gradient(teacher))
+    diff = ops.abs(d_s - d_t)
+    huber = ops.where(
+        ops.less(diff, delta), 0.5 * ops.square(diff) / delta, diff - 0.5 * delta
+    )
+    huber = ops.where(off, huber, ops.zeros_like(huber))
+    others = ops.cast(ops.shape(huber)[0] - 1, "float32")
+    return ops.divide_no_nan(ops.sum(huber, axis=1), others)
+
+
+def soft_label_kl(
+    student_logits: Tensor, teacher_logits: Tensor, temperature: float = 4.0
+) -> Tensor:
+    """Per-sample knowledge distillation of class probabilities (Hinton, Vinyals and
+    Dean 2015): ``T^2 * KL(softmax(t / T) || softmax(s / T))``. The ``T^2`` keeps
+    the gradient's scale independent of ``T`` (section 2 of the paper). Used for the
+    attribute classifiers: the teacher's attribute probabilities are soft labels
+    for every image, those whose attribute is unknown included.
+
+    Args:
+        student_logits: ``[B, m]`` the student's logits.
+        teacher_logits: ``[B, m]`` the teacher's logits (a fixed target).
+        temperature: T > 0.
+
+    Returns:
+        ``[B]`` float32, >= 0.
+    """
+    if not temperature > 0:
+        raise ValueError(
+            f"temperature must be positive. Received: temperature={temperature}"
+        )
+    log_s = ops.log_softmax(ops.cast(student_logits, "float32") / temperature, axis=-1)
+    t = ops.stop_gradient(ops.cast(teacher_logits, "float32")) / temperature
+    log_t = ops.log_softmax(t, axis=-1)
+    return temperature**2 * ops.sum(ops.exp(log_t) * (log_t - log_s), axis=-1)
+
+
+def distill_term_names(attribute_names: list[str]) -> list[str]:
+    """The keys :func:`compute_distill_losses` returns, in order (``total`` last)."""
+    return ["kd_feature", "kd_relation", *[f"kd_{n}" for n in attribute_names], "total"]
+
+
+def compute_distill_losses(
+    student: dict[str, Tensor],
+    teacher: dict[str, Tensor],
+    *,
+    attribute_names: list[str],
+    lambda_feature: float = 1.0,
+    lambda_relation: float = 1.0,
+    lambda_attribute: float = 1.0,
+    temperature: float = 4.0,
+) -> dict[str, Tensor]:
+    """The distillation terms of one batch, each averaged over it, and their
+    weighted ``total`` (which the trainer adds to the student's own loss).
+
+    * ``kd_feature``: :func:`feature_hint` of the test features;
+    * ``kd_relation``: :func:`rkd_distance` of the test features;
+    * ``kd_{name}``: :func:`soft_label_kl` of each attribute's logits.
+
+    Total: ``lambda_feature * kd_feature + lambda_relation * kd_relation +
+    lambda_attribute * sum(kd_{name})``.
+
+    Args:
+        student, teacher: ``feature`` ([B, d], the test feature) and
+            ``a_{name}_logits`` for each of ``attribute_names``.
+        attribute_names: the attributes distilled (none for a baseline student).
+        lambda_feature, lambda_relation, lambda_attribute: the weights.
+        temperature: T of :func:`soft_label_kl`.
+    """
+    terms: dict[str, Tensor] = {
+        "kd_feature": ops.mean(feature_hint(student["feature"], teacher["feature"])),
+        "kd_relation": ops.mean(rkd_distance(student["feature"], teacher["feature"])),
+    }
+    att_sum = ops.zeros((), "float32")
+    for name in attribute_names:
+        key = f"a_{name}_logits"
+        terms[f"kd_{name}"] = ops.mean(
+            soft_label_kl(student[key], teacher[key], temperature)
+        )
+        att_sum += terms[f"kd_{name}"]
+    terms["total"] = (
+        lambda_feature * terms["kd_feature"]
+        + lambda_relation * terms["kd_relation"]
+        + lambda_attribute * att_sum
+    )
+    return terms
+
+
 # ------------------------------------------------------------------ composition
 
 
@@ -602,6 +750,17 @@ def loss_kwargs_from_config(loss_cfg: LossConfig, head_cfg=None) -> dict:
         "lambda_a": loss_cfg.lambda_a,
         "lambda_g": loss_cfg.lambda_g,
         "use_ac": loss_cfg.use_ac,
+    }
+
+
+def distill_kwargs_from_config(distill_cfg) -> dict:
+    """The keyword arguments of :func:`compute_distill_losses` from a
+    :class:`~anet_tf.config.DistillConfig` (the one place that reads it)."""
+    return {
+        "lambda_feature": distill_cfg.lambda_feature,
+        "lambda_relation": distill_cfg.lambda_relation,
+        "lambda_attribute": distill_cfg.lambda_attribute,
+        "temperature": distill_cfg.temperature,
     }
 
 

@@ -32,6 +32,8 @@ LONGEST_FILES_FIRST = [
     "test_cli.py",
     "test_augment_strong.py",
     "test_export_tflite.py",
+    "test_distill.py",
+    "test_calibrate.py",
 ]
 
 

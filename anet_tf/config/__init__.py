@@ -34,6 +34,7 @@ from anet_tf.config.schema import TRACK_PROTOCOLS
 from anet_tf.config.schema import AugmentConfig
 from anet_tf.config.schema import Config
 from anet_tf.config.schema import DataConfig
+from anet_tf.config.schema import DistillConfig
 from anet_tf.config.schema import EvalConfig
 from anet_tf.config.schema import ExportConfig
 from anet_tf.config.schema import HeadConfig
@@ -57,6 +58,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "DataConfig",
+    "DistillConfig",
     "EvalConfig",
     "ExportConfig",
     "HeadConfig",

@@ -53,8 +53,11 @@ class SynthConfig:
         balanced_train: every colour and type gets the same number of training
             identities (the test split does not depend on it).
         track_length: crops per track; above 1 each image becomes a track of
-            that many consecutive crops by one camera (``track_id`` and ``time``
-            columns); 1: no tracks.
+            that many consecutive crops by one camera, a second apart
+            (``track_id`` and ``time`` columns), at the times a road gives
+            (cameras 0.5-1.5 km apart; each vehicle enters within 10 minutes and
+            passes its cameras in order at 30-70 km/h, its r-th track of a camera
+            on its r-th pass, an hour apart); 1: no tracks.
     """
 
     ids: int = 120
@@ -273,6 +276,28 @@ class LossConfig:
     use_ac: bool = True
 
 
+@dataclass
+class DistillConfig:
+    """Distillation of a teacher run into this run's network (``anet-tf distill
+    --teacher RUN``; ``fit`` ignores the section). The student minimises its own
+    loss (``loss``) plus these terms (``anet_tf.losses.compute_distill_losses``).
+
+    Args:
+        lambda_feature: weight of the feature hint, 1 - cosine between the
+            student's and the teacher's test features (FitNets, Romero et al. 2015).
+        lambda_relation: weight of the distance-wise relational loss RKD-D on
+            the test features within the batch (Park et al., CVPR 2019).
+        lambda_attribute: weight of the teacher's attribute probabilities as
+            soft labels, T^2 KL per attribute (Hinton et al. 2015).
+        temperature: T of those soft labels.
+    """
+
+    lambda_feature: float = 1.0
+    lambda_relation: float = 1.0
+    lambda_attribute: float = 1.0
+    temperature: float = 4.0
+
+
 # ----------------------------------------------------------------------- training
 
 
@@ -448,6 +473,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
     # Where the config came from (file path), for error messages; not a YAML key.
     source: str = field(default=DEFAULTS, metadata={"internal": True})
     # Dotted key -> the file or "--set" that gave it (the loader's); not a YAML key.

@@ -316,6 +316,16 @@ def _check_export(cfg: Config, err: Err) -> None:
         raise err("export.model_name", problem)
 
 
+def _check_distill(cfg: Config, err: Err) -> None:
+    """``distill``: weights >= 0, a positive temperature."""
+    d = cfg.distill
+    for key in ("lambda_feature", "lambda_relation", "lambda_attribute"):
+        if getattr(d, key) < 0:
+            raise err(f"distill.{key}", f"must be >= 0, got {getattr(d, key)}")
+    if not d.temperature > 0:
+        raise err("distill.temperature", f"must be positive, got {d.temperature}")
+
+
 CHECKS: tuple[Callable[[Config, Err], None], ...] = (
     _check_numbers,
     _check_data,
@@ -326,6 +336,7 @@ CHECKS: tuple[Callable[[Config, Err], None], ...] = (
     _check_train,
     _check_eval,
     _check_export,
+    _check_distill,
 )
 
 

@@ -30,6 +30,7 @@ from anet_tf.training.callbacks import stage_callbacks
 from anet_tf.training.checkpoint import BEST
 from anet_tf.training.checkpoint import STATE
 from anet_tf.training.checkpoint import CheckpointManager
+from anet_tf.training.distill import recorded_teacher
 from anet_tf.training.interrupt import InterruptCheck
 from anet_tf.training.optimizers import coupled_weight_decay
 from anet_tf.training.optimizers import make_optimizer
@@ -45,7 +46,6 @@ from anet_tf.training.run import save_run_config
 from anet_tf.training.stages import STAGE1
 from anet_tf.training.stages import STAGE2
 from anet_tf.training.trainer import ANetTrainer
-from anet_tf.training.trainer import term_names
 
 STAGE1_SNAPSHOT = "stage1"  # checkpoints/stage1: the checkpoint that ends stage 1
 
@@ -242,12 +242,16 @@ def restore_determinism(before: tuple[bool, bool]) -> None:
 
 
 def build_trainer(
-    cfg: Config, num_ids: int, num_classes: list[int], load_pretrained: bool = True
+    cfg: Config, num_ids: int, num_classes: list[int], load_pretrained: bool = True,
+    teacher=None,
 ) -> ANetTrainer:
     """Build the network and its training wrapper from the config.
 
     ``load_pretrained=False`` when a checkpoint's weights will be loaded into it
-    (resume, evaluation, export): ``model.pretrained`` is then not read at all."""
+    (resume, evaluation, export): ``model.pretrained`` is then not read at all.
+    ``teacher``: a teacher :class:`~anet_tf.training.run_checkpoints.Run` to
+    distil (:class:`~anet_tf.training.distill.DistillTrainer`; its network is
+    built here)."""
     from anet_tf.losses import loss_kwargs_from_config
     from anet_tf.model import build_model_from_config
 
@@ -255,7 +259,14 @@ def build_trainer(
         cfg, num_ids=num_ids, num_classes=num_classes, load_pretrained=load_pretrained
     )
     coupled = cfg.train.weight_decay_mode == "coupled"
-    return ANetTrainer(
+    make = ANetTrainer
+    if teacher is not None:
+        from anet_tf.training.distill import distill_trainer
+
+        def make(net, **kwargs):
+            return distill_trainer(cfg, net, teacher, **kwargs)
+
+    return make(
         net,
         attribute_names=cfg.data.attributes if cfg.model.variant != "baseline" else [],
         variant=cfg.model.variant,
@@ -406,13 +417,16 @@ def _train_locked(cfg, run_dir, strategy, chief, dataset, *, resume, evaluate_fn
                   extra_callbacks, verbose, command) -> TrainResult:
     ckpts = CheckpointManager(os.path.join(run_dir, CHECKPOINTS))
     latest = _open_run_folder(cfg, run_dir, ckpts, chief, resume, verbose)
+    # A distilled run (anet-tf distill) names its teacher in the run folder.
+    teacher = recorded_teacher(run_dir)
     if chief and (not resume or load_network_description(run_dir) is None):
         # What the network's shape depends on besides the config, so the run
         # loads without its dataset (training/run_checkpoints.Run.network).
         save_network_description(run_dir, describe_network(cfg, dataset))
-    trainer, optimizer = _compiled_trainer(cfg, strategy, dataset, load_pretrained=latest is None)
+    trainer, optimizer = _compiled_trainer(cfg, strategy, dataset, load_pretrained=latest is None,
+                                           teacher=teacher)
     state = _restore(cfg, run_dir, latest, trainer, optimizer, chief, resume, verbose, command)
-    columns = term_names(cfg.model.variant, trainer.attribute_names)
+    columns = list(trainer.trackers)  # term_names(...), and a student's kd_* terms
     if chief:
         # One row per epoch the checkpoint completed (a kill can fall between the
         # checkpoint and its row, and older versions wrote the row first).
@@ -448,12 +462,13 @@ def _open_run_folder(cfg, run_dir, ckpts, chief, resume, verbose):
     return latest
 
 
-def _compiled_trainer(cfg, strategy, dataset, *, load_pretrained: bool):
+def _compiled_trainer(cfg, strategy, dataset, *, load_pretrained: bool, teacher=None):
     """The network, its training wrapper and its optimizer, built and compiled in
-    the strategy's scope."""
+    the strategy's scope (with ``teacher``'s network, for a distilled run)."""
     num_ids = len(dataset.train_pids())
     with strategy.scope():
-        trainer = build_trainer(cfg, num_ids, dataset.num_classes, load_pretrained=load_pretrained)
+        trainer = build_trainer(cfg, num_ids, dataset.num_classes, load_pretrained=load_pretrained,
+                                teacher=teacher)
         # Loss scaling is for float16 (TensorFlow); JAX's bfloat16 needs none.
         optimizer = make_optimizer(cfg.train, cfg.train.mixed_precision and not on_jax())
         # Build the optimizer over the stage-1 variables so its state has the same

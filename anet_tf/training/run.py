@@ -6,6 +6,9 @@ A run folder (``anet-tf fit --out RUN``) holds::
     network.json      what rebuilding the network needs beyond the config: training
                       identities, attribute classes, input size, who wrote it
                       (NETWORK_FILE, :class:`NetworkDescription`), written at the start
+    teacher.json      the teacher of a distilled run (``anet-tf distill``): its run,
+                      weights file and the weights' SHA-256 (TEACHER_FILE,
+                      :mod:`anet_tf.training.distill`), written before training
     changes.yaml      settings changed on ``fit --resume RUN --set k=v`` (CHANGES_FILE)
     lock              held (flock) by the process fitting in the folder: training,
                       refit, evaluation and export (LOCK_FILE)
@@ -57,6 +60,7 @@ LOG_FILE = "log.csv"
 METRICS_FILE = "metrics.json"
 CHECKPOINTS = "checkpoints"
 NETWORK_FILE = "network.json"
+TEACHER_FILE = "teacher.json"
 TENSORBOARD = "tensorboard"
 EXPORT = "export"
 NETWORK_FORMAT = "anet-tf-network/1"
