@@ -65,7 +65,8 @@ def _warn_if_settings_differ(cfg, verbose: bool) -> None:
     if not isinstance(recorded, dict):
         return
     wanted = dataclasses.asdict(cfg.data.synth)
-    differ = sorted(k for k, v in wanted.items() if recorded.get(k) != v)
+    default = dataclasses.asdict(type(cfg.data.synth)())  # keys older files lack
+    differ = sorted(k for k, v in wanted.items() if recorded.get(k, default[k]) != v)
     if differ and verbose:
         print(
             f"[anet-tf] note: {cfg.data.root} was generated with other settings than "
