@@ -34,6 +34,20 @@ forbidden pairs linked (0 for the constrained methods, by construction).
 
     python benchmarks/linking.py --json-out linking.json
     python benchmarks/linking.py --setting easy --seeds 1   # quick
+
+With ``--crops FILE.npz`` it measures the same methods on a real model's
+embeddings instead of synthetic vectors: ``FILE.npz`` is ``anet-tf embed`` of
+(without ``--per-track``) the test crops of a synthetic dataset with tracks
+(``anet-tf synth --track-length N``), ``--dataset`` that dataset's folder. Its
+tracks are the ``track_id`` groups (features and attribute probabilities averaged
+as ``embed --per-track`` does), their times and cameras those the generator
+wrote; the travel windows are those a user would write from the dataset's road
+(:func:`anet_tf.data.synthetic.writer.road_positions`): at least distance / 80 km/h
+less 12 s between two cameras, no upper bound (a vehicle passes its cameras again
+an hour later). Thresholds and the attribute weight are chosen on half of the
+vehicles and scored on the other half, both ways (2-fold by vehicle).
+
+    python benchmarks/linking.py --crops query.npz gallery.npz --dataset tracks40
 """
 
 from __future__ import annotations
@@ -45,9 +59,11 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+import yaml
 from machine import machine_info
 
 from anet_tf.evaluation.linking import linking_scores
+from anet_tf.evaluation.tracks import track_groups
 from anet_tf.search.link import cannot_link
 from anet_tf.search.link import constrained_agglomerative
 from anet_tf.search.link import link_tracks
@@ -70,8 +86,13 @@ SETTINGS = {
     ),
 }  # fmt: skip
 THRESHOLDS = np.round(np.arange(0.05, 0.951, 0.025), 3)
+# a trained model's cosines crowd near 1 (different vehicles' tracks: median ~0.9)
+REAL_THRESHOLDS = np.round(
+    np.concatenate([np.arange(0.5, 0.95, 0.025), np.arange(0.95, 0.9995, 0.001)]), 4
+)
 ATTRIBUTE_WEIGHTS = (0.0, 0.1, 0.2, 0.4, 0.8)
 CROPS_PER_TRACK = 4  # image-level vote
+NO_UPPER_BOUND_S = 1e9  # a travel window open above
 
 
 @dataclass
@@ -232,14 +253,14 @@ def methods(road: Road) -> dict:
     }
 
 
-def tune(road: Road) -> dict:
+def tune(road: Road, thresholds: np.ndarray = THRESHOLDS) -> dict:
     """Per method the (threshold, attribute weight) of the best pairwise F1."""
     best = {}
     for name, fn in methods(road).items():
         weights = ATTRIBUTE_WEIGHTS if name == "full" else (0.0,)
         scored = []
         for w in weights:
-            for t in THRESHOLDS:
+            for t in thresholds:
                 f1 = linking_scores(road.vehicle, fn(float(t), w))["f1"]
                 scored.append((f1, -w, float(t)))  # a tie: the smaller weight
         f1, w, t = max(scored)
@@ -312,6 +333,108 @@ def table(setting: str, chosen: dict, results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+# ------------------------------------------------------- a real model's embeddings
+
+
+def road_of_crops(crops_files: list[str], dataset: str) -> Road:
+    """The tracks of crop embeddings files (e.g. the query and the gallery split) of
+    a synthetic dataset with tracks, and the travel windows of its road (module
+    docstring)."""
+    from anet_tf.data.synthetic.writer import SETTINGS as SYNTH_SETTINGS
+    from anet_tf.data.synthetic.writer import road_positions
+    from anet_tf.search.embeddings import load_embeddings
+
+    with open(f"{dataset}/{SYNTH_SETTINGS}", encoding="utf-8") as fh:
+        synth = yaml.safe_load(fh)
+    road = road_positions(int(synth["seed"]), int(synth["cameras"]))
+    windows = {}
+    for a in range(1, len(road) + 1):
+        for b in range(a + 1, len(road) + 1):
+            km = abs(road[a - 1] - road[b - 1])
+            windows[a, b] = (km / 80 * 3600 - 12, NO_UPPER_BOUND_S)
+    tracks = []  # (camera, start, end, vehicle, crops, colour, type) per track
+    for path in crops_files:
+        emb = load_embeddings(path)
+        color, kind = (emb.probs[a] for a in emb.attribute_names[:2])
+        times = np.asarray(emb.times, np.int64)
+        for g in track_groups(emb.track_ids.tolist()):
+            tracks.append(
+                (emb.camids[g[0]], times[g].min(), times[g].max(), emb.pids[g[0]],
+                 np.asarray(emb.embedding[g], np.float32), color[g], kind[g])
+            )  # fmt: skip
+    cams, start, end, vehicle, crops, colors, kinds = zip(*tracks, strict=True)
+    return Road(
+        np.asarray(cams), np.asarray(start), np.asarray(end), np.asarray(vehicle),
+        list(crops), list(colors), list(kinds), windows,
+    )  # fmt: skip
+
+
+def part(road: Road, keep: np.ndarray) -> Road:
+    """The tracks ``keep`` (bool [T]) of ``road``."""
+    idx = np.flatnonzero(keep)
+    return Road(
+        road.cameras[idx], road.start[idx], road.end[idx], road.vehicle[idx],
+        [road.crops[i] for i in idx], [road.color[i] for i in idx],
+        [road.kind[i] for i in idx], road.windows,
+    )  # fmt: skip
+
+
+def constraint_counts(road: Road) -> dict:
+    """How much the constraints can do: pairs of tracks of different vehicles, of
+    those the ones the same-camera overlap forbids and the ones all constraints
+    forbid, and forbidden pairs of one vehicle (0: the windows hold)."""
+    other = road.vehicle[:, None] != road.vehicle[None, :]
+    upper = np.triu(np.ones_like(other), 1)
+    overlap = cannot_link(road.cameras, road.start, road.end)
+    both = cannot_link(road.cameras, road.start, road.end, road.windows)
+    return {
+        "different_vehicle_pairs": int((other & upper).sum()),
+        "forbidden_by_overlap": int((overlap & other & upper).sum()),
+        "forbidden_by_all": int((both & other & upper).sum()),
+        "truth_violations": violations(road.vehicle, both),
+    }
+
+
+def real_main(args, info: dict) -> int:
+    road = road_of_crops(args.crops, args.dataset)
+    vehicles = np.unique(road.vehicle)
+    fold = np.isin(road.vehicle, vehicles[::2])
+    counts = constraint_counts(road)
+    print(f"parameters: crops={args.crops} dataset={args.dataset}")
+    print(f"{len(road.crops)} tracks of {len(vehicles)} vehicles, "
+          f"{int(road.lengths.sum())} crops, cameras {sorted(set(road.cameras.tolist()))}; "
+          f"constraints:", json.dumps(counts))  # fmt: skip
+    folds = []
+    for tune_on, score_on in ((fold, ~fold), (~fold, fold)):
+        chosen = tune(part(road, tune_on), REAL_THRESHOLDS)
+        result = score(part(road, score_on), chosen, weight_grid=False)
+        folds.append({"chosen": chosen, "result": result})
+    results = [f["result"] for f in folds]
+    lines = [
+        "| method | thresholds (folds) | attr. weight | pairwise P | pairwise R "
+        "| pairwise F1 | IDF1 (tracks) | IDF1 (crops) | forbidden pairs linked |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name in folds[0]["chosen"]:
+        cells = [
+            _mean(results, name, k)
+            for k in ("precision", "recall", "f1", "idf1", "idf1_crops")
+        ]
+        t = "/".join(f"{f['chosen'][name]['threshold']:.3f}" for f in folds)
+        w = "/".join(f"{f['chosen'][name]['attribute_weight']:g}" for f in folds)
+        linked = sum(r[name]["violations"] for r in results)
+        lines.append(f"| {name} | {t} | {w} | {' | '.join(cells)} | {linked} |")
+    print("\n" + "\n".join(lines))
+    if args.json_out:
+        payload = {"machine": info, "crops": args.crops, "dataset": args.dataset,
+                   "tracks": len(road.crops), "vehicles": int(len(vehicles)),
+                   "constraints": counts, "folds": folds}  # fmt: skip
+        with open(args.json_out, "w", encoding="utf-8") as fh:
+            json.dump(payload, fh, indent=2, default=float)
+        print(f"wrote {args.json_out}")
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -319,9 +442,23 @@ def main(argv=None) -> int:
     p.add_argument("--setting", choices=[*SETTINGS, "both"], default="both")
     p.add_argument("--seeds", type=int, default=3, help="test roads per setting")
     p.add_argument("--json-out", default=None)
+    p.add_argument(
+        "--crops",
+        nargs="+",
+        default=None,
+        metavar="FILE.npz",
+        help="a real model's crop embeddings (anet-tf embed, e.g. of the query and "
+        "the gallery split) of a synthetic dataset with tracks, instead of synthetic "
+        "vectors",
+    )
+    p.add_argument("--dataset", default=None, help="with --crops: the dataset's folder")
     args = p.parse_args(argv)
+    if args.crops and not args.dataset:
+        p.error("--crops needs --dataset (the folder with its synth.yaml)")
     info = machine_info()
     print("machine:", json.dumps(info))
+    if args.crops:
+        return real_main(args, info)
     settings = list(SETTINGS) if args.setting == "both" else [args.setting]
     payload = {"machine": info, "settings": {}}
     for setting in settings:

@@ -236,6 +236,34 @@ def test_synthetic_tracks_are_consecutive_crops_of_one_camera(tmp_path):
     assert check(root, verify_images=False)["ok"]
 
 
+def test_synthetic_track_times_follow_a_road():
+    """A vehicle passes its cameras in road order at one speed (30-70 km/h), its
+    r-th track of a camera on pass r, an hour after pass r - 1; it enters within
+    TRACK_ENTRY_S of TRACK_START."""
+    from anet_tf.data.synthetic.writer import TRACK_ENTRY_S
+    from anet_tf.data.synthetic.writer import TRACK_LAP_S
+    from anet_tf.data.synthetic.writer import TRACK_START
+    from anet_tf.data.synthetic.writer import road_positions
+    from anet_tf.data.synthetic.writer import track_times
+
+    road = np.asarray([0.0, 1.0, 2.0, 4.0])
+    cams = [3, 1, 3, 2, 1, 2]
+    directions = set()
+    for seed in range(8):
+        t = dict(zip(range(6), track_times(cams, road, np.random.default_rng(seed))))
+        for a, b in ((0, 2), (1, 4), (3, 5)):  # (pass 0, pass 1) of cameras 3, 1, 2
+            assert t[b] - t[a] == TRACK_LAP_S
+        first = {3: t[0], 1: t[1], 2: t[3]}  # pass 0
+        assert TRACK_START <= min(first.values()) <= TRACK_START + TRACK_ENTRY_S + 1
+        per_km = (first[3] - first[1]) / 2.0  # seconds per km, signed
+        assert 3600 / 70 - 1 <= abs(per_km) <= 3600 / 30 + 1
+        assert abs(first[2] - first[1] - per_km) <= 1  # camera 2 halfway, in order
+        directions.add(per_km > 0)
+    assert directions == {True, False}  # up and down the road
+    np.testing.assert_allclose(np.diff(road_positions(0, 6)), np.clip(
+        np.diff(road_positions(0, 6)), 0.5, 1.5))  # fmt: skip
+
+
 # ------------------------------------------------------------------ aggregation
 
 

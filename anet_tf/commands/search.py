@@ -8,6 +8,7 @@ imports (TensorFlow, faiss, pymilvus) happen inside the functions.
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import sys
@@ -524,6 +525,7 @@ def search_payload(
         "since": camera_time.get("since"),
         "until": camera_time.get("until"),
         "exclude_query_camera": exclude_query_camera,
+        "rows": "tracks" if index.holds_tracks else "images",
         "results": results,
         "failed": [{"path": p, "reason": r} for p, r in emb.failed],
     }
@@ -532,12 +534,34 @@ def search_payload(
     return payload
 
 
+def _when(seconds: int) -> str:
+    """A time as ISO 8601 UTC, "-" unknown."""
+    if seconds < 0:
+        return "-"
+    moment = datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _track_cells(row) -> tuple:
+    """The head and the cells of a gallery of tracks' columns (track id, first and
+    last time, crops); "" and none for images."""
+    if not row or row[0].track_id is None:
+        return "", lambda m: ""
+    width = max(5, *(len(m.track_id or "-") for m in row))
+    head = f"  {'track':<{width}}  {'first':<20}  {'last':<20}  {'crops':>5}"
+    return head, lambda m: (
+        f"  {m.track_id or '-':<{width}}  {_when(m.time):<20}  "
+        f"{_when(m.time_last):<20}  {m.track_length:>5}"
+    )
+
+
 def format_search_table(
     emb, matches, attribute_names, labels: str = "predicted"
 ) -> str:
     """The table ``anet-tf search`` prints: per query (with its predicted
     attributes), rank, score, the matches' ``labels`` (predicted or known)
-    attributes, ids and path."""
+    attributes, ids and path; for a gallery of tracks also each track's id, first
+    and last time (UTC) and crops."""
     lines = []
     for i, row in enumerate(matches):
         attrs = " ".join(f"{a}={emb.predicted[a][i]}" for a in attribute_names)
@@ -562,13 +586,15 @@ def format_search_table(
         head = f"  {'rank':>4}  {'score':>6}  " + "  ".join(
             f"{heads[a]:<{widths[a]}}" for a in attribute_names
         )
-        lines.append(f"{head}  {'id':>5}  {'cam':>3}  path")
+        track_head, track = _track_cells(row)
+        lines.append(f"{head}  {'id':>5}  {'cam':>3}{track_head}  path")
         for m in row:
             cells = "  ".join(f"{value(m, a):<{widths[a]}}" for a in attribute_names)
             pid = str(m.pid) if m.pid >= 0 else "-"
             cam = str(m.camid) if m.camid >= 0 else "-"
             lines.append(
-                f"  {m.rank:>4}  {m.score:>6.3f}  {cells}  {pid:>5}  {cam:>3}  {m.path}"
+                f"  {m.rank:>4}  {m.score:>6.3f}  {cells}  {pid:>5}  {cam:>3}"
+                f"{track(m)}  {m.path}"
             )
         lines.append("")
     return "\n".join(lines).rstrip("\n")

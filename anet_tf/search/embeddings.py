@@ -134,6 +134,34 @@ def unknown_known_labels(emb: Embeddings) -> dict[str, list[str]]:
     return out
 
 
+def check_track_spans(emb: Embeddings, name: str) -> None:
+    """Refuse a row whose ``time`` is after its ``time_last``, or with one of the
+    two unknown (-1) and not the other: a track's span must read as one.
+
+    Raises:
+        SearchError: one line naming ``name`` (the file), the first such row and
+            its track, and how many there are.
+    """
+    ids = np.asarray(emb.track_ids, dtype=str)
+    first, last = np.asarray(emb.times, np.int64), np.asarray(emb.times_last, np.int64)
+    for problem, bad in (
+        (
+            "its time is after its time_last",
+            (first >= 0) & (last >= 0) & (first > last),
+        ),
+        (
+            "one of time and time_last is unknown (-1), not both",
+            (first < 0) != (last < 0),
+        ),
+    ):
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise SearchError(
+                f"{name}: row {i} (track {quote(str(ids[i]))}, time {first[i]}, "
+                f"time_last {last[i]}): {problem}; {int(bad.sum())} such row(s)"
+            )
+
+
 def _utf8(strings: Sequence[str]) -> np.ndarray:
     return np.asarray([s.encode("utf-8") for s in strings], dtype=bytes)
 

@@ -5,7 +5,16 @@ A gallery is a set of rows, one per embedded image: the L2-normalised embedding,
 the image path, vehicle id (``pid``), camera id (``camid``), capture time, and per
 attribute the predicted class, the known class (as class indices, -1 unknown) and
 the predicted class probabilities; plus the record of the model that embedded
-them. Two backends store it:
+them.
+
+A gallery holds images or tracks, never both (:func:`holds_tracks`). A gallery of
+tracks is built from files of ``anet-tf embed --per-track`` (one row per track: its
+mean embedding, its first crop's path, vehicle and camera); each row also keeps
+``track_id``, ``time_last`` (``time`` is the track's first time) and
+``track_length`` (its crops), a search returns them with each match, and a time
+window keeps the tracks whose span [time, time_last] overlaps it.
+
+Two backends store it:
 
 * a faiss index folder (:mod:`anet_tf.search.index`), the target of any path that
   is not a Milvus URI;
@@ -30,16 +39,26 @@ from dataclasses import replace
 import numpy as np
 
 from anet_tf.search.embeddings import Embeddings
+from anet_tf.search.embeddings import check_track_spans
 from anet_tf.search.embeddings import unknown_known_labels
 from anet_tf.search.errors import IndexMismatchError
 from anet_tf.search.errors import SearchError
 from anet_tf.search.sources import parse_time
 
-KINDS = ("flat", "ivf", "ivfpq", "hnsw")
+KINDS = ("flat", "ivf", "ivfpq", "hnsw", "ivfpqr")
+# ivfpqr (faiss only): IVF-PQ with an HNSW coarse quantizer whose shortlist of
+# k_factor * k is re-ranked on finer codes (benchmarks/search_scale.py, docs/search.md).
+REFINES = ("flat", "fp16", "sq8", "sq4")
+IVFPQR_K_FACTOR = 10
+IVFPQR_EF_SEARCH = 128
+# Refine codes of at most this many bytes in all are SQ8 (D bytes an image), more SQ4.
+IVFPQR_SQ8_BYTES = 2**31
 LABEL_SOURCES = ("predicted", "known")
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 200
 HNSW_EF_SEARCH = 64
+# The columns a gallery of tracks has besides an image gallery's.
+TRACK_COLUMNS = ("track_id", "time_last", "track_length")
 
 
 # ------------------------------------------------------------------------- filters
@@ -161,6 +180,9 @@ class Selection:
         not_cameras: cameras left out (with any of them, unknown cameras too).
         since, until: capture times kept, [since, until) in seconds since
             1970-01-01 UTC (with either, unknown times are left out).
+        spans: the items are tracks, spans of time [time, time_last]: the time
+            window keeps those that overlap it (``time < until`` and
+            ``time_last >= since``); else an item's one time must be in it.
     """
 
     codes: tuple[tuple[str, tuple[int, ...]], ...] = ()
@@ -168,6 +190,7 @@ class Selection:
     not_cameras: tuple[int, ...] = ()
     since: int | None = None
     until: int | None = None
+    spans: bool = False
 
     def __bool__(self) -> bool:
         return bool(self.codes) or self.on_camera or self.on_time
@@ -277,7 +300,8 @@ class Rows:
     files): ``vectors`` float32 [N, D], and in ``columns`` path (bytes, UTF-8),
     pid, camid, time (int64, -1 unknown), per attribute ``<a>_pred`` and
     ``<a>_known`` (int16 class indices, -1 unknown) and ``<a>_probs`` (float32
-    [N, m_a])."""
+    [N, m_a]); a gallery of tracks adds :data:`TRACK_COLUMNS` (track_id as UTF-8
+    bytes, time_last and track_length int64)."""
 
     vectors: np.ndarray
     columns: dict[str, np.ndarray]
@@ -292,6 +316,47 @@ class Rows:
     def paths(self) -> list[str]:
         return [p.decode("utf-8") for p in self.columns["path"].tolist()]
 
+    @property
+    def tracks(self) -> bool:
+        """Whether the rows are tracks (:func:`holds_tracks`)."""
+        return "track_id" in self.columns
+
+
+def holds_tracks(emb: Embeddings) -> bool:
+    """Whether an embeddings file is one of tracks, as ``anet-tf embed --per-track``
+    writes: some row has a track id and no track id is on two rows. A file of
+    images from a manifest with track ids (its crops share their track's id) is a
+    file of images; so is a file without track ids."""
+    ids = [t for t in np.asarray(emb.track_ids, dtype=str).tolist() if t]
+    return bool(ids) and len(set(ids)) == len(ids)
+
+
+def _what(tracks: bool) -> str:
+    return "tracks" if tracks else "images"
+
+
+def check_rows_kind(embeddings: Sequence[Embeddings], tracks: bool, where: str) -> None:
+    """Refuse a file of tracks for a gallery of images or the other way round
+    (:func:`holds_tracks`), naming the file and ``where`` (the gallery).
+
+    Raises:
+        SearchError: one line naming the first file of the other kind.
+    """
+    for i, emb in enumerate(embeddings, start=1):
+        if holds_tracks(emb) == tracks:
+            continue
+        made = (
+            "one row per track (anet-tf embed --per-track)"
+            if not tracks
+            else "one row per image"
+        )
+        raise SearchError(
+            f"{emb.file or emb.source or f'embeddings file {i}'}: a file of "
+            f"{_what(not tracks)} ({made}), but {where} holds {_what(tracks)}; a "
+            f"gallery holds images or tracks, not both: build a gallery of "
+            f"{_what(not tracks)} apart (anet-tf index build); nothing was written"
+        )
+
 
 def _class_codes(values: np.ndarray, classes: list[str]) -> np.ndarray:
     lookup = {c: i for i, c in enumerate(classes)}
@@ -299,7 +364,10 @@ def _class_codes(values: np.ndarray, classes: list[str]) -> np.ndarray:
 
 
 def gallery_rows(
-    embeddings: Sequence[Embeddings], model: dict | None = None, what: str = "file"
+    embeddings: Sequence[Embeddings],
+    model: dict | None = None,
+    what: str = "file",
+    tracks: bool | None = None,
 ) -> Rows:
     """The rows of one or more embeddings files of one model, in order.
 
@@ -308,16 +376,27 @@ def gallery_rows(
         model: the model they must come from (an existing gallery's); default the
             first file's.
         what: how to name the model of ``model`` in a refusal.
+        tracks: whether the gallery they go to holds tracks (an existing
+            gallery's); default: as the first file (:func:`holds_tracks`).
 
     Raises:
         IndexMismatchError: the files come from different models (or not from
             ``model``), or a file's vectors do not have its model's dimension.
         SearchError: no embeddings; an embedding with NaN or Inf
-            (:func:`check_finite`).
+            (:func:`check_finite`); files of tracks and of images together
+            (:func:`check_rows_kind`).
     """
     embeddings = list(embeddings)
     if not embeddings or not sum(len(e) for e in embeddings):
         raise SearchError("no embeddings to index")
+    if tracks is None:
+        tracks = holds_tracks(embeddings[0])
+        check_rows_kind(embeddings, tracks, embeddings[0].file or "embeddings file 1")
+    else:
+        check_rows_kind(embeddings, tracks, what)
+    if tracks:
+        for i, emb in enumerate(embeddings, start=1):
+            check_track_spans(emb, emb.file or emb.source or f"embeddings file {i}")
     if model is None:
         model, start, expected = embeddings[0].model, 1, "embeddings file 1"
         advice = (
@@ -352,6 +431,17 @@ def gallery_rows(
         "camid": np.concatenate([e.camids for e in embeddings]).astype(np.int64),
         "time": np.concatenate([e.times for e in embeddings]).astype(np.int64),
     }
+    if tracks:
+        columns["track_id"] = np.asarray(
+            [t.encode("utf-8") for e in embeddings for t in e.track_ids.tolist()],
+            dtype=bytes,
+        )
+        columns["time_last"] = np.concatenate(
+            [e.times_last for e in embeddings]
+        ).astype(np.int64)
+        columns["track_length"] = np.concatenate(
+            [e.track_lengths for e in embeddings]
+        ).astype(np.int64)
     warnings = []
     for name, cls in zip(names, classes, strict=True):
         columns[f"{name}_pred"] = np.concatenate(
@@ -428,8 +518,20 @@ class Match:
     known: dict[str, str]
     time: int = -1
     confidence: dict[str, float] = field(default_factory=dict)
+    track_id: str | None = None  # a gallery of tracks: the track (None: an image)
+    time_last: int = -1
+    track_length: int = 1
 
     def to_dict(self) -> dict:
+        track = (
+            {}
+            if self.track_id is None
+            else {
+                "track_id": self.track_id,
+                "time_last": self.time_last,
+                "track_length": self.track_length,
+            }
+        )
         return {
             "rank": self.rank,
             "id": self.id,
@@ -441,6 +543,7 @@ class Match:
             "attributes": self.predicted,
             "confidence": {a: round(float(p), 6) for a, p in self.confidence.items()},
             "known": self.known,
+            **track,
         }
 
 
@@ -456,6 +559,14 @@ def make_match(model: dict, rank: int, item: int, score: float, row: dict) -> Ma
         if probs is not None and p >= 0 and len(probs) > p and probs[p] == probs[p]:
             confidence[name] = float(probs[p])  # (NaN: not recorded)
     path = row["path"]
+    track = {}
+    if "track_id" in row:
+        tid = row["track_id"]
+        track = {
+            "track_id": tid.decode("utf-8") if isinstance(tid, bytes) else str(tid),
+            "time_last": int(row["time_last"]),
+            "track_length": int(row["track_length"]),
+        }
     return Match(
         rank=rank,
         id=int(item),
@@ -467,6 +578,7 @@ def make_match(model: dict, rank: int, item: int, score: float, row: dict) -> Ma
         known=known,
         time=int(row.get("time", -1)),
         confidence=confidence,
+        **track,
     )
 
 
@@ -497,6 +609,12 @@ class Gallery:
     @property
     def attribute_names(self) -> list[str]:
         return [a["name"] for a in self.meta["model"]["attributes"]]
+
+    @property
+    def holds_tracks(self) -> bool:
+        """Whether the gallery's rows are tracks (its record says ``"rows":
+        "tracks"``; a gallery without the key, older ones too, holds images)."""
+        return self.meta.get("rows") == "tracks"
 
     @property
     def attribute_classes(self) -> list[list[str]]:
@@ -549,6 +667,7 @@ class Gallery:
         chosen = Selection(
             tuple((col, tuple(sorted(set(v)))) for col, v in sorted(codes.items())),
             **camera_time_filter(cameras, not_cameras, since, until),
+            spans=self.holds_tracks,
         )
         if chosen.on_camera or by_query_camera:
             self._check_recorded("camid")
@@ -670,12 +789,23 @@ def index_params(kind: str, n: int, dim: int, **given) -> dict:
         params = default_ivfpq_params(n, dim)
         if kind == "ivf":
             params = {"nlist": params["nlist"], "nprobe": params["nprobe"]}
+        if kind == "ivfpqr":
+            params.update(
+                refine="sq8" if n * dim <= IVFPQR_SQ8_BYTES else "sq4",
+                k_factor=IVFPQR_K_FACTOR,
+                ef_search=IVFPQR_EF_SEARCH,
+                opq=0,  # OPQ to this many dims before the IVF (0: none)
+            )
     for key, value in given.items():
         if value is not None and key in params:
-            params[key] = int(value)
+            params[key] = value if key == "refine" else int(value)
+    if params.get("refine") not in (None, *REFINES):
+        raise SearchError(
+            f"refine must be one of {', '.join(REFINES)}. Received: {params['refine']!r}"
+        )
     if "nlist" in params and given.get("nprobe") is None:
         params["nprobe"] = min(32, params["nlist"])
-    if kind == "ivfpq" and dim % params["m"]:
+    if kind in ("ivfpq", "ivfpqr") and dim % params["m"]:
         raise SearchError(
             f"IVF-PQ: m={params['m']} sub-quantizers must divide the dimension {dim}"
         )

@@ -6,9 +6,11 @@
     INDEX/items.npz     per item: path (UTF-8), pid, camid, time, and per attribute
                         the predicted class (<a>_pred) and known class (<a>_known),
                         as class indices (-1 unknown), and the predicted class
-                        probabilities (<a>_probs)
+                        probabilities (<a>_probs); a gallery of tracks also
+                        track_id (UTF-8), time_last and track_length
     INDEX/index.json    format, kind, dimension, item count, the model (path,
-                        fingerprint, embedding dim, attributes) and index settings
+                        fingerprint, embedding dim, attributes) and index
+                        settings; "rows": "tracks" for a gallery of tracks
 
 ``anet-tf index add INDEX EMB.npz`` appends items (ids N, N+1, ...). The rows,
 filters and matches are those of :mod:`anet_tf.search.gallery`, shared with the
@@ -30,6 +32,11 @@ Kinds:
 ``hnsw``
     ``HNSW{M},Flat`` (inner product): a graph, 4·D + 8·M bytes per image, no
     training, ``ef_search`` candidates per query.
+``ivfpqr``
+    ``IVF{nlist}_HNSW32,PQ{m}x{bits}`` (optionally after OPQ) whose best
+    ``k_factor`` · k per query are re-ranked on finer codes (``refine``: exact
+    vectors, fp16, SQ8 or SQ4; faiss ``IndexRefine``): for galleries of 10^6-10^7
+    images (m + refine bytes per image; ``docs/search.md`` has the measurements).
 
 Attribute filters (``--where color=red,type=sedan``) keep the items whose predicted
 (or, with ``labels="known"``, known) classes match; camera and time filters
@@ -206,6 +213,22 @@ class _Selected:
             scores[r, : len(got)], ids[r, : len(got)] = d[r][keep][:top_k], got
 
 
+def _refine_params(faiss, params: dict, selector, nprobe: int | None):
+    """Search parameters of an ivfpqr index: ``nprobe`` lists (default the
+    index's) found by the HNSW quantizer with efSearch max(ef_search, nprobe),
+    then the best ``k_factor`` * k of them re-ranked on the refine codes."""
+    nprobe = int(nprobe or params["nprobe"])
+    quantizer = faiss.SearchParametersHNSW(efSearch=max(params["ef_search"], nprobe))
+    base = faiss.SearchParametersIVF(
+        sel=selector, nprobe=nprobe, quantizer_params=quantizer
+    )
+    out = faiss.IndexRefineSearchParameters(
+        k_factor=float(params["k_factor"]), base_index_params=base
+    )
+    out._keep = (base, quantizer)  # the C++ parameters point at them
+    return out
+
+
 def _vectors(faiss, index, ids: np.ndarray) -> np.ndarray:
     """The stored vectors of items ``ids`` (float32 [len(ids), D]); an IVF
     index gets a direct map (8 bytes an item) on first use; IVF-PQ gives its
@@ -267,7 +290,8 @@ class GalleryIndex(Gallery):
             mask &= (camid >= 0) & ~np.isin(camid, chosen.not_cameras)
         if chosen.on_time:
             when = self.items["time"]
-            mask &= when >= max(0, chosen.since or 0)
+            last = self.items["time_last"] if chosen.spans else when
+            mask &= (when >= 0) & (last >= max(0, chosen.since or 0))
             if chosen.until is not None:
                 mask &= when < chosen.until
         return mask
@@ -442,6 +466,8 @@ class GalleryIndex(Gallery):
             params = faiss.SearchParametersIVF(
                 sel=selector, nprobe=int(nprobe or self.meta["params"]["nprobe"])
             )
+        elif self.kind == "ivfpqr":
+            params = _refine_params(faiss, self.meta["params"], selector, nprobe)
         elif self.kind == "hnsw":
             ef = int(nprobe or self.meta["params"]["ef_search"])
             params = faiss.SearchParametersHNSW(sel=selector, efSearch=max(ef, k))
@@ -610,6 +636,9 @@ def build_index(
     bits: int | None = None,
     nprobe: int | None = None,
     M: int | None = None,  # noqa: N803 (HNSW's name for it)
+    refine: str | None = None,
+    k_factor: int | None = None,
+    opq: int | None = None,
     seed: int = 0,
 ) -> GalleryIndex:
     """A gallery index of one or more embeddings files of the same model.
@@ -618,8 +647,10 @@ def build_index(
         embeddings: the galleries to index, in order (item ids follow it).
         kind: flat (exact) | ivf | ivfpq | hnsw (approximate; see the module
             docstring).
-        nlist, m, bits, nprobe: IVF(-PQ) settings; M: HNSW links per node; None =
-            the defaults of :func:`anet_tf.search.gallery.index_params`.
+        nlist, m, bits, nprobe: IVF(-PQ) settings; M: HNSW links per node;
+            refine, k_factor, opq: ivfpqr's re-ranking codes, shortlist factor
+            and OPQ dims; None = the defaults of
+            :func:`anet_tf.search.gallery.index_params`.
         seed: seed of the IVF k-means.
 
     Raises:
@@ -629,7 +660,10 @@ def build_index(
     rows = gallery_rows(embeddings)
     n, dim = rows.vectors.shape
     _note(n, f"read {n} rows ({dim}-d) from {len(embeddings)} embeddings file(s)")
-    params = index_params(kind, n, dim, nlist=nlist, m=m, bits=bits, nprobe=nprobe, M=M)
+    params = index_params(
+        kind, n, dim, nlist=nlist, m=m, bits=bits, nprobe=nprobe, M=M,
+        refine=refine, k_factor=k_factor, opq=opq,
+    )
     index = _new_faiss_index(kind, params, rows.vectors, seed)
     _note(n, f"adding {n} rows ({kind}) ...")
     index.add(rows.vectors)
@@ -644,6 +678,7 @@ def build_index(
         "sources": rows.sources,
         "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "warnings": rows.warnings,
+        **({"rows": "tracks"} if rows.tracks else {}),
     }
     return GalleryIndex(index, meta, dict(rows.columns))
 
@@ -661,6 +696,8 @@ def _new_faiss_index(kind: str, params: dict, vectors: np.ndarray, seed: int):
         index.hnsw.efSearch = params["ef_search"]
         params["factory"] = f"HNSW{params['M']},Flat"
         return index
+    if kind == "ivfpqr":
+        return _new_ivfpqr(faiss, params, vectors, seed)
     need = params["nlist"]
     if kind == "ivfpq":
         need = max(need, 2 ** params["bits"])
@@ -687,6 +724,62 @@ def _new_faiss_index(kind: str, params: dict, vectors: np.ndarray, seed: int):
     return index
 
 
+# ivfpqr trains on a sample of this many vectors per list (at least 65,536).
+IVFPQR_TRAIN_PER_LIST = 50
+# ... and above this many lists finds them by two-level k-means (faiss.contrib).
+IVFPQR_TWO_LEVEL_NLIST = 1024
+_REFINE_FACTORY = {"flat": "RFlat", "fp16": "Refine(SQfp16)", "sq8": "Refine(SQ8)", "sq4": "Refine(SQ4)"}
+
+
+def _new_ivfpqr(faiss, params: dict, vectors: np.ndarray, seed: int):
+    """``[OPQ{m}_{opq},]IVF{nlist}_HNSW32,PQ{m}x{bits}np`` whose shortlist is
+    re-ranked on ``params["refine"]`` codes (faiss ``IndexRefine``), trained on a
+    sample of :data:`IVFPQR_TRAIN_PER_LIST` vectors a list: the lists by spherical
+    k-means (two-level, as ``faiss.contrib.clustering`` does, for many lists),
+    then the OPQ rotation, PQ codebooks and refine codes."""
+    from faiss.contrib.clustering import two_level_clustering
+
+    n, dim = vectors.shape
+    nlist, m, bits = params["nlist"], params["m"], params["bits"]
+    need = max(nlist, 2**bits)
+    if n < need:
+        raise SearchError(
+            f"ivfpqr with nlist={nlist} and {bits}-bit codes needs at least {need} "
+            f"gallery vectors to train; this gallery has {n}. Use --kind flat "
+            f"(exact, fine up to about a million images)"
+        )
+    opq = f"OPQ{m}_{params['opq']}," if params["opq"] else ""
+    factory = (
+        f"{opq}IVF{nlist}_HNSW32,PQ{m}x{bits}np,{_REFINE_FACTORY[params['refine']]}"
+    )
+    index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+    take = min(n, max(65536, IVFPQR_TRAIN_PER_LIST * nlist))
+    rng = np.random.default_rng(seed)
+    sample = vectors if take == n else vectors[np.sort(rng.choice(n, take, False))]
+    _note(n, f"training {factory} on {take} of {n} vectors ...")
+    xt = np.ascontiguousarray(sample, np.float32)
+    base = faiss.downcast_index(index.base_index)
+    if isinstance(base, faiss.IndexPreTransform):
+        for i in range(base.chain.size()):
+            base.chain.at(i).train(xt)
+            xt = base.chain.at(i).apply(xt)
+    ivf = faiss.downcast_index(faiss.extract_index_ivf(index))
+    ivf.pq.cp.seed = seed
+    if nlist > IVFPQR_TWO_LEVEL_NLIST:
+        centroids, _ = two_level_clustering(
+            xt, int(np.sqrt(nlist)), nlist, clustering_niter=20, spherical=True, seed=seed
+        )
+    else:
+        km = faiss.Kmeans(xt.shape[1], nlist, niter=20, seed=seed, spherical=True)
+        km.train(xt)
+        centroids = km.centroids
+    ivf.quantizer.add(np.ascontiguousarray(centroids, np.float32))
+    index.train(sample)  # the quantizer holds nlist centroids: faiss keeps them
+    ivf.nprobe = params["nprobe"]
+    params["factory"] = factory
+    return index
+
+
 def add_to_index(
     target: str, embeddings: Sequence[Embeddings]
 ) -> tuple[GalleryIndex, Rows]:
@@ -703,7 +796,9 @@ def add_to_index(
     with writer_lock(target):
         recover_folder(target)
         index = load_index(target)
-        rows = gallery_rows(embeddings, index.model, f"the index {target}")
+        rows = gallery_rows(
+            embeddings, index.model, f"the index {target}", index.holds_tracks
+        )
         present = set(index.paths)
         check_new_paths(rows, [p for p in rows.paths if p in present], target)
         items = dict(index.items)
@@ -761,7 +856,7 @@ def load_index(path: str) -> GalleryIndex:
             f"{meta['count']} x {meta['dim']}); {_rebuild(path)}"
         )
     items.setdefault("time", np.full(len(items["path"]), -1, np.int64))
-    if meta["kind"] in ("ivf", "ivfpq"):
+    if meta["kind"] in ("ivf", "ivfpq", "ivfpqr"):
         faiss.extract_index_ivf(index).nprobe = int(meta["params"]["nprobe"])
     elif meta["kind"] == "hnsw":
         index.hnsw.efSearch = int(meta["params"]["ef_search"])

@@ -32,6 +32,7 @@ from anet_tf.evaluation.tracks import aggregate_probs
 from anet_tf.evaluation.tracks import track_groups
 from anet_tf.io import atomic_file
 from anet_tf.io import quote
+from anet_tf.search.embeddings import check_track_spans
 from anet_tf.search.embeddings import load_embeddings
 from anet_tf.search.errors import SearchError
 
@@ -86,23 +87,8 @@ def load_tracks(path: str) -> Tracks:
             f"{path}: no track rows (no row has a track_id); write it with "
             f"`anet-tf embed --per-track` from images with a track_id column"
         )
+    check_track_spans(emb, path)
     first, last = np.asarray(emb.times, np.int64), np.asarray(emb.times_last, np.int64)
-    for problem, bad in (
-        (
-            "its time is after its time_last",
-            (first >= 0) & (last >= 0) & (first > last),
-        ),
-        (
-            "one of time and time_last is unknown (-1), not both",
-            (first < 0) != (last < 0),
-        ),
-    ):
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            raise SearchError(
-                f"{path}: row {i} (track {quote(str(ids[i]))}, time {first[i]}, "
-                f"time_last {last[i]}): {problem}; {int(bad.sum())} such row(s)"
-            )
     groups = track_groups(ids.tolist())
     heads = np.asarray([g[0] for g in groups], np.int64)
     cameras = np.asarray(emb.camids, np.int64)

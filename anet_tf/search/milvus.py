@@ -20,6 +20,9 @@ field              type                        meaning
 ``<a>_pred``       INT16                       predicted class index of attribute a
 ``<a>_known``      INT16                       known class index, -1 unknown
 ``<a>_probs``      ARRAY<FLOAT> [m_a]          predicted class probabilities
+``track_id``       VARCHAR (4096 bytes)        a gallery of tracks only: the track
+``time_last``      INT64                       ... its last time (``time``: first)
+``track_length``   INT64                       ... its crops
 =================  ==========================  =====================================
 
 The collection property ``anet_tf.gallery`` holds the JSON of what a faiss
@@ -28,8 +31,9 @@ fingerprint, sources), ``count`` and ``next_id``. ``--where`` and the camera and
 time filters become a Milvus filter expression on the ``<a>_pred`` (or
 ``<a>_known``), ``camid`` and ``time`` fields (``color_pred in [0, 2] and
 type_pred in [1] and camid in [3, 4] and time >= 1796284800``,
-:func:`selection_expression`); a new collection has an INVERTED scalar index on
-each of these fields.
+:func:`selection_expression`; a gallery of tracks keeps the tracks that overlap a
+time window: ``time >= 0 and time_last >= since and time < until``); a new
+collection has an INVERTED scalar index on each of these fields.
 
 Index kinds (the vector index of the ``embedding`` field, metric IP): ``flat``
 (FLAT, exact; default), ``ivf`` (IVF_FLAT), ``ivfpq`` (IVF_PQ), ``hnsw`` (HNSW),
@@ -97,6 +101,7 @@ from anet_tf.progress import Progress
 from anet_tf.search.embeddings import Embeddings
 from anet_tf.search.errors import GalleryDiskFullError
 from anet_tf.search.errors import SearchError
+from anet_tf.search.gallery import TRACK_COLUMNS
 from anet_tf.search.gallery import Gallery
 from anet_tf.search.gallery import Rows
 from anet_tf.search.gallery import Selection
@@ -613,7 +618,11 @@ def selection_expression(chosen: Selection) -> str | None:
         terms.append(f"camid in {list(kept)}")
     elif chosen.not_cameras:
         terms.append(f"camid >= 0 and camid not in {list(chosen.not_cameras)}")
-    if chosen.on_time:
+    if chosen.on_time and chosen.spans:  # a track overlaps the window
+        terms.append(f"time >= 0 and time_last >= {max(0, chosen.since or 0)}")
+        if chosen.until is not None:
+            terms.append(f"time < {int(chosen.until)}")
+    elif chosen.on_time:
         terms.append(f"time >= {max(0, chosen.since or 0)}")
         if chosen.until is not None:
             terms.append(f"time < {int(chosen.until)}")
@@ -677,6 +686,8 @@ class MilvusGallery(Gallery):
     def fields(self) -> list[str]:
         """The fields a match is read from."""
         out = ["path", "pid", "camid", "time"]
+        if self.holds_tracks:
+            out += list(TRACK_COLUMNS)
         for name in self.attribute_names:
             out += [f"{name}_pred", f"{name}_known", f"{name}_probs"]
         return out
@@ -912,6 +923,10 @@ def _schema(pymilvus, rows: Rows):
     schema.add_field("path", DataType.VARCHAR, max_length=MAX_PATH_BYTES)
     for name in ("pid", "camid", "time"):
         schema.add_field(name, DataType.INT64)
+    if rows.tracks:
+        schema.add_field("track_id", DataType.VARCHAR, max_length=MAX_PATH_BYTES)
+        schema.add_field("time_last", DataType.INT64)
+        schema.add_field("track_length", DataType.INT64)
     for a in rows.model["attributes"]:
         schema.add_field(f"{a['name']}_pred", DataType.INT16)
         schema.add_field(f"{a['name']}_known", DataType.INT16)
@@ -948,18 +963,27 @@ def _insert(
     scalar = ["pid", "camid", "time"] + [
         f"{a['name']}_{s}" for a in rows.model["attributes"] for s in ("pred", "known")
     ]
+    if rows.tracks:
+        scalar += ["time_last", "track_length"]
     probs = [f"{a['name']}_probs" for a in rows.model["attributes"]]
     bar = Progress(len(rows), "[anet-tf] index: inserting", unit="rows")
     for start in range(0, len(rows), INSERT_BATCH):
         stop = min(start + INSERT_BATCH, len(rows))
         part = {k: columns[k][start:stop].tolist() for k in scalar + probs}
         paths = [p.decode("utf-8") for p in columns["path"][start:stop].tolist()]
+        tracks = (
+            [t.decode("utf-8") for t in columns["track_id"][start:stop].tolist()]
+            if rows.tracks
+            else None
+        )
         batch = []
         for j in range(stop - start):
             record = {k: part[k][j] for k in scalar + probs}
             record["id"] = first_id + start + j
             record["embedding"] = rows.vectors[start + j]
             record["path"] = paths[j]
+            if tracks is not None:
+                record["track_id"] = tracks[j]
             batch.append(record)
         with _milvus_errors(where):
             client.insert(collection, batch)
@@ -994,17 +1018,23 @@ def _build_meta(rows: Rows, kind: str, params: dict) -> dict:
         "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "warnings": rows.warnings,
         "next_id": n,
+        **({"rows": "tracks"} if rows.tracks else {}),
     }
 
 
-def _scalar_fields(model: dict) -> list[str]:
-    """The fields search filters on: camera, time and the attribute class codes."""
-    return ["camid", "time"] + [
-        f"{a['name']}_{s}" for a in model["attributes"] for s in ("pred", "known")
-    ]
+def _scalar_fields(model: dict, tracks: bool = False) -> list[str]:
+    """The fields search filters on: camera, time (and a track's last time) and
+    the attribute class codes."""
+    return (
+        ["camid", "time"]
+        + (["time_last"] if tracks else [])
+        + [f"{a['name']}_{s}" for a in model["attributes"] for s in ("pred", "known")]
+    )
 
 
-def _vector_index(client, kind: str, params: dict, model: dict | None = None):
+def _vector_index(
+    client, kind: str, params: dict, model: dict | None = None, tracks: bool = False
+):
     """The index parameters of a new collection: the vector index of ``kind``
     and, for ``model``'s filter fields (:func:`_scalar_fields`), an INVERTED
     scalar index each (Milvus Lite 3.2 builds only INVERTED scalar indexes: it
@@ -1027,7 +1057,7 @@ def _vector_index(client, kind: str, params: dict, model: dict | None = None):
         metric_type="IP",
         params=milvus_params,
     )
-    for name in _scalar_fields(model) if model is not None else []:
+    for name in _scalar_fields(model, tracks) if model is not None else []:
         index.add_index(field_name=name, index_type="INVERTED")
     return index
 
@@ -1085,7 +1115,9 @@ def build_collection(
             client.create_collection(
                 staging,
                 schema=_schema(pymilvus, rows),
-                index_params=_vector_index(client, kind, params, rows.model),
+                index_params=_vector_index(
+                    client, kind, params, rows.model, rows.tracks
+                ),
                 properties={META_PROPERTY: json.dumps(meta)},
                 **({"num_shards": int(shards)} if shards else {}),
             )
@@ -1116,7 +1148,10 @@ def add_to_collection(
         gallery = _writer_gallery(client, uri, collection)
         try:
             rows = gallery_rows(
-                embeddings, gallery.model, f"the collection {gallery.where}"
+                embeddings,
+                gallery.model,
+                f"the collection {gallery.where}",
+                gallery.holds_tracks,
             )
             _check_rows(rows)
             _add_rows(client, gallery, rows, writer)

@@ -29,7 +29,9 @@ from anet_tf.data.synthetic.vehicles import sample_vehicle
 
 ATTRIBUTES = ("color", "type")
 SETTINGS = "synth.yaml"  # the generator arguments, written beside the manifest
-TRACK_START = 1_796_256_000  # 2026-12-03T00:00:00Z, the first track's first time
+TRACK_START = 1_796_256_000  # 2026-12-03T00:00:00Z, the earliest time of a track
+TRACK_ENTRY_S = 600  # vehicles enter the road within these seconds of TRACK_START
+TRACK_LAP_S = 3600  # a vehicle's next pass of its cameras comes this much later
 
 
 # long: 23 lines of docstring; the body writes the splits and the settings file in one pass that the generated files' byte-identity depends on.
@@ -68,7 +70,8 @@ def generate(
             photos becomes a track of this many consecutive crops by its camera
             (:func:`track_steps`: the vehicle comes closer, so it grows, moves, and
             its crop gets larger; light and blur change a little), with
-            ``track_id`` and ``time`` columns (a second between crops). 1: no
+            ``track_id`` and ``time`` columns (a second between crops; the
+            tracks' times as a road gives them, :func:`track_times`). 1: no
             tracks, and the files of the generator without this option.
         overwrite: replace a dataset already in ``out_dir`` (only the files this
             generator writes are removed).
@@ -110,6 +113,7 @@ def generate(
         if balanced_train
         else [(None, None)] * num_train
     )
+    road = road_positions(seed, cameras) if track_length > 1 else None
     for pid in range(1, ids + 1):
         rng = np.random.default_rng([seed, 3, pid])
         color, type_ = design[pid - 1] if pid <= num_train else (None, None)
@@ -124,6 +128,8 @@ def generate(
         if pid > num_train:
             splits = _test_splits(rng, cams)
         sprites: dict = {}
+        if road is not None:
+            starts = track_times(cams, road, np.random.default_rng([seed, 8, pid]))
         for k, (cam, split) in enumerate(zip(cams, splits, strict=True)):
             if track_length == 1:
                 image = render_image(
@@ -138,7 +144,7 @@ def generate(
                 dataset.split(split).append(Record(path, pid, cam, attributes, split))
                 continue
             track = f"{pid:04d}_c{cam:02d}_{k:03d}"
-            start = TRACK_START + 60 * ((pid - 1) * images_per_id + k)
+            start = starts[k]
             steps = track_steps(
                 track_length, np.random.default_rng([seed, 6, pid, k]), image_size
             )
@@ -198,6 +204,38 @@ def track_steps(
         )
         steps.append((step, max(16, round(image_size * (0.7 + 0.3 * t)))))
     return steps
+
+
+def road_positions(seed: int, cameras: int) -> np.ndarray:
+    """Where the cameras of a dataset with tracks stand along its road, in km from
+    camera 1 (index ``c - 1`` for camera ``c``): 0.5-1.5 km apart, in order."""
+    gaps = np.random.default_rng([seed, 7]).uniform(0.5, 1.5, cameras - 1)
+    return np.concatenate([[0.0], np.cumsum(gaps)])
+
+
+def track_times(
+    cams: list[int], road: np.ndarray, rng: np.random.Generator
+) -> list[int]:
+    """The first time (seconds since 1970) of each of one vehicle's tracks, as a road
+    gives them: the cameras stand along a road at ``road[c - 1]`` km; the vehicle
+    enters it within :data:`TRACK_ENTRY_S` seconds of :data:`TRACK_START`, drives one
+    way (up or down the road, half and half) at its own speed (30-70 km/h) and passes
+    its cameras in order, so the gap between two of its cameras is their distance
+    over its speed; the r-th track of a camera is on the r-th pass, each pass
+    :data:`TRACK_LAP_S` after the one before (longer than any pass, so the passes
+    never meet). The vehicles of a dataset share the first passes' minutes: one
+    camera sees several at once, as cross-camera linking meets them."""
+    speed = rng.uniform(30.0, 70.0) / 3600.0  # km/s
+    entry = TRACK_START + rng.uniform(0.0, TRACK_ENTRY_S)
+    at = [road[c - 1] for c in cams]
+    origin = min(at) if rng.random() < 0.5 else max(at)
+    seen: dict[int, int] = {}
+    starts = []
+    for cam, km in zip(cams, at, strict=True):
+        lap = seen.get(cam, 0)
+        seen[cam] = lap + 1
+        starts.append(int(round(entry + lap * TRACK_LAP_S + abs(km - origin) / speed)))
+    return starts
 
 
 def generate_from_config(
