@@ -239,9 +239,13 @@ def test_calibrate_a_run_and_its_saved_model(tiny_run, tmp_path, capsys):
     cal = load_calibration(out_model, fingerprint)
     assert cal.payload["model"]["kind"] == "saved_model"
     assert np.all(np.diff(cal.probability(np.linspace(-1, 1, 101))) >= 0)
-    # the run's calibration is of its checkpoint's weights, not of this SavedModel
+    # the run's calibration names the checkpoint's weights, not this SavedModel's
+    # fingerprint, and serves the SavedModel that fit exported from those weights
     with pytest.raises(CalibrationError, match="calibrates another model"):
         load_calibration(out_run, fingerprint)
+    from anet_tf.search.serving import ServingModel
+
+    load_calibration(out_run, ServingModel(saved_model).info())
     picture = str(tmp_path / "roc.png")
     assert main(["visualize", "roc", "--calibration", out_model, "--out", picture]) == 0
     assert os.path.getsize(picture) > 10_000

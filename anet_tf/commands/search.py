@@ -17,6 +17,7 @@ from anet_tf.commands.config import add_config_arguments
 from anet_tf.progress import silenced
 from anet_tf.search.errors import SearchError
 from anet_tf.search.gallery import KINDS
+from anet_tf.search.gallery import REFINES
 from anet_tf.search.milvus import DEFAULT_COLLECTION
 from anet_tf.search.sources import DATASET_PREFIX
 
@@ -80,6 +81,59 @@ def add_filter_arguments(p: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         help="IVF lists to scan (ivf, ivfpq), candidates kept (hnsw's ef)",
+    )
+
+
+def add_decision_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--calibration",
+        default=None,
+        metavar="FILE",
+        help="the gallery model's `anet-tf calibrate` file: each match's P(same "
+        "vehicle) and a same/different decision at --fmr or --probability",
+    )
+    p.add_argument(
+        "--fmr",
+        type=float,
+        default=None,
+        help="with --calibration: decide 'same' at the score threshold of this "
+        "false-match rate, e.g. 1e-3",
+    )
+    p.add_argument(
+        "--probability",
+        type=float,
+        default=None,
+        help="with --calibration: decide 'same' where P(same vehicle) reaches "
+        "this, e.g. 0.9",
+    )
+
+
+def check_decision_arguments(args) -> None:
+    """``--calibration`` with exactly one operating point in (0, 1), or none of
+    the three; checked before anything is opened (one line each)."""
+    from anet_tf.evaluation.calibration import CalibrationError
+    from anet_tf.search.decisions import check_operating_point
+
+    given = [f"--{n}" for n in ("fmr", "probability") if getattr(args, n) is not None]
+    if given and not args.calibration:
+        raise CalibrationError(
+            f"{' and '.join(given)} read a score threshold from the model's "
+            "calibration: give --calibration FILE (of anet-tf calibrate)"
+        )
+    if args.calibration:
+        check_operating_point(args.fmr, args.probability)
+
+
+def decision_point(args, index):
+    """The :class:`~anet_tf.search.decisions.OperatingPoint` of
+    ``--calibration`` for ``index``'s model (None without it); another model's
+    or a damaged file is refused here, before any query is embedded."""
+    if not args.calibration:
+        return None
+    from anet_tf.search.decisions import operating_point
+
+    return operating_point(
+        args.calibration, index.model, fmr=args.fmr, probability=args.probability
     )
 
 
@@ -155,7 +209,21 @@ def add_parsers(subparsers) -> None:
         choices=list(KINDS),
         default="flat",
         help="flat: exact inner product (default); ivf, ivfpq, hnsw: approximate, "
-        "for galleries beyond about a million images",
+        "for galleries beyond about a million images; ivfpqr (faiss): IVF-PQ "
+        "whose shortlist is re-ranked on finer codes (--refine, --k-factor)",
+    )
+    b.add_argument(
+        "--refine",
+        choices=list(REFINES),
+        default=None,
+        help="ivfpqr: codes the shortlist is re-ranked on (default sq8 up to 2 GiB "
+        "of them, else sq4)",
+    )
+    b.add_argument(
+        "--k-factor",
+        type=int,
+        default=None,
+        help="ivfpqr: shortlist of k-factor x top-k re-ranked per query",
     )
     b.add_argument(
         "--nlist", type=int, default=None, help="IVF lists (ivf, ivfpq; default ~4*sqrt(N))"
@@ -241,7 +309,12 @@ def add_parsers(subparsers) -> None:
         "camera is known: --query-embeddings of a manifest with camera_id or a "
         "dataset split), as the re-id protocol does",
     )
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_decision_arguments(p)
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print JSON (format anet-tf-search/2) instead of a table",
+    )
     p.add_argument(
         "--threads",
         type=int,
@@ -401,6 +474,11 @@ def cmd_index_build(args) -> int:
             nprobe=args.nprobe,
             M=args.hnsw_m,
             shards=args.shards,
+            **{
+                k: v
+                for k, v in (("refine", args.refine), ("k_factor", args.k_factor))
+                if v is not None
+            },
         )
     try:
         for warning in index.meta["warnings"]:
@@ -497,24 +575,37 @@ def query_cameras(args, emb):
 
 
 def search_payload(
-    index, emb, matches, where, labels, camera_time=None, exclude_query_camera=False
+    index,
+    emb,
+    matches,
+    where,
+    labels,
+    camera_time=None,
+    exclude_query_camera=False,
+    point=None,
 ) -> dict:
-    """The ``--json`` output of ``anet-tf search``; ``camera_time``: the
-    :func:`camera_time_arguments` it searched with."""
+    """The ``--json`` output of ``anet-tf search`` (format
+    :data:`~anet_tf.search.decisions.SEARCH_FORMAT`, every field in
+    docs/search.md); ``camera_time``: the :func:`camera_time_arguments` it
+    searched with; ``point``: the operating point ``matches`` were decided at
+    (:meth:`OperatingPoint.decide
+    <anet_tf.search.decisions.OperatingPoint.decide>`), None for none."""
+    from anet_tf.search.decisions import SEARCH_FORMAT
+    from anet_tf.search.decisions import answer
+
     camera_time = camera_time or {}
     cameras = camera_time.get("cameras")
     results = []
     for i, row in enumerate(matches):
-        results.append(
-            {
-                "query": emb.paths[i],
-                "attributes": {
-                    a: str(emb.predicted[a][i]) for a in emb.attribute_names
-                },
-                "matches": [m.to_dict() for m in row],
-            }
-        )
+        result = {
+            "query": emb.paths[i],
+            "attributes": {a: str(emb.predicted[a][i]) for a in emb.attribute_names},
+        }
+        if point is not None:
+            result["answer"] = answer(row)
+        results.append({**result, "matches": [m.to_dict() for m in row]})
     payload = {
+        "format": SEARCH_FORMAT,
         "index": index.path,
         "kind": index.kind,
         "model": {k: index.model[k] for k in ("path", "fingerprint", "embedding_dim")},
@@ -526,6 +617,7 @@ def search_payload(
         "until": camera_time.get("until"),
         "exclude_query_camera": exclude_query_camera,
         "rows": "tracks" if index.holds_tracks else "images",
+        **({} if point is None else {"operating_point": point.to_dict()}),
         "results": results,
         "failed": [{"path": p, "reason": r} for p, r in emb.failed],
     }
@@ -555,21 +647,49 @@ def _track_cells(row) -> tuple:
     )
 
 
+def _decision_cells(point):
+    """The head and the cells of the decision columns (P(same), decision); ""
+    and none without an operating point."""
+    if point is None:
+        return "", lambda m: ""
+    return (
+        f"  {'P(same)':>7}  {'decision':<9}",
+        lambda m: f"  {m.probability:>7.3f}  {m.decision:<9}",
+    )
+
+
 def format_search_table(
-    emb, matches, attribute_names, labels: str = "predicted"
+    emb, matches, attribute_names, labels: str = "predicted", point=None
 ) -> str:
     """The table ``anet-tf search`` prints: per query (with its predicted
     attributes), rank, score, the matches' ``labels`` (predicted or known)
     attributes, ids and path; for a gallery of tracks also each track's id, first
-    and last time (UTC) and crops."""
+    and last time (UTC) and crops. With an operating point (``point``, the
+    matches decided at it): first a line saying where it decides, each match's
+    P(same vehicle) and decision, and a "no match" line under a query none of
+    whose matches is the same vehicle."""
+    from anet_tf.search.decisions import NO_MATCH
+    from anet_tf.search.decisions import answer
+
     lines = []
+    if point is not None:
+        lines += [
+            f"same vehicle at score >= {point.threshold:.4f} ({point.describe()} of "
+            f"{point.calibration.path})",
+            "",
+        ]
+    decision_head, decision = _decision_cells(point)
     for i, row in enumerate(matches):
         attrs = " ".join(f"{a}={emb.predicted[a][i]}" for a in attribute_names)
         lines.append(
             f"query {emb.paths[i]}" + (f"  (predicted {attrs})" if attrs else "")
         )
         if not row:
-            lines.append("  no gallery item matches")
+            lines.append(
+                "  no gallery item matches"
+                if point is None
+                else "  no match: no gallery item passes the filters"
+            )
             lines.append("")
             continue
 
@@ -587,21 +707,27 @@ def format_search_table(
             f"{heads[a]:<{widths[a]}}" for a in attribute_names
         )
         track_head, track = _track_cells(row)
-        lines.append(f"{head}  {'id':>5}  {'cam':>3}{track_head}  path")
+        lines.append(f"{head}  {'id':>5}  {'cam':>3}{track_head}{decision_head}  path")
         for m in row:
             cells = "  ".join(f"{value(m, a):<{widths[a]}}" for a in attribute_names)
             pid = str(m.pid) if m.pid >= 0 else "-"
             cam = str(m.camid) if m.camid >= 0 else "-"
             lines.append(
                 f"  {m.rank:>4}  {m.score:>6.3f}  {cells}  {pid:>5}  {cam:>3}"
-                f"{track(m)}  {m.path}"
+                f"{track(m)}{decision(m)}  {m.path}"
+            )
+        if point is not None and answer(row) == NO_MATCH:
+            lines.append(
+                f"  no match: no gallery item reaches score {point.threshold:.4f} "
+                f"({point.describe()})"
             )
         lines.append("")
     return "\n".join(lines).rstrip("\n")
 
 
 def cmd_search(args) -> int:
-    """``anet-tf search --index TARGET --query IMG... --top-k K [--where ...]``."""
+    """``anet-tf search --index TARGET --query IMG... --top-k K [--where ...]
+    [--calibration FILE --fmr F | --probability P]``."""
     from anet_tf.search.gallery import parse_where
     from anet_tf.search.index import search_threads
     from anet_tf.search.targets import close_gallery
@@ -609,15 +735,17 @@ def cmd_search(args) -> int:
 
     where = parse_where(args.where)
     camera_time = camera_time_arguments(args)
+    check_decision_arguments(args)
     index = open_gallery(args.index, args.collection)
     try:
-        # a bad filter fails before embedding
+        # a bad filter or calibration fails before embedding
         index.selection(
             where,
             args.labels,
             **camera_time,
             by_query_camera=args.exclude_query_camera,
         )
+        point = decision_point(args, index)
         if args.query:  # embedding images takes a while: Milvus Lite is free meanwhile
             close_gallery(index)  # (and opened again to search)
         emb = query_embeddings(args, index, progress=not args.json)
@@ -634,6 +762,8 @@ def cmd_search(args) -> int:
         matches = index.matches(scores, ids)
     finally:
         close_gallery(index)  # a Milvus Lite database: other processes may open it
+    if point is not None:
+        matches = point.decide(matches)
     if args.json:
         print(
             json.dumps(
@@ -645,10 +775,13 @@ def cmd_search(args) -> int:
                     args.labels,
                     camera_time,
                     args.exclude_query_camera,
+                    point,
                 ),
                 indent=2,
             )
         )
     else:
-        print(format_search_table(emb, matches, index.attribute_names, args.labels))
+        print(
+            format_search_table(emb, matches, index.attribute_names, args.labels, point)
+        )
     return 0

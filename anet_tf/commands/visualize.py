@@ -12,9 +12,12 @@ import os
 
 from anet_tf.commands.config import add_config_arguments
 from anet_tf.commands.errors import UsageError
+from anet_tf.commands.search import add_decision_arguments
 from anet_tf.commands.search import add_filter_arguments
 from anet_tf.commands.search import add_query_arguments
 from anet_tf.commands.search import camera_time_arguments
+from anet_tf.commands.search import check_decision_arguments
+from anet_tf.commands.search import decision_point
 from anet_tf.commands.search import query_embeddings
 
 
@@ -52,6 +55,7 @@ def add_visualize_parser(subparsers) -> None:
         "(the re-id protocol leaves them out)",
     )
     add_filter_arguments(v)
+    add_decision_arguments(v)
     v.add_argument("--title", default="", help="picture title")
     v.add_argument("-o", "--out", required=True, help="output PNG")
     v.set_defaults(handler=_visualize_ranked)
@@ -161,8 +165,10 @@ def _visualize_ranked(args) -> int:
 
     where = parse_where(args.where)
     camera_time = camera_time_arguments(args)
+    check_decision_arguments(args)
     index = load_index(args.index)
     index.filter_mask(where, args.labels, **camera_time)
+    point = decision_point(args, index)
     emb = query_embeddings(args, index, progress=True)
     rows = np.arange(len(emb))
     if args.query_embeddings:
@@ -189,6 +195,8 @@ def _visualize_ranked(args) -> int:
         threads=search_threads(len(rows)),
     )
     matches = index.matches(scores, ids)
+    if point is not None:
+        matches = point.decide(matches)
     ranked = []
     for i, row in zip(rows, matches, strict=True):
         shown = emb.predicted if args.labels == "predicted" else emb.known
@@ -207,7 +215,19 @@ def _visualize_ranked(args) -> int:
             title += f" where ({args.labels}) " + ", ".join(
                 f"{a}={'|'.join(v)}" for a, v in where.items()
             )
-    plot_ranked_list(ranked, args.out, args.top_k, title=title, attributes=args.labels)
+    decisions = (
+        ""
+        if point is None
+        else f"score >= {point.threshold:.4f} ({point.describe()})"
+    )
+    plot_ranked_list(
+        ranked,
+        args.out,
+        args.top_k,
+        title=title,
+        attributes=args.labels,
+        decisions=decisions,
+    )
     print(f"wrote {args.out}")
     return 0
 

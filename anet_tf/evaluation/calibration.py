@@ -503,9 +503,57 @@ _REQUIRED = (
 )
 
 
-def load_calibration(path: str, model_fingerprint: str | None) -> Calibration:
-    """The :class:`Calibration` in ``path``, made for the model with
-    ``model_fingerprint`` (None: any model, e.g. for a picture).
+def calibrates(calibrated: dict, model: dict) -> bool:
+    """Whether a calibration of the model ``calibrated`` (a file's ``model``
+    record) holds for ``model`` (a gallery's or embeddings file's model record,
+    or :meth:`ServingModel.info <anet_tf.search.serving.ServingModel.info>`):
+    the same SavedModel fingerprint, or, for a calibration of a run's weights
+    (``"kind": "run_weights"``), the weights digest an export of them records in
+    its metadata, with the same test-time feature."""
+    if calibrated["fingerprint"] == model.get("fingerprint"):
+        return True
+    return (
+        calibrated.get("kind") == "run_weights"
+        and model.get("weights_digest") == calibrated["fingerprint"]
+        and calibrated.get("feature", model.get("feature")) == model.get("feature")
+    )
+
+
+def _another_model(path: str, calibrated: dict, model: str | dict) -> str:
+    """The one line refusing a calibration of ``calibrated`` for ``model``."""
+    what = (
+        f"fingerprint {model}"
+        if isinstance(model, str)
+        else f"{model.get('path', '?')}, fingerprint {model.get('fingerprint')}"
+        + (
+            f", weights digest {model['weights_digest']}"
+            if model.get("weights_digest")
+            else ""
+        )
+    )
+    advice = (
+        "scores of one model mean nothing for another; calibrate this model with "
+        "anet-tf calibrate --model SAVED_MODEL --out FILE"
+    )
+    if (
+        isinstance(model, dict)
+        and model.get("weights_digest") == calibrated["fingerprint"]
+    ):
+        return (
+            f"{path} calibrates feature {calibrated.get('feature')} of the weights of "
+            f"{model.get('path', '?')}, which serves feature {model.get('feature')}; "
+            f"{advice}"
+        )
+    return (
+        f"{path} calibrates another model ({calibrated.get('path', '?')}, "
+        f"fingerprint {calibrated['fingerprint']}), not this one ({what}): {advice}"
+    )
+
+
+def load_calibration(path: str, model: str | dict | None) -> Calibration:
+    """The :class:`Calibration` in ``path``, made for ``model``: its fingerprint,
+    or its model record (:func:`calibrates`: a run's calibration also serves the
+    run's export), or None (any model, e.g. for a picture).
 
     Raises:
         DamagedFileError: not JSON, another format version, a field missing or
@@ -533,17 +581,13 @@ def load_calibration(path: str, model_fingerprint: str | None) -> Calibration:
                 path, f"field {'.'.join(keys)} missing or not {kind.__name__}", advice
             )
     _check_content(path, payload, advice)
-    if (
-        model_fingerprint is not None
-        and payload["model"]["fingerprint"] != model_fingerprint
+    calibrated = payload["model"]
+    if model is not None and not (
+        calibrated["fingerprint"] == model
+        if isinstance(model, str)
+        else calibrates(calibrated, model)
     ):
-        m = payload["model"]
-        raise CalibrationError(
-            f"{path} calibrates another model ({m.get('path', '?')}, fingerprint "
-            f"{m['fingerprint']}), not this one (fingerprint {model_fingerprint}): "
-            "scores of one model mean nothing for another; calibrate this model with "
-            "anet-tf calibrate --model SAVED_MODEL --out FILE"
-        )
+        raise CalibrationError(_another_model(path, calibrated, model))
     return Calibration(path, payload)
 
 

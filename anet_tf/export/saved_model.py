@@ -5,7 +5,8 @@ Layout (what ``tensorflow_model_server --model_base_path=<out>/<model_name>`` re
     <out>/<model_name>/<version>/
         saved_model.pb
         variables/                      every weight stored once
-        assets/metadata.json            config, dataset, feature, input size, classes
+        assets/metadata.json            config, dataset, feature, input size, classes,
+                                        weights digest
         assets/config.yaml              the run's resolved config
         assets/<attribute>_classes.txt  class names, one per line, index = class id
         assets.extra/tf_serving_warmup_requests
@@ -60,6 +61,7 @@ from anet_tf.io import remove_path
 from anet_tf.io import replace_folder
 from anet_tf.io import staging_path
 from anet_tf.model.anet import select_test_feature
+from anet_tf.model.digest import weights_digest
 
 SIGNATURE_BYTES = "serving_default"
 SIGNATURE_IMAGES = "serve_images"
@@ -311,7 +313,14 @@ def build_serving_module(net, cfg: Config, dataset) -> AnetServing:
 
 
 def serving_metadata(module: AnetServing, cfg: Config, dataset) -> dict:
-    """What a client needs to know about the model, stored as assets/metadata.json."""
+    """What a client needs to know about the model, stored as assets/metadata.json.
+
+    ``weights_digest`` is the first 16 hex digits of
+    :func:`~anet_tf.model.digest.weights_digest` of the exported network: what a
+    calibration of the run's weights (``anet-tf calibrate --run``) names its
+    model by, so ``search`` knows such a file serves this export. It depends on
+    the weights alone, so a re-export of the same weights keeps it (and keeps
+    the SavedModel's fingerprint)."""
     import keras
 
     from anet_tf._version import __version__
@@ -328,6 +337,7 @@ def serving_metadata(module: AnetServing, cfg: Config, dataset) -> dict:
         "backbone": cfg.model.backbone,
         "input_size": [h, w],
         "max_image_pixels": cfg.data.max_image_pixels,
+        "weights_digest": weights_digest(module.net)[:16],
         "pixels": "RGB, float in [0, 255] or uint8; resized bilinearly to input_size",
         "normalization": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
         "attributes": [

@@ -13,7 +13,9 @@ def model_predictor(cfg: Config, *, run=None, model_dir: str | None = None):
     extract.evaluate_predictor`). The record's fingerprint is the SavedModel's
     (:func:`anet_tf.search.serving.model_fingerprint`, what ``search`` checks),
     or for a run's weights the first 16 hex digits of their digest
-    (:func:`~anet_tf.jobs.fit_evaluate_export.weights_digest`)."""
+    (:func:`~anet_tf.model.digest.weights_digest`), which an export of those
+    weights records in its metadata, so ``search`` takes the file for the
+    export's galleries too."""
     if model_dir is not None:
         from anet_tf.export.saved_model import load_predictor
         from anet_tf.search.serving import model_fingerprint
@@ -24,7 +26,7 @@ def model_predictor(cfg: Config, *, run=None, model_dir: str | None = None):
             "path": model_dir,
         }
     from anet_tf.evaluation.extract import keras_predict_fn
-    from anet_tf.jobs.fit_evaluate_export import weights_digest
+    from anet_tf.model.digest import weights_digest
 
     net = run.network()
     names = (

@@ -16,6 +16,7 @@ from anet_tf.config import Config
 from anet_tf.io import NotWritableError
 from anet_tf.io import read_json_file
 from anet_tf.io import remove_path
+from anet_tf.model.digest import weights_digest
 from anet_tf.training.run import CHECKPOINTS
 from anet_tf.training.run import CONFIG_FILE
 from anet_tf.training.run import EXPORT
@@ -98,21 +99,6 @@ class RememberedEvaluation:
         if self._last is not None and self._last[0] == weights_digest(net):
             return self._last[1]
         return None
-
-
-def weights_digest(net) -> str:
-    """A digest of every weight of ``net`` (names, shapes and values)."""
-    import hashlib
-
-    import keras
-    import numpy as np
-
-    h = hashlib.sha1()
-    for w in net.weights:
-        value = np.ascontiguousarray(keras.ops.convert_to_numpy(w.value))
-        h.update(f"{w.path}:{value.shape}:{value.dtype}".encode())
-        h.update(value.tobytes())
-    return h.hexdigest()
 
 
 def chance_level(dataset, cfg: Config) -> dict:

@@ -18,6 +18,9 @@ Everything here works from an exported SavedModel (the model TF Serving runs):
   until=, query_cameras=)``, the same on both backends).
 * :mod:`anet_tf.search.milvus`: the same gallery in a Milvus collection (Milvus
   Lite or a server), with rows removed by camera or time.
+* :mod:`anet_tf.search.decisions`: each match's P(same vehicle) and a
+  same/different decision at an operating point of the model's calibration
+  (:func:`operating_point`), and per query "match" or "no match" (:func:`answer`).
 * :mod:`anet_tf.search.targets`: the backend chosen by target:
   :func:`open_gallery`, :func:`build_gallery`, :func:`add_to_gallery`.
 * :mod:`anet_tf.search.link`, :mod:`anet_tf.search.link_files`: tracks of several
@@ -28,6 +31,9 @@ The ``embed``, ``index build|add|remove`` and ``search`` commands are in
 faiss or pymilvus; each module imports them where it needs them.
 """
 
+from anet_tf.search.decisions import OperatingPoint
+from anet_tf.search.decisions import answer
+from anet_tf.search.decisions import operating_point
 from anet_tf.search.embed import embed_images
 from anet_tf.search.embeddings import Embeddings
 from anet_tf.search.embeddings import load_embeddings
@@ -51,9 +57,11 @@ __all__ = [
     "GalleryIndex",
     "ImageList",
     "IndexMismatchError",
+    "OperatingPoint",
     "SearchError",
     "ServingModel",
     "add_to_gallery",
+    "answer",
     "build_gallery",
     "build_index",
     "embed_images",
@@ -62,6 +70,7 @@ __all__ = [
     "load_index",
     "model_fingerprint",
     "open_gallery",
+    "operating_point",
     "parse_where",
     "save_embeddings",
 ]

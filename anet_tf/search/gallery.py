@@ -506,7 +506,10 @@ def check_new_paths(rows: Rows, existing: Sequence[str], target: str) -> None:
 
 @dataclass
 class Match:
-    """One gallery item found for a query."""
+    """One gallery item found for a query; ``probability`` (P(same vehicle) of
+    its score) and ``decision`` (``"same"`` or ``"different"``) are set by
+    :meth:`OperatingPoint.decide <anet_tf.search.decisions.OperatingPoint.decide>`
+    and None otherwise."""
 
     rank: int
     id: int
@@ -521,6 +524,8 @@ class Match:
     track_id: str | None = None  # a gallery of tracks: the track (None: an image)
     time_last: int = -1
     track_length: int = 1
+    probability: float | None = None
+    decision: str | None = None
 
     def to_dict(self) -> dict:
         track = (
@@ -544,6 +549,14 @@ class Match:
             "confidence": {a: round(float(p), 6) for a, p in self.confidence.items()},
             "known": self.known,
             **track,
+            **(
+                {}
+                if self.decision is None
+                else {
+                    "probability": round(float(self.probability), 6),
+                    "decision": self.decision,
+                }
+            ),
         }
 
 
@@ -801,7 +814,8 @@ def index_params(kind: str, n: int, dim: int, **given) -> dict:
             params[key] = value if key == "refine" else int(value)
     if params.get("refine") not in (None, *REFINES):
         raise SearchError(
-            f"refine must be one of {', '.join(REFINES)}. Received: {params['refine']!r}"
+            f"refine must be one of {', '.join(REFINES)}. "
+            f"Received: {params['refine']!r}"
         )
     if "nlist" in params and given.get("nprobe") is None:
         params["nprobe"] = min(32, params["nlist"])

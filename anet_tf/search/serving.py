@@ -146,8 +146,18 @@ class ServingModel:
         return int(h), int(w)
 
     def info(self) -> dict:
-        """What an embeddings file and an index record about the model."""
-        keys = ("model_name", "version", "dataset", "feature", "variant", "backbone")
+        """What an embeddings file and an index record about the model
+        (``weights_digest``: that of its metadata, None for a model exported
+        before exports recorded it)."""
+        keys = (
+            "model_name",
+            "version",
+            "dataset",
+            "feature",
+            "variant",
+            "backbone",
+            "weights_digest",
+        )
         return {
             "path": self.path,
             "fingerprint": self.fingerprint,

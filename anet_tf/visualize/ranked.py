@@ -1,6 +1,8 @@
 """The ranked-list picture: a query and its top-k gallery matches, framed green
 (same vehicle) or red (another vehicle) where the ids are known, as in Figure 4
-(row 1) of the paper."""
+(row 1) of the paper; with an operating point, the model's decisions on top: a
+dashed line between the matches decided "same vehicle" and those decided
+"different" (faded), and each match's P(same vehicle)."""
 
 from __future__ import annotations
 
@@ -30,8 +32,9 @@ class RankedRow:
         query_pid: its vehicle id, -1 unknown (then frames stay grey).
         query_text: a line under the query (e.g. its predicted attributes).
         matches: its top-k matches, best first: objects with ``rank``, ``score``,
-            ``path``, ``pid``, ``camid``, ``predicted`` and ``known`` (as
-            :class:`anet_tf.search.index.Match`).
+            ``path``, ``pid``, ``camid``, ``predicted``, ``known``, and for a
+            picture of decisions ``probability`` and ``decision`` (``"same"`` or
+            ``"different"``) (as :class:`anet_tf.search.gallery.Match`).
     """
 
     query_path: str
@@ -60,6 +63,7 @@ def plot_ranked_list(
     *,
     title: str = "",
     attributes: str = "predicted",
+    decisions: str = "",
     dpi: int = DPI,
 ) -> str:
     """Each query (left, blue frame) followed by its ``top_k`` matches.
@@ -67,7 +71,11 @@ def plot_ranked_list(
     A match is framed green when its vehicle id equals the query's, red when it
     differs, grey when either is unknown. Above each match: rank and cosine
     similarity; below: vehicle id, camera and the ``attributes`` (predicted or
-    known) classes.
+    known) classes. ``decisions`` (the operating point in words, e.g. "score >=
+    0.9941 (FMR 0.001)"; the matches carry their decisions): each match's
+    P(same vehicle) after its score, a dashed line after the last match decided
+    "same" (before the first match when none is: "no match"), and the matches
+    decided "different" faded; the frames still say what is true.
 
     Returns:
         ``out_path``; the PNG is :func:`ranked_list_size` pixels.
@@ -86,7 +94,10 @@ def plot_ranked_list(
     band = RANK_HEADER_H * dpi / height_px
     cell_w, cell_h = 1.0 / cols, (1.0 - band) / len(rows)
     line = 0.25 * dpi / height_px
-    fig.text(0.01, 1 - 0.6 * line, title or "ranked list", va="center", fontsize=10)
+    title = title or "ranked list"
+    if decisions:
+        title += f"; same vehicle (left of the dashed line) at {decisions}"
+    fig.text(0.01, 1 - 0.6 * line, title, va="center", fontsize=10)
     legend = [("query", "query"), ("same vehicle", "match"), ("other vehicle", "wrong")]
     fig.legend(
         handles=[
@@ -103,8 +114,9 @@ def plot_ranked_list(
     fig.text(
         0.99,
         1 - 1.55 * line,
-        "above: rank: cosine similarity; below: vehicle id, camera, "
-        f"{attributes} attributes",
+        "above: rank: cosine similarity"
+        + (", P(same vehicle)" if decisions else "")
+        + f"; below: vehicle id, camera, {attributes} attributes",
         ha="right",
         va="center",
         fontsize=8,
@@ -126,7 +138,14 @@ def plot_ranked_list(
                 m.predicted if attributes == "predicted" else m.known
             )
             text = f"{below}\n{attrs}" if below and attrs else below or attrs
-            cells.append((m.path, f"{m.rank}: {m.score:.3f}", text, color))
+            above = f"{m.rank}: {m.score:.3f}"
+            if decisions:
+                above += f", P {m.probability:.2f}"
+            cells.append((m.path, above, text, color))
+        shown = row.matches[:top_k]
+        rejected = {
+            c + 1 for c, m in enumerate(shown) if decisions and m.decision != "same"
+        }
         for c, (path, above, below, color) in enumerate(cells):
             ax = fig.add_axes(
                 [
@@ -136,14 +155,22 @@ def plot_ranked_list(
                     0.66 * cell_h,
                 ]
             )
-            ax.imshow(load_rgb(path, thumb), interpolation="bilinear")
+            faded = c in rejected
+            ax.imshow(
+                load_rgb(path, thumb),
+                interpolation="bilinear",
+                alpha=0.35 if faded else 1.0,
+            )
             ax.set_xticks([])
             ax.set_yticks([])
             for spine in ax.spines.values():
                 spine.set_edgecolor(color)
                 spine.set_linewidth(4 if color != COLORS["unknown"] else 1.5)
             ax.set_title(
-                above, fontsize=8, pad=3, color=COLORS["query"] if c == 0 else "black"
+                above,
+                fontsize=8,
+                pad=3,
+                color=COLORS["query"] if c == 0 else "gray" if faded else "black",
             )
             ax.text(
                 0.5,
@@ -154,6 +181,8 @@ def plot_ranked_list(
                 va="top",
                 fontsize=7,
             )
+        if decisions:
+            _decision_line(fig, row, top_k, top, cell_w, cell_h)
         if not row.matches:
             fig.text(
                 1.5 * cell_w,
@@ -163,3 +192,34 @@ def plot_ranked_list(
                 va="center",
             )
     return save_png(fig, out_path)
+
+
+def _decision_line(fig, row: RankedRow, top_k: int, top: float, cell_w, cell_h):
+    """The dashed line after the last match of ``row`` decided "same" (after the
+    query, with "no match", when none is)."""
+    from matplotlib.lines import Line2D
+
+    same = [c for c, m in enumerate(row.matches[:top_k]) if m.decision == "same"]
+    x = min((same[-1] + 2 if same else 1) * cell_w, 0.998)  # all same: at the edge
+    fig.add_artist(
+        Line2D(
+            [x, x],
+            [top - 0.97 * cell_h, top - 0.03 * cell_h],
+            transform=fig.transFigure,
+            color="black",
+            linestyle=(0, (4, 3)),
+            linewidth=1.5,
+        )
+    )
+    if not same and row.matches:
+        fig.text(
+            x,
+            top - 0.47 * cell_h,
+            "no match",
+            fontsize=8,
+            fontweight="bold",
+            rotation=90,
+            ha="center",
+            va="center",
+            bbox={"facecolor": "white", "edgecolor": "none", "pad": 1.5},
+        )
