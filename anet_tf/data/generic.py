@@ -615,20 +615,7 @@ def _read_rows(
             log.report(
                 f"{where}: unknown split {cells['split']!r}; valid: {', '.join(SPLITS)}"
             )
-        values = []
-        for name, index in zip(dataset.attribute_names, class_index, strict=True):
-            text = cells[name]
-            if not text:
-                values.append(UNKNOWN)
-            elif text in index:
-                values.append(index[text])
-            else:
-                values.append(UNKNOWN)
-                log.report(
-                    f"{where}: unknown {name} class {text!r}; valid (from "
-                    f"{os.path.join(ATTRIBUTE_DIR, name + '.txt')}): {', '.join(index)}"
-                    f"; leave the cell empty if unknown"
-                )
+        values = _attribute_cells(cells, dataset.attribute_names, class_index, where, log)
         if path and check_images:
             if not files.exists(path):
                 log.report(
@@ -650,6 +637,31 @@ def _read_rows(
             )
         )
     return rows
+
+
+def _attribute_cells(
+    cells: dict[str, str],
+    names: list[str],
+    class_index: list[dict[str, int]],
+    where: str,
+    log: ProblemLog,
+) -> list[int]:
+    """The class numbers of a row's attribute cells: UNKNOWN where a cell is empty,
+    and where its class is not in the attribute's file (reported)."""
+    values = []
+    for name, index in zip(names, class_index, strict=True):
+        text = cells[name]
+        if text in index:
+            values.append(index[text])
+            continue
+        values.append(UNKNOWN)
+        if text:
+            log.report(
+                f"{where}: unknown {name} class {text!r}; valid (from "
+                f"{os.path.join(ATTRIBUTE_DIR, name + '.txt')}): {', '.join(index)}"
+                f"; leave the cell empty if unknown"
+            )
+    return values
 
 
 def _track_cells(

@@ -397,20 +397,7 @@ def gallery_rows(
     if tracks:
         for i, emb in enumerate(embeddings, start=1):
             check_track_spans(emb, emb.file or emb.source or f"embeddings file {i}")
-    if model is None:
-        model, start, expected = embeddings[0].model, 1, "embeddings file 1"
-        advice = (
-            "A gallery holds the embeddings of one model: embed every part with the "
-            f"same --model (anet-tf embed), e.g. {model['path']}, then build it"
-        )
-    else:
-        start, expected = 0, what
-        advice = (
-            f"Embed these images with the gallery's model (--model {model['path']}), "
-            "or build a new gallery for this model"
-        )
-    for i, emb in enumerate(embeddings[start:], start=start + 1):
-        check_same_model(model, emb.model, expected, f"file {i} ({emb.source}), model", advice)
+    model = _check_models(embeddings, model, what)
     for emb in embeddings:
         check_finite(emb)
     vectors = np.ascontiguousarray(
@@ -432,16 +419,7 @@ def gallery_rows(
         "time": np.concatenate([e.times for e in embeddings]).astype(np.int64),
     }
     if tracks:
-        columns["track_id"] = np.asarray(
-            [t.encode("utf-8") for e in embeddings for t in e.track_ids.tolist()],
-            dtype=bytes,
-        )
-        columns["time_last"] = np.concatenate(
-            [e.times_last for e in embeddings]
-        ).astype(np.int64)
-        columns["track_length"] = np.concatenate(
-            [e.track_lengths for e in embeddings]
-        ).astype(np.int64)
+        columns.update(_track_columns(embeddings))
     warnings = []
     for name, cls in zip(names, classes, strict=True):
         columns[f"{name}_pred"] = np.concatenate(
@@ -460,6 +438,42 @@ def gallery_rows(
                 f"model ({', '.join(classes[names.index(name)])}); they match no filter"
             )
     return Rows(vectors, columns, model, [e.source for e in embeddings], warnings)
+
+
+def _track_columns(embeddings: Sequence[Embeddings]) -> dict[str, np.ndarray]:
+    """The columns only a gallery of tracks has: track id, last time, length."""
+    columns: dict[str, np.ndarray] = {}
+    columns["track_id"] = np.asarray(
+        [t.encode("utf-8") for e in embeddings for t in e.track_ids.tolist()],
+        dtype=bytes,
+    )
+    columns["time_last"] = np.concatenate(
+        [e.times_last for e in embeddings]
+    ).astype(np.int64)
+    columns["track_length"] = np.concatenate(
+        [e.track_lengths for e in embeddings]
+    ).astype(np.int64)
+    return columns
+
+
+def _check_models(embeddings: Sequence[Embeddings], model: dict | None, what: str) -> dict:
+    """The model of a gallery's new rows: ``model`` (an existing gallery's), or the
+    first file's; every file must come from it (:func:`check_same_model`)."""
+    if model is None:
+        model, start, expected = embeddings[0].model, 1, "embeddings file 1"
+        advice = (
+            "A gallery holds the embeddings of one model: embed every part with the "
+            f"same --model (anet-tf embed), e.g. {model['path']}, then build it"
+        )
+    else:
+        start, expected = 0, what
+        advice = (
+            f"Embed these images with the gallery's model (--model {model['path']}), "
+            "or build a new gallery for this model"
+        )
+    for i, emb in enumerate(embeddings[start:], start=start + 1):
+        check_same_model(model, emb.model, expected, f"file {i} ({emb.source}), model", advice)
+    return model
 
 
 def check_finite(emb: Embeddings) -> None:

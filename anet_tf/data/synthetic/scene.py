@@ -210,6 +210,14 @@ def render_image(
     if rng.random() < camera.occlusion:
         _occlude(scene, rng, cx, sprite.width)
 
+    return _expose(scene, camera, rng, step)
+
+
+def _expose(
+    scene: Image.Image, camera: Camera, rng: np.random.Generator, step: TrackStep | None
+) -> Image.Image:
+    """The camera's blur, contrast, colour gains and noise on a composed scene
+    (the track step's blur and light on top)."""
     if camera.blur > 0.25:
         radius = camera.blur * rng.uniform(0.7, 1.3)
         if step is not None:
