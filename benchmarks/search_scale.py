@@ -13,10 +13,16 @@ this process's memory growth while it builds and loads the collection, and the
 database's size on disk), recall@10 against the exact top-10, and batch-1 latency p50 / p99 over ``--queries`` queries (top-10) with no filter, with
 ``color=red`` (1/10 of the gallery) and with ``color=red,type=sedan`` (1/70). The
 queries are new images of red sedans of the gallery, so the exact top-10 are
-mostly the images of the query's vehicle, filtered or not. The vectors are
-isotropic in D dimensions, a hard case for IVF's clustering; recall on real
-embeddings differs with their structure. IVF kinds are also timed at
-``--nprobe-extra`` lists.
+mostly the images of the query's vehicle, filtered or not. With ``--vectors
+isotropic`` (the default) the vectors are isotropic in D dimensions, a hard case
+for IVF's clustering; ``--vectors model`` draws them from the generator fitted to
+a trained run's embeddings (``benchmarks/model_vectors.py``, ``--vector-model``).
+IVF kinds are also timed at ``--nprobe-extra`` lists.
+
+``ivfpqr`` builds one IVF-PQ and wraps it with each refine of ``--refines``
+(:func:`ivfpqr_indexes`), and times each also at the ``--sweep`` settings
+(``NPROBExK_FACTOR``, no filter). ``--kinds ivfpq:1024,ivfpqr`` gives a kind its
+own nlist.
 
 Backends:
 
@@ -34,6 +40,8 @@ Backends:
     python benchmarks/search_scale.py --n 1000000 --kinds flat,ivf,ivfpq --nlist 1024 --json-out s6.json
     python benchmarks/search_scale.py --n 10000000 --kinds ivfpq --nlist 1024 --json-out s7.json
     python benchmarks/search_scale.py --backend milvus --n 100000 --kinds flat,ivf --json-out m5.json
+    python benchmarks/search_scale.py --vectors model --n 1000000 --kinds ivfpqr --opq 256 \
+        --refines fp16,flat --sweep 32x10,32x50,64x50 --json-out m6opq2.json
 """
 
 from __future__ import annotations
@@ -50,6 +58,10 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from machine import machine_info  # noqa: E402
+from model_vectors import DEFAULT_MODEL_FILE  # noqa: E402
+from model_vectors import VectorModel  # noqa: E402
+from model_vectors import model_chunk  # noqa: E402
+from model_vectors import model_queries  # noqa: E402
 from search import COLORS  # noqa: E402
 from search import TYPES  # noqa: E402
 
@@ -86,8 +98,15 @@ def vehicle_attributes(c: int, vehicles: int, seed: int):
     return rng.integers(0, len(COLORS), vehicles), rng.integers(0, len(TYPES), vehicles)
 
 
+# The fitted generator of ``--vectors model`` (benchmarks/model_vectors.py); None:
+# isotropic vectors.
+VECTOR_MODEL = None
+
+
 def make_chunk(c: int, size: int, dim: int, seed: int):
     """Chunk ``c``: its vectors (float32 [size, D]) and colour and type codes."""
+    if VECTOR_MODEL is not None:
+        return model_chunk(VECTOR_MODEL, c, size, dim, seed, PER_ID)
     centres = chunk_centres(c, size, dim, seed)
     rng = np.random.default_rng([seed, c, 1])
     ids = np.arange(size) % len(centres)
@@ -100,6 +119,11 @@ def make_chunk(c: int, size: int, dim: int, seed: int):
 def make_queries(n: int, chunk: int, dim: int, count: int, seed: int) -> np.ndarray:
     """New images of random red sedans of the gallery (of random chunks), so each
     filter keeps the query's vehicle, as a search for a red sedan does."""
+    if VECTOR_MODEL is not None:
+        red, sedan = COLORS.index("red"), TYPES.index("sedan")
+        return model_queries(
+            VECTOR_MODEL, n, chunk, dim, count, seed, PER_ID, red, sedan
+        )
     rng = np.random.default_rng([seed, 10**9])
     chunks = rng.integers(0, max(1, n // chunk), count)
     red, sedan = COLORS.index("red"), TYPES.index("sedan")
@@ -221,13 +245,17 @@ def faiss_indexes(args, dim: int):
     faiss.omp_set_num_threads(args.build_threads)
     out = {}
     sample = None
-    for kind in args.kinds:
+    for spec in args.kinds:
+        kind, _, nlist = spec.partition(":")  # "ivfpq:1024": this kind's nlist
         given = {
-            "nlist": args.nlist,
+            "nlist": int(nlist) if nlist else args.nlist,
             "m": args.pq_m,
             "nprobe": args.nprobe,
             "M": args.hnsw_m,
         }
+        if kind == "ivfpqr":
+            out.update(ivfpqr_indexes(args, dim, given))
+            continue
         params = index_params(kind, args.n, dim, **given)
         t = time.perf_counter()
         if kind in ("ivf", "ivfpq"):
@@ -266,6 +294,86 @@ def faiss_indexes(args, dim: int):
     return out
 
 
+def _sample(args, dim: int, count: int) -> np.ndarray:
+    """The first ``count`` gallery vectors (chunks are independent draws)."""
+    parts, have, c = [], 0, 0
+    while have < count:
+        x, _, _ = make_chunk(c, args.chunk, dim, args.seed)
+        parts.append(x[: count - have])
+        have += len(parts[-1])
+        c += 1
+    return np.concatenate(parts)
+
+
+def ivfpqr_indexes(args, dim: int, given: dict) -> dict:
+    """One ivfpqr per refine of ``--refines``, sharing one IVF-PQ: the first is
+    made by :func:`anet_tf.search.index._new_faiss_index` (as ``index build``),
+    the others wrap its IVF-PQ in a ``faiss.IndexRefine`` with their own refine
+    codes, so the IVF-PQ is trained and filled once. Entry ``ivfpqr-base`` adds
+    to the shared IVF-PQ; each ``ivfpqr[REFINE]`` adds to its refine codes."""
+    import faiss
+
+    from anet_tf.search.index import FORMAT
+    from anet_tf.search.index import IVFPQR_TRAIN_PER_LIST
+    from anet_tf.search.index import GalleryIndex
+    from anet_tf.search.index import _new_faiss_index
+
+    refines = args.refines.split(",")
+    given = dict(given, opq=args.opq, k_factor=args.k_factor, refine=refines[0])
+    params = index_params("ivfpqr", args.n, dim, **given)
+    sample = _sample(
+        args, dim, min(args.n, max(65536, IVFPQR_TRAIN_PER_LIST * params["nlist"]))
+    )
+    t = time.perf_counter()
+    first = _new_faiss_index("ivfpqr", params, sample, args.seed)
+    base = first.base_index
+    train_s = time.perf_counter() - t
+    print(
+        f"[ivfpqr] {params['factory']} trained on {len(sample)} in {train_s:.1f} s",
+        flush=True,
+    )
+    # "first" owns the shared IVF-PQ: kept here until every variant is measured
+    out = {
+        "ivfpqr-base": {
+            "add": base.add,
+            "train_s": train_s,
+            "add_s": 0.0,
+            "base": base,
+            "owner": first,
+        }
+    }
+    for r in refines:
+        p = dict(
+            params, refine=r, factory=params["factory"].rsplit(",", 1)[0] + f",{r}"
+        )
+        t = time.perf_counter()
+        if r == refines[0]:
+            index, refine = first, faiss.downcast_index(first.refine_index)
+        else:
+            code = {"flat": "Flat", "fp16": "SQfp16", "sq8": "SQ8", "sq4": "SQ4"}[r]
+            refine = faiss.index_factory(dim, code, faiss.METRIC_INNER_PRODUCT)
+            refine.train(sample)
+            index = faiss.IndexRefine(base, refine)
+            index.own_fields = False
+        meta = {
+            "format": FORMAT,
+            "kind": "ivfpqr",
+            "dim": dim,
+            "count": 0,
+            "params": p,
+            "model": dict(MODEL, embedding_dim=dim),
+            "sources": [],
+        }
+        out[f"ivfpqr[{r}]"] = {
+            "index": GalleryIndex(index, meta, {}),
+            "add": refine.add,
+            "refine": refine,
+            "train_s": time.perf_counter() - t,
+            "add_s": 0.0,
+        }
+    return out
+
+
 def run_faiss(args, dim: int, queries: np.ndarray) -> dict:
     import faiss
 
@@ -281,7 +389,7 @@ def run_faiss(args, dim: int, queries: np.ndarray) -> dict:
         types.append(kind.astype(np.int16))
         for b in built.values():
             t = time.perf_counter()
-            b["index"].index.add(x)
+            b["add"](x) if "add" in b else b["index"].index.add(x)
             b["add_s"] += time.perf_counter() - t
         if c % 10 == 0:
             print(
@@ -293,21 +401,47 @@ def run_faiss(args, dim: int, queries: np.ndarray) -> dict:
         "type_pred": np.concatenate(types),
         "color_known": np.full(args.n, -1, np.int16),
         "type_known": np.full(args.n, -1, np.int16),
+        "camid": np.full(args.n, -1, np.int64),
+        "time": np.full(args.n, -1, np.int64),
     }
     faiss.omp_set_num_threads(1)
     results = {}
+    shared = built.pop("ivfpqr-base", None)
     for kind, b in built.items():
+        if kind.startswith("ivfpqr["):
+            b["index"].index.ntotal = shared["base"].ntotal
+            b["train_s"] += shared["train_s"]
+            b["add_s"] += shared["add_s"]
+            base_bytes = faiss.serialize_index(shared["base"]).nbytes
+            size = base_bytes + b["refine"].sa_code_size() * b["refine"].ntotal
         g = b["index"]
         g.items = items
         g.meta["count"] = len(g)
-        size = faiss.serialize_index(g.index).nbytes
+        if not kind.startswith("ivfpqr["):
+            size = faiss.serialize_index(g.index).nbytes
 
         def search(q, where, g=g):
             return g.search(q, 10, where=where, threads=1)
 
         results[kind] = case(args, b, size, search, queries, exact)
-        results[kind]["params"] = g.meta["params"]
+        results[kind]["params"] = dict(g.meta["params"])
         print(kind, json.dumps(results[kind]), flush=True)
+        for spec in (
+            args.sweep.split(",") if kind.startswith("ivfpqr[") and args.sweep else []
+        ):
+            nprobe, k_factor = (int(v) for v in spec.split("x"))
+            g.meta["params"]["k_factor"] = k_factor
+
+            def swept(q, where, g=g, nprobe=nprobe):
+                return g.search(q, 10, where=where, threads=1, nprobe=nprobe)
+
+            timing, ids = latencies(swept, queries, {}, args.warmup)
+            name = f"{kind}@nprobe={nprobe},k_factor={k_factor}"
+            results[name] = dict(
+                timing, recall_at_10=round(recall(ids, exact.ids["none"]), 4)
+            )
+            print(name, json.dumps(results[name]), flush=True)
+        g.meta["params"] = results[kind]["params"]
         if kind in ("ivf", "ivfpq") and args.nprobe_extra:
 
             def deeper(q, where, g=g):
@@ -410,7 +544,12 @@ def main() -> None:
     p.add_argument(
         "--dim", type=int, default=512, help="512: the served ANet embedding"
     )
-    p.add_argument("--kinds", default="flat,ivfpq")
+    p.add_argument(
+        "--kinds",
+        default="flat,ivfpq",
+        help="comma list of flat, ivf, ivfpq, hnsw, ivfpqr; KIND:NLIST gives that "
+        "kind its own nlist",
+    )
     p.add_argument("--chunk", type=int, default=50_000)
     p.add_argument("--queries", type=int, default=200)
     p.add_argument("--warmup", type=int, default=10)
@@ -428,9 +567,41 @@ def main() -> None:
     p.add_argument("--build-threads", type=int, default=2)
     p.add_argument("--db", default="/tmp/search_scale.db")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--vectors",
+        choices=["isotropic", "model"],
+        default="isotropic",
+        help="isotropic random clusters (the worst case), or drawn from the "
+        "generator fitted to a trained run's embeddings (--vector-model)",
+    )
+    p.add_argument(
+        "--vector-model",
+        default=DEFAULT_MODEL_FILE,
+        help="the fitted generator of `benchmarks/model_vectors.py fit`",
+    )
+    p.add_argument(
+        "--refines",
+        default="sq8",
+        help="ivfpqr: refine codes to build over one shared IVF-PQ (comma list of "
+        "flat, fp16, sq8, sq4)",
+    )
+    p.add_argument(
+        "--opq", type=int, default=None, help="ivfpqr: OPQ output dims (0: none)"
+    )
+    p.add_argument(
+        "--k-factor", type=int, default=None, help="ivfpqr: shortlist factor"
+    )
+    p.add_argument(
+        "--sweep",
+        default="",
+        help="ivfpqr: extra unfiltered timings NPROBExK_FACTOR, comma list (e.g. 16x4,64x10)",
+    )
     p.add_argument("--json-out", default=None)
     args = p.parse_args()
     args.kinds = args.kinds.split(",")
+    if args.vectors == "model":
+        global VECTOR_MODEL
+        VECTOR_MODEL = VectorModel.load(args.vector_model)
     info = machine_info()
     info["load_average_start"] = os.getloadavg()
     if args.backend == "faiss":
@@ -454,6 +625,10 @@ def main() -> None:
         "machine": info,
         "n": args.n,
         "dim": args.dim,
+        "vectors": args.vectors,
+        **(
+            {"vector_model": VECTOR_MODEL.summary()} if VECTOR_MODEL is not None else {}
+        ),
         "queries": args.queries,
         "peak_rss_mb": round(
             resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1

@@ -216,14 +216,14 @@ def add_parsers(subparsers) -> None:
         "--refine",
         choices=list(REFINES),
         default=None,
-        help="ivfpqr: codes the shortlist is re-ranked on (default sq8 up to 2 GiB "
-        "of them, else sq4)",
+        help="ivfpqr: codes the shortlist is re-ranked on (default fp16 up to 2 GiB "
+        "of them, else sq8)",
     )
     b.add_argument(
         "--k-factor",
         type=int,
         default=None,
-        help="ivfpqr: shortlist of k-factor x top-k re-ranked per query",
+        help="ivfpqr: shortlist of k-factor x top-k re-ranked per query (default 50)",
     )
     b.add_argument(
         "--nlist", type=int, default=None, help="IVF lists (ivf, ivfpq; default ~4*sqrt(N))"

@@ -49,10 +49,11 @@ KINDS = ("flat", "ivf", "ivfpq", "hnsw", "ivfpqr")
 # ivfpqr (faiss only): IVF-PQ with an HNSW coarse quantizer whose shortlist of
 # k_factor * k is re-ranked on finer codes (benchmarks/search_scale.py, docs/search.md).
 REFINES = ("flat", "fp16", "sq8", "sq4")
-IVFPQR_K_FACTOR = 10
+IVFPQR_K_FACTOR = 50
 IVFPQR_EF_SEARCH = 128
-# Refine codes of at most this many bytes in all are SQ8 (D bytes an image), more SQ4.
-IVFPQR_SQ8_BYTES = 2**31
+# Refine codes of at most this many bytes in all are fp16 (2·D bytes an image),
+# more SQ8 (D bytes; its own rounding costs recall, docs/search.md).
+IVFPQR_FP16_BYTES = 2**31
 LABEL_SOURCES = ("predicted", "known")
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 200
@@ -818,10 +819,12 @@ def index_params(kind: str, n: int, dim: int, **given) -> dict:
             params = {"nlist": params["nlist"], "nprobe": params["nprobe"]}
         if kind == "ivfpqr":
             params.update(
-                refine="sq8" if n * dim <= IVFPQR_SQ8_BYTES else "sq4",
+                refine="fp16" if 2 * n * dim <= IVFPQR_FP16_BYTES else "sq8",
                 k_factor=IVFPQR_K_FACTOR,
                 ef_search=IVFPQR_EF_SEARCH,
-                opq=0,  # OPQ to this many dims before the IVF (0: none)
+                # OPQ rotating to D/2 dims before the IVF-PQ (0: none; measured
+                # at D = 512, so not below 256 dims)
+                opq=dim // 2 if dim >= 256 and (dim // 2) % params["m"] == 0 else 0,
             )
     for key, value in given.items():
         if value is not None and key in params:

@@ -661,8 +661,17 @@ def build_index(
     n, dim = rows.vectors.shape
     _note(n, f"read {n} rows ({dim}-d) from {len(embeddings)} embeddings file(s)")
     params = index_params(
-        kind, n, dim, nlist=nlist, m=m, bits=bits, nprobe=nprobe, M=M,
-        refine=refine, k_factor=k_factor, opq=opq,
+        kind,
+        n,
+        dim,
+        nlist=nlist,
+        m=m,
+        bits=bits,
+        nprobe=nprobe,
+        M=M,
+        refine=refine,
+        k_factor=k_factor,
+        opq=opq,
     )
     index = _new_faiss_index(kind, params, rows.vectors, seed)
     _note(n, f"adding {n} rows ({kind}) ...")
@@ -728,7 +737,12 @@ def _new_faiss_index(kind: str, params: dict, vectors: np.ndarray, seed: int):
 IVFPQR_TRAIN_PER_LIST = 50
 # ... and above this many lists finds them by two-level k-means (faiss.contrib).
 IVFPQR_TWO_LEVEL_NLIST = 1024
-_REFINE_FACTORY = {"flat": "RFlat", "fp16": "Refine(SQfp16)", "sq8": "Refine(SQ8)", "sq4": "Refine(SQ4)"}
+_REFINE_FACTORY = {
+    "flat": "RFlat",
+    "fp16": "Refine(SQfp16)",
+    "sq8": "Refine(SQ8)",
+    "sq4": "Refine(SQ4)",
+}
 
 
 def _new_ivfpqr(faiss, params: dict, vectors: np.ndarray, seed: int):
@@ -767,7 +781,12 @@ def _new_ivfpqr(faiss, params: dict, vectors: np.ndarray, seed: int):
     ivf.pq.cp.seed = seed
     if nlist > IVFPQR_TWO_LEVEL_NLIST:
         centroids, _ = two_level_clustering(
-            xt, int(np.sqrt(nlist)), nlist, clustering_niter=20, spherical=True, seed=seed
+            xt,
+            int(np.sqrt(nlist)),
+            nlist,
+            clustering_niter=20,
+            spherical=True,
+            seed=seed,
         )
     else:
         km = faiss.Kmeans(xt.shape[1], nlist, niter=20, seed=seed, spherical=True)

@@ -81,6 +81,11 @@ def build_gallery(
         GalleryDiskFullError: the disk filled up (the old folder is kept).
     """
     if is_milvus_target(target):
+        if kind == "ivfpqr":
+            raise SearchError(
+                f"--kind ivfpqr: {target} is a Milvus target; ivfpqr is a faiss index "
+                f"(give a folder), a Milvus collection takes flat, ivf, ivfpq or hnsw"
+            )
         return build_collection(
             embeddings, target, collection or DEFAULT_COLLECTION, kind=kind, **params
         )
