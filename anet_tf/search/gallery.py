@@ -765,6 +765,22 @@ class Gallery:
             )
         return queries
 
+    def prepare_search(
+        self, queries, top_k: int, where, labels: str, filters: dict, query_cameras
+    ) -> tuple[np.ndarray, list, np.ndarray, np.ndarray]:
+        """What every backend's ``search`` starts with: the checked queries, their
+        groups by selection (:meth:`selection` of ``where``, ``labels`` and the
+        camera/time ``filters``; :meth:`query_groups`), and the empty results
+        (scores -inf, ids -1, [Q, top_k])."""
+        queries = self.check_queries(queries, top_k)
+        chosen = self.selection(
+            where, labels, **filters, by_query_camera=query_cameras is not None
+        )
+        q = len(queries)
+        scores = np.full((q, top_k), -np.inf, np.float32)
+        ids = np.full((q, top_k), -1, np.int64)
+        return queries, self.query_groups(chosen, query_cameras, q), scores, ids
+
     def row(self, item: int) -> dict:  # pragma: no cover - per backend
         raise NotImplementedError
 

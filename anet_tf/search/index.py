@@ -395,21 +395,11 @@ class GalleryIndex(Gallery):
                 on a gallery that records none.
         """
         faiss = _faiss()
-        queries = self.check_queries(queries, top_k)
-        chosen = self.selection(
-            where,
-            labels,
-            cameras=cameras,
-            not_cameras=not_cameras,
-            since=since,
-            until=until,
-            by_query_camera=query_cameras is not None,
+        filters = dict(cameras=cameras, not_cameras=not_cameras, since=since, until=until)
+        queries, groups, scores, ids = self.prepare_search(
+            queries, top_k, where, labels, filters, query_cameras
         )
-        q = len(queries)
-        groups = self.query_groups(chosen, query_cameras, q)
-        scores = np.full((q, top_k), -np.inf, np.float32)
-        ids = np.full((q, top_k), -1, np.int64)
-        if len(self) == 0 or q == 0:
+        if len(self) == 0 or len(queries) == 0:
             return scores, ids
         previous = faiss.omp_get_max_threads()
         if threads:

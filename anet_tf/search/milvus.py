@@ -750,23 +750,14 @@ class MilvusGallery(Gallery):
         the server's business and is ignored): the filters become one filter
         expression (:func:`selection_expression`) per query camera."""
         del threads
-        queries = self.check_queries(queries, top_k)
-        chosen = self.selection(
-            where,
-            labels,
-            cameras=cameras,
-            not_cameras=not_cameras,
-            since=since,
-            until=until,
-            by_query_camera=query_cameras is not None,
+        filters = dict(cameras=cameras, not_cameras=not_cameras, since=since, until=until)
+        queries, groups, scores, ids = self.prepare_search(
+            queries, top_k, where, labels, filters, query_cameras
         )
-        q = len(queries)
-        scores = np.full((q, top_k), -np.inf, np.float32)
-        ids = np.full((q, top_k), -1, np.int64)
-        if q == 0:
+        if len(queries) == 0:
             return scores, ids
         batches = []
-        for rows, group in self.query_groups(chosen, query_cameras, q):
+        for rows, group in groups:
             expr = selection_expression(group)
             if expr is None:
                 continue
