@@ -230,6 +230,11 @@ def student_run(teacher_run, tmp_path_factory):
     return out
 
 
+def _distill_with(teacher_run, out, setting) -> int:
+    """``anet-tf distill --teacher TEACHER --out OUT --set SETTING``'s exit code."""
+    return main(["distill", "--teacher", teacher_run, "--out", out, "--set", setting])
+
+
 def _one_line_error(capsys) -> str:
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.strip()]
@@ -336,17 +341,7 @@ def test_a_teacher_of_another_input_size_is_one_line_and_nothing_is_written(
     teacher_run, tmp_path, capsys
 ):
     out = str(tmp_path / "student")
-    code = main(
-        [
-            "distill",
-            "--teacher",
-            teacher_run,
-            "--out",
-            out,
-            "--set",
-            "data.image_size=[48, 48]",
-        ]
-    )
+    code = _distill_with(teacher_run, out, "data.image_size=[48, 48]")
     assert code == 1
     line = _one_line_error(capsys)
     assert "data.image_size [48, 48] is not the teacher's input size [32, 32]" in line
@@ -357,17 +352,7 @@ def test_a_student_with_a_joint_module_is_one_line_and_nothing_is_written(
     teacher_run, tmp_path, capsys
 ):
     out = str(tmp_path / "student")
-    code = main(
-        [
-            "distill",
-            "--teacher",
-            teacher_run,
-            "--out",
-            out,
-            "--set",
-            "model.variant=anet",
-        ]
-    )
+    code = _distill_with(teacher_run, out, "model.variant=anet")
     assert code == 1
     assert "a student has no Joint Module" in _one_line_error(capsys)
     assert not os.path.exists(out)
@@ -377,9 +362,7 @@ def test_a_feature_of_another_dimension_is_one_line_and_nothing_is_written(
     teacher_run, tmp_path, capsys
 ):
     out = str(tmp_path / "student")
-    code = main(
-        ["distill", "--teacher", teacher_run, "--out", out, "--set", "model.s_f=8"]
-    )
+    code = _distill_with(teacher_run, out, "model.s_f=8")
     assert code == 1
     line = _one_line_error(capsys)
     assert "distill.lambda_feature" in line and "8 dimensions" in line and "16" in line
