@@ -195,6 +195,23 @@ def test_parse_variants_and_seeds():
             parse_seeds(bad)
 
 
+def test_a_set_of_a_key_the_studys_variants_set_is_refused(tmp_path, capsys):
+    """The width variants set model.joint_module.width per run: a study of them
+    refuses a --set of it (it would be replaced silently), a study without them
+    takes it."""
+    from anet_tf.jobs.study import open_study
+
+    out = str(tmp_path / "s")
+    code = main(["ablate", "--set", "model.joint_module.width=8", "--variants",
+                 "anet,anet_w4", "--out", out])
+    err = capsys.readouterr().err
+    assert code == 1 and "--set model.joint_module.width=8" in err and "per run" in err
+    assert not os.path.exists(out)
+    _, cfg = open_study(out, None, ["model.joint_module.width=8"], ["anet"], [0])
+    assert cfg.model.joint_module.width == 8
+    assert parse_variants("anet_w16,baseline,anet_w4") == ["baseline", "anet_w4", "anet_w16"]
+
+
 def test_anet_noac_trains_stage_2_from_anets_stage_1(tmp_path):
     """ANet with and without AC share stage 1: the w/o-AC run starts from the ANet
     run's checkpoints/stage1 (run first whatever the order asked) and trains stage 2

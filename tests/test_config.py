@@ -131,6 +131,13 @@ def test_set_parses_yaml_values():
     assert cfg.model.pretrained is None
 
 
+@pytest.mark.parametrize("width", ["1.5", "0", "-0.25"])
+def test_joint_width_must_be_channels_or_a_fraction(width):
+    with pytest.raises(ConfigError, match=r"model\.joint_module\.width: must be null, a number"):
+        load_config(None, [f"model.joint_module.width={width}"])
+    assert load_config(None, ["model.joint_module.width=0.25"]).model.joint_module.width == 0.25
+
+
 def test_unknown_key_names_key_and_file(tmp_path):
     path = write(tmp_path / "bad.yaml", "train:\n  epochz: 3\n")
     with pytest.raises(ConfigError) as err:

@@ -359,6 +359,15 @@ def test_joint_width_changes_the_parameter_count():
     assert sizes[None] - sizes[16] == 2 * 9 * c * (c - 16) + 4 * (c - 16)
 
 
+@pytest.mark.parametrize("width, inner", [(0.25, 16), (0.0625, 4), (0.001, 1), (16, 16)])
+def test_joint_width_below_one_is_a_fraction_of_the_channels(width, inner):
+    """model.joint_module.width 0.25 narrows c = 64 channels to 16 (rounded, at
+    least 1); an integer is a number of channels."""
+    joint = build_anet(**{**TINY, "joint_width": width}).get_layer("joint_module")
+    assert joint.theta_g2.filters == inner
+    assert joint.theta_g1.filters == 64
+
+
 def test_test_feature_selects_and_concatenates(anet):
     out = anet(_images(2), training=False)
     assert select_test_feature(out, "f", ATTRS).shape == (2, 16)

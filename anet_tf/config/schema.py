@@ -159,11 +159,12 @@ class JointModuleConfig:
     """Joint Module (section 3.2).
 
     Args:
-        width: inner width of the two 3x3 convolutions of G_reid; null keeps the
-            paper's c (the backbone channels).
+        width: inner width of the two 3x3 convolutions of G_reid: null keeps the
+            paper's c (the backbone channels), an integer is a number of channels,
+            a fraction below 1 (0.25) is that part of c, rounded (at least 1).
     """
 
-    width: int | None = None
+    width: int | float | None = None
 
 
 @dataclass

@@ -189,8 +189,12 @@ def _check_model(cfg: Config, err: Err) -> None:
         raise err("model.head.circle_margin", f"must be in [0, 1), got {h.circle_margin}")
     if m.last_stride not in (1, 2):
         raise err("model.last_stride", f"must be 1 or 2, got {m.last_stride}")
-    if m.joint_module.width is not None and m.joint_module.width <= 0:
-        raise err("model.joint_module.width", f"must be positive or null, got {m.joint_module.width}")
+    w = m.joint_module.width
+    if w is not None and (w <= 0 or (isinstance(w, float) and w >= 1 and not w.is_integer())):
+        raise err(
+            "model.joint_module.width",
+            f"must be null, a number of channels or a fraction in (0, 1), got {w}",
+        )
 
 
 def _check_loss(cfg: Config, err: Err) -> None:

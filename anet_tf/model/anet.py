@@ -61,7 +61,7 @@ def build_anet(
     s_f: int = 512,
     s_a: int = 128,
     s_j: int = 512,
-    joint_width: int | None = None,
+    joint_width: int | float | None = None,
     image_size: tuple[int, int] = (256, 256),
     pretrained: str | None = None,
     stem: str = "ibn",
@@ -86,7 +86,8 @@ def build_anet(
         se_reduction: SE reduction ratio r.
         s_f, s_a, s_j: dimensions of f, a_i and j (s_f, s_j = 0: no FC, the
             pooled map is the feature).
-        joint_width: inner width of the Joint Module's 3x3 convolutions; None = c.
+        joint_width: inner width of the Joint Module's 3x3 convolutions: channels,
+            a fraction below 1 of c, or None for c.
         image_size: (H, W) of the input; fixes the static shapes of the graph.
         pretrained: backbone weights file (see
             :func:`anet_tf.model.weights.load_backbone_weights`) or None.

@@ -529,7 +529,8 @@ class JointModule(keras.layers.Layer):
     accuracy for cost. ``None`` keeps the paper's W_g1, W_g2 in R^{c x c}.
 
     Args:
-        width: inner width of G_reid, or None for c.
+        width: inner width of G_reid: channels, a fraction below 1 of c, or None
+            for c.
 
     Call args:
         inputs: ``[F, A_1, ..., A_n]``, all of the same shape [B, h, w, c].
@@ -546,6 +547,16 @@ class JointModule(keras.layers.Layer):
             )
         self.width = width
 
+    def inner_width(self, c: int) -> int:
+        """The 3x3 convolutions' inner width for ``c`` channels of F: ``c`` when
+        width is None, ``round(width * c)`` (at least 1) for a fraction below 1,
+        else ``width`` channels."""
+        if self.width is None:
+            return c
+        if self.width < 1:
+            return max(1, round(self.width * c))
+        return int(self.width)
+
     def build(self, input_shape):
         shapes = [tuple(s) for s in input_shape]
         if len(shapes) < 2:
@@ -560,7 +571,7 @@ class JointModule(keras.layers.Layer):
                     f"JointModule: A_{i} has shape {s}, F has shape {shapes[0]}; "
                     f"they must match"
                 )
-        width = self.width or c
+        width = self.inner_width(c)
         self.theta_A = ConvBNReLU(c, 1, name="theta_A")
         self.theta_g2 = ConvBNReLU(width, 3, name="theta_g2")
         self.theta_g1 = ConvBNReLU(c, 3, name="theta_g1")

@@ -14,7 +14,7 @@ from anet_tf.io import atomic_write_text
 from anet_tf.io import read_yaml_file
 from anet_tf.jobs.study.definition import SEED_KEYS
 from anet_tf.jobs.study.definition import TABLE1
-from anet_tf.jobs.study.definition import VARIANT_KEYS
+from anet_tf.jobs.study.definition import variant_keys
 from anet_tf.jobs.study.definition import VARIANTS
 
 STUDY_FILE = "study.yaml"
@@ -92,15 +92,17 @@ def open_study(
     from anet_tf.config import config_from_dict
     from anet_tf.config import load_config
 
-    controlled = [
-        o for o in overrides if o.split("=", 1)[0].strip() in VARIANT_KEYS + SEED_KEYS
-    ]
+    study = read_study(out_dir)
+    names = set(study["variants"] if study else []) | set(
+        variants or ([] if study and study["variants"] else TABLE1)
+    )
+    keys = variant_keys(names)
+    controlled = [o for o in overrides if o.split("=", 1)[0].strip() in keys + SEED_KEYS]
     if controlled:
         raise ConfigError(
-            f"--set {controlled[0]}: the study sets this key per run (variants set "
-            f"{', '.join(VARIANT_KEYS)}; seeds set {', '.join(SEED_KEYS)}); drop it"
+            f"--set {controlled[0]}: the study sets this key per run (its variants "
+            f"set {', '.join(keys)}; seeds set {', '.join(SEED_KEYS)}); drop it"
         )
-    study = read_study(out_dir)
     path = os.path.join(out_dir, STUDY_FILE)
     # Keys added to the config schema since the study began take their defaults.
     recorded = None
@@ -130,9 +132,6 @@ def open_study(
             "base": base_dict(cfg),
             "invocations": [],
         }
-    names = set(study["variants"]) | set(
-        variants or ([] if study["variants"] else TABLE1)
-    )
     study["variants"] = [n for n in VARIANTS if n in names]
     study["seeds"] = sorted(
         set(study["seeds"]) | set(seeds or ([] if study["seeds"] else [0]))
