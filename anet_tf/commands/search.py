@@ -14,6 +14,7 @@ import os
 import sys
 
 from anet_tf.commands.config import add_config_arguments
+from anet_tf.commands.errors import UsageError
 from anet_tf.progress import silenced
 from anet_tf.search.errors import SearchError
 from anet_tf.search.gallery import KINDS
@@ -111,12 +112,11 @@ def add_decision_arguments(p: argparse.ArgumentParser) -> None:
 def check_decision_arguments(args) -> None:
     """``--calibration`` with exactly one operating point in (0, 1), or none of
     the three; checked before anything is opened (one line each)."""
-    from anet_tf.evaluation.calibration import CalibrationError
     from anet_tf.search.decisions import check_operating_point
 
     given = [f"--{n}" for n in ("fmr", "probability") if getattr(args, n) is not None]
     if given and not args.calibration:
-        raise CalibrationError(
+        raise UsageError(
             f"{' and '.join(given)} read a score threshold from the model's "
             "calibration: give --calibration FILE (of anet-tf calibrate)"
         )
@@ -217,7 +217,8 @@ def add_parsers(subparsers) -> None:
         choices=list(REFINES),
         default=None,
         help="ivfpqr: codes the shortlist is re-ranked on (default fp16 up to 2 GiB "
-        "of them, else sq8)",
+        "of them, else sq8); fp16-disk: fp16 rows kept in INDEX/refine.npy and "
+        "memory-mapped, so only the IVF-PQ is held in memory",
     )
     b.add_argument(
         "--k-factor",
@@ -450,6 +451,8 @@ def _describe(index) -> str:
 
         settings = ", ".join(f"{k}={v}" for k, v in params.items())
         return f"Milvus {MILVUS_INDEX[index.kind]}" + (f" ({settings})" if settings else "")
+    if getattr(index, "refine_on_disk", False):
+        return f"{params['factory']}, re-ranked on fp16 rows on disk (refine.npy)"
     return params.get("factory", "IndexFlatIP, exact")
 
 

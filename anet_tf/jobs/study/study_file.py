@@ -14,8 +14,8 @@ from anet_tf.io import atomic_write_text
 from anet_tf.io import read_yaml_file
 from anet_tf.jobs.study.definition import SEED_KEYS
 from anet_tf.jobs.study.definition import TABLE1
-from anet_tf.jobs.study.definition import variant_keys
 from anet_tf.jobs.study.definition import VARIANTS
+from anet_tf.jobs.study.definition import variant_keys
 
 STUDY_FILE = "study.yaml"
 
