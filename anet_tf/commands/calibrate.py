@@ -45,8 +45,8 @@ def add_calibrate_parser(subparsers) -> None:
 
 
 def cmd_calibrate(args) -> int:
-    from anet_tf.commands.evaluate import _run_of
     from anet_tf.commands.evaluate import evaluated_config
+    from anet_tf.commands.evaluate import run_of
     from anet_tf.evaluation.calibration import format_calibration
     from anet_tf.jobs.calibrate import calibrate
 
@@ -57,7 +57,7 @@ def cmd_calibrate(args) -> int:
     if args.max_pairs is not None and args.max_pairs < 1:
         raise UsageError(f"--max-pairs must be >= 1. Received: {args.max_pairs}")
     cfg = evaluated_config(args)
-    run = None if args.model else _run_of(args, cfg)
+    run = None if args.model else run_of(args, cfg)
     payload = calibrate(
         cfg,
         args.out,

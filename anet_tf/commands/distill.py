@@ -51,9 +51,9 @@ def cmd_distill(args) -> int:
             f"{run_dir} already holds a run; continue it with anet-tf fit --resume "
             f"{run_dir} or choose another --out"
         )
-    from anet_tf.commands.fit import _interruption_kept
+    from anet_tf.commands.fit import interruption_kept
 
-    with _interruption_kept(run_dir), silenced(args.quiet):
+    with interruption_kept(run_dir), silenced(args.quiet):
         job.distill_and_report(
             teacher, cfg, run_dir, export=not args.no_export, verbose=not args.quiet
         )

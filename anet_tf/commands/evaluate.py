@@ -52,7 +52,7 @@ def evaluated_config(args):
     return cfg
 
 
-def _run_of(args, cfg):
+def run_of(args, cfg):
     """The :class:`Run` of ``--run`` / ``--checkpoint``; a weights file in no run
     folder, given with ``--config``, is described by that config and its
     dataset."""
@@ -79,7 +79,7 @@ def cmd_evaluate(args) -> int:
 
     cfg = evaluated_config(args)
     with silenced(args.quiet):
-        run = None if args.model else _run_of(args, cfg)
+        run = None if args.model else run_of(args, cfg)
         payload = job.evaluate(cfg, run=run, model_dir=args.model, verbose=not args.quiet)
     metrics = payload["metrics"]
     print(format_results(metrics, cfg.data.name, chance=payload["chance"], feature=cfg.eval.feature))

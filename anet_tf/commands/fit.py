@@ -89,7 +89,7 @@ def cmd_fit(args) -> int:
             cfg = job.resume_config(args.resume, overrides)
         except RunFolderError as exc:  # a --set the run cannot take
             raise UsageError(str(exc)) from None
-        with _interruption_kept(args.resume), silenced(args.quiet):
+        with interruption_kept(args.resume), silenced(args.quiet):
             job.fit_and_report(
                 cfg,
                 args.resume,
@@ -111,13 +111,13 @@ def cmd_fit(args) -> int:
             f"{run_dir} already holds a run; continue it with --resume {run_dir} or "
             f"choose another --out"
         )
-    with _interruption_kept(run_dir), silenced(args.quiet):
+    with interruption_kept(run_dir), silenced(args.quiet):
         job.fit_and_report(cfg, run_dir, resume=False, export=not args.no_export, verbose=not args.quiet)
     return 0
 
 
 @contextlib.contextmanager
-def _interruption_kept(run_dir: str):
+def interruption_kept(run_dir: str):
     """Ctrl-C during a run: one line saying what the run folder keeps and how to
     go on (every checkpoint and log row is written atomically or repaired on
     resume, so the folder is consistent wherever the interruption fell)."""
