@@ -89,7 +89,13 @@ def cmd_evaluate(args) -> int:
         print(f"metrics written to {args.json_out}")
     if args.run and not (args.config or args.overrides):
         path = job.record_evaluation(args.run, cfg.eval.feature, metrics)
-        print(f"metrics recorded in {path} (evaluations.{cfg.eval.feature})")
+        if path is None:
+            print(
+                f"not recorded in {os.path.join(args.run, METRICS_FILE)}: the run has "
+                "not finished training (--json-out FILE keeps the metrics)"
+            )
+        else:
+            print(f"metrics recorded in {path} (evaluations.{cfg.eval.feature})")
     elif args.run:
         print(
             f"not recorded in {os.path.join(args.run, METRICS_FILE)}: "

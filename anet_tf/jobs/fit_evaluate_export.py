@@ -597,26 +597,39 @@ def comparable_attributes(classes: dict, dataset) -> dict:
     return kept
 
 
-def record_evaluation(run_dir: str, feature: str, metrics: dict) -> str:
+# How long recording an evaluation waits for another process to let go of the run.
+RECORD_WAIT_S = 60.0
+
+
+def record_evaluation(run_dir: str, feature: str, metrics: dict) -> str | None:
     """Store ``metrics`` in ``run_dir/metrics.json`` under ``"evaluations"`` →
-    ``feature``, keeping every other key; the file is replaced atomically.
+    ``feature``, keeping every other key; the file is replaced atomically, holding
+    the run's lock (waiting up to :data:`RECORD_WAIT_S` for another evaluation or
+    an export to let go), so that two evaluations recorded at once both stay.
+
+    A run without ``metrics.json`` has not finished training: nothing is recorded
+    (returns None), since the file's presence is what marks a run finished (a study
+    would skip the rest of its training).
 
     Raises:
         ValueError: the existing file is not a JSON object (it is left as it is).
+        RunFolderError: a process (a fit) kept the run longer than the wait.
     """
     from anet_tf.training.fit import write_json
+    from anet_tf.training.run import RunLock
 
     path = os.path.join(run_dir, METRICS_FILE)
-    payload: dict = {}
-    if os.path.exists(path):
-        payload = read_json_file(path, advice="left as it is")
-        if not isinstance(payload, dict):
-            raise ValueError(f"{path}: not a JSON object; left as it is")
-    evaluations = payload.get("evaluations")
-    evaluations = evaluations if isinstance(evaluations, dict) else {}
-    payload["evaluations"] = {**evaluations, feature: metrics}
+    if not os.path.exists(path):
+        return None
     try:
-        write_json(path, payload)
+        with RunLock(run_dir, wait_s=RECORD_WAIT_S):
+            payload = read_json_file(path, advice="left as it is")
+            if not isinstance(payload, dict):
+                raise ValueError(f"{path}: not a JSON object; left as it is")
+            evaluations = payload.get("evaluations")
+            evaluations = evaluations if isinstance(evaluations, dict) else {}
+            payload["evaluations"] = {**evaluations, feature: metrics}
+            write_json(path, payload)
     except OSError as exc:
         if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
             raise

@@ -350,11 +350,12 @@ class RunLock(FileLock):
     :class:`RunFolderError`.
     """
 
-    def __init__(self, run_dir: str):
+    def __init__(self, run_dir: str, wait_s: float = 0.0):
         super().__init__(
             os.path.join(run_dir, LOCK_FILE),
             run_dir,
             "wait for it to finish, stop it, or choose another --out",
+            wait_s=wait_s,
         )
         self.run_dir = run_dir
 
