@@ -266,7 +266,6 @@ def test_a_second_writer_is_refused_at_once_and_readers_wait(db, files, tmp_path
     )
     try:
         wait_for(pause, first)
-        started = time.monotonic()
         second = anet("index", "add", db, files["more"])
         reader = anet(
             "search", "--index", db, "--query-embeddings", files["queries"], read_wait=1
@@ -284,7 +283,6 @@ def test_a_second_writer_is_refused_at_once_and_readers_wait(db, files, tmp_path
         assert f"{db} is in use by process {first.pid} on " in line
         assert "(waited 1 s)" in line and ONE_PROCESS in line
         assert "http://host:19530" in line
-        assert time.monotonic() - started < 30
     finally:
         if os.path.exists(pause):
             os.remove(pause)
