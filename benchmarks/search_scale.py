@@ -22,7 +22,14 @@ IVF kinds are also timed at ``--nprobe-extra`` lists.
 ``ivfpqr`` builds one IVF-PQ and wraps it with each refine of ``--refines``
 (:func:`ivfpqr_indexes`), and times each also at the ``--sweep`` settings
 (``NPROBExK_FACTOR``, no filter). ``--kinds ivfpq:1024,ivfpqr`` gives a kind its
-own nlist.
+own nlist. The refine ``fp16-disk`` (``index build --refine fp16-disk``) writes its
+float16 rows chunk by chunk to ``refine.npy`` in ``--refine-dir`` and searches them
+through a memory map: its memory is the IVF-PQ alone, the file's size is reported
+apart, and it is timed first with the file out of the page cache (``cold``:
+``posix_fadvise(DONTNEED)`` after an ``fsync``; the unfiltered queries, no
+warm-up), without and with the prefetch of each shortlist's rows
+(:meth:`GalleryIndex.prefetch_refine_rows`), then as the others (the rows those
+queries read now cached).
 
 Backends:
 
@@ -42,6 +49,8 @@ Backends:
     python benchmarks/search_scale.py --backend milvus --n 100000 --kinds flat,ivf --json-out m5.json
     python benchmarks/search_scale.py --vectors model --n 1000000 --kinds ivfpqr --opq 256 \
         --refines fp16,flat --sweep 32x10,32x50,64x50 --json-out m6opq2.json
+    python benchmarks/search_scale.py --vectors model --n 100000 --kinds ivfpqr \
+        --refines fp16-disk,fp16 --json-out m5disk.json
 """
 
 from __future__ import annotations
@@ -49,6 +58,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
 import shutil
 import sys
@@ -313,10 +323,13 @@ def ivfpqr_indexes(args, dim: int, given: dict) -> dict:
     to the shared IVF-PQ; each ``ivfpqr[REFINE]`` adds to its refine codes."""
     import faiss
 
+    from anet_tf.search.gallery import REFINE_ON_DISK
     from anet_tf.search.index import FORMAT
     from anet_tf.search.index import IVFPQR_TRAIN_PER_LIST
     from anet_tf.search.index import GalleryIndex
     from anet_tf.search.index import _new_faiss_index
+    from anet_tf.search.index import _write_refine_header
+    from anet_tf.search.index import _write_refine_rows
 
     refines = args.refines.split(",")
     given = dict(given, opq=args.opq, k_factor=args.k_factor, refine=refines[0])
@@ -326,7 +339,10 @@ def ivfpqr_indexes(args, dim: int, given: dict) -> dict:
     )
     t = time.perf_counter()
     first = _new_faiss_index("ivfpqr", params, sample, args.seed)
-    base = first.base_index
+    base = first if refines[0] == REFINE_ON_DISK else first.base_index
+    factory = params["factory"]
+    if refines[0] != REFINE_ON_DISK:
+        factory = factory.rsplit(",", 1)[0]
     train_s = time.perf_counter() - t
     print(
         f"[ivfpqr] {params['factory']} trained on {len(sample)} in {train_s:.1f} s",
@@ -343,11 +359,14 @@ def ivfpqr_indexes(args, dim: int, given: dict) -> dict:
         }
     }
     for r in refines:
-        p = dict(
-            params, refine=r, factory=params["factory"].rsplit(",", 1)[0] + f",{r}"
-        )
+        p = dict(params, refine=r, factory=f"{factory},{r}")
         t = time.perf_counter()
-        if r == refines[0]:
+        if r == REFINE_ON_DISK:
+            index, refine = base, None
+            file = os.path.join(args.refine_dir, f"search_scale-{os.getpid()}.npy")
+            fh = open(file, "wb")  # closed by map_refine_file, before the searches
+            _write_refine_header(fh, args.n, dim)
+        elif r == refines[0]:
             index, refine = first, faiss.downcast_index(first.refine_index)
         else:
             code = {"flat": "Flat", "fp16": "SQfp16", "sq8": "SQ8", "sq4": "SQ4"}[r]
@@ -366,12 +385,45 @@ def ivfpqr_indexes(args, dim: int, given: dict) -> dict:
         }
         out[f"ivfpqr[{r}]"] = {
             "index": GalleryIndex(index, meta, {}),
-            "add": refine.add,
             "refine": refine,
             "train_s": time.perf_counter() - t,
             "add_s": 0.0,
         }
+        if r == REFINE_ON_DISK:
+            out[f"ivfpqr[{r}]"].update(
+                add=lambda x, fh=fh: _write_refine_rows(fh, x),
+                refine_file=file,
+                refine_fh=fh,
+            )
+        else:
+            out[f"ivfpqr[{r}]"]["add"] = refine.add
     return out
+
+
+def map_refine_file(b: dict, g, args, dim: int) -> None:
+    """Close the ``fp16-disk`` entry's ``refine.npy``, drop it from the page cache
+    (written to disk first) and map it as the gallery's refine rows."""
+    from anet_tf.search.index import _map_refine
+
+    b["refine_fh"].close()
+    g.refine_parts = []  # unmapped: the cache drops only pages no map holds
+    file = b["refine_file"]
+    with open(file, "rb") as fh:
+        os.fsync(fh.fileno())
+        os.posix_fadvise(fh.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+        g.refine_parts = [_map_refine(file, os.path.dirname(file), fh, args.n, dim)]
+
+
+def mapped_mb(file: str) -> float:
+    """How much of ``file`` this process's memory maps hold resident (smaps Rss)."""
+    total, inside = 0, False
+    with open("/proc/self/smaps", encoding="utf-8") as fh:
+        for line in fh:
+            if re.match(r"^[0-9a-f]+-[0-9a-f]+ ", line):
+                inside = line.rstrip().endswith(file)
+            elif inside and line.startswith("Rss:"):
+                total += int(line.split()[1])
+    return total / 1024
 
 
 def run_faiss(args, dim: int, queries: np.ndarray) -> dict:
@@ -413,7 +465,9 @@ def run_faiss(args, dim: int, queries: np.ndarray) -> dict:
             b["train_s"] += shared["train_s"]
             b["add_s"] += shared["add_s"]
             base_bytes = faiss.serialize_index(shared["base"]).nbytes
-            size = base_bytes + b["refine"].sa_code_size() * b["refine"].ntotal
+            size = base_bytes
+            if b["refine"] is not None:
+                size += b["refine"].sa_code_size() * b["refine"].ntotal
         g = b["index"]
         g.items = items
         g.meta["count"] = len(g)
@@ -423,7 +477,21 @@ def run_faiss(args, dim: int, queries: np.ndarray) -> dict:
         def search(q, where, g=g):
             return g.search(q, 10, where=where, threads=1)
 
+        cold = {}
+        if "refine_file" in b:
+            for prefetch in (False, True):  # each off a cold page cache
+                map_refine_file(b, g, args, dim)
+                g.prefetch = prefetch
+                timing, ids = latencies(search, queries, {}, 0)
+                name = "cold_page_cache" + ("" if prefetch else "_no_prefetch")
+                cold[name] = dict(
+                    timing, recall_at_10=round(recall(ids, exact.ids["none"]), 4)
+                )
         results[kind] = case(args, b, size, search, queries, exact)
+        if cold:
+            results[kind].update(
+                cold, refine_file_mb=round(os.path.getsize(b["refine_file"]) / 2**20, 1)
+            )
         results[kind]["params"] = dict(g.meta["params"])
         print(kind, json.dumps(results[kind]), flush=True)
         for spec in (
@@ -442,6 +510,13 @@ def run_faiss(args, dim: int, queries: np.ndarray) -> dict:
             )
             print(name, json.dumps(results[name]), flush=True)
         g.meta["params"] = results[kind]["params"]
+        if "refine_file" in b:
+            results[kind]["refine_file_resident_mb"] = round(
+                mapped_mb(b["refine_file"]), 1
+            )
+            g.refine_parts = []
+            if not args.keep_refine_file:
+                os.remove(b["refine_file"])
         if kind in ("ivf", "ivfpq") and args.nprobe_extra:
 
             def deeper(q, where, g=g):
@@ -583,7 +658,17 @@ def main() -> None:
         "--refines",
         default="sq8",
         help="ivfpqr: refine codes to build over one shared IVF-PQ (comma list of "
-        "flat, fp16, sq8, sq4)",
+        "flat, fp16, sq8, sq4, fp16-disk)",
+    )
+    p.add_argument(
+        "--refine-dir",
+        default="/tmp",
+        help="fp16-disk: the folder of its refine.npy (2·D bytes a vector)",
+    )
+    p.add_argument(
+        "--keep-refine-file",
+        action="store_true",
+        help="fp16-disk: keep the refine file (removed after the run by default)",
     )
     p.add_argument(
         "--opq", type=int, default=None, help="ivfpqr: OPQ output dims (0: none)"

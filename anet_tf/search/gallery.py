@@ -48,7 +48,10 @@ from anet_tf.search.sources import parse_time
 KINDS = ("flat", "ivf", "ivfpq", "hnsw", "ivfpqr")
 # ivfpqr (faiss only): IVF-PQ with an HNSW coarse quantizer whose shortlist of
 # k_factor * k is re-ranked on finer codes (benchmarks/search_scale.py, docs/search.md).
-REFINES = ("flat", "fp16", "sq8", "sq4")
+REFINES = ("flat", "fp16", "sq8", "sq4", "fp16-disk")
+# The refine whose fp16 codes stay on disk (INDEX/refine.npy, memory-mapped), not in
+# the faiss index: only the IVF-PQ is held in memory (anet_tf/search/index.py).
+REFINE_ON_DISK = "fp16-disk"
 IVFPQR_K_FACTOR = 50
 IVFPQR_EF_SEARCH = 128
 # Refine codes of at most this many bytes in all are fp16 (2·D bytes an image),

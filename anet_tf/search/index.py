@@ -11,6 +11,8 @@
     INDEX/index.json    format, kind, dimension, item count, the model (path,
                         fingerprint, embedding dim, attributes) and index
                         settings; "rows": "tracks" for a gallery of tracks
+    INDEX/refine.npy    ivfpqr with ``refine="fp16-disk"`` only: every item's
+                        vector as float16 [N, D] (row i = id i), memory-mapped
 
 ``anet-tf index add INDEX EMB.npz`` appends items (ids N, N+1, ...). The rows,
 filters and matches are those of :mod:`anet_tf.search.gallery`, shared with the
@@ -37,6 +39,10 @@ Kinds:
     ``k_factor`` · k per query are re-ranked on finer codes (``refine``: exact
     vectors, fp16, SQ8 or SQ4; faiss ``IndexRefine``): for galleries of 10^6-10^7
     images (m + refine bytes per image; ``docs/search.md`` has the measurements).
+    ``refine="fp16-disk"`` keeps the fp16 codes out of memory: ``index.faiss``
+    holds the IVF-PQ alone, and the shortlist it returns is re-ranked exactly on
+    the float16 rows of ``refine.npy``, read through a read-only memory map (the
+    operating system's page cache holds the rows read; :meth:`GalleryIndex.search`).
 
 Attribute filters (``--where color=red,type=sedan``) keep the items whose predicted
 (or, with ``labels="known"``, known) classes match; camera and time filters
@@ -60,7 +66,7 @@ it and swaps it in (:func:`~anet_tf.io.replace_folder`): the old folder stays wh
 until the new one is complete, whatever fails (a full disk:
 :class:`GalleryDiskFullError`, exit 4) or however the writer dies. A reader takes no
 lock: it reads the committed folder (:func:`~anet_tf.io.committed_folder`) through
-one directory handle, so its three files are of one version, and reads again if a
+one directory handle, so its files are of one version, and reads again if a
 writer swapped the folder while it opened them.
 """
 
@@ -68,6 +74,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import mmap
 import os
 import re
 import shutil
@@ -95,6 +102,7 @@ from anet_tf.search.errors import first_line
 from anet_tf.search.errors import npz_array_problem
 from anet_tf.search.gallery import KINDS
 from anet_tf.search.gallery import LABEL_SOURCES
+from anet_tf.search.gallery import REFINE_ON_DISK
 from anet_tf.search.gallery import Gallery
 from anet_tf.search.gallery import Match
 from anet_tf.search.gallery import Rows
@@ -128,6 +136,10 @@ FORMAT = "anet-tf-index/1"
 INDEX_FILE = "index.faiss"
 ITEMS_FILE = "items.npz"
 META_FILE = "index.json"
+REFINE_FILE = "refine.npy"
+# refine.npy is written and copied this many bytes at a time (``index add``
+# copies the old rows into the new folder without reading them all at once).
+REFINE_CHUNK_BYTES = 64 * 2**20
 # What a writer refused for a held lock is told to do.
 LOCK_ADVICE = (
     "wait for the other `index add` or `index build` to finish, then run this again"
@@ -197,7 +209,7 @@ class _Selected:
         of their vectors), less the items of ``exclude`` (per query)."""
         if self._exact is None:
             self._exact = faiss.IndexFlatIP(index.dim)
-            self._exact.add(_vectors(faiss, index.index, self.ids))
+            self._exact.add(index.stored_vectors(faiss, self.ids))
         extra = 0 if exclude is None else max((len(e) for e in exclude), default=0)
         k = min(top_k + extra, len(self.ids))
         d, i = self._exact.search(queries, k)
@@ -213,20 +225,35 @@ class _Selected:
             scores[r, : len(got)], ids[r, : len(got)] = d[r][keep][:top_k], got
 
 
-def _refine_params(faiss, params: dict, selector, nprobe: int | None):
-    """Search parameters of an ivfpqr index: ``nprobe`` lists (default the
+def _shortlist_params(faiss, params: dict, selector, nprobe: int | None):
+    """Search parameters of an ivfpqr's IVF-PQ: ``nprobe`` lists (default the
     index's) found by the HNSW quantizer with efSearch max(ef_search, nprobe),
-    then the best ``k_factor`` * k of them re-ranked on the refine codes."""
+    items outside ``selector`` (None: none) skipped."""
     nprobe = int(nprobe or params["nprobe"])
     quantizer = faiss.SearchParametersHNSW(efSearch=max(params["ef_search"], nprobe))
     base = faiss.SearchParametersIVF(
         sel=selector, nprobe=nprobe, quantizer_params=quantizer
     )
+    base._keep = quantizer  # the C++ parameters point at it
+    return base
+
+
+def _refine_params(faiss, params: dict, selector, nprobe: int | None):
+    """Search parameters of an ivfpqr index: the IVF-PQ's
+    (:func:`_shortlist_params`), then the best ``k_factor`` * k of its results
+    re-ranked on the refine codes."""
+    base = _shortlist_params(faiss, params, selector, nprobe)
     out = faiss.IndexRefineSearchParameters(
         k_factor=float(params["k_factor"]), base_index_params=base
     )
-    out._keep = (base, quantizer)  # the C++ parameters point at them
+    out._keep = base  # the C++ parameters point at it
     return out
+
+
+def _shortlist_size(params: dict, k: int) -> int:
+    """How many of the IVF-PQ's best items are re-ranked for a top-k: k_factor *
+    k, as faiss ``IndexRefine`` takes them."""
+    return max(k, int(k * float(params["k_factor"])))
 
 
 def _vectors(faiss, index, ids: np.ndarray) -> np.ndarray:
@@ -243,28 +270,102 @@ def _vectors(faiss, index, ids: np.ndarray) -> np.ndarray:
 class GalleryIndex(Gallery):
     """A faiss index plus what each item is (path, ids, attributes) and which model
     embedded it. Built by :func:`build_index`, read by :func:`load_index`.
+    ``prefetch``: an on-disk refine asks for its shortlist's rows at once
+    (:meth:`prefetch_refine_rows`).
 
     Args:
         index: the faiss index; item ``i`` has faiss id ``i``.
         meta: the ``index.json`` dict.
         items: the ``items.npz`` arrays.
+        refine: ivfpqr with the refine on disk (:data:`REFINE_ON_DISK`): the
+            items' float16 vectors [N, D] (row i = item i), the memory map of
+            ``refine.npy`` of a saved index; None for the other kinds.
     """
 
     def __init__(
-        self, index, meta: dict, items: dict[str, np.ndarray], path: str | None = None
+        self,
+        index,
+        meta: dict,
+        items: dict[str, np.ndarray],
+        path: str | None = None,
+        refine: np.ndarray | None = None,
     ):
         self.index = index
         self.path = path
         self.meta = meta
         self.items = items
+        # the refine rows in id order: one array (a memory map once saved or
+        # loaded), more after `add_vectors` until the next save
+        self.refine_parts: list[np.ndarray] = [] if refine is None else [refine]
         self._paths: list[str] | None = None
         flat = meta.get("kind") == "flat"
         self.exact_max = EXACT_SELECTION_MAX_FLAT if flat else EXACT_SELECTION_MAX
         self._selections: dict[Selection, _Selected] = {}
         self._recorded: dict[str, bool] = {}
 
+    prefetch = True
+
     def __len__(self) -> int:
         return int(self.index.ntotal)
+
+    @property
+    def refine_on_disk(self) -> bool:
+        """Whether the refine codes are ``refine.npy`` rows, not in the faiss index."""
+        return self.meta.get("params", {}).get("refine") == REFINE_ON_DISK
+
+    def add_vectors(self, vectors: np.ndarray) -> None:
+        """Append ``vectors`` (float32 [n, D]) as items len(self), len(self)+1, ...
+        to the faiss index (and to the refine rows kept on disk)."""
+        self.index.add(vectors)
+        if self.refine_on_disk:
+            self.refine_parts.append(np.asarray(vectors, np.float16))
+
+    def refine_rows(self, ids: np.ndarray) -> np.ndarray:
+        """The float16 refine rows of items ``ids`` (an on-disk refine)."""
+        ids = np.asarray(ids, np.int64)
+        if not self.refine_parts:
+            raise SearchError(
+                f"{self.where}: its refine rows ({REFINE_FILE}) are not open"
+            )
+        if len(self.refine_parts) == 1:
+            return np.asarray(self.refine_parts[0][ids])
+        out = np.empty((len(ids), self.dim), np.float16)
+        start = 0
+        for part in self.refine_parts:
+            inside = (ids >= start) & (ids < start + len(part))
+            out[inside] = part[ids[inside] - start]
+            start += len(part)
+        return out
+
+    def prefetch_refine_rows(self, ids: np.ndarray) -> None:
+        """Ask the kernel to read the pages of the refine rows ``ids`` (sorted)
+        of ``refine.npy`` all at once (``madvise(MADV_WILLNEED)`` on the memory
+        map), so rows not in the page cache are read in parallel rather than one
+        page fault after another (off a cold cache many times faster, at some
+        cost where they are cached: measured in
+        docs/search.md#the-refine-on-disk-fp16-disk). Off where
+        :attr:`prefetch` is False."""
+        if not self.prefetch:
+            return
+        start = 0
+        for part in self.refine_parts:
+            inside = ids[(ids >= start) & (ids < start + len(part))] - start
+            start += len(part)
+            file_map = getattr(part, "_mmap", None)  # np.memmap's mmap.mmap
+            if file_map is None or not len(inside) or not hasattr(file_map, "madvise"):
+                continue
+            row = part.itemsize * part.shape[1]
+            first = part.offset % mmap.ALLOCATIONGRANULARITY + inside * row
+            pages = first - first % mmap.PAGESIZE
+            for page, end in zip(pages.tolist(), (first + row).tolist(), strict=True):
+                file_map.madvise(mmap.MADV_WILLNEED, page, end - page)
+
+    def stored_vectors(self, faiss, ids: np.ndarray) -> np.ndarray:
+        """The vectors the index scores items ``ids`` by (float32 [len(ids), D]):
+        the refine codes' where it has them, else :func:`_vectors`."""
+        if self.refine_on_disk:
+            return self.refine_rows(ids).astype(np.float32)
+        return _vectors(faiss, self.index, ids)
 
     @property
     def paths(self) -> list[str]:
@@ -452,6 +553,11 @@ class GalleryIndex(Gallery):
         self, faiss, queries, top_k, selector, nprobe, scores, ids
     ) -> None:
         k = min(top_k, len(self))
+        if self.refine_on_disk:
+            self._search_refined_on_disk(
+                faiss, queries, k, selector, nprobe, scores, ids
+            )
+            return
         if self.kind in ("ivf", "ivfpq"):
             params = faiss.SearchParametersIVF(
                 sel=selector, nprobe=int(nprobe or self.meta["params"]["nprobe"])
@@ -469,6 +575,27 @@ class GalleryIndex(Gallery):
         found = i >= 0
         scores[:, :k] = np.where(found, d, -np.inf)
         ids[:, :k] = np.where(found, i, -1)
+
+    def _search_refined_on_disk(
+        self, faiss, queries, k, selector, nprobe, scores, ids
+    ) -> None:
+        """What faiss ``IndexRefine`` with fp16 codes does, with the codes on
+        disk: the IVF-PQ's best :func:`_shortlist_size` items of each query
+        (within ``selector``), re-ranked by their exact inner product with the
+        query's float16 rows of ``refine.npy`` (read in file order)."""
+        params = self.meta["params"]
+        shortlist_params = _shortlist_params(faiss, params, selector, nprobe)
+        _, shortlist = self.index.search(
+            queries, _shortlist_size(params, k), params=shortlist_params
+        )
+        for r, query in enumerate(queries):
+            found = np.sort(shortlist[r][shortlist[r] >= 0])
+            if not len(found):
+                continue
+            self.prefetch_refine_rows(found)
+            s = self.refine_rows(found).astype(np.float32) @ query
+            best = np.argsort(-s, kind="stable")[:k]
+            scores[r, : len(best)], ids[r, : len(best)] = s[best], found[best]
 
     def row(self, item: int) -> dict:
         """Item ``item``'s values of the ``items.npz`` arrays."""
@@ -518,9 +645,19 @@ class GalleryIndex(Gallery):
             faiss.write_index(self.index, os.path.join(staging, INDEX_FILE))
             with open(os.path.join(staging, ITEMS_FILE), "wb") as fh:
                 np.savez(fh, **self.items)
+            if self.refine_on_disk:
+                with open(os.path.join(staging, REFINE_FILE), "wb") as fh:
+                    _write_refine_header(fh, len(self), self.dim)
+                    for part in self.refine_parts:
+                        _write_refine_rows(fh, part)
             with open(os.path.join(staging, META_FILE), "w", encoding="utf-8") as fh:
                 json.dump(self.meta, fh, indent=2)
             replace_folder(staging, out_dir)
+            if self.refine_on_disk:  # the rows written, not a copy in memory
+                with open(os.path.join(out_dir, REFINE_FILE), "rb") as fh:
+                    self.refine_parts = [
+                        _map_refine(out_dir, out_dir, fh, len(self), self.dim)
+                    ]
         except BaseException:
             remove_path(staging)
             with contextlib.suppress(OSError):
@@ -679,7 +816,10 @@ def build_index(
         "warnings": rows.warnings,
         **({"rows": "tracks"} if rows.tracks else {}),
     }
-    return GalleryIndex(index, meta, dict(rows.columns))
+    refine = None
+    if params.get("refine") == REFINE_ON_DISK:
+        refine = rows.vectors.astype(np.float16)  # until saved: refine.npy
+    return GalleryIndex(index, meta, dict(rows.columns), refine=refine)
 
 
 def _new_faiss_index(kind: str, params: dict, vectors: np.ndarray, seed: int):
@@ -737,8 +877,10 @@ _REFINE_FACTORY = {
 
 def _new_ivfpqr(faiss, params: dict, vectors: np.ndarray, seed: int):
     """``[OPQ{m}_{opq},]IVF{nlist}_HNSW32,PQ{m}x{bits}np`` whose shortlist is
-    re-ranked on ``params["refine"]`` codes (faiss ``IndexRefine``), trained on a
-    sample of :data:`IVFPQR_TRAIN_PER_LIST` vectors a list: the lists by spherical
+    re-ranked on ``params["refine"]`` codes (faiss ``IndexRefine``; for
+    :data:`REFINE_ON_DISK` the IVF-PQ alone, re-ranked by
+    :meth:`GalleryIndex.search` on ``refine.npy``), trained on a sample of
+    :data:`IVFPQR_TRAIN_PER_LIST` vectors a list: the lists by spherical
     k-means (two-level, as ``faiss.contrib.clustering`` does, for many lists),
     then the OPQ rotation, PQ codebooks and refine codes."""
     from faiss.contrib.clustering import two_level_clustering
@@ -753,16 +895,16 @@ def _new_ivfpqr(faiss, params: dict, vectors: np.ndarray, seed: int):
             f"(exact, fine up to about a million images)"
         )
     opq = f"OPQ{m}_{params['opq']}," if params["opq"] else ""
-    factory = (
-        f"{opq}IVF{nlist}_HNSW32,PQ{m}x{bits}np,{_REFINE_FACTORY[params['refine']]}"
-    )
+    on_disk = params["refine"] == REFINE_ON_DISK
+    refine = "" if on_disk else f",{_REFINE_FACTORY[params['refine']]}"
+    factory = f"{opq}IVF{nlist}_HNSW32,PQ{m}x{bits}np{refine}"
     index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
     take = min(n, max(65536, IVFPQR_TRAIN_PER_LIST * nlist))
     rng = np.random.default_rng(seed)
     sample = vectors if take == n else vectors[np.sort(rng.choice(n, take, False))]
     _note(n, f"training {factory} on {take} of {n} vectors ...")
     xt = np.ascontiguousarray(sample, np.float32)
-    base = faiss.downcast_index(index.base_index)
+    base = faiss.downcast_index(index if on_disk else index.base_index)
     if isinstance(base, faiss.IndexPreTransform):
         for i in range(base.chain.size()):
             base.chain.at(i).train(xt)
@@ -818,7 +960,7 @@ def add_to_index(
                 items[key] = np.full((old, *values.shape[1:]), np.nan, values.dtype)
             items[key] = np.concatenate([items[key], values])
         _note(old + len(rows), f"adding {len(rows)} rows to the {old} of {target} ...")
-        index.index.add(rows.vectors)
+        index.add_vectors(rows.vectors)
         index.items = items
         index._paths = None
         index.forget_selections()
@@ -842,7 +984,7 @@ def read_meta(path: str) -> dict:
 
 def load_index(path: str) -> GalleryIndex:
     """Read an index folder written by :meth:`GalleryIndex.save`: its committed
-    version (:func:`~anet_tf.io.committed_folder`), the three files of one version
+    version (:func:`~anet_tf.io.committed_folder`), its files of one version
     (see the module docstring).
 
     Raises:
@@ -850,10 +992,16 @@ def load_index(path: str) -> GalleryIndex:
             missing, damaged (naming the file) or disagrees with the others.
     """
     faiss = _faiss()
-    with _committed_files(path, (META_FILE, INDEX_FILE, ITEMS_FILE)) as (folder, files):
+    names = (META_FILE, INDEX_FILE, ITEMS_FILE)
+    with _committed_files(path, names, optional=(REFINE_FILE,)) as (folder, files):
         meta = _parse_meta(path, folder, files[META_FILE])
         index = _parse_faiss(faiss, path, folder, files[INDEX_FILE])
         items = _parse_items(path, folder, files[ITEMS_FILE])
+        refine = None
+        if meta["params"].get("refine") == REFINE_ON_DISK:
+            refine = _map_refine(
+                path, folder, files.get(REFINE_FILE), meta["count"], meta["dim"]
+            )
     if (
         index.d != meta["dim"]
         or index.ntotal != meta["count"]
@@ -869,7 +1017,7 @@ def load_index(path: str) -> GalleryIndex:
         faiss.extract_index_ivf(index).nprobe = int(meta["params"]["nprobe"])
     elif meta["kind"] == "hnsw":
         index.hnsw.efSearch = int(meta["params"]["ef_search"])
-    return GalleryIndex(index, meta, items, path=os.path.abspath(path))
+    return GalleryIndex(index, meta, items, path=os.path.abspath(path), refine=refine)
 
 
 # ----------------------------------------------------------------- reading files
@@ -887,11 +1035,12 @@ def _not_an_index(path: str) -> SearchError:
 
 
 @contextlib.contextmanager
-def _committed_files(path: str, names: Sequence[str]):
+def _committed_files(path: str, names: Sequence[str], optional: Sequence[str] = ()):
     """``(folder, {name: open binary file})`` of the committed version of the index
     folder ``path``: every file opened through one handle of the folder, so all of
     one version; opened again (up to :data:`READ_TRIES` times) where a file
-    vanished because a writer swapped the folder meanwhile."""
+    vanished because a writer swapped the folder meanwhile. A file of ``optional``
+    that the folder lacks is not in the dict."""
     for attempt in range(READ_TRIES):
         if attempt:
             time.sleep(0.005 * attempt)
@@ -908,8 +1057,12 @@ def _committed_files(path: str, names: Sequence[str]):
         try:
             missing = _open_all(dir_fd, names, files)
             if missing is None:
-                yield folder, files
-                return
+                for name in optional:
+                    _open_all(dir_fd, (name,), files)
+                if set(optional) <= set(files) or not _swapped(path, folder, dir_fd):
+                    yield folder, files
+                    return
+                continue
             if not _swapped(path, folder, dir_fd):
                 if missing == META_FILE:
                     raise _not_an_index(path)
@@ -1017,6 +1170,70 @@ def _parse_items(path: str, folder: str, fh) -> dict[str, np.ndarray]:
             raise _damaged(path, file, f"no {key!r} array")
     return items
 
+
+def _write_refine_header(fh, count: int, dim: int) -> None:
+    """The ``.npy`` header of ``refine.npy``: float16 [count, dim], C order."""
+    np.lib.format.write_array_header_1_0(
+        fh, {"descr": "<f2", "fortran_order": False, "shape": (int(count), int(dim))}
+    )
+
+
+def _write_refine_rows(fh, rows: np.ndarray) -> None:
+    """Append ``rows`` (a memory map too) to ``refine.npy`` as float16, a few
+    :data:`REFINE_CHUNK_BYTES` at a time (written, not mapped: a full disk is an
+    ``OSError``, not a crash)."""
+    step = max(1, REFINE_CHUNK_BYTES // max(1, 2 * rows.shape[1]))
+    for start in range(0, len(rows), step):
+        fh.write(np.ascontiguousarray(rows[start : start + step], "<f2").tobytes())
+
+
+def _map_refine(path: str, folder: str, fh, count: int, dim: int) -> np.ndarray:
+    """The rows of ``refine.npy`` (open as ``fh``, None: missing) as a read-only
+    memory map, float16 [count, dim].
+
+    Raises:
+        SearchError: the file is missing, not a float16 [count, dim] ``.npy``,
+            or shorter or longer than its rows (naming it).
+    """
+    file = os.path.join(folder, REFINE_FILE)
+    if fh is None:
+        raise SearchError(
+            f"{file} is missing: the index (ivfpqr, refine {REFINE_ON_DISK}) is "
+            f"incomplete; {_rebuild(path)}"
+        )
+    readers = {
+        (1, 0): np.lib.format.read_array_header_1_0,
+        (2, 0): np.lib.format.read_array_header_2_0,
+    }
+    try:
+        version = np.lib.format.read_magic(fh)
+        if version not in readers:
+            raise ValueError(f".npy format version {version}")
+        shape, fortran, dtype = readers[version](fh)
+    except (ValueError, OSError, EOFError) as exc:
+        raise _damaged(
+            path, file, f"not a NumPy .npy array: {first_line(exc)}"
+        ) from None
+    want = (int(count), int(dim))
+    if dtype != np.dtype("<f2") or fortran or tuple(shape) != want:
+        raise _damaged(
+            path,
+            file,
+            f"holds {dtype} {tuple(shape)}, not float16 {want} (a row per item)",
+        )
+    offset = fh.tell()
+    need = offset + 2 * count * dim
+    size = os.fstat(fh.fileno()).st_size
+    if size != need:
+        why = "truncated" if size < need else "longer than its rows"
+        raise _damaged(
+            path,
+            file,
+            f"{why}: {count} x {dim} float16 rows need {need} bytes, it has {size}",
+        )
+    if count == 0:
+        return np.zeros(want, np.float16)
+    return np.memmap(fh, dtype="<f2", mode="r", offset=offset, shape=want)
 
 
 def _damaged(path: str, file: str, what: str) -> SearchError:
