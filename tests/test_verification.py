@@ -38,8 +38,11 @@ def _all_pairs(q, g, q_pids, g_pids, q_camids, g_camids):
 
 
 def _reference_threshold(scores, same, fmr):
+    """The threshold at ``fmr``; None where fewer than 1 / fmr different pairs
+    cannot tell it."""
     different = np.sort(scores[~same & ~np.isnan(scores)])[::-1]
-    return np.nextafter(different[int(np.floor(fmr * different.size))], np.inf)
+    k = int(np.floor(fmr * different.size))
+    return None if k == 0 else np.nextafter(different[k], np.inf)
 
 
 def _rates_at(scores, same, t):
@@ -59,16 +62,22 @@ def test_thresholds_and_rates_agree_with_all_pairs(exact_pairs):
     out = sink.result()
     assert out["same_pairs"] == np.count_nonzero(same & ~np.isnan(scores))
     assert out["different_pairs"] == np.count_nonzero(~same & ~np.isnan(scores))
+    measured = 0
     for point, fmr in zip(out["operating_points"], FMRS, strict=True):
         exact = _reference_threshold(scores, same, fmr)
         t = point["threshold"]
+        if exact is None:  # too few different pairs: nothing accepted
+            assert t is None and point["tmr"] == 0.0
+            continue
+        measured += 1
         if exact_pairs:
             assert t == exact
         else:  # the smallest bin edge at or above the exact threshold
             assert exact <= t < exact + BIN_WIDTH
-        tmr, measured = _rates_at(scores, same, t)
-        assert point["tmr"] == tmr and point["fmr_measured"] == measured
-        assert measured <= fmr
+        tmr, fmr_measured = _rates_at(scores, same, t)
+        assert point["tmr"] == tmr and point["fmr_measured"] == fmr_measured
+        assert fmr_measured <= fmr
+    assert measured == 2  # 1e-2 and 1e-3 of about 5,000 different pairs
 
 
 def test_figures_do_not_depend_on_the_chunk_size():
@@ -99,7 +108,7 @@ def test_open_set_agrees_with_a_straightforward_computation():
     assert out["open_set"]["unknown_queries"] == unknown.sum() > 0
     assert out["open_set"]["known_queries"] == known.sum() > 0
     for point in out["operating_points"]:
-        t = point["threshold"]
+        t = np.inf if point["threshold"] is None else point["threshold"]
         assert point["rejection_rate"] == np.mean(top_score[unknown] < t)
         assert point["DIR"] == np.mean(correct[known] & (top_score[known] >= t))
     # a low threshold rejects nothing and finds every top-1 that is right
@@ -133,11 +142,19 @@ def test_evaluate_protocol_reports_verification_beside_the_ranking():
         verification.splitlines()[1]
         == "| FMR | threshold | TMR | rejected (held out) | DIR |"
     )
-    assert [line.split(" | ")[0] for line in verification.splitlines()[3:]] == [
+    lines = verification.splitlines()
+    assert [line.split(" | ")[0] for line in lines[3:6]] == [
         "| 0.01",
         "| 0.001",
         "| 0.0001",
     ]
+    # 1e-4 of about 5,000 different pairs cannot be told: dashes and one line
+    assert lines[5] == "| 0.0001 | - | - | - | - |"
+    pairs = both["verification"]["different_pairs"]
+    assert pairs < 10_000 and lines[6] == (
+        f"FMR 0.0001: not measured, {pairs} different-vehicle pairs are too few to "
+        "tell it (1 / FMR needed)"
+    )
 
 
 def test_vehicleid_verification_counts_its_first_gallery_draw():

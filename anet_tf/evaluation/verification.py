@@ -75,10 +75,14 @@ def threshold_from_histograms(
     """(threshold, TMR, FMR) at the smallest bin edge whose FMR is <= ``fmr``.
 
     Edges 1 .. bins-1 are candidates (the count of scores >= them is exact); when
-    none is low enough the threshold is +inf (nothing is accepted: TMR 0).
+    none is low enough, or fewer than 1 / ``fmr`` different pairs were measured
+    (no count of them can tell that FMR), the threshold is +inf (nothing is
+    accepted: TMR 0).
     """
     bins = different.size
     n_same, n_diff = same.sum(), different.sum()
+    if fmr * n_diff < 1:
+        return float("inf"), 0.0, 0.0
     # scores >= edge k, for k = 0 .. bins - 1
     diff_ge = np.cumsum(different[::-1])[::-1]
     same_ge = np.cumsum(same[::-1])[::-1]
@@ -97,9 +101,13 @@ def threshold_from_scores(
     same: np.ndarray, different: np.ndarray, fmr: float
 ) -> tuple[float, float, float]:
     """(threshold, TMR, FMR) from the scores themselves: the smallest float64
-    threshold t with (number of ``different`` >= t) <= floor(fmr x their number)."""
+    threshold t with (number of ``different`` >= t) <= floor(fmr x their number);
+    +inf (TMR 0) with fewer than 1 / ``fmr`` different scores, which cannot tell
+    that FMR."""
     different = np.sort(np.asarray(different, np.float64))[::-1]
     k = int(np.floor(fmr * different.size))
+    if k == 0:
+        return float("inf"), 0.0, 0.0
     t = float(np.nextafter(different[k], np.inf))
     same = np.asarray(same, np.float64)
     tmr = float(np.count_nonzero(same >= t) / max(same.size, 1))
@@ -314,15 +322,25 @@ def format_verification(verification: dict) -> str:
         "| FMR | threshold | TMR | rejected (held out) | DIR |",
         "|---|---|---|---|---|",
     ]
+    too_few = []
     for p in v["operating_points"]:
-        cells = [
-            f"{p['fmr']:g}",
-            "-" if p["threshold"] is None else f"{p['threshold']:.4f}",
-            _percent(p["tmr"]),
-            _percent(p.get("rejection_rate")),
-            _percent(p.get("DIR")),
-        ]
+        if p["fmr"] * v["different_pairs"] < 1:
+            too_few.append(f"{p['fmr']:g}")
+            cells = [f"{p['fmr']:g}", "-", "-", "-", "-"]
+        else:
+            cells = [
+                f"{p['fmr']:g}",
+                "-" if p["threshold"] is None else f"{p['threshold']:.4f}",
+                _percent(p["tmr"]),
+                _percent(p.get("rejection_rate")),
+                _percent(p.get("DIR")),
+            ]
         lines.append("| " + " | ".join(cells) + " |")
+    if too_few:
+        lines.append(
+            f"FMR {', '.join(too_few)}: not measured, {v['different_pairs']} "
+            "different-vehicle pairs are too few to tell it (1 / FMR needed)"
+        )
     return "\n".join(lines)
 
 
