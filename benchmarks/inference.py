@@ -92,7 +92,7 @@ def load_model(args, variant=None):
     from anet_tf.data.records import ReidDataset
     from anet_tf.model import build_model_from_config
 
-    overrides = [*args.overrides, *([f"model.variant={variant}"] if variant else [])]
+    overrides = [*args.overrides, *variant_settings(variant)]
     cfg = load_config(args.config, overrides)
     classes = [[f"{a}{i}" for i in range(6)] for a in cfg.data.attributes]
     dataset = ReidDataset(
@@ -107,6 +107,19 @@ def load_model(args, variant=None):
         np.float32
     )
     return net, cfg, dataset, representative
+
+
+def variant_settings(variant) -> list[str]:
+    """The ``--set`` items of one of ``--variants``: a row of ``anet-tf ablate``
+    (``anet_w4``: ANet with the Joint Module 1/4 wide; ``van_f``, ``baseline``, ...)
+    or a plain ``model.variant`` value."""
+    from anet_tf.jobs.study import VARIANTS
+
+    if not variant:
+        return []
+    if variant in VARIANTS:
+        return VARIANTS[variant].settings
+    return [f"model.variant={variant}"]
 
 
 def image_folder(root):
@@ -345,8 +358,9 @@ def parse_args(argv=None):
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument(
         "--variants", default=None,
-        help="comma-separated model.variant values of --config, built, exported and "
-        "timed side by side (default: the config's)",
+        help="comma-separated model.variant values of --config or rows of anet-tf "
+        "ablate (anet_w4, anet_w16: the Joint Module 1/4, 1/16 wide), built, "
+        "exported and timed side by side (default: the config's)",
     )  # fmt: skip
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=30, help="batch-1 calls")
@@ -419,7 +433,7 @@ def build_all(args, out_dir):
     runners, sizes, network_of, references, networks = {}, {}, {}, {}, {}
     for variant in args.variants or [None]:
         net, cfg, dataset, representative = load_model(args, variant)
-        key = cfg.model.variant if len(args.variants) > 1 else ""
+        key = variant if len(args.variants) > 1 else ""
         rows, row_sizes, references[key] = build_runners(
             net, cfg, dataset, representative,
             os.path.join(out_dir, key), args.threads,
