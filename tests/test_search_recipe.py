@@ -126,7 +126,11 @@ def test_defaults_by_size():
         index_params("ivfpqr", 10**7, 512),
     )
     assert (small["nlist"], small["refine"], small["opq"]) == (4096, "fp16", 256)
-    assert (large["nlist"], large["refine"], large["k_factor"]) == (16384, "sq8", 50)
+    assert (large["nlist"], large["refine"], large["k_factor"]) == (
+        16384,
+        "fp16-disk",
+        50,
+    )
     assert index_params("ivfpqr", 10**6, 128)["opq"] == 0
     assert (
         index_params("ivfpqr", 10**7, 512, refine="fp16", k_factor=20)["k_factor"] == 20
