@@ -56,3 +56,16 @@ TINY_OVERRIDES = [
     "train.stage2.lr=null",
     "train.attribute_refit=false",
 ]
+
+
+def one_line(capsys, argv, code) -> str:
+    """Run ``anet-tf ARGV`` in this process: it exits ``code`` with one line on
+    stderr (no traceback), which is returned."""
+    from anet_tf.cli import main
+
+    got = main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert got == code, err
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]

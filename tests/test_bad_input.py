@@ -15,6 +15,7 @@ import time
 
 import pytest
 from helpers import TINY_OVERRIDES
+from helpers import one_line
 from helpers import read_log
 
 from anet_tf.cli import main
@@ -52,16 +53,6 @@ def tree(path):
                 with open(full, "rb") as fh:
                     out[os.path.relpath(full, path)] = hashlib.sha256(fh.read()).hexdigest()
     return out
-
-
-def one_line(capsys, command, code_expected):
-    """Run ``command`` (argv of anet-tf); the one line it printed on stderr."""
-    code = main(command)
-    err = capsys.readouterr().err
-    lines = [line for line in err.strip().splitlines() if line.strip()]
-    assert code == code_expected, err
-    assert len(lines) == 1 and "Traceback" not in err, err
-    return lines[0]
 
 
 def replace_file(path, data: bytes):

@@ -24,6 +24,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from helpers import one_line
 
 from anet_tf.cli import main
 from anet_tf.io import LockHeldError
@@ -114,15 +115,6 @@ def kill_at(point, *args):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
-
-
-def one_line(capsys, argv, code) -> str:
-    """Run ``anet-tf ARGV``: it exits ``code`` with one line on stderr, returned."""
-    got = main([str(a) for a in argv])
-    err = capsys.readouterr().err.strip()
-    assert got == code, err
-    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    return err
 
 
 def digest(folder) -> str:

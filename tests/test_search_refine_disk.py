@@ -17,6 +17,7 @@ import sys
 import faiss
 import numpy as np
 import pytest
+from helpers import one_line
 
 from anet_tf.cli import main
 from anet_tf.search.embeddings import save_embeddings
@@ -194,14 +195,6 @@ def cli_gallery(gallery, tmp_path, capsys, monkeypatch):
     out = capsys.readouterr().out
     assert "PQ8x4np, re-ranked on fp16 rows on disk (refine.npy)" in out
     return idx, emb
-
-
-def one_line(capsys, argv, code) -> str:
-    got = main([str(a) for a in argv])
-    err = capsys.readouterr().err.strip()
-    assert got == code, err
-    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    return err
 
 
 @pytest.mark.parametrize("damage", ["truncated", "missing", "another shape"])
