@@ -69,6 +69,12 @@ def distance_to_score(distances: np.ndarray, metric: str) -> np.ndarray:
     return 1.0 - (d if metric == "cosine" else d / 2.0)
 
 
+def measurable(fmr: float, different_pairs) -> bool:
+    """Whether ``different_pairs`` different-vehicle pairs can tell an FMR of
+    ``fmr``: at least 1 / fmr of them."""
+    return fmr * different_pairs >= 1
+
+
 def threshold_from_histograms(
     same: np.ndarray, different: np.ndarray, fmr: float
 ) -> tuple[float, float, float]:
@@ -81,7 +87,7 @@ def threshold_from_histograms(
     """
     bins = different.size
     n_same, n_diff = same.sum(), different.sum()
-    if fmr * n_diff < 1:
+    if not measurable(fmr, n_diff):
         return float("inf"), 0.0, 0.0
     # scores >= edge k, for k = 0 .. bins - 1
     diff_ge = np.cumsum(different[::-1])[::-1]
@@ -105,9 +111,9 @@ def threshold_from_scores(
     +inf (TMR 0) with fewer than 1 / ``fmr`` different scores, which cannot tell
     that FMR."""
     different = np.sort(np.asarray(different, np.float64))[::-1]
-    k = int(np.floor(fmr * different.size))
-    if k == 0:
+    if not measurable(fmr, different.size):
         return float("inf"), 0.0, 0.0
+    k = int(np.floor(fmr * different.size))
     t = float(np.nextafter(different[k], np.inf))
     same = np.asarray(same, np.float64)
     tmr = float(np.count_nonzero(same >= t) / max(same.size, 1))
@@ -324,7 +330,7 @@ def format_verification(verification: dict) -> str:
     ]
     too_few = []
     for p in v["operating_points"]:
-        if p["fmr"] * v["different_pairs"] < 1:
+        if not measurable(p["fmr"], v["different_pairs"]):
             too_few.append(f"{p['fmr']:g}")
             cells = [f"{p['fmr']:g}", "-", "-", "-", "-"]
         else:
