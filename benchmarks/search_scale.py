@@ -508,6 +508,12 @@ def run_faiss(args, dim: int, queries: np.ndarray) -> dict:
             results[name] = dict(
                 timing, recall_at_10=round(recall(ids, exact.ids["none"]), 4)
             )
+            if args.where_missed:
+                results[name].update(
+                    where_missed(
+                        g, shared["base"], queries, exact.ids["none"], nprobe, k_factor
+                    )
+                )
             print(name, json.dumps(results[name]), flush=True)
         g.meta["params"] = results[kind]["params"]
         if "refine_file" in b:
@@ -542,6 +548,44 @@ def case(args, b, size_bytes, search, queries, exact) -> dict:
         timing, ids = latencies(search, queries, parse_where(spec), args.warmup)
         out[f] = dict(timing, recall_at_10=round(recall(ids, exact.ids[f]), 4))
     return out
+
+
+def where_missed(g, base, queries, exact_ids, nprobe: int, k_factor: int) -> dict:
+    """Where an ivfpqr loses the true top-10 (unfiltered): the share of them in
+    the lists the HNSW quantizer probes (``in_probed_lists``: the lists limit),
+    and in the IVF-PQ's best ``k_factor`` * 10 (``in_shortlist``: the PQ codes
+    limit too); what the refine then finds is ``recall_at_10``. ``base``: the
+    IVF-PQ (with its OPQ), whose lists are read through a direct map."""
+    import faiss
+
+    from anet_tf.search.index import _shortlist_params
+
+    ivf = faiss.extract_index_ivf(base)
+    if ivf.direct_map.no():
+        ivf.make_direct_map()
+    x = np.ascontiguousarray(queries, np.float32)
+    pre = faiss.downcast_index(base)
+    if isinstance(pre, faiss.IndexPreTransform):
+        for i in range(pre.chain.size()):
+            x = faiss.downcast_VectorTransform(pre.chain.at(i)).apply(x)
+    ef = max(int(g.meta["params"]["ef_search"]), nprobe)
+    _, probed = ivf.quantizer.search(
+        x, nprobe, params=faiss.SearchParametersHNSW(efSearch=ef)
+    )
+    params = _shortlist_params(faiss, g.meta["params"], None, nprobe)
+    _, shortlist = base.search(
+        np.ascontiguousarray(queries, np.float32), 10 * k_factor, params=params
+    )
+    in_lists, in_short = [], []
+    for r, true in enumerate(exact_ids):
+        true, lists = true[true >= 0], set(probed[r].tolist())
+        listed = [int(ivf.direct_map.get(int(i))) >> 32 in lists for i in true]
+        in_lists.append(np.mean(listed))
+        in_short.append(len(set(true) & set(shortlist[r])) / max(1, len(true)))
+    return {
+        "in_probed_lists": round(float(np.mean(in_lists)), 4),
+        "in_shortlist": round(float(np.mean(in_short)), 4),
+    }
 
 
 # ------------------------------------------------------------------------ milvus
@@ -680,6 +724,12 @@ def main() -> None:
         "--sweep",
         default="",
         help="ivfpqr: extra unfiltered timings NPROBExK_FACTOR, comma list (e.g. 16x4,64x10)",
+    )
+    p.add_argument(
+        "--where-missed",
+        action="store_true",
+        help="ivfpqr: per --sweep setting, the share of the true top-10 in the "
+        "probed lists and in the IVF-PQ's shortlist",
     )
     p.add_argument("--json-out", default=None)
     args = p.parse_args()

@@ -7,8 +7,10 @@ CLI, with nothing written."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -272,6 +274,30 @@ def test_cli_search_with_camera_and_time(files, gallery, capsys):
             assert m["camid"] in (0, 1, 3) and m["camid"] != qcam
             assert T0 + 1800 <= m["time"] < T0 + 3 * 3600
             assert m["attributes"]["type"] == "sedan"
+
+
+def test_cli_table_shows_the_capture_time(files, capsys):
+    """The table gives each image match its capture time (UTC) where the gallery
+    records one, and no time column where it records none."""
+    capsys.readouterr()
+    search = ["search", "--query-embeddings", files["queries"], "-k", "3"]
+    window = ["--since", str(T0 + 1800), "--until", str(T0 + 3 * 3600)]
+    assert main([*search, "--index", files["gallery.index"], *window]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    heads = [line for line in lines if line.strip().startswith("rank")]
+    assert heads and all(" time " in h for h in heads)
+    stamps = re.findall(r"  (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ)  ", "\n".join(lines))
+    assert len(stamps) == 3 * len(heads)
+    for stamp in stamps:
+        moment = datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+        assert T0 + 1800 <= moment.timestamp() < T0 + 3 * 3600
+    assert main([*search, "--index", files["bare.index"]]) == 0
+    heads = [
+        line
+        for line in capsys.readouterr().out.splitlines()
+        if line.strip().startswith("rank")
+    ]
+    assert heads and not any(" time " in h for h in heads)
 
 
 def test_cli_bad_camera_and_time_input_is_one_line(files, capsys):

@@ -639,9 +639,12 @@ def _when(seconds: int) -> str:
 
 def _track_cells(row) -> tuple:
     """The head and the cells of a gallery of tracks' columns (track id, first and
-    last time, crops); "" and none for images."""
+    last time, crops); for images the capture time where a match of ``row`` has
+    one, else "" and none."""
     if not row or row[0].track_id is None:
-        return "", lambda m: ""
+        if not any(m.time >= 0 for m in row):
+            return "", lambda m: ""
+        return f"  {'time':<20}", lambda m: f"  {_when(m.time):<20}"
     width = max(5, *(len(m.track_id or "-") for m in row))
     head = f"  {'track':<{width}}  {'first':<20}  {'last':<20}  {'crops':>5}"
     return head, lambda m: (
