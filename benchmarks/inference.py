@@ -76,6 +76,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from input_pipeline import machine  # noqa: E402
 
+from anet_tf.model.names import BACKBONE_NAMES  # noqa: E402
+
 
 def load_model(args, variant=None):
     """(net, cfg, dataset, representative pixels); ``variant`` overrides
@@ -112,14 +114,17 @@ def load_model(args, variant=None):
 def variant_settings(variant) -> list[str]:
     """The ``--set`` items of one of ``--variants``: a row of ``anet-tf ablate``
     (``anet_w4``: ANet with the Joint Module 1/4 wide; ``van_f``, ``baseline``, ...)
-    or a plain ``model.variant`` value."""
+    or a plain ``model.variant`` value, optionally on another backbone
+    (``van@resnet18_ibn_a``: ``model.backbone=resnet18_ibn_a`` too)."""
     from anet_tf.jobs.study import VARIANTS
 
     if not variant:
         return []
+    variant, _, backbone = variant.partition("@")
+    extra = [f"model.backbone={backbone}"] if backbone else []
     if variant in VARIANTS:
-        return VARIANTS[variant].settings
-    return [f"model.variant={variant}"]
+        return [*VARIANTS[variant].settings, *extra]
+    return [f"model.variant={variant}", *extra]
 
 
 def image_folder(root):
@@ -359,8 +364,9 @@ def parse_args(argv=None):
     parser.add_argument(
         "--variants", default=None,
         help="comma-separated model.variant values of --config or rows of anet-tf "
-        "ablate (anet_w4, anet_w16: the Joint Module 1/4, 1/16 wide), built, "
-        "exported and timed side by side (default: the config's)",
+        "ablate (anet_w4, anet_w16: the Joint Module 1/4, 1/16 wide), each optionally "
+        "on another backbone (van@resnet18_ibn_a), built, exported and timed side by "
+        "side (default: the config's)",
     )  # fmt: skip
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=30, help="batch-1 calls")
@@ -417,6 +423,13 @@ def parse_args(argv=None):
                 f"--variants and formats from {','.join(FORMATS)}"
             )
     args.variant_formats = per_variant
+    for variant in args.variants:
+        backbone = variant.partition("@")[2]
+        if "@" in variant and backbone not in BACKBONE_NAMES:
+            parser.error(
+                f"--variants {variant}: unknown backbone {backbone!r}; choose from "
+                f"{','.join(BACKBONE_NAMES)}"
+            )
     if args.variants and args.run:
         parser.error("--variants builds untrained networks of --config; not with --run")
     if args.tflite:

@@ -27,6 +27,10 @@ import inference  # noqa: E402
             "--variant-formats anet=tflite: give VARIANT=F1,F2 with VARIANT one of --variants",
         ),
         (["--variants", "van", "--variant-formats", "van=trt"], "--variant-formats van=trt"),
+        (
+            ["--variants", "van@resnet19"],
+            "--variants van@resnet19: unknown backbone 'resnet19'; choose from",
+        ),
     ],
 )
 def test_bad_arguments_are_one_line(argv, message, capsys):
@@ -45,6 +49,18 @@ def test_arguments_split_into_lists():
     assert args.variant_formats == {"anet": ["saved_model", "tflite"]}
     assert args.tflite == ["fp16", "int8"]
     assert args.formats == ["saved_model", "openvino"]
+
+
+def test_a_variant_on_another_backbone():
+    assert inference.variant_settings("van@resnet18_ibn_a") == [
+        "model.variant=van",
+        "model.backbone=resnet18_ibn_a",
+    ]
+    assert inference.variant_settings("anet_w4@resnet18")[-1] == "model.backbone=resnet18"
+    plain = inference.variant_settings("anet_w4")
+    assert inference.variant_settings("anet_w4@resnet18")[:-1] == plain
+    args = inference.parse_args(["--variants", "van,van@resnet18_ibn_a"])
+    assert args.variants == ["van", "van@resnet18_ibn_a"]
 
 
 def test_cosines_compare_each_row_with_its_own_network_and_skip_jpeg():
