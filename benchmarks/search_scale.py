@@ -42,7 +42,9 @@ Backends:
   :func:`anet_tf.search.milvus.build_collection` on the first chunk and the same
   insert for the others, searched through :meth:`MilvusGallery.search`; the time
   of one incremental ``index add`` of a further chunk (with its duplicate check)
-  is reported too.
+  is reported too. ``--milvus-types`` instead inserts the gallery once and
+  builds, loads and searches each Milvus index type of the list over it
+  (:func:`run_milvus_types`), at the settings of ``--kind ivfpqr``.
 
     python benchmarks/search_scale.py --n 1000000 --kinds flat,ivf,ivfpq --nlist 1024 --json-out s6.json
     python benchmarks/search_scale.py --n 10000000 --kinds ivfpq --nlist 1024 --json-out s7.json
@@ -51,6 +53,8 @@ Backends:
         --refines fp16,flat --sweep 32x10,32x50,64x50 --json-out m6opq2.json
     python benchmarks/search_scale.py --vectors model --n 100000 --kinds ivfpqr \
         --refines fp16-disk,fp16 --json-out m5disk.json
+    python benchmarks/search_scale.py --backend milvus --vectors model --n 100000 \
+        --queries 100 --milvus-types FLAT,IVF_SQ8,IVF_RABITQ,HNSW_SQ --json-out m5types.json
 """
 
 from __future__ import annotations
@@ -656,6 +660,136 @@ def run_milvus(args, dim: int, queries: np.ndarray) -> dict:
     return results
 
 
+def milvus_type_settings(name: str, n: int, dim: int, k: int = 10) -> tuple:
+    """The build and search params of the Milvus index type ``name`` at the
+    settings of ``index build --kind ivfpqr`` for ``n`` vectors (nlist, m,
+    nprobe, a shortlist of k_factor·k re-ranked on FP16 codes where the type
+    has a refine), as a Milvus server takes them."""
+    p = index_params("ivfpqr", n, dim)
+    nlist, nprobe, kf = p["nlist"], p["nprobe"], p["k_factor"]
+    fp16 = {"refine": True, "refine_type": "FP16"}
+    hnsw = {"M": 32, "efConstruction": 200}
+    return {
+        "FLAT": ({}, {}),
+        "IVF_FLAT": ({"nlist": nlist}, {"nprobe": nprobe}),
+        "IVF_SQ8": ({"nlist": nlist}, {"nprobe": nprobe}),
+        "IVF_PQ": ({"nlist": nlist, "m": p["m"], "nbits": 8}, {"nprobe": nprobe}),
+        "IVF_RABITQ": (
+            {"nlist": nlist, **fp16},
+            {"nprobe": nprobe, "rbq_query_bits": 0, "refine_k": kf},
+        ),
+        "SCANN": (
+            {"nlist": nlist, "with_raw_data": True},
+            {"nprobe": nprobe, "reorder_k": kf * k},
+        ),
+        "HNSW": (hnsw, {"ef": 64}),  # index build --kind hnsw's efSearch
+        "HNSW_SQ": (
+            {**hnsw, "sq_type": "SQ8", **fp16},
+            {"ef": kf * k, "refine_k": kf},
+        ),
+        "HNSW_PQ": (
+            {**hnsw, "m": p["m"], "nbits": 8, **fp16},
+            {"ef": kf * k, "refine_k": kf},
+        ),
+        "DISKANN": ({}, {"search_list": kf * k}),
+    }[name]
+
+
+def index_files(db: str, index_type: str) -> tuple[int, int, int]:
+    """Milvus Lite's sealed segments of ``db`` (data files), the index files of
+    ``index_type`` beside them, and those files' bytes: every segment has one
+    when the search goes through the index (the memtable, flushed, is empty)."""
+    import glob
+
+    parts = os.path.join(db, "collections", "bench", "partitions", "*")
+    data = glob.glob(os.path.join(parts, "data", "*.parquet")) or glob.glob(
+        os.path.join(parts, "**", "data_*.parquet"), recursive=True
+    )
+    idx = [
+        f
+        for f in glob.glob(os.path.join(parts, "indexes", "*"))
+        if f.endswith(f".{index_type.lower()}.idx")
+    ]
+    return len(data), len(idx), sum(os.path.getsize(f) for f in idx)
+
+
+def run_milvus_types(args, dim: int, queries: np.ndarray) -> dict:
+    """``--milvus-types``: the gallery inserted once (as ``index build`` with
+    ``--kind flat`` and the chunks after it), then, per Milvus index type, the
+    collection released, its vector index dropped and made again as that type
+    (:func:`milvus_type_settings`), loaded (Milvus Lite builds each sealed
+    segment's index then: ``index_s``) and searched through
+    :meth:`MilvusGallery.search` with that type's search params. A type Milvus
+    Lite cannot build or load is reported with its error."""
+    from anet_tf.search.milvus import _insert
+    from anet_tf.search.milvus import build_collection
+    from anet_tf.search.milvus import gallery_rows
+    from anet_tf.search.milvus import open_collection
+
+    db = args.db.replace(".db", "-types.db")
+    if os.path.exists(db):
+        shutil.rmtree(db)
+    exact = ExactTopK(queries)
+    b = {"train_s": 0.0, "add_s": 0.0}
+    for c, start in enumerate(range(0, args.n, args.chunk)):
+        size = min(args.chunk, args.n - start)
+        x, color, ty = make_chunk(c, size, dim, args.seed)
+        exact.fold(x, color, ty, start)
+        emb = chunk_embeddings(x, color, ty, start, dim)
+        t = time.perf_counter()
+        if c == 0:
+            g = build_collection([emb], db, "bench", kind="flat")
+        else:
+            _insert(g.client, db, "bench", gallery_rows([emb]), start)
+        b["add_s"] += time.perf_counter() - t
+        print(f"  {start + size} rows, {b['add_s']:.0f} s", flush=True)
+    g.client.flush("bench")
+    g.meta["next_id"] = args.n
+    g.save_meta()
+    results = {"insert": {"rows": args.n, "insert_s": round(b["add_s"], 1)}}
+    for name in args.milvus_types:
+        build, search_params = milvus_type_settings(name, args.n, dim)
+        res = {"build_params": build, "search_params": search_params}
+        results[name] = res
+        client = g.client
+        rss_before = rss_mb()
+        t = time.perf_counter()
+        try:
+            client.release_collection("bench")
+            client.drop_index("bench", "embedding")
+            index = client.prepare_index_params()
+            index.add_index(  # nested: the one form Milvus Lite 3.2 reads
+                "embedding",
+                index_type=name,
+                metric_type="IP",
+                params={"params": build} if build else {},
+            )
+            client.create_index("bench", index)
+            client.load_collection("bench")
+        except Exception as exc:  # noqa: BLE001 - recorded: what Lite refuses
+            res["error"] = str(exc).strip().splitlines()[0][:300]
+            print(name, "ERROR", res["error"], flush=True)
+            continue
+        res["index_s"] = round(time.perf_counter() - t, 1)
+        segments, files, size = index_files(db, name)
+        res.update(segments=segments, index_files=files)
+        res["index_mb"] = round(size / 2**20, 1)
+        res["index_bytes_per_vector"] = round(size / args.n, 1)
+        res["process_rss_growth_mb"] = round(rss_mb() - rss_before, 1)
+        g = open_collection(db, "bench")
+        g._search_params = lambda top_k, nprobe, sp=search_params: sp
+
+        def search(q, where, g=g):
+            return g.search(q, 10, where=where)
+
+        timed = case(args, {"train_s": 0.0, "add_s": 0.0}, 0, search, queries, exact)
+        res.update({f: timed[f] for f in FILTERS})
+        res["disk_mb"] = round(folder_mb(db), 1)
+        res["load_average"] = os.getloadavg()
+        print(name, json.dumps(res), flush=True)
+    return results
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--backend", choices=["faiss", "milvus"], default="faiss")
@@ -731,9 +865,17 @@ def main() -> None:
         help="ivfpqr: per --sweep setting, the share of the true top-10 in the "
         "probed lists and in the IVF-PQ's shortlist",
     )
+    p.add_argument(
+        "--milvus-types",
+        default="",
+        help="milvus: Milvus index types to build over one inserted gallery, at "
+        "the settings of --kind ivfpqr (comma list of FLAT, IVF_FLAT, IVF_SQ8, "
+        "IVF_PQ, IVF_RABITQ, SCANN, HNSW, HNSW_SQ, HNSW_PQ, DISKANN)",
+    )
     p.add_argument("--json-out", default=None)
     args = p.parse_args()
     args.kinds = args.kinds.split(",")
+    args.milvus_types = [t for t in args.milvus_types.split(",") if t]
     if args.vectors == "model":
         global VECTOR_MODEL
         VECTOR_MODEL = VectorModel.load(args.vector_model)
@@ -752,6 +894,8 @@ def main() -> None:
     queries = make_queries(args.n, args.chunk, args.dim, args.queries, args.seed)
     t = time.perf_counter()
     run = run_faiss if args.backend == "faiss" else run_milvus
+    if args.backend == "milvus" and args.milvus_types:
+        run = run_milvus_types
     results = run(args, args.dim, queries)
     info["load_average_end"] = os.getloadavg()
     out = {

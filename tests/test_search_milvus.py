@@ -272,6 +272,17 @@ def test_bad_targets_and_filters_are_one_line_writing_nothing(
             ],
             "m=5 sub-quantizers must divide the dimension 16",
         ),
+        (
+            ["index", "build", files["all"], "-o", str(tmp_path / "new.db")]
+            + ["--kind", "ivfpq"],
+            "Milvus Lite (" + str(tmp_path / "new.db") + ") cannot load the index "
+            "type IVF_PQ",
+        ),
+        (
+            ["index", "build", files["all"], "-o", str(tmp_path / "new.db")]
+            + ["--kind", "ivfpqr"],
+            "ivfpqr is a faiss index (give a folder)",
+        ),
         (["index", "remove", db, "--collection", "whole"], "say which rows"),
         (
             ["index", "remove", db, "--collection", "whole", "--since", "noon"],
@@ -330,6 +341,10 @@ def test_build_replaces_a_gallery_and_kinds_are_recorded(db, files, gallery, cap
         == 0
     )
     assert "Milvus HNSW (M=32" in capsys.readouterr().out
+    # the build params reach Milvus Lite (pymilvus 3 sends them in a form it
+    # ignores, building its defaults: M 16, nlist 128)
+    index = connect(db).describe_index("kinds", "embedding")
+    assert index["params"] == {"M": 32, "efConstruction": 200}
     hnsw = open_gallery(db, "kinds")
     assert hnsw.kind == "hnsw" and len(hnsw) == 150
     _, ids = hnsw.search(gallery.embedding[:20], 1)
@@ -341,7 +356,8 @@ def test_build_replaces_a_gallery_and_kinds_are_recorded(db, files, gallery, cap
     ivf = open_gallery(db, "kinds")
     assert ivf.kind == "ivf" and len(ivf) == 90
     client = connect(db)
-    assert client.describe_index("kinds", "embedding")["index_type"] == "IVF_FLAT"
+    index = client.describe_index("kinds", "embedding")
+    assert (index["index_type"], index["params"]) == ("IVF_FLAT", {"nlist": 4})
     assert "kinds_anet_building" not in client.list_collections()
 
 
@@ -385,3 +401,40 @@ def test_remove_by_camera_and_time_range(files, gallery, tmp_path, capsys):
     assert main(["index", "remove", path, "--until", "2100-01-01"]) == 0
     unknown_left = int((keep & (gallery.times == -1)).sum())
     assert len(open_gallery(path)) == unknown_left > 0
+
+
+def test_milvus_lite_loads_the_index_types_it_is_said_to(tmp_path):
+    """``LITE_INDEX_TYPES`` is what this Milvus Lite builds and loads; it refuses
+    IVF_PQ and the refine types when it builds the segments' indexes, which
+    is why ``--kind ivfpq`` on Milvus Lite and ``--kind ivfpqr`` on any Milvus
+    target are refused up front (docs/search.md)."""
+    from pymilvus import DataType
+    from pymilvus import MilvusClient
+
+    from anet_tf.search.milvus import LITE_INDEX_TYPES
+    from anet_tf.search.milvus import disconnect
+
+    x = np.random.default_rng(0).standard_normal((300, 8)).astype(np.float32)
+    uri = str(tmp_path / "types.db")
+    client = connect(uri, create=True)
+    loads = {}
+    for index_type in (*LITE_INDEX_TYPES, "IVF_PQ", "IVF_RABITQ"):
+        name = f"c_{index_type.lower()}"
+        schema = MilvusClient.create_schema(auto_id=False)
+        schema.add_field("id", DataType.INT64, is_primary=True)
+        schema.add_field("v", DataType.FLOAT_VECTOR, dim=8)
+        client.create_collection(name, schema=schema)
+        client.insert(name, [{"id": i, "v": v} for i, v in enumerate(x.tolist())])
+        client.flush(name)
+        index = client.prepare_index_params()
+        params = {"nlist": 4, "m": 4, "nbits": 4} if "IVF" in index_type else {}
+        index.add_index("v", index_type=index_type, metric_type="IP", params=params)
+        try:
+            client.create_index(name, index)
+            client.load_collection(name)
+            loads[index_type] = True
+        except Exception:  # noqa: BLE001 - pymilvus raises MilvusException
+            loads[index_type] = False
+    disconnect(uri, client)
+    assert loads == {**dict.fromkeys(LITE_INDEX_TYPES, True), "IVF_PQ": False,
+                     "IVF_RABITQ": False}  # fmt: skip

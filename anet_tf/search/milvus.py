@@ -135,6 +135,10 @@ ONE_WRITER = (
 )
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
 MILVUS_INDEX = {"flat": "FLAT", "ivf": "IVF_FLAT", "ivfpq": "IVF_PQ", "hnsw": "HNSW"}
+# The vector index types Milvus Lite (3.2) builds and loads: it accepts IVF_PQ,
+# IVF_RABITQ, SCANN, HNSW_PQ and DISKANN in create_index but cannot load them
+# (docs/search.md, "Milvus index types on Milvus Lite, measured").
+LITE_INDEX_TYPES = ("FLAT", "IVF_FLAT", "IVF_SQ8", "HNSW", "HNSW_SQ")
 __all__ = [
     "FORMAT",
     "MilvusGallery",
@@ -1024,13 +1028,21 @@ def _scalar_fields(model: dict, tracks: bool = False) -> list[str]:
 
 
 def _vector_index(
-    client, kind: str, params: dict, model: dict | None = None, tracks: bool = False
+    client,
+    kind: str,
+    params: dict,
+    model: dict | None = None,
+    tracks: bool = False,
+    lite: bool = False,
 ):
     """The index parameters of a new collection: the vector index of ``kind``
     and, for ``model``'s filter fields (:func:`_scalar_fields`), an INVERTED
     scalar index each (Milvus Lite 3.2 builds only INVERTED scalar indexes: it
     refuses STL_SORT; a server takes INVERTED as well), so a filter on few rows
-    does not scan every row's fields."""
+    does not scan every row's fields. ``lite``: the build params go as one JSON
+    ``params`` entry, the one Milvus Lite 3.2 reads (pymilvus 3 sends each as
+    an entry of its own, which a server reads and Milvus Lite ignores, building
+    with its defaults: nlist 128, M 16)."""
     index = client.prepare_index_params()
     milvus_params = {
         "flat": {},
@@ -1046,7 +1058,7 @@ def _vector_index(
         "embedding",
         index_type=MILVUS_INDEX[kind],
         metric_type="IP",
-        params=milvus_params,
+        params={"params": milvus_params} if lite and milvus_params else milvus_params,
     )
     for name in _scalar_fields(model, tracks) if model is not None else []:
         index.add_index(field_name=name, index_type="INVERTED")
@@ -1098,6 +1110,13 @@ def build_collection(
     _check_rows(rows)
     n, dim = rows.vectors.shape
     params = index_params(kind, n, dim, **given)
+    index_type = MILVUS_INDEX.get(kind, kind)
+    if is_lite(uri) and index_type not in LITE_INDEX_TYPES:
+        raise SearchError(
+            f"--kind {kind}: Milvus Lite ({uri}) cannot load the index type "
+            f"{index_type} (it builds {', '.join(LITE_INDEX_TYPES)}); build it on a "
+            f"Milvus server (http://host:19530) or in a faiss folder"
+        )
     meta = _build_meta(rows, kind, params)
     staging = _staging(collection)
     with _writing(uri, collection, create=True) as (client, writer):
@@ -1107,7 +1126,7 @@ def build_collection(
                 staging,
                 schema=_schema(pymilvus, rows),
                 index_params=_vector_index(
-                    client, kind, params, rows.model, rows.tracks
+                    client, kind, params, rows.model, rows.tracks, is_lite(uri)
                 ),
                 properties={META_PROPERTY: json.dumps(meta)},
                 **({"num_shards": int(shards)} if shards else {}),
