@@ -131,6 +131,11 @@ def test_defaults_by_size():
         "fp16-disk",
         50,
     )
+    # past the in-memory refine, twice the PQ bytes: D/4 up to 128
+    assert (small["m"], large["m"], large["opq"]) == (64, 128, 256)
+    assert index_params("ivfpqr", 10**8, 128)["m"] == 32
+    assert index_params("ivfpqr", 10**7, 512, m=64)["m"] == 64
+    assert index_params("ivfpq", 10**7, 512)["m"] == 64
     assert index_params("ivfpqr", 10**6, 128)["opq"] == 0
     assert (
         index_params("ivfpqr", 10**7, 512, refine="fp16", k_factor=20)["k_factor"] == 20

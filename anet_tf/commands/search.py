@@ -230,7 +230,10 @@ def add_parsers(subparsers) -> None:
         "--nlist", type=int, default=None, help="IVF lists (ivf, ivfpq; default ~4*sqrt(N))"
     )
     b.add_argument(
-        "--pq-m", type=int, default=None, help="PQ sub-quantizers (ivfpq; divides D)"
+        "--pq-m",
+        type=int,
+        default=None,
+        help="PQ sub-quantizers, bytes an image (ivfpq, ivfpqr; divides D)",
     )
     b.add_argument(
         "--pq-bits", type=int, default=None, help="bits per PQ code (ivfpq; default 8)"

@@ -54,10 +54,13 @@ REFINES = ("flat", "fp16", "sq8", "sq4", "fp16-disk")
 REFINE_ON_DISK = "fp16-disk"
 IVFPQR_K_FACTOR = 50
 IVFPQR_EF_SEARCH = 128
+# ivfpqr's PQ bytes per image (at most; D/4 below 512-d) once its refine codes
+# go to disk
+IVFPQR_LARGE_M = 128
 # Refine codes of at most this many bytes in all are fp16 in memory (2·D bytes an
-# image), more fp16 on disk (refine.npy, memory-mapped): at 10^7 x 512-d it kept
-# 708 MB in memory at recall 0.914, where SQ8 in memory would take 5.9 GB for
-# SQ8's ~0.91 (docs/search.md).
+# image), more fp16 on disk (refine.npy, memory-mapped): at 10^7 x 512-d, with
+# PQ128, it kept 1.3 GB in memory at recall@10 0.956, where SQ8 in memory would
+# take 5.9 GB for SQ8's ~0.91 (docs/search.md).
 IVFPQR_FP16_BYTES = 2**31
 LABEL_SOURCES = ("predicted", "known")
 HNSW_M = 32
@@ -811,8 +814,13 @@ def default_ivfpq_params(n: int, dim: int) -> dict:
     sub-quantizer, m bytes per image), 8 bits, nprobe = min(32, nlist)."""
     nlist = 2 ** max(0, round(math.log2(max(1.0, 4 * math.sqrt(n)))))
     nlist = max(1, min(nlist, n // 39 or 1))
-    m = max(d for d in range(1, max(1, min(64, dim // 4)) + 1) if dim % d == 0)
-    return {"nlist": nlist, "m": m, "bits": 8, "nprobe": min(32, nlist)}
+    return {"nlist": nlist, "m": _pq_m(dim, 64), "bits": 8, "nprobe": min(32, nlist)}
+
+
+def _pq_m(dim: int, most: int) -> int:
+    """The largest divisor of ``dim`` up to min(``most``, D/4): the PQ
+    sub-quantizers (bytes per image) of an IVF-PQ."""
+    return max(d for d in range(1, max(1, min(most, dim // 4)) + 1) if dim % d == 0)
 
 
 def index_params(kind: str, n: int, dim: int, **given) -> dict:
@@ -839,8 +847,14 @@ def index_params(kind: str, n: int, dim: int, **given) -> dict:
         if kind == "ivf":
             params = {"nlist": params["nlist"], "nprobe": params["nprobe"]}
         if kind == "ivfpqr":
+            in_memory = 2 * n * dim <= IVFPQR_FP16_BYTES
+            if not in_memory:
+                # past the in-memory refine, twice the PQ bytes (up to D/4, 128):
+                # at 10^7 PQ64's shortlist lost the true top-10, PQ128's did not
+                # (docs/search.md, "The refine on disk")
+                params["m"] = _pq_m(dim, IVFPQR_LARGE_M)
             params.update(
-                refine="fp16" if 2 * n * dim <= IVFPQR_FP16_BYTES else "fp16-disk",
+                refine="fp16" if in_memory else "fp16-disk",
                 k_factor=IVFPQR_K_FACTOR,
                 ef_search=IVFPQR_EF_SEARCH,
                 # OPQ rotating to D/2 dims before the IVF-PQ (0: none; measured
