@@ -457,7 +457,11 @@ def build_all(args, out_dir):
             runners[prefix + name] = runner
             network_of[prefix + name] = key
         sizes.update({prefix + name: size for name, size in row_sizes.items()})
-        networks[key] = {"variant": cfg.model.variant, "feature": cfg.eval.feature}
+        networks[key] = {
+            "variant": cfg.model.variant,
+            "feature": cfg.eval.feature,
+            "backbone": cfg.model.backbone,
+        }
     anchor = args.anchor if args.anchor is not None else cfg.model.backbone.startswith("resnet50")
     if anchor:
         runners[ANCHOR] = anchor_runner(cfg)
@@ -587,7 +591,7 @@ def main(argv=None) -> int:
         "run": args.run,
         "config": cfg.source,
         "overrides": args.overrides,
-        "backbone": cfg.model.backbone,
+        "backbone": cfg.model.backbone,  # the last network's; each in "networks"
         "base_width": cfg.model.base_width,
         "image_size": [h, w],
         "networks": networks,
