@@ -604,10 +604,31 @@ def where_missed(g, base, queries, exact_ids, nprobe: int, k_factor: int) -> dic
 # ------------------------------------------------------------------------ milvus
 
 
-def run_milvus(args, dim: int, queries: np.ndarray) -> dict:
+def fill_collection(args, dim: int, db: str, exact, b: dict, kind: str, given: dict):
+    """Milvus Lite collection ``bench`` of ``db``: built (``kind``, ``given``) on
+    the first chunk, the others inserted; each chunk folded into ``exact``, the
+    insert seconds added to ``b["add_s"]``. Returns the gallery."""
     from anet_tf.search.milvus import _insert
     from anet_tf.search.milvus import build_collection
     from anet_tf.search.milvus import gallery_rows
+
+    for c, start in enumerate(range(0, args.n, args.chunk)):
+        size = min(args.chunk, args.n - start)
+        x, color, ty = make_chunk(c, size, dim, args.seed)
+        exact.fold(x, color, ty, start)
+        emb = chunk_embeddings(x, color, ty, start, dim)
+        t = time.perf_counter()
+        if c == 0:
+            g = build_collection([emb], db, "bench", kind=kind, **given)
+        else:
+            _insert(g.client, db, "bench", gallery_rows([emb]), start)
+        b["add_s"] += time.perf_counter() - t
+        if c % 5 == 0:
+            print(f"  [{kind}] {start + size} rows, {b['add_s']:.0f} s", flush=True)
+    return g
+
+
+def run_milvus(args, dim: int, queries: np.ndarray) -> dict:
     from anet_tf.search.milvus import open_collection
     from anet_tf.search.targets import add_to_gallery
 
@@ -625,19 +646,7 @@ def run_milvus(args, dim: int, queries: np.ndarray) -> dict:
             "M": args.hnsw_m,
         }
         b = {"train_s": 0.0, "add_s": 0.0}
-        for c, start in enumerate(range(0, args.n, args.chunk)):
-            size = min(args.chunk, args.n - start)
-            x, color, ty = make_chunk(c, size, dim, args.seed)
-            exact.fold(x, color, ty, start)
-            emb = chunk_embeddings(x, color, ty, start, dim)
-            t = time.perf_counter()
-            if c == 0:
-                g = build_collection([emb], db, "bench", kind=kind, **given)
-            else:
-                _insert(g.client, db, "bench", gallery_rows([emb]), start)
-            b["add_s"] += time.perf_counter() - t
-            if c % 5 == 0:
-                print(f"  [{kind}] {start + size} rows, {b['add_s']:.0f} s", flush=True)
+        g = fill_collection(args, dim, db, exact, b, kind, given)
         t = time.perf_counter()
         g.client.flush("bench")
         g.meta["next_id"] = args.n
@@ -730,9 +739,6 @@ def run_milvus_types(args, dim: int, queries: np.ndarray) -> dict:
     segment's index then: ``index_s``) and searched through
     :meth:`MilvusGallery.search` with that type's search params. A type Milvus
     Lite cannot build or load is reported with its error."""
-    from anet_tf.search.milvus import _insert
-    from anet_tf.search.milvus import build_collection
-    from anet_tf.search.milvus import gallery_rows
     from anet_tf.search.milvus import open_collection
 
     db = args.db.replace(".db", "-types.db")
@@ -740,18 +746,7 @@ def run_milvus_types(args, dim: int, queries: np.ndarray) -> dict:
         shutil.rmtree(db)
     exact = ExactTopK(queries)
     b = {"train_s": 0.0, "add_s": 0.0}
-    for c, start in enumerate(range(0, args.n, args.chunk)):
-        size = min(args.chunk, args.n - start)
-        x, color, ty = make_chunk(c, size, dim, args.seed)
-        exact.fold(x, color, ty, start)
-        emb = chunk_embeddings(x, color, ty, start, dim)
-        t = time.perf_counter()
-        if c == 0:
-            g = build_collection([emb], db, "bench", kind="flat")
-        else:
-            _insert(g.client, db, "bench", gallery_rows([emb]), start)
-        b["add_s"] += time.perf_counter() - t
-        print(f"  {start + size} rows, {b['add_s']:.0f} s", flush=True)
+    g = fill_collection(args, dim, db, exact, b, "flat", {})
     g.client.flush("bench")
     g.meta["next_id"] = args.n
     g.save_meta()
