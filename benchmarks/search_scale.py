@@ -731,6 +731,20 @@ def index_files(db: str, index_type: str) -> tuple[int, int, int]:
     return len(data), len(idx), sum(os.path.getsize(f) for f in idx)
 
 
+def drop_vector_index(client, wait_s: float = 120.0) -> None:
+    """Drop collection ``bench``'s vector index and wait until it is gone: at 10^6
+    rows Milvus Lite 3.2 returned from a drop whose index was still listed, and
+    the next ``create_index`` failed with "index already exists"."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        client.drop_index("bench", "embedding")
+        if not client.list_indexes("bench", field_name="embedding"):
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the vector index was still listed after {wait_s:.0f} s")
+        time.sleep(1.0)
+
+
 def run_milvus_types(args, dim: int, queries: np.ndarray) -> dict:
     """``--milvus-types``: the gallery inserted once (as ``index build`` with
     ``--kind flat`` and the chunks after it), then, per Milvus index type, the
@@ -760,7 +774,7 @@ def run_milvus_types(args, dim: int, queries: np.ndarray) -> dict:
         t = time.perf_counter()
         try:
             client.release_collection("bench")
-            client.drop_index("bench", "embedding")
+            drop_vector_index(client)
             index = client.prepare_index_params()
             index.add_index(  # nested: the one form Milvus Lite 3.2 reads
                 "embedding",
