@@ -581,11 +581,8 @@ def where_missed(g, base, queries, exact_ids, nprobe: int, k_factor: int) -> dic
     if isinstance(pre, faiss.IndexPreTransform):
         for i in range(pre.chain.size()):
             x = faiss.downcast_VectorTransform(pre.chain.at(i)).apply(x)
-    ef = max(int(g.meta["params"]["ef_search"]), nprobe)
-    _, probed = ivf.quantizer.search(
-        x, nprobe, params=faiss.SearchParametersHNSW(efSearch=ef)
-    )
     params = _shortlist_params(faiss, g.meta["params"], None, nprobe)
+    _, probed = ivf.quantizer.search(x, nprobe, params=params.quantizer_params)
     _, shortlist = base.search(
         np.ascontiguousarray(queries, np.float32), 10 * k_factor, params=params
     )
@@ -753,6 +750,7 @@ def run_milvus_types(args, dim: int, queries: np.ndarray) -> dict:
     segment's index then: ``index_s``) and searched through
     :meth:`MilvusGallery.search` with that type's search params. A type Milvus
     Lite cannot build or load is reported with its error."""
+    from anet_tf.search.milvus import build_params
     from anet_tf.search.milvus import open_collection
 
     db = args.db.replace(".db", "-types.db")
@@ -776,11 +774,11 @@ def run_milvus_types(args, dim: int, queries: np.ndarray) -> dict:
             client.release_collection("bench")
             drop_vector_index(client)
             index = client.prepare_index_params()
-            index.add_index(  # nested: the one form Milvus Lite 3.2 reads
+            index.add_index(
                 "embedding",
                 index_type=name,
                 metric_type="IP",
-                params={"params": build} if build else {},
+                params=build_params(build, lite=True),
             )
             client.create_index("bench", index)
             client.load_collection("bench")

@@ -54,8 +54,8 @@ REFINES = ("flat", "fp16", "sq8", "sq4", "fp16-disk")
 REFINE_ON_DISK = "fp16-disk"
 IVFPQR_K_FACTOR = 50
 IVFPQR_EF_SEARCH = 128
-# ivfpqr's PQ bytes per image (at most; D/4 below 512-d) once its refine codes
-# go to disk
+# ivfpqr's PQ bytes per image (at most; D/4 below 512-d) above IVFPQR_FP16_BYTES
+# of refine codes, where its default refine goes to disk
 IVFPQR_LARGE_M = 128
 # Refine codes of at most this many bytes in all are fp16 in memory (2·D bytes an
 # image), more fp16 on disk (refine.npy, memory-mapped): at 10^7 x 512-d, with

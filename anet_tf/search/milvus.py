@@ -144,6 +144,7 @@ __all__ = [
     "MilvusGallery",
     "add_to_collection",
     "build_collection",
+    "build_params",
     "check_collection_target",
     "open_collection",
     "remove_rows",
@@ -1027,6 +1028,14 @@ def _scalar_fields(model: dict, tracks: bool = False) -> list[str]:
     )
 
 
+def build_params(params: dict, lite: bool) -> dict:
+    """A vector index's build ``params`` as ``add_index`` takes them: for Milvus
+    Lite 3.2 as one JSON ``params`` entry, the one it reads (pymilvus 3 sends each
+    as an entry of its own, which a server reads and Milvus Lite ignores, building
+    with its defaults: nlist 128, M 16)."""
+    return {"params": params} if lite and params else params
+
+
 def _vector_index(
     client,
     kind: str,
@@ -1039,10 +1048,8 @@ def _vector_index(
     and, for ``model``'s filter fields (:func:`_scalar_fields`), an INVERTED
     scalar index each (Milvus Lite 3.2 builds only INVERTED scalar indexes: it
     refuses STL_SORT; a server takes INVERTED as well), so a filter on few rows
-    does not scan every row's fields. ``lite``: the build params go as one JSON
-    ``params`` entry, the one Milvus Lite 3.2 reads (pymilvus 3 sends each as
-    an entry of its own, which a server reads and Milvus Lite ignores, building
-    with its defaults: nlist 128, M 16)."""
+    does not scan every row's fields. ``lite``: the build params in Milvus Lite's
+    form (:func:`build_params`)."""
     index = client.prepare_index_params()
     milvus_params = {
         "flat": {},
@@ -1058,7 +1065,7 @@ def _vector_index(
         "embedding",
         index_type=MILVUS_INDEX[kind],
         metric_type="IP",
-        params={"params": milvus_params} if lite and milvus_params else milvus_params,
+        params=build_params(milvus_params, lite),
     )
     for name in _scalar_fields(model, tracks) if model is not None else []:
         index.add_index(field_name=name, index_type="INVERTED")
@@ -1111,7 +1118,8 @@ def build_collection(
     n, dim = rows.vectors.shape
     params = index_params(kind, n, dim, **given)
     index_type = MILVUS_INDEX.get(kind, kind)
-    if is_lite(uri) and index_type not in LITE_INDEX_TYPES:
+    lite = is_lite(uri)
+    if lite and index_type not in LITE_INDEX_TYPES:
         raise SearchError(
             f"--kind {kind}: Milvus Lite ({uri}) cannot load the index type "
             f"{index_type} (it builds {', '.join(LITE_INDEX_TYPES)}); build it on a "
@@ -1126,7 +1134,7 @@ def build_collection(
                 staging,
                 schema=_schema(pymilvus, rows),
                 index_params=_vector_index(
-                    client, kind, params, rows.model, rows.tracks, is_lite(uri)
+                    client, kind, params, rows.model, rows.tracks, lite
                 ),
                 properties={META_PROPERTY: json.dumps(meta)},
                 **({"num_shards": int(shards)} if shards else {}),
